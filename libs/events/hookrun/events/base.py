@@ -1,0 +1,48 @@
+"""The Event base class: an immutable pydantic model plus the CloudEvents envelope fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Fields that travel in the CloudEvents headers, not in the value.
+ENVELOPE_FIELDS = frozenset({"event_id", "occurred_at", "source"})
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Return a fresh random identifier (UUID4, canonical text form)."""
+    return str(uuid.uuid4())
+
+
+class Event(BaseModel):
+    """Base of every hookrun event.
+
+    Subclasses are registered with :func:`hookrun.events.registry.register`, which sets
+    ``type`` (the wire name, the CloudEvents ``type``) and ``version``. ``key_field`` names the
+    field whose value is the Kafka message key (the aggregate id), so that one aggregate's
+    events stay ordered within one partition.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = ""
+    key_field: ClassVar[str] = "run_id"
+
+    event_id: str = Field(default_factory=new_id)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    source: str = "hookrun"
+
+    @property
+    def key(self) -> str:
+        """The Kafka message key: the value of ``key_field``."""
+        return str(getattr(self, self.key_field))

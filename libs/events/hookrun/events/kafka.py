@@ -1,0 +1,262 @@
+"""Kafka I/O for hookrun events: client settings, topic creation, publishing, the consume loop, DLQ.
+
+This is the only module of ``hookrun.events`` that imports aiokafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from hookrun.events import topics
+from hookrun.events.base import Event
+from hookrun.events.codec import InvalidEvent, Record, UnknownEventType, decode, encode
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(Exception):
+    """The broker did not acknowledge in time; nothing was promised to the caller."""
+
+
+def client_id(service: str) -> str:
+    """Return ``<service>-<hostname>``, the client id every hookrun client uses."""
+    return f"{service}-{socket.gethostname()}"
+
+
+def producer_settings(
+    bootstrap: str, service: str, *, request_timeout_ms: int = 10_000
+) -> dict[str, Any]:
+    """Return producer settings chosen on purpose rather than aiokafka's defaults.
+
+    acks=all with idempotence: an acknowledged event survives a broker failover and a retried
+    send is not duplicated. linger_ms=1 lets concurrent sends share a batch without adding
+    noticeable latency; awaiting each send separately is fine because sends are concurrent.
+    """
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id(service),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 1,
+        "max_batch_size": 1024 * 1024,
+        "max_request_size": topics.MAX_MESSAGE_BYTES,
+        "request_timeout_ms": request_timeout_ms,
+        "retry_backoff_ms": 50,
+    }
+
+
+def consumer_settings(bootstrap: str, service: str, *, group: str | None) -> dict[str, Any]:
+    """Return consumer settings chosen on purpose rather than aiokafka's defaults.
+
+    Offsets are committed by hand after the work is durable (no auto-commit), a new group starts
+    from the beginning (``earliest``: a run launched before the consumer existed still runs), and
+    ``fetch_max_wait_ms`` is short so an idle partition does not add half a second per hop.
+    """
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id(service),
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": 20,
+        "max_partition_fetch_bytes": topics.MAX_MESSAGE_BYTES,
+        "fetch_max_bytes": 4 * topics.MAX_MESSAGE_BYTES,
+        "isolation_level": "read_committed",
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+    }
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[topics.TopicSpec] | None = None) -> None:
+    """Create the topics hookrun needs; existing topics are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id("hookrun-admin"))
+    await admin.start()
+    try:
+        wanted = list(specs if specs is not None else topics.specs())
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.configs
+            )
+            for s in wanted
+            if s.name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another service created it between the list and the create
+    finally:
+        await admin.close()
+
+
+class Publisher:
+    """Sends events with an idempotent acks=all producer; starts even when the broker is down.
+
+    The producer is (re)started in the background, so an HTTP service can come up and answer
+    503 while Kafka is unreachable instead of refusing to start.
+    """
+
+    def __init__(self, bootstrap: str, service: str, *, send_timeout_s: float = 10.0) -> None:
+        self._settings = producer_settings(
+            bootstrap, service, request_timeout_ms=int(send_timeout_s * 1000)
+        )
+        self._send_timeout_s = send_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._starter: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self.source = f"hookrun/{service}/{socket.gethostname()}"
+
+    @property
+    def ready(self) -> bool:
+        """True once the producer is connected."""
+        return self._ready.is_set()
+
+    async def start(self, *, wait: bool = False) -> None:
+        """Begin connecting; with ``wait``, return only once connected."""
+        if self._starter is None:
+            self._starter = asyncio.create_task(self._connect())
+        if wait:
+            await self._ready.wait()
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        while True:
+            producer = AIOKafkaProducer(**self._settings)
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                log.warning("kafka not reachable yet (%s); retrying in %.1fs", exc, delay)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._producer = producer
+            self._ready.set()
+            return
+
+    async def stop(self) -> None:
+        """Flush what is pending and close the producer."""
+        if self._starter is not None:
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send_record(self, record: Record) -> asyncio.Future[Any]:
+        """Queue one record; return the future of its acknowledgement.
+
+        Raises :class:`KafkaUnavailable` when the producer is not connected.
+        """
+        if self._producer is None:
+            raise KafkaUnavailable("kafka producer is not connected")
+        try:
+            return await self._producer.send(
+                record.topic, record.value, key=record.key, headers=record.headers
+            )
+        except KafkaError as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append ``events`` and return once Kafka acknowledged all of them (acks=all).
+
+        Events are sent concurrently so they share batches; per-key order is kept by the
+        idempotent producer. Raises :class:`KafkaUnavailable` when not acknowledged in time.
+        """
+        futures = []
+        for event in events:
+            if event.source == "hookrun":
+                event = event.model_copy(update={"source": self.source})
+            futures.append(await self.send_record(encode(event)))
+        await self.wait(futures)
+
+    async def wait(self, futures: Sequence[asyncio.Future[Any]]) -> None:
+        """Wait for acknowledgements; raise :class:`KafkaUnavailable` on error or timeout."""
+        if not futures:
+            return
+        try:
+            async with asyncio.timeout(self._send_timeout_s + 1):
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
+
+
+Handler = Callable[[Event], Awaitable[Sequence[Event]]]
+
+
+async def dead_letter(publisher: Publisher, record: ConsumerRecord[Any, Any], reason: str) -> None:
+    """Copy an undecodable record to ``<topic>.dlq`` with where it came from and why."""
+    headers = [
+        *(record.headers or ()),
+        ("dlq_reason", reason.encode()[:1000]),
+        ("dlq_topic", record.topic.encode()),
+        ("dlq_partition", str(record.partition).encode()),
+        ("dlq_offset", str(record.offset).encode()),
+    ]
+    dlq = Record(topics.dlq(record.topic), record.key or b"", record.value or b"", headers)
+    await publisher.wait([await publisher.send_record(dlq)])
+
+
+async def decode_or_dead_letter(
+    publisher: Publisher, record: ConsumerRecord[Any, Any]
+) -> Event | None:
+    """Decode ``record``; send it to the DLQ (and return None) when it cannot be decoded.
+
+    Unknown event types are logged and skipped (None), so consumers keep working when newer
+    producers add types.
+    """
+    try:
+        return decode(record.value, record.headers)
+    except UnknownEventType as exc:
+        log.debug(
+            "skipping %s at %s/%s@%s", exc.type, record.topic, record.partition, record.offset
+        )
+    except InvalidEvent as exc:
+        log.warning(
+            "dead-lettering %s/%s@%s: %s", record.topic, record.partition, record.offset, exc
+        )
+        await dead_letter(publisher, record, str(exc))
+    return None
+
+
+async def consume(
+    consumer: AIOKafkaConsumer,
+    publisher: Publisher,
+    handle: Handler,
+    *,
+    max_records: int = 500,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Run the at-least-once loop: decode, handle, publish what the handler returns, commit.
+
+    Offsets are committed only after the events a batch caused are acknowledged, so a crash
+    redelivers (handlers are idempotent) and never loses. Undecodable records go to the DLQ.
+    """
+    stopping = stopping or asyncio.Event()
+    while not stopping.is_set():
+        batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+        for tp, records in batches.items():
+            out: list[Event] = []
+            for record in records:
+                event = await decode_or_dead_letter(publisher, record)
+                if event is not None:
+                    out.extend(await handle(event))
+            await publisher.publish(out)
+            await consumer.commit({tp: records[-1].offset + 1})
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Return the log-end offsets of ``partitions`` (for read-your-writes catch-up)."""
+    return dict(await consumer.end_offsets(list(partitions)))

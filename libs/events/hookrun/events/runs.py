@@ -1,0 +1,155 @@
+"""Events about one run, in the order they happen in its lifecycle. Key: the run id."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import orjson
+from hookrun.events import topics
+from hookrun.events.base import Event
+from hookrun.events.registry import register
+from pydantic import BaseModel, ConfigDict
+
+
+class RunStatus(StrEnum):
+    """How a run (or one action, or one execution) ended: Trigger.dev's RunNotification vocabulary."""
+
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELED = "CANCELED"
+    ABORTED = "ABORTED"
+    UNRESOLVED_AUTH = "UNRESOLVED_AUTH"
+    INVALID_PAYLOAD = "INVALID_PAYLOAD"
+
+
+ActionType = Literal["run_execution", "run_pipeline", "copy_pipeline"]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class LaunchRequest(_Part):
+    """The HTTP request that launched a run. Secret-bearing headers and query values are redacted."""
+
+    method: str
+    path: str
+    query: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    content_type: str | None = None
+    remote_addr: str | None = None
+    body_b64: str = ""
+
+    def body(self) -> bytes:
+        """Return the raw request body."""
+        return base64.b64decode(self.body_b64)
+
+    def payload(self) -> Any:
+        """Return the body parsed as JSON, or as a form (dict) for form bodies; else None."""
+        raw = self.body()
+        ctype = (self.content_type or "").split(";")[0].strip().lower()
+        if ctype == "application/x-www-form-urlencoded":
+            return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+
+
+@register("hookrun.trigger.launched", version=1, topic=topics.RUNS)
+class TriggerLaunched(Event):
+    """A launch passed every condition of its trigger; the run exists from now on."""
+
+    run_id: str
+    trigger_id: str
+    config_version: str
+    request: LaunchRequest
+    delivery_id: str | None = None
+    is_test: bool = False
+    account: str | None = None
+
+
+@register("hookrun.action.completed", version=1, topic=topics.RUNS)
+class ActionCompleted(Event):
+    """One action of a run finished (all of its executions or its pipeline are done)."""
+
+    run_id: str
+    action_index: int
+    action: ActionType
+    status: RunStatus
+    #: The run-info result entry, e.g. {"action": "run_execution", "execution_step": ...}.
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the action succeeded."""
+        return self.status is RunStatus.SUCCESS
+
+
+class ErrorDetail(_Part):
+    """Why a run or an execution failed (Trigger.dev's error shape)."""
+
+    message: str
+    name: str | None = None
+    stack_trace: str | None = None
+
+
+class ExecutionSummary(_Part):
+    """One execution as the RunNotification reports it."""
+
+    execution_id: str
+    step: str
+    status: RunStatus
+    action_index: int
+    node: str | None = None
+    pipeline_id: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+    params: dict[str, Any] = {}
+    output: Any = None
+    error: ErrorDetail | None = None
+
+
+class Invocation(_Part):
+    """What started the run (Trigger.dev's ``invocation``)."""
+
+    id: str
+    payload: Any = None
+    timestamp: datetime
+    context: dict[str, Any] = {}
+
+
+@register("hookrun.run.finished", version=1, topic=topics.RUNS)
+class RunFinished(Event):
+    """Every execution and pipeline of the run finished; the run's outcome is final."""
+
+    run_id: str
+    trigger_id: str
+    config_version: str
+    status: RunStatus
+    started_at: datetime
+    completed_at: datetime
+    duration_ms: int
+    execution_count: int
+    invocation: Invocation
+    is_test: bool = False
+    account: str | None = None
+    #: Outputs of the successful executions (JSON written to HOOKRUN_OUTPUT), by execution id.
+    output: Any = None
+    error: ErrorDetail | None = None
+    executions: list[ExecutionSummary] = []
+    #: The execution that failed, if one did (RunNotification's ``task``).
+    failed_execution_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the run succeeded."""
+        return self.status is RunStatus.SUCCESS

@@ -1,0 +1,56 @@
+"""Topic names, what goes on each, and the settings each topic is created with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Every event of one run, keyed by run id: launches, actions, executions, deliveries, finish.
+RUNS = "hookrun.runs"
+#: Trigger log entries that belong to no run (rejected and duplicate launches), keyed by trigger id.
+TRIGGERS = "hookrun.triggers"
+#: Inbound delivery ids already accepted, keyed by ``<trigger id>/<delivery id>``; compacted.
+INBOUND_DELIVERIES = "hookrun.inbound-deliveries"
+
+
+def dlq(topic: str) -> str:
+    """Return the dead-letter topic of ``topic`` (``<topic>.dlq``)."""
+    return f"{topic}.dlq"
+
+
+#: Largest Kafka message hookrun writes. TriggerLaunched carries the raw body (base64, so 4/3 of
+#: HOOKRUN_MAX_BODY_BYTES) plus headers; 8 MiB leaves room for a body limit of up to ~5 MiB.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+#: How long an inbound delivery id is remembered for redelivery dedupe (DESIGN.md: 6 h).
+DEDUPE_WINDOW_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic hookrun creates at start-up if it is missing."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def specs(partitions: int = 6) -> list[TopicSpec]:
+    """Return the topics hookrun needs, with ``partitions`` partitions for the keyed ones."""
+    size = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    return [
+        TopicSpec(RUNS, partitions, size),
+        TopicSpec(dlq(RUNS), 1, size),
+        TopicSpec(TRIGGERS, partitions, {}),
+        TopicSpec(dlq(TRIGGERS), 1, size),
+        TopicSpec(
+            INBOUND_DELIVERIES,
+            partitions,
+            {
+                # Compaction keeps the newest record per delivery id; deletion forgets ids after
+                # the window, so a gateway's start-up replay stays small.
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str((DEDUPE_WINDOW_S + 3600) * 1000),
+                "segment.ms": str(3600 * 1000),
+            },
+        ),
+    ]

@@ -1,0 +1,47 @@
+"""Events about triggers that belong to no run: the trigger log and the inbound dedupe records."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from hookrun.events import topics
+from hookrun.events.base import Event
+from hookrun.events.registry import register
+
+
+@register("hookrun.trigger.logged", version=1, topic=topics.TRIGGERS)
+class TriggerLogged(Event):
+    """A launch the gateway answered without starting a run: rejected, or a redelivery.
+
+    Accepted launches are in the trigger log too: their entry is the run's TriggerLaunched on
+    ``hookrun.runs``. The key is the trigger id as requested (it may name no trigger).
+    """
+
+    key_field = "trigger_id"
+
+    trigger_id: str
+    outcome: Literal["rejected", "duplicate"]
+    reason: str
+    status_code: int
+    method: str
+    remote_addr: str | None = None
+    content_length: int = 0
+    delivery_id: str | None = None
+    #: For a duplicate: the run the first delivery started.
+    run_id: str | None = None
+
+
+@register("hookrun.inbound.recorded", version=1, topic=topics.INBOUND_DELIVERIES)
+class InboundDeliveryRecorded(Event):
+    """A provider delivery id was accepted and started ``run_id``; redeliveries map to it."""
+
+    key_field = "dedupe_key"
+
+    trigger_id: str
+    delivery_id: str
+    run_id: str
+
+    @property
+    def dedupe_key(self) -> str:
+        """``<trigger id>/<delivery id>``: trigger ids cannot contain a slash."""
+        return f"{self.trigger_id}/{self.delivery_id}"
