@@ -260,3 +260,16 @@ async def end_offsets(
 ) -> dict[TopicPartition, int]:
     """Return the log-end offsets of ``partitions`` (for read-your-writes catch-up)."""
     return dict(await consumer.end_offsets(list(partitions)))
+
+
+async def ensure_topics_forever(bootstrap: str, *, max_delay_s: float = 5.0) -> None:
+    """Create hookrun's topics, retrying until Kafka answers (services start before the broker)."""
+    delay = 0.2
+    while True:
+        try:
+            await ensure_topics(bootstrap)
+            return
+        except (KafkaError, OSError) as exc:
+            log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)

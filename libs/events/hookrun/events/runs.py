@@ -74,6 +74,119 @@ class TriggerLaunched(Event):
     account: str | None = None
 
 
+@register("hookrun.run.started", version=1, topic=topics.RUNS)
+class RunStarted(Event):
+    """A runner took the run on: its actions are about to be performed."""
+
+    run_id: str
+    trigger_id: str
+    runner_id: str
+    action_count: int
+
+
+@register("hookrun.execution.created", version=1, topic=topics.RUNS)
+class ExecutionCreated(Event):
+    """An execution of a step exists (queued): the run-info result entry appears now."""
+
+    run_id: str
+    execution_id: str
+    action_index: int
+    step: str
+    params: dict[str, Any] = {}
+    #: Set when the execution is a node of a pipeline.
+    pipeline_id: str | None = None
+    node: str | None = None
+    #: 1 for the first try; a retry after a dead runner gets a new execution with attempt + 1.
+    attempt: int = 1
+
+
+@register("hookrun.execution.started", version=1, topic=topics.RUNS)
+class ExecutionStarted(Event):
+    """The execution's process was spawned by ``runner_id``, which holds it until ``lease_until``."""
+
+    run_id: str
+    execution_id: str
+    runner_id: str
+    pid: int | None = None
+    lease_until: datetime
+
+
+@register("hookrun.execution.heartbeat", version=1, topic=topics.RUNS)
+class ExecutionHeartbeat(Event):
+    """The runner running the execution is alive and extends its lease."""
+
+    run_id: str
+    execution_id: str
+    runner_id: str
+    lease_until: datetime
+
+
+@register("hookrun.execution.finished", version=1, topic=topics.RUNS)
+class ExecutionFinished(Event):
+    """The execution ended: exited, timed out, was canceled, or was aborted after its runner died."""
+
+    run_id: str
+    execution_id: str
+    status: RunStatus
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime
+    duration_ms: int | None = None
+    #: JSON the process wrote to HOOKRUN_OUTPUT, if any.
+    output: Any = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    error: str | None = None
+
+
+@register("hookrun.pipeline.created", version=1, topic=topics.RUNS)
+class PipelineCreated(Event):
+    """A pipeline (a DAG of executions) exists: its definition and parameters, enough to copy it."""
+
+    run_id: str
+    pipeline_id: str
+    pipeline_name: str
+    action_index: int
+    #: node name -> step name.
+    nodes: dict[str, str]
+    #: [parent, child] pairs.
+    edges: list[tuple[str, str]] = []
+    #: node name -> its resolved parameters.
+    parameters: dict[str, dict[str, Any]] = {}
+    #: node name -> {input name: base64 content} given to the node at creation (the payload input).
+    inputs_b64: dict[str, dict[str, str]] = {}
+    #: For copy_pipeline: the pipeline this one copies.
+    source_pipeline_id: str | None = None
+
+
+@register("hookrun.pipeline.node_skipped", version=1, topic=topics.RUNS)
+class PipelineNodeSkipped(Event):
+    """A node did not run because a node it depends on did not succeed."""
+
+    run_id: str
+    pipeline_id: str
+    node: str
+    reason: str
+
+
+@register("hookrun.pipeline.finished", version=1, topic=topics.RUNS)
+class PipelineFinished(Event):
+    """Every node of the pipeline succeeded, failed or was skipped."""
+
+    run_id: str
+    pipeline_id: str
+    status: RunStatus
+
+
+@register("hookrun.run.cancel_requested", version=1, topic=topics.RUNS)
+class RunCancelRequested(Event):
+    """Someone asked to cancel the run (admin API); the runner stops its executions."""
+
+    run_id: str
+    requested_by: str = "admin"
+    reason: str = ""
+
+
 @register("hookrun.action.completed", version=1, topic=topics.RUNS)
 class ActionCompleted(Event):
     """One action of a run finished (all of its executions or its pipeline are done)."""
