@@ -1,0 +1,314 @@
+"""Checking a trigger's conditions against an inbound request, delivery ids and redaction."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from hookrun.config.model import (
+    HmacCondition,
+    IpAllowCondition,
+    SlackCondition,
+    StandardWebhooksCondition,
+    StaticSecretCondition,
+    StripeCondition,
+    Trigger,
+)
+from hookrun.config.templating import PayloadPathError, lookup_path
+
+__all__ = [
+    "FALLBACK_DELIVERY_HEADERS",
+    "Headers",
+    "InboundRequest",
+    "Verdict",
+    "check_conditions",
+    "delivery_id",
+    "redacted_headers",
+    "redacted_query",
+]
+
+# Headers that carry a provider's delivery id when the trigger does not say where it is.
+FALLBACK_DELIVERY_HEADERS = ("x-github-delivery", "webhook-id", "svix-id", "idempotency-key")
+# Standard Webhooks senders built on Svix use svix-* names for the same headers.
+_HEADER_ALIASES = {"webhook-id": ("webhook-id", "svix-id")}
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only header mapping; the first of repeated headers wins."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        store: dict[str, str] = {}
+        for key, value in pairs:
+            store.setdefault(key.lower(), value)
+        self._items = store
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._items.get(key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({sorted(self._items)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """What the conditions see of a launch or run-info request."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    remote_addr: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            object.__setattr__(self, "headers", Headers(self.headers))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Outcome of checking all conditions; `reason` is for the trigger log, never the sender."""
+
+    ok: bool
+    reason: str
+    account: str | None = None
+
+
+_PASSED = Verdict(ok=True, reason="all conditions passed")
+_NO_CONDITIONS = Verdict(ok=True, reason="no conditions")
+
+
+def check_conditions(trigger: Trigger, request: InboundRequest, now: float) -> Verdict:
+    """Check every condition of the trigger (all must pass) at unix time `now`."""
+    if not trigger.conditions:
+        return _NO_CONDITIONS
+    account: str | None = None
+    for index, condition in enumerate(trigger.conditions):
+        failure = _CHECKS[type(condition)](condition, request, now)
+        if failure is not None:
+            return Verdict(ok=False, reason=f"conditions[{index}] ({condition.type}): {failure}")
+        if account is None and condition.account is not None:
+            account = condition.account
+    return _PASSED if account is None else Verdict(True, _PASSED.reason, account)
+
+
+def _bytes(value: str) -> bytes:
+    # Header values arrive latin-1 decoded from ASGI; any byte form works for compare_digest.
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _check_hmac(c: HmacCondition, request: InboundRequest, now: float) -> str | None:
+    provided = request.headers.get(c.header)
+    if provided is None:
+        return f"missing header {c.header}"
+    value = _bytes(provided.strip())
+    if not value.startswith(c._prefix):
+        return f"signature does not start with {c.prefix!r}"
+    value = value[len(c._prefix) :]
+    digest = hmac.digest(c._key, request.body, c.algorithm)
+    if c.encoding == "hex":
+        ok = hmac.compare_digest(value.lower(), digest.hex().encode())
+    else:
+        try:
+            ok = hmac.compare_digest(base64.b64decode(value, validate=True), digest)
+        except (binascii.Error, ValueError):
+            return "malformed signature (not base64)"
+    return None if ok else "signature mismatch"
+
+
+def _check_static_secret(
+    c: StaticSecretCondition, request: InboundRequest, now: float
+) -> str | None:
+    if c.header is not None:
+        provided = request.headers.get(c.header)
+        if provided is None:
+            return f"missing header {c.header}"
+    else:
+        provided = request.query.get(c.query or "")
+        if provided is None:
+            return f"missing query parameter {c.query}"
+    return None if hmac.compare_digest(_bytes(provided), c._key) else "secret mismatch"
+
+
+def _timestamp(raw: str) -> int | None:
+    raw = raw.strip()
+    # isascii() keeps out digits like "²" that isdigit() accepts but int() rejects.
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+def _outside_tolerance(timestamp: int, now: float, tolerance_s: int) -> str | None:
+    skew = abs(now - timestamp)
+    if skew > tolerance_s:
+        return f"timestamp outside tolerance ({int(skew)}s > {tolerance_s}s)"
+    return None
+
+
+def _check_standard_webhooks(
+    c: StandardWebhooksCondition, request: InboundRequest, now: float
+) -> str | None:
+    headers = request.headers
+    prefix = "webhook-" if "webhook-id" in headers else "svix-"
+    values = []
+    for name in ("id", "timestamp", "signature"):
+        value = headers.get(prefix + name)
+        if value is None:
+            return f"missing header webhook-{name}"
+        values.append(value)
+    msg_id, raw_timestamp, signatures = values
+    timestamp = _timestamp(raw_timestamp)
+    if timestamp is None:
+        return "invalid timestamp"
+    if (late := _outside_tolerance(timestamp, now, c.tolerance_s)) is not None:
+        return late
+    signed = b"".join((_bytes(msg_id), b".", _bytes(raw_timestamp.strip()), b".", request.body))
+    expected = hmac.digest(c._key, signed, "sha256")
+    for item in signatures.split():
+        version, _, encoded = item.partition(",")
+        if version != "v1":
+            continue
+        try:
+            candidate = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if hmac.compare_digest(candidate, expected):
+            return None
+    return "signature mismatch"
+
+
+def _check_stripe(c: StripeCondition, request: InboundRequest, now: float) -> str | None:
+    header = request.headers.get("stripe-signature")
+    if header is None:
+        return "missing header Stripe-Signature"
+    raw_timestamp: str | None = None
+    candidates: list[bytes] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            raw_timestamp = value
+        elif key == "v1":
+            candidates.append(_bytes(value.lower()))
+    timestamp = _timestamp(raw_timestamp) if raw_timestamp is not None else None
+    if raw_timestamp is None or timestamp is None or not candidates:
+        return "malformed Stripe-Signature header"
+    if (late := _outside_tolerance(timestamp, now, c.tolerance_s)) is not None:
+        return late
+    signed = _bytes(raw_timestamp.strip()) + b"." + request.body
+    expected = hmac.digest(c._key, signed, "sha256")
+    expected_hex = expected.hex().encode()
+    if any(hmac.compare_digest(candidate, expected_hex) for candidate in candidates):
+        return None
+    return "signature mismatch"
+
+
+def _check_slack(c: SlackCondition, request: InboundRequest, now: float) -> str | None:
+    raw_timestamp = request.headers.get("x-slack-request-timestamp")
+    if raw_timestamp is None:
+        return "missing header X-Slack-Request-Timestamp"
+    signature = request.headers.get("x-slack-signature")
+    if signature is None:
+        return "missing header X-Slack-Signature"
+    timestamp = _timestamp(raw_timestamp)
+    if timestamp is None:
+        return "invalid timestamp"
+    if (late := _outside_tolerance(timestamp, now, c.tolerance_s)) is not None:
+        return late
+    version, _, provided = signature.strip().partition("=")
+    if version != "v0":
+        return "signature is not v0"
+    signed = b"v0:" + _bytes(raw_timestamp.strip()) + b":" + request.body
+    expected = hmac.digest(c._key, signed, "sha256").hex().encode()
+    return None if hmac.compare_digest(_bytes(provided.lower()), expected) else "signature mismatch"
+
+
+def _check_ip_allow(c: IpAllowCondition, request: InboundRequest, now: float) -> str | None:
+    if request.remote_addr is None:
+        return "remote address unknown"
+    try:
+        address = ipaddress.ip_address(request.remote_addr)
+    except ValueError:
+        return f"remote address {request.remote_addr!r} is not an IP address"
+    # Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in c._networks):
+        return None
+    return f"remote address {address} is not allowed"
+
+
+_CHECKS: dict[type[Any], Callable[[Any, InboundRequest, float], str | None]] = {
+    HmacCondition: _check_hmac,
+    StaticSecretCondition: _check_static_secret,
+    StandardWebhooksCondition: _check_standard_webhooks,
+    StripeCondition: _check_stripe,
+    SlackCondition: _check_slack,
+    IpAllowCondition: _check_ip_allow,
+}
+
+_NO_PAYLOAD = object()
+
+
+def delivery_id(
+    trigger: Trigger, request: InboundRequest, payload: Any = _NO_PAYLOAD
+) -> str | None:
+    """The provider's delivery id of this request, for redelivery dedupe, or None.
+
+    Uses the trigger's `dedupe` (which presets fill in); without one, the first present of
+    X-GitHub-Delivery, webhook-id, svix-id, Idempotency-Key. Payload paths read the JSON body
+    (pass `payload` if it is already parsed); a body that is not JSON gives None.
+    """
+    dedupe = trigger.dedupe
+    if dedupe is None:
+        return _first_header(request, FALLBACK_DELIVERY_HEADERS)
+    if dedupe.header is not None:
+        return _first_header(request, _HEADER_ALIASES.get(dedupe.header.lower(), (dedupe.header,)))
+    if payload is _NO_PAYLOAD:
+        try:
+            payload = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            return None
+    try:
+        value = lookup_path(payload, dedupe._path, dedupe.payload or "")
+    except PayloadPathError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value) or None
+
+
+def _first_header(request: InboundRequest, names: Iterable[str]) -> str | None:
+    for name in names:
+        value = request.headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def redacted_headers(trigger: Trigger) -> frozenset[str]:
+    """Lowercased names of request headers that carry secrets and must not be stored."""
+    return trigger._redacted_headers
+
+
+def redacted_query(trigger: Trigger) -> frozenset[str]:
+    """Names of query parameters that carry secrets and must not be stored."""
+    return trigger._redacted_query
