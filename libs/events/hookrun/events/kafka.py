@@ -75,12 +75,17 @@ def consumer_settings(bootstrap: str, service: str, *, group: str | None) -> dic
     }
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[topics.TopicSpec] | None = None) -> None:
+async def ensure_topics(
+    bootstrap: str,
+    specs: Iterable[topics.TopicSpec] | None = None,
+    *,
+    namespace: str = topics.NAMESPACE,
+) -> None:
     """Create the topics hookrun needs; existing topics are left as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id("hookrun-admin"))
     await admin.start()
     try:
-        wanted = list(specs if specs is not None else topics.specs())
+        wanted = list(specs if specs is not None else topics.specs(namespace=namespace))
         existing = set(await admin.list_topics())
         new = [
             NewTopic(
@@ -105,7 +110,15 @@ class Publisher:
     503 while Kafka is unreachable instead of refusing to start.
     """
 
-    def __init__(self, bootstrap: str, service: str, *, send_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        service: str,
+        *,
+        send_timeout_s: float = 10.0,
+        namespace: str = topics.NAMESPACE,
+    ) -> None:
+        self.namespace = namespace
         self._settings = producer_settings(
             bootstrap, service, request_timeout_ms=int(send_timeout_s * 1000)
         )
@@ -162,7 +175,10 @@ class Publisher:
             raise KafkaUnavailable("kafka producer is not connected")
         try:
             return await self._producer.send(
-                record.topic, record.value, key=record.key, headers=record.headers
+                topics.named(record.topic, self.namespace),
+                record.value,
+                key=record.key,
+                headers=record.headers,
             )
         except KafkaError as exc:
             raise KafkaUnavailable(str(exc)) from exc
@@ -203,7 +219,9 @@ async def dead_letter(publisher: Publisher, record: ConsumerRecord[Any, Any], re
         ("dlq_partition", str(record.partition).encode()),
         ("dlq_offset", str(record.offset).encode()),
     ]
-    dlq = Record(topics.dlq(record.topic), record.key or b"", record.value or b"", headers)
+    # record.topic is the physical name already: map it back so send_record's renaming is a no-op.
+    logical = topics.NAMESPACE + record.topic[len(publisher.namespace) :]
+    dlq = Record(topics.dlq(logical), record.key or b"", record.value or b"", headers)
     await publisher.wait([await publisher.send_record(dlq)])
 
 
@@ -255,6 +273,16 @@ async def consume(
             await consumer.commit({tp: records[-1].offset + 1})
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Return every partition of ``topic`` (empty if it does not exist), asking the broker.
+
+    ``consumer.partitions_for_topic`` only knows topics the consumer already tracks, so this
+    reads fresh cluster metadata instead.
+    """
+    cluster = await consumer._client.fetch_all_metadata()  # no public call returns it
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+
 async def end_offsets(
     consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
 ) -> dict[TopicPartition, int]:
@@ -262,14 +290,113 @@ async def end_offsets(
     return dict(await consumer.end_offsets(list(partitions)))
 
 
-async def ensure_topics_forever(bootstrap: str, *, max_delay_s: float = 5.0) -> None:
+async def ensure_topics_forever(
+    bootstrap: str, *, namespace: str = topics.NAMESPACE, max_delay_s: float = 5.0
+) -> None:
     """Create hookrun's topics, retrying until Kafka answers (services start before the broker)."""
     delay = 0.2
     while True:
         try:
-            await ensure_topics(bootstrap)
+            await ensure_topics(bootstrap, namespace=namespace)
             return
         except (KafkaError, OSError) as exc:
             log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+class TopicTable:
+    """Follows every partition of a (compacted) topic from the beginning, without a consumer group.
+
+    Each decoded event is passed to ``apply``. :meth:`catch_up` waits until everything that was
+    on the topic when it was called has been applied: read-your-writes across instances.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        service: str,
+        topic: str,
+        apply: Callable[[Event], None],
+        *,
+        catch_up_timeout_s: float = 5.0,
+    ) -> None:
+        self.topic = topic
+        self._settings = consumer_settings(bootstrap, service, group=None)
+        self._apply = apply
+        self._timeout_s = catch_up_timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._positions: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin following the topic in the background (retrying while Kafka is down)."""
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        delay = 0.2
+        while True:
+            consumer = AIOKafkaConsumer(**self._settings)
+            try:
+                await consumer.start()
+                self._partitions = await partitions_of(consumer, self.topic)
+                if not self._partitions:
+                    raise KafkaError(f"topic {self.topic} does not exist yet")
+                consumer.assign(self._partitions)
+                await consumer.seek_to_beginning(*self._partitions)
+                return consumer
+            except KafkaError as exc:
+                log.warning("%s: waiting for kafka (%s)", self.topic, exc)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _follow(self) -> None:
+        self._consumer = await self._connect()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        event = decode(record.value, record.headers)
+                    except (InvalidEvent, UnknownEventType) as exc:
+                        log.warning("%s@%s: skipped: %s", self.topic, record.offset, exc)
+                        continue
+                    self._apply(event)
+            # The position can pass the last record (compaction gaps, control records), so ask
+            # the consumer rather than counting records.
+            for tp in self._partitions:
+                self._positions[tp] = await self._consumer.position(tp)
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def catch_up(self) -> None:
+        """Return once every record on the topic at call time is applied.
+
+        Raises :class:`KafkaUnavailable` when that takes longer than the catch-up timeout.
+        """
+        consumer = self._consumer
+        if consumer is None or not self._partitions:
+            raise KafkaUnavailable(f"{self.topic}: not connected to kafka")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                # One ListOffsets per call: a request already in flight may predate a write the
+                # caller was told about, so sharing it would break read-your-writes.
+                ends = await consumer.end_offsets(self._partitions)
+                async with self._progress:
+                    await self._progress.wait_for(
+                        lambda: all(self._positions.get(tp, -1) >= end for tp, end in ends.items())
+                    )
+        except (TimeoutError, KafkaError) as exc:
+            raise KafkaUnavailable(f"{self.topic}: could not catch up: {exc!r}") from exc

@@ -12,6 +12,20 @@ TRIGGERS = "hookrun.triggers"
 INBOUND_DELIVERIES = "hookrun.inbound-deliveries"
 
 
+#: The default namespace: the first segment of every topic name.
+NAMESPACE = "hookrun"
+
+
+def named(topic: str, namespace: str = NAMESPACE) -> str:
+    """Return ``topic`` in ``namespace``: ``named("hookrun.runs", "t1")`` is ``"t1.runs"``.
+
+    Namespaces let several hookrun systems (or test modules) share one broker.
+    """
+    if namespace == NAMESPACE:
+        return topic
+    return namespace + topic[len(NAMESPACE) :]
+
+
 def dlq(topic: str) -> str:
     """Return the dead-letter topic of ``topic`` (``<topic>.dlq``)."""
     return f"{topic}.dlq"
@@ -34,8 +48,14 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def specs(partitions: int = 6) -> list[TopicSpec]:
+def specs(partitions: int = 6, namespace: str = NAMESPACE) -> list[TopicSpec]:
     """Return the topics hookrun needs, with ``partitions`` partitions for the keyed ones."""
+    return [
+        TopicSpec(named(s.name, namespace), s.partitions, s.configs) for s in _specs(partitions)
+    ]
+
+
+def _specs(partitions: int) -> list[TopicSpec]:
     size = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     return [
         TopicSpec(RUNS, partitions, size),

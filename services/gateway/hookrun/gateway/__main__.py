@@ -1,0 +1,5 @@
+"""Run the gateway: python -m hookrun.gateway."""
+
+from hookrun.gateway.app import main
+
+main()

@@ -1,0 +1,154 @@
+"""The gateway's I/O: appending events and the redelivery index, each with a Fake twin for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from hookrun.events import Event, InboundDeliveryRecorded, topics
+from hookrun.events.kafka import KafkaUnavailable, Publisher, TopicTable
+
+log = logging.getLogger(__name__)
+
+
+class EventLog(Protocol):
+    """Where the gateway appends events."""
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Append and wait for acks=all; raise KafkaUnavailable if not acknowledged in time."""
+
+    def append_soon(self, events: Sequence[Event]) -> None:
+        """Append without making the caller wait (trigger-log entries); failures are logged."""
+
+
+class KafkaEventLog:
+    """EventLog on a Kafka Publisher."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def append(self, events: Sequence[Event]) -> None:
+        await self._publisher.publish(events)
+
+    def append_soon(self, events: Sequence[Event]) -> None:
+        task = asyncio.create_task(self._append_logged(events))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _append_logged(self, events: Sequence[Event]) -> None:
+        try:
+            await self._publisher.publish(events)
+        except KafkaUnavailable as exc:
+            log.error("trigger log entry lost: %s (%s)", [e.type for e in events], exc)
+
+    async def drain(self) -> None:
+        """Wait for the fire-and-forget appends still in flight (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+class FakeEventLog:
+    """EventLog that records what was appended; ``down`` makes appends fail like a dead broker."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.down = False
+
+    async def append(self, events: Sequence[Event]) -> None:
+        if self.down:
+            raise KafkaUnavailable("fake broker is down")
+        self.events.extend(events)
+
+    def append_soon(self, events: Sequence[Event]) -> None:
+        if not self.down:
+            self.events.extend(events)
+
+
+class DeliveryIndex(Protocol):
+    """Remembers which run each provider delivery id started, for redelivery dedupe."""
+
+    async def find(self, trigger_id: str, delivery_id: str) -> str | None:
+        """Return the run id a delivery already started (within the window), else None."""
+
+    def remember(self, trigger_id: str, delivery_id: str, run_id: str) -> None:
+        """Note locally that a delivery started a run (its record is appended by the caller)."""
+
+
+class FakeDeliveryIndex:
+    """In-memory DeliveryIndex."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    async def find(self, trigger_id: str, delivery_id: str) -> str | None:
+        return self.seen.get(f"{trigger_id}/{delivery_id}")
+
+    def remember(self, trigger_id: str, delivery_id: str, run_id: str) -> None:
+        self.seen[f"{trigger_id}/{delivery_id}"] = run_id
+
+
+class KafkaDeliveryIndex:
+    """DeliveryIndex on the compacted ``hookrun.inbound-deliveries`` topic.
+
+    Every gateway instance reads the whole topic (no consumer group) into memory, so a restarted
+    gateway and every other instance know the delivery ids accepted before. ``find`` first
+    catches up to the topic's log end, so a delivery that any instance acknowledged is found.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        window_s: float,
+        catch_up_timeout_s: float = 5.0,
+        namespace: str = topics.NAMESPACE,
+    ) -> None:
+        self._window_s = window_s
+        self._runs: dict[str, tuple[str, float]] = {}
+        self._table = TopicTable(
+            bootstrap,
+            "gateway",
+            topics.named(topics.INBOUND_DELIVERIES, namespace),
+            self._apply,
+            catch_up_timeout_s=catch_up_timeout_s,
+        )
+
+    async def start(self) -> None:
+        await self._table.start()
+
+    async def stop(self) -> None:
+        await self._table.stop()
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, InboundDeliveryRecorded):
+            at = event.occurred_at.timestamp()
+            if time.time() - at < self._window_s:
+                self._runs[event.dedupe_key] = (event.run_id, at)
+
+    def remember(self, trigger_id: str, delivery_id: str, run_id: str) -> None:
+        self._runs[f"{trigger_id}/{delivery_id}"] = (run_id, time.time())
+        if len(self._runs) % 10_000 == 0:
+            self._forget_expired()
+
+    async def find(self, trigger_id: str, delivery_id: str) -> str | None:
+        key = f"{trigger_id}/{delivery_id}"
+        hit = self._fresh(key)
+        if hit is not None:
+            return hit
+        await self._table.catch_up()
+        return self._fresh(key)
+
+    def _fresh(self, key: str) -> str | None:
+        entry = self._runs.get(key)
+        if entry is None or time.time() - entry[1] >= self._window_s:
+            return None
+        return entry[0]
+
+    def _forget_expired(self) -> None:
+        cutoff = time.time() - self._window_s
+        for key in [k for k, (_, at) in self._runs.items() if at < cutoff]:
+            del self._runs[key]

@@ -1,0 +1,44 @@
+"""Gateway settings, read from the environment (the only place that reads them is app.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hookrun.events import topics
+from pydantic import PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment of the gateway; defaults suit `make run` and `docker compose up`."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    hookrun_config: Path = Path("examples/hookrun.yaml")
+    hookrun_host: str = "127.0.0.1"
+    hookrun_port: PositiveInt = 8000
+    #: Largest launch body accepted; larger ones get 413 before the body is read.
+    hookrun_max_body_bytes: PositiveInt = 1024 * 1024
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    #: First segment of every topic name, so several systems (or test modules) share a broker.
+    hookrun_namespace: str = topics.NAMESPACE
+    #: How long a launch waits for Kafka's acknowledgement before answering 503.
+    hookrun_kafka_timeout_s: PositiveFloat = 5.0
+    #: Seconds a sender is told to wait (Retry-After) when Kafka is unavailable.
+    hookrun_retry_after_s: PositiveInt = 5
+    hookrun_dedupe_window_s: PositiveInt = topics.DEDUPE_WINDOW_S
+    hookrun_admin_token: SecretStr | None = None
+    hookrun_access_log: bool = False
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _body_fits_in_a_kafka_message(self) -> Settings:
+        # The body travels base64-encoded inside TriggerLaunched; keep 256 KiB for the rest.
+        largest = self.hookrun_max_body_bytes * 4 // 3 + 256 * 1024
+        if largest > topics.MAX_MESSAGE_BYTES:
+            limit = (topics.MAX_MESSAGE_BYTES - 256 * 1024) * 3 // 4
+            raise ValueError(
+                f"HOOKRUN_MAX_BODY_BYTES={self.hookrun_max_body_bytes} does not fit in a Kafka "
+                f"message of {topics.MAX_MESSAGE_BYTES} bytes; the largest allowed is {limit}"
+            )
+        return self

@@ -1,0 +1,177 @@
+"""The launch rules: authenticate, dedupe, append TriggerLaunched, answer with the trigger's response."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from hookrun.config import HookrunConfig, InboundRequest, Trigger
+from hookrun.config.conditions import (
+    check_conditions,
+    delivery_id,
+    redacted_headers,
+    redacted_query,
+)
+from hookrun.config.templating import render_response
+from hookrun.events import (
+    InboundDeliveryRecorded,
+    LaunchRequest,
+    TriggerLaunched,
+    TriggerLogged,
+    new_id,
+)
+from hookrun.events.kafka import KafkaUnavailable
+from hookrun.gateway.adapters import DeliveryIndex, EventLog
+
+REDACTED = "[redacted]"
+#: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
+REJECTED_BODY = b'{"error":"launch rejected"}'
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the HTTP layer sends back."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Deps:
+    """Everything the launch rules need, passed in by app.py (or a test)."""
+
+    config: HookrunConfig
+    log: EventLog
+    deliveries: DeliveryIndex
+    retry_after_s: int = 5
+    clock: Callable[[], float] = time.time
+    new_run_id: Callable[[], str] = new_id
+    triggers: dict[str, Trigger] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.triggers = {t.id: t for t in self.config.triggers}
+
+
+async def launch(
+    trigger_id: str, request: InboundRequest, deps: Deps, *, is_test: bool = False
+) -> Reply:
+    """Handle one launch request and return the reply.
+
+    202 only once TriggerLaunched is acknowledged by Kafka; 400 (the same body every time) for
+    an unknown or disabled trigger or a failed condition; 503 with Retry-After when Kafka does
+    not acknowledge. A redelivery of an accepted delivery id gets the original run id back.
+    """
+    trigger = deps.triggers.get(trigger_id)
+    if trigger is None:
+        return reject(trigger_id, request, deps, "unknown trigger")
+    if not trigger.enabled:
+        return reject(trigger_id, request, deps, "trigger is disabled")
+    verdict = check_conditions(trigger, request, deps.clock())
+    if not verdict.ok:
+        return reject(trigger_id, request, deps, verdict.reason)
+
+    delivery = delivery_id(trigger, request)
+    try:
+        if delivery is not None:
+            original = await deps.deliveries.find(trigger.id, delivery)
+            if original is not None:
+                deps.log.append_soon(
+                    [
+                        _logged(
+                            trigger.id,
+                            request,
+                            "duplicate",
+                            f"redelivery of {delivery}",
+                            202,
+                            delivery,
+                            original,
+                        )
+                    ]
+                )
+                return accepted(trigger, original)
+        run_id = deps.new_run_id()
+        launched = TriggerLaunched(
+            run_id=run_id,
+            trigger_id=trigger.id,
+            config_version=deps.config.config_version,
+            request=_recorded(trigger, request),
+            delivery_id=delivery,
+            is_test=is_test,
+            account=verdict.account,
+        )
+        if delivery is None:
+            await deps.log.append([launched])
+        else:
+            record = InboundDeliveryRecorded(
+                trigger_id=trigger.id, delivery_id=delivery, run_id=run_id
+            )
+            await deps.log.append([launched, record])
+            deps.deliveries.remember(trigger.id, delivery, run_id)
+    except KafkaUnavailable:
+        return Reply(
+            503,
+            b'{"error":"event log unavailable, retry later"}',
+            headers={"Retry-After": str(deps.retry_after_s)},
+        )
+    return accepted(trigger, run_id)
+
+
+def accepted(trigger: Trigger, run_id: str) -> Reply:
+    """The 202 reply carrying the trigger's response template filled with ``run_id``."""
+    content_type, body = render_response(trigger.response, run_id)
+    return Reply(202, body, content_type)
+
+
+def reject(
+    trigger_id: str, request: InboundRequest, deps: Deps, reason: str, status: int = 400
+) -> Reply:
+    """Record why a launch was refused in the trigger log and return the uniform reply."""
+    deps.log.append_soon([_logged(trigger_id, request, "rejected", reason, status)])
+    body = REJECTED_BODY if status == 400 else b'{"error":"request body too large"}'
+    return Reply(status, body)
+
+
+def _logged(
+    trigger_id: str,
+    request: InboundRequest,
+    outcome: str,
+    reason: str,
+    status: int,
+    delivery: str | None = None,
+    run_id: str | None = None,
+) -> TriggerLogged:
+    return TriggerLogged(
+        trigger_id=trigger_id[:200],
+        outcome=outcome,  # type: ignore[arg-type]
+        reason=reason,
+        status_code=status,
+        method=request.method,
+        remote_addr=request.remote_addr,
+        content_length=len(request.body),
+        delivery_id=delivery,
+        run_id=run_id,
+    )
+
+
+def _recorded(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
+    """The request as TriggerLaunched keeps it: secrets that authenticated it are redacted."""
+    hidden_headers = redacted_headers(trigger)
+    hidden_query = redacted_query(trigger)
+    headers = {
+        name.lower(): REDACTED if name.lower() in hidden_headers else value
+        for name, value in request.headers.items()
+    }
+    query = {k: REDACTED if k in hidden_query else v for k, v in request.query.items()}
+    return LaunchRequest(
+        method=request.method,
+        path=request.path,
+        query=query,
+        headers=headers,
+        content_type=headers.get("content-type"),
+        remote_addr=request.remote_addr,
+        body_b64=base64.b64encode(request.body).decode(),
+    )
