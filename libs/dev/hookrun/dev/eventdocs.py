@@ -34,6 +34,7 @@ _CE_HEADERS = {
 _TOPIC_DOC = {
     topics.RUNS: "Every event of one run. Key: the run id, so a run's events are ordered.",
     topics.TRIGGERS: "Trigger log entries that belong to no run (rejected, duplicate). Key: trigger id.",
+    topics.SUBSCRIPTIONS: "Subscriptions disabled after a 410 answer, compacted. Key: subscription id.",
     topics.INBOUND_DELIVERIES: "Accepted provider delivery ids (redelivery dedupe), compacted. "
     "Key: `<trigger id>/<delivery id>`.",
 }
@@ -84,7 +85,7 @@ def _asyncapi(types: dict[str, type[Event]]) -> str:
             },
             "examples": [{"name": f"v{cls.version}", "payload": example_of(cls)}],
         }
-    for topic in (topics.RUNS, topics.TRIGGERS, topics.INBOUND_DELIVERIES):
+    for topic in _TOPIC_DOC:
         cid = topic.replace("hookrun.", "").replace("-", "_")
         names = [c.__name__ for c in types.values() if c.topic == topic]
         channels[cid] = {

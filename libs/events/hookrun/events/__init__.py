@@ -10,6 +10,12 @@ from hookrun.events.codec import (
     encode,
     to_cloudevent,
 )
+from hookrun.events.notifications import (
+    DeliveryAttempted,
+    DeliveryExhausted,
+    RedeliveryRequested,
+    SubscriptionDisabled,
+)
 from hookrun.events.registry import register, registered
 from hookrun.events.runs import (
     ActionCompleted,
@@ -34,6 +40,8 @@ from hookrun.events.triggers import InboundDeliveryRecorded, TriggerLogged
 
 __all__ = [
     "ActionCompleted",
+    "DeliveryAttempted",
+    "DeliveryExhausted",
     "ErrorDetail",
     "Event",
     "ExecutionCreated",
@@ -49,10 +57,12 @@ __all__ = [
     "PipelineFinished",
     "PipelineNodeSkipped",
     "Record",
+    "RedeliveryRequested",
     "RunCancelRequested",
     "RunFinished",
     "RunStarted",
     "RunStatus",
+    "SubscriptionDisabled",
     "TriggerLaunched",
     "TriggerLogged",
     "UnknownEventType",

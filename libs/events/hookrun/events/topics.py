@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 RUNS = "hookrun.runs"
 #: Trigger log entries that belong to no run (rejected and duplicate launches), keyed by trigger id.
 TRIGGERS = "hookrun.triggers"
+#: Subscriptions disabled by a 410 answer, keyed by subscription id; compacted.
+SUBSCRIPTIONS = "hookrun.subscriptions"
 #: Inbound delivery ids already accepted, keyed by ``<trigger id>/<delivery id>``; compacted.
 INBOUND_DELIVERIES = "hookrun.inbound-deliveries"
 
@@ -62,6 +64,7 @@ def _specs(partitions: int) -> list[TopicSpec]:
         TopicSpec(dlq(RUNS), 1, size),
         TopicSpec(TRIGGERS, partitions, {}),
         TopicSpec(dlq(TRIGGERS), 1, size),
+        TopicSpec(SUBSCRIPTIONS, 1, {"cleanup.policy": "compact"}),
         TopicSpec(
             INBOUND_DELIVERIES,
             partitions,

@@ -1,0 +1,61 @@
+"""Events about completion webhooks (RunNotification deliveries). Key: the run id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from hookrun.events import topics
+from hookrun.events.base import Event
+from hookrun.events.registry import register
+
+
+@register("hookrun.delivery.attempted", version=1, topic=topics.RUNS)
+class DeliveryAttempted(Event):
+    """One HTTP attempt to deliver a run's RunNotification to one subscription."""
+
+    run_id: str
+    #: The Standard Webhooks ``webhook-id``: the same for every attempt of this delivery.
+    message_id: str
+    subscription_id: str
+    url: str
+    attempt: int
+    outcome: Literal["succeeded", "failed", "refused", "gone"]
+    status_code: int | None = None
+    duration_ms: int | None = None
+    response_excerpt: str = ""
+    error: str | None = None
+    #: When the next attempt is due; None when no attempt follows this one.
+    next_attempt_at: datetime | None = None
+
+
+@register("hookrun.delivery.exhausted", version=1, topic=topics.RUNS)
+class DeliveryExhausted(Event):
+    """Every attempt of the retry schedule failed; the delivery is given up (and visible)."""
+
+    run_id: str
+    message_id: str
+    subscription_id: str
+    attempts: int
+    last_error: str | None = None
+
+
+@register("hookrun.delivery.redelivery_requested", version=1, topic=topics.RUNS)
+class RedeliveryRequested(Event):
+    """Someone asked to send a run's notification again (admin API), to one or all subscriptions."""
+
+    run_id: str
+    subscription_id: str | None = None
+    requested_by: str = "admin"
+
+
+@register("hookrun.subscription.disabled", version=1, topic=topics.SUBSCRIPTIONS)
+class SubscriptionDisabled(Event):
+    """A subscriber answered 410 Gone: no more deliveries go to it until the config changes it."""
+
+    key_field = "subscription_id"
+
+    subscription_id: str
+    trigger_id: str
+    url: str
+    reason: str
