@@ -1,0 +1,72 @@
+# hookrun developer entry points (GNU make). From a fresh clone only python3, Java 17 and Maven
+# are needed: `make setup` installs uv, the workspace and the Kafka broker jars.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+UV := .tools/bin/uv
+PY := .venv/bin/python
+UV_VERSION := 0.13.8
+PYTEST_ARGS ?=
+# The sync sentinel is rebuilt whenever the lock or any workspace member's metadata changes.
+SYNCED := .venv/.hookrun-synced
+PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+
+.PHONY: help setup test test-quick lint fmt kafka-start kafka-stop kafka-status
+
+help:
+	@echo "make setup        install uv, the workspace (.venv) and the Kafka broker jars"
+	@echo "make test         every test, against a real broker (KAFKA_BOOTSTRAP_SERVERS or one started)"
+	@echo "make test-quick   tests that need neither Kafka nor the whole system"
+	@echo "make lint | fmt   ruff (+ mypy --strict on libs/events) | autoformat"
+	@echo "make kafka-start | kafka-stop | kafka-status   the local dev broker on 127.0.0.1:9092"
+	@echo "PYTEST_ARGS='-k name -x' passes options to pytest"
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install -q uv==$(UV_VERSION)
+
+$(SYNCED): $(UV) uv.lock $(PYPROJECTS)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python python3
+	touch $@
+
+setup: $(SYNCED)
+	$(PY) -m hookrun.dev.kafka fetch
+
+# pytest's session fixture reuses KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092, else starts a
+# broker for the run and stops it at the end.
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-quick: $(SYNCED)
+	$(PY) -m pytest -m "not kafka and not e2e" $(PYTEST_ARGS)
+
+# Runs every check even when an earlier one fails, and fails if any did: mypy errors are shown
+# and counted, never swallowed.
+lint: $(SYNCED)
+	@status=0; \
+	echo "+ ruff check"; .venv/bin/ruff check . || status=1; \
+	echo "+ ruff format --check"; .venv/bin/ruff format --check . || status=1; \
+	echo "+ mypy --strict hookrun.events"; \
+	MYPYPATH=libs/events .venv/bin/mypy --strict -p hookrun.events || status=1; \
+	exit $$status
+
+fmt: $(SYNCED)
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+kafka-start: setup
+	$(PY) -m hookrun.dev.kafka start
+
+kafka-stop: $(SYNCED)
+	$(PY) -m hookrun.dev.kafka stop
+
+kafka-status: $(SYNCED)
+	$(PY) -m hookrun.dev.kafka status
+
+# ---------------------------------------------------------------------------------------------
+# run / bench: reserved for the lead. `make run` can get its broker with
+#   BOOTSTRAP=$$($(PY) -m hookrun.dev.kafka ensure)
+# (stdout is only the address) and stop it with `$(PY) -m hookrun.dev.kafka stop`.
+# ---------------------------------------------------------------------------------------------

@@ -1,0 +1,729 @@
+"""Local single-node Apache Kafka (KRaft) for development and tests: fetch, start, stop, ensure."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+KAFKA_VERSION = "3.9.1"
+# Kafka 3.9 logs through slf4j 1.7; the distribution binds it to reload4j, and so do we.
+SLF4J_VERSION = "1.7.36"
+RELOAD4J_VERSION = "1.2.25"
+# Pinned because Maven 3.8's default dependency plugin (2.8) is a decade old.
+DEPENDENCY_PLUGIN_VERSION = "3.8.1"
+
+DEFAULT_PORT = 9092
+DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_PORT}"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+JVM_OPTS = (
+    "-Xms256m",
+    "-Xmx768m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+# Broker settings shared by the local broker and the test container. Tuned for one node:
+# replication factors of 1, few internal partitions (the offsets topic is created on the first
+# consumer group, 50 partitions would cost seconds), no rebalance delay (consumer tests would
+# otherwise wait 3 s per group), and topics only exist when created explicitly.
+BROKER_SETTINGS: Mapping[str, str] = {
+    "num.partitions": "3",
+    "default.replication.factor": "1",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "3",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "3",
+    "min.insync.replicas": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    # After a crash (SIGKILL) the restarted broker is refused as a duplicate registration until
+    # the dead incarnation's session expires: 4 s instead of 9 s keeps crash tests quick.
+    "broker.heartbeat.interval.ms": "1000",
+    "broker.session.timeout.ms": "4000",
+    "auto.create.topics.enable": "false",
+    "message.max.bytes": "8388608",
+    "replica.fetch.max.bytes": "8388608",
+    "socket.request.max.bytes": "104857600",
+    "num.network.threads": "2",
+    "num.io.threads": "4",
+    "num.recovery.threads.per.data.dir": "1",
+    "log.retention.hours": "168",
+    "log.retention.bytes": "1073741824",
+    "log.segment.bytes": "67108864",
+    "log.retention.check.interval.ms": "300000",
+}
+
+log = logging.getLogger("hookrun.dev.kafka")
+
+
+class KafkaError(RuntimeError):
+    """Fetching, starting or stopping the local broker failed."""
+
+
+def cache_dir() -> Path:
+    """Return the root of hookrun's download cache (``HOOKRUN_CACHE_DIR`` or ~/.cache/hookrun)."""
+    env = os.environ.get("HOOKRUN_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hookrun"
+
+
+def kafka_home(version: str = KAFKA_VERSION) -> Path:
+    """Return the directory whose ``libs/`` holds the broker's jars for ``version``."""
+    return cache_dir() / f"kafka-{version}"
+
+
+def _pom(version: str) -> str:
+    deps = [
+        ("org.apache.kafka", "kafka_2.13", version),
+        ("org.slf4j", "slf4j-reload4j", SLF4J_VERSION),
+        ("ch.qos.reload4j", "reload4j", RELOAD4J_VERSION),
+    ]
+    dep_xml = "\n".join(
+        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.hookrun</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+{dep_xml}
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>{DEPENDENCY_PLUGIN_VERSION}</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+"""
+
+
+def fetch(version: str = KAFKA_VERSION) -> Path:
+    """Download the broker's jars with Maven into the cache, once; return the ``libs/`` dir.
+
+    Raises KafkaError when Maven is missing or fails.
+    """
+    home = kafka_home(version)
+    marker = home / ".complete"
+    if marker.exists():
+        return home / "libs"
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise KafkaError("Maven (mvn) is not on PATH: it is needed once to download Kafka")
+    home.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a private temp dir and rename at the end, so an interrupted or concurrent fetch
+    # never leaves a half-filled libs/ that a later start would try to run.
+    tmp = home.parent / f".{home.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        (tmp / "pom.xml").write_text(_pom(version))
+        log.info("downloading Apache Kafka %s with Maven into %s", version, home)
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "dependency:copy-dependencies",
+            "-DoutputDirectory=libs",
+            "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(
+            cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        if result.returncode != 0:
+            tail = "\n".join(result.stdout.splitlines()[-30:])
+            raise KafkaError(f"mvn failed (exit {result.returncode}) fetching Kafka:\n{tail}")
+        if not (tmp / "libs" / f"kafka_2.13-{version}.jar").exists():
+            raise KafkaError(f"mvn succeeded but kafka_2.13-{version}.jar is missing")
+        (tmp / ".complete").write_text(f"kafka_2.13 {version}\n")
+        if home.exists() and not marker.exists():
+            shutil.rmtree(home)  # a leftover from an older, interrupted layout
+        try:
+            tmp.rename(home)
+        except OSError:
+            if not marker.exists():  # only fine if a concurrent fetch won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return home / "libs"
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by the peer")
+        buf += chunk
+    return bytes(buf)
+
+
+def _metadata_brokers(address: str, timeout: float) -> int:
+    """Send a Kafka Metadata v4 request and return how many brokers the answer lists."""
+    # A raw request instead of an aiokafka client keeps this synchronous, so it works from the
+    # CLI, from sync fixtures and from inside a running event loop alike. The port being open is
+    # not enough: the broker binds it early but only serves requests once it has started.
+    host, port = _split_host_port(address)
+    client_id = b"hookrun-probe"
+    header = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id
+    body = struct.pack(">ib", 0, 0)  # no topics, allow_auto_topic_creation=false
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        payload = _recv_exact(sock, size)
+    correlation_id, _throttle_ms, broker_count = struct.unpack(">iii", payload[:12])
+    if correlation_id != 1:
+        raise ConnectionError("not a Kafka answer")
+    return int(broker_count)
+
+
+def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+    """Return True if a Kafka broker at any address of ``bootstrap`` serves a metadata request."""
+    for address in bootstrap.split(","):
+        try:
+            if _metadata_brokers(address, timeout) > 0:
+                return True
+        except (OSError, ValueError, struct.error):
+            continue
+    return False
+
+
+def wait_for_broker(bootstrap: str, timeout: float = START_TIMEOUT_S) -> None:
+    """Block until ``bootstrap`` answers metadata requests; raise KafkaError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not broker_answers(bootstrap, timeout=min(2.0, timeout)):
+        if time.monotonic() >= deadline:
+            raise KafkaError(f"no Kafka broker answered on {bootstrap} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def docker_available() -> bool:
+    """Return True only if a Docker engine really answers (not just a docker CLI or package)."""
+    try:
+        import docker  # type: ignore[import-untyped]  # dev-only dependency, untyped
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # any failure (no package, no socket, refused, timeout) means "no"
+        return False
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Java sets SO_REUSEADDR on its server sockets, so TIME_WAIT leftovers of a broker we
+        # just stopped do not block it; mirror that so we do not refuse a usable port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_port_free(port: int, timeout: float) -> bool:
+    # Sockets of a process that has just been stopped can take a moment to close.
+    deadline = time.monotonic() + timeout
+    while not _port_free(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise KafkaError("java is not on PATH (Kafka needs Java 17; set JAVA_HOME or PATH)")
+    return java
+
+
+def _pid_alive(pid: int) -> bool:
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self").exists():
+        try:
+            stat = (proc / "stat").read_text()
+            # A zombie has exited (and closed its sockets); it only waits to be reaped.
+            if stat.rpartition(")")[2].split()[0] == "Z":
+                return False
+            cmdline = (proc / "cmdline").read_bytes()
+            # An empty cmdline is a process in the middle of exiting, which may still hold its
+            # ports; any other command means the pid was reused by something else.
+            return not cmdline or b"kafka.Kafka" in cmdline
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Return a pre-exec hook asking Linux to SIGTERM the child when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # Resolved before the fork: the child should only make the one system call.
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return hook
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"({path} does not exist)"
+    return "\n".join(text.splitlines()[-lines:]) or f"({path} is empty)"
+
+
+def cluster_id() -> str:
+    """Return a new random Kafka cluster id."""
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars), the
+    # same as `kafka-storage random-uuid`, made here to save a JVM start.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def configured_ports(data_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """Return the listener ports (``PLAINTEXT``, ``CONTROLLER``) of the last start in data_dir."""
+    ports: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in (Path(data_dir) / "server.properties").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "listeners":
+                for listener in value.split(","):
+                    name, _, address = listener.strip().partition("://")
+                    port = address.rpartition(":")[2]
+                    if port.isdigit():
+                        ports[name] = int(port)
+    return ports
+
+
+class LocalKafka:
+    """One local Kafka broker+controller process, owned through a pid file in its data dir."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        port: int = DEFAULT_PORT,
+        controller_port: int | None = None,
+        version: str = KAFKA_VERSION,
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.controller_port = controller_port
+        self.version = version
+        # For brokers owned by a test run: if pytest is killed (a CI timeout sends SIGTERM, which
+        # skips fixture teardown), the kernel stops the broker too instead of orphaning it.
+        self.die_with_parent = die_with_parent
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalKafka(port={self.port}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
+
+    @property
+    def bootstrap(self) -> str:
+        """The address clients connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "kafka.pid"
+
+    @property
+    def server_log(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.data_dir / "kafka.out"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's pid if it is running, else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
+            return None  # our own child exited (poll() also reaped it)
+        return pid if _pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        """Return True if the broker process of this data dir is alive (it may not answer yet)."""
+        return self.pid is not None
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """Return True if the broker serves metadata requests."""
+        return broker_answers(self.bootstrap, timeout)
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> LocalKafka:
+        """Start the broker (keeping any data already in data_dir) and wait until it answers.
+
+        Does nothing but wait if it already runs. Raises KafkaError with the tail of the broker
+        log if the process dies or does not answer within ``timeout`` seconds.
+        """
+        if self.is_running():
+            self.wait_ready(timeout)
+            return self
+        libs = fetch(self.version)
+        java = _java()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pid_file.unlink(missing_ok=True)
+        if not _wait_port_free(self.port, 5.0):
+            raise KafkaError(f"port {self.port} is already in use; pick another port")
+        self._pick_controller_port()
+        props = self._write_config()
+        classpath = f"{libs}{os.sep}*"
+        if not (self.log_dir / "meta.properties").exists():
+            self._format(java, classpath, props)
+        cmd = [
+            java,
+            *JVM_OPTS,
+            f"-Dlog4j.configuration={(self.data_dir / 'log4j.properties').as_uri()}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(props),
+        ]
+        started = time.monotonic()
+        with self.stdout_log.open("ab") as out:
+            # A new session keeps Ctrl-C in a terminal (or pytest's process group) from reaching
+            # the broker: whoever started it stops it by pid, in order.
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_parent_death_signal() if self.die_with_parent else None,
+            )
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()  # never leave a half-started broker behind
+            raise
+        log.info(
+            "Kafka %s answers on %s after %.1f s (pid %s, data %s)",
+            self.version,
+            self.bootstrap,
+            time.monotonic() - started,
+            self._proc.pid,
+            self.data_dir,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Block until the broker answers; raise KafkaError if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.answers(timeout=2.0):
+                return
+            if not self.is_running():
+                raise KafkaError(self._failure("exited during start-up"))
+            if time.monotonic() >= deadline:
+                raise KafkaError(self._failure(f"did not answer within {timeout:.0f} s"))
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Stop the broker with SIGTERM (SIGKILL after ``timeout``); return False if not running."""
+        return self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> bool:
+        """Kill the broker with SIGKILL, as a crash would; return False if not running."""
+        return self._signal(signal.SIGKILL, 5.0)
+
+    def _signal(self, sig: signal.Signals, timeout: float) -> bool:
+        pid = self.pid
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if not self._wait_exit(pid, timeout) and sig != signal.SIGKILL:
+            log.warning("Kafka (pid %s) ignored SIGTERM for %.0f s; killing it", pid, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._wait_exit(pid, 5.0)
+        self.pid_file.unlink(missing_ok=True)
+        self._proc = None
+        return True
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout)  # also reaps our child, so no zombie stays
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _pick_controller_port(self) -> None:
+        if self.controller_port is not None:
+            return
+        # Keep the controller port of an earlier run on this data dir when it is still free.
+        previous = configured_ports(self.data_dir).get("CONTROLLER")
+        if previous is not None and _port_free(previous):
+            self.controller_port = previous
+        else:
+            self.controller_port = free_port()
+
+    def _write_config(self) -> Path:
+        port, cport = self.port, self.controller_port
+        lines = [
+            "# Written by hookrun.dev.kafka on every start; edits are overwritten.",
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            "controller.listener.names=CONTROLLER",
+            f"controller.quorum.voters=1@127.0.0.1:{cport}",
+            f"log.dirs={self.log_dir.as_posix()}",
+            *(f"{key}={value}" for key, value in BROKER_SETTINGS.items()),
+        ]
+        props = self.data_dir / "server.properties"
+        props.write_text("\n".join(lines) + "\n")
+        # The broker log goes to a file: a test run or `make run` should not drown in it, and
+        # a failed start quotes its tail.
+        log4j = self.data_dir / "log4j.properties"
+        log4j.write_text(
+            "\n".join(
+                [
+                    "log4j.rootLogger=INFO, file",
+                    "log4j.appender.file=org.apache.log4j.RollingFileAppender",
+                    f"log4j.appender.file.File={self.server_log.as_posix()}",
+                    "log4j.appender.file.MaxFileSize=20MB",
+                    "log4j.appender.file.MaxBackupIndex=2",
+                    "log4j.appender.file.layout=org.apache.log4j.PatternLayout",
+                    "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n",
+                    "log4j.logger.kafka.request.logger=WARN",
+                    "log4j.logger.kafka.controller=INFO",
+                    "log4j.logger.state.change.logger=WARN",
+                    "",
+                ]
+            )
+        )
+        return props
+
+    def _format(self, java: str, classpath: str, props: Path) -> None:
+        # Short-lived tool: a small heap and the C1 compiler only start it faster.
+        cmd = [
+            java,
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j.configuration={(self.data_dir / 'log4j.properties').as_uri()}",
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id(),
+            "-c",
+            str(props),
+        ]
+        result = subprocess.run(
+            cmd,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise KafkaError(
+                f"formatting {self.log_dir} failed (exit {result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n--- {self.server_log} ---\n{_tail(self.server_log)}"
+            )
+
+    def _failure(self, what: str) -> str:
+        # The root cause of a failed start sits above long stack traces, so quote the errors
+        # and their causes before the plain tail.
+        try:
+            lines = self.server_log.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        causes = [
+            line[:300]
+            for line in lines
+            if " ERROR " in line or " FATAL " in line or line.startswith("Caused by:")
+        ]
+        return (
+            f"Kafka on {self.bootstrap} {what}.\n"
+            f"--- errors in {self.server_log} ---\n" + "\n".join(causes[:12]) + "\n"
+            f"--- tail of {self.server_log} ---\n{_tail(self.server_log, 25)}\n"
+            f"--- tail of {self.stdout_log} ---\n{_tail(self.stdout_log, 15)}"
+        )
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """Return the nearest directory at or above ``start`` (default cwd) holding ``.git``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def state_dir() -> Path:
+    """Return where `ensure` keeps the dev broker (``HOOKRUN_STATE_DIR`` or <repo>/.hookrun)."""
+    env = os.environ.get("HOOKRUN_STATE_DIR")
+    return Path(env).expanduser().resolve() if env else repo_root() / ".hookrun"
+
+
+def default_data_dir() -> Path:
+    """Return the data dir of the dev broker that `ensure`, `start` and `stop` manage."""
+    return state_dir() / "kafka"
+
+
+def ensure(data_dir: Path | None = None, timeout: float = START_TIMEOUT_S) -> str:
+    """Return a bootstrap address with a broker behind it, starting a local one if needed.
+
+    Order: ``KAFKA_BOOTSTRAP_SERVERS`` (waited for, never started), a broker already answering
+    on 127.0.0.1:9092, else a new local broker in ``data_dir`` (default_data_dir()) left running.
+    """
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if configured:
+        wait_for_broker(configured, timeout)
+        return configured
+    if broker_answers(DEFAULT_BOOTSTRAP):
+        return DEFAULT_BOOTSTRAP
+    kafka = LocalKafka(data_dir or default_data_dir(), port=DEFAULT_PORT)
+    return kafka.start(timeout).bootstrap
+
+
+def _iter_status(kafka: LocalKafka, bootstrap: str) -> Iterator[str]:
+    answers = broker_answers(bootstrap)
+    yield f"bootstrap {bootstrap}: {'broker answers' if answers else 'no broker answers'}"
+    pid = kafka.pid
+    if pid is not None:
+        yield f"local broker pid {pid} (data {kafka.data_dir}, log {kafka.server_log})"
+    else:
+        yield f"no local broker running from {kafka.data_dir}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hookrun.dev.kafka",
+        description=f"Manage a local single-node Apache Kafka {KAFKA_VERSION} (KRaft).",
+        epilog="Addresses go to stdout, progress to stderr. status exits 3 if nothing answers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="download the broker jars with Maven (once)")
+    for name, text in [
+        ("start", "start the local broker in the background"),
+        ("stop", "stop the local broker started from the data dir"),
+        ("status", "tell whether a broker answers and which pid is ours"),
+        ("ensure", "reuse KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092, else start one"),
+    ]:
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument(
+            "--data-dir", type=Path, default=None, help="default: <repo>/.hookrun/kafka"
+        )
+        if name == "start":
+            cmd.add_argument("--port", type=int, default=DEFAULT_PORT)
+            cmd.add_argument("--controller-port", type=int, default=None)
+        if name in ("start", "ensure"):
+            cmd.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="kafka: %(message)s", stream=sys.stderr)
+
+    try:
+        if args.command == "fetch":
+            print(fetch())
+            return 0
+        data_dir = args.data_dir or default_data_dir()
+        if args.command == "start":
+            kafka = LocalKafka(data_dir, args.port, args.controller_port).start(args.timeout)
+            print(kafka.bootstrap)
+            return 0
+        if args.command == "ensure":
+            print(ensure(data_dir, args.timeout))
+            return 0
+        kafka = LocalKafka(data_dir, configured_ports(data_dir).get("PLAINTEXT", DEFAULT_PORT))
+        if args.command == "stop":
+            if kafka.stop():
+                log.info("stopped the broker of %s", kafka.data_dir)
+            else:
+                log.info("no broker of ours is running (%s)", kafka.data_dir)
+            return 0
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or kafka.bootstrap
+        for line in _iter_status(kafka, bootstrap):
+            print(line)
+        return 0 if broker_answers(bootstrap) else 3
+    except KafkaError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
