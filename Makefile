@@ -13,10 +13,14 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup test test-quick lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup run test test-quick bench events docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
 	@echo "make setup        install uv, the workspace (.venv) and the Kafka broker jars"
+	@echo "make run          broker + every service + demo receiver with examples/hookrun.yaml; Ctrl-C stops all"
+	@echo "make bench        the benchmark: every figure beside its same-run baseline (bench/results/)"
+	@echo "make events RUN_ID=<id>   a run's CloudEvents as stored on Kafka"
+	@echo "make docs         regenerate event schemas, docs/asyncapi.yaml and docs/events.md"
 	@echo "make test         every test, against a real broker (KAFKA_BOOTSTRAP_SERVERS or one started)"
 	@echo "make test-quick   tests that need neither Kafka nor the whole system"
 	@echo "make lint | fmt   ruff (+ mypy --strict on libs/events) | autoformat"
@@ -65,8 +69,15 @@ kafka-stop: $(SYNCED)
 kafka-status: $(SYNCED)
 	$(PY) -m hookrun.dev.kafka status
 
-# ---------------------------------------------------------------------------------------------
-# run / bench: reserved for the lead. `make run` can get its broker with
-#   BOOTSTRAP=$$($(PY) -m hookrun.dev.kafka ensure)
-# (stdout is only the address) and stop it with `$(PY) -m hookrun.dev.kafka stop`.
-# ---------------------------------------------------------------------------------------------
+# The whole system as a newcomer meets it. HOOKRUN_CONFIG / KAFKA_BOOTSTRAP_SERVERS override.
+run: setup
+	$(PY) -m hookrun.dev.run
+
+bench: setup
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+events: $(SYNCED)
+	$(PY) -m hookrun.dev.events --run-id "$(RUN_ID)"
+
+docs: $(SYNCED)
+	$(PY) -m hookrun.dev.eventdocs

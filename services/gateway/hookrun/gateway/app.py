@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 from hookrun.config import ConfigError, HookrunConfig, load_config
@@ -23,6 +24,7 @@ def build(
     *,
     event_log: EventLog | None = None,
     deliveries: DeliveryIndex | None = None,
+    status_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Return the gateway app; Kafka adapters unless fakes are passed in (unit tests)."""
     publisher: Publisher | None = None
@@ -55,9 +57,13 @@ def build(
             await publisher.start()
         if isinstance(index, KafkaDeliveryIndex):
             await index.start()
+        app.state.status_client = httpx.AsyncClient(
+            base_url=settings.hookrun_status_url, timeout=30, transport=status_transport
+        )
         try:
             yield
         finally:
+            await app.state.status_client.aclose()
             if topics_task is not None:
                 topics_task.cancel()
             if isinstance(index, KafkaDeliveryIndex):

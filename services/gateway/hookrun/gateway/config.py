@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     hookrun_retry_after_s: PositiveInt = 5
     hookrun_dedupe_window_s: PositiveInt = topics.DEDUPE_WINDOW_S
     hookrun_admin_token: SecretStr | None = None
+    #: Where run info and the admin API are answered; the gateway forwards those paths there.
+    hookrun_status_url: str = "http://127.0.0.1:8001"
     hookrun_access_log: bool = False
     log_level: str = "INFO"
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
+import httpx
 from fastapi import APIRouter, Request, Response
 from hookrun.config import InboundRequest
 from hookrun.gateway import handlers
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -75,3 +80,66 @@ async def healthz(request: Request) -> dict[str, bool]:
     """``kafka`` is true once the producer is connected."""
     publisher = request.app.state.publisher
     return {"ok": True, "kafka": bool(publisher is None or publisher.ready)}
+
+
+# Hop-by-hop headers and those httpx recomputes are not forwarded.
+_NOT_FORWARDED = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding"}
+)
+
+
+async def forward(request: Request) -> Response:
+    """Forward a run-info or admin request to the status service, body limit enforced first."""
+    try:
+        body = await read_body(request, request.app.state.max_body_bytes)
+    except BodyTooLarge:
+        return Response(b'{"error":"request body too large"}', 413, media_type="application/json")
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+    if request.client is not None:
+        # The status service checks conditions such as an IP allow-list against the sender.
+        headers["x-forwarded-for"] = request.client.host
+    url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    client: httpx.AsyncClient = request.app.state.status_client
+    try:
+        upstream = await client.request(request.method, url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        log.warning("status service unreachable: %r", exc)
+        return Response(
+            b'{"error":"status service unavailable, retry later"}',
+            503,
+            {"Retry-After": str(request.app.state.deps.retry_after_s)},
+            media_type="application/json",
+        )
+    passed = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED}
+    passed.pop("content-encoding", None)  # httpx already decoded the body
+    return Response(upstream.content, upstream.status_code, passed)
+
+
+@router.api_route(
+    "/api/v0/launch/{trigger_id}/run/",
+    methods=["GET", "POST"],
+    summary="Run info (Valohai contract), answered by the status service",
+    responses={
+        200: {
+            "description": '{"status": "pending|completed|error|complete_with_error", "result": [...]}'
+        },
+        400: {"description": "A condition failed (the same body as a rejected launch)"},
+        404: {"description": "No such run for this trigger"},
+    },
+)
+@router.api_route(
+    "/api/v0/launch/{trigger_id}/run", methods=["GET", "POST"], include_in_schema=False
+)
+async def run_info(trigger_id: str, request: Request) -> Response:
+    """GET with ?run_id= or POST with run_id in a form or JSON body; same conditions as launch."""
+    return await forward(request)
+
+
+@router.api_route(
+    "/api/v1/{path:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    summary="Admin API (bearer HOOKRUN_ADMIN_TOKEN), answered by the status service",
+)
+async def admin(path: str, request: Request) -> Response:
+    """See the status service's OpenAPI document for the admin routes."""
+    return await forward(request)
