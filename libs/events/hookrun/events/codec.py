@@ -46,8 +46,11 @@ def dataschema(type_: str, version: int) -> str:
     return f"{_SCHEMA_PREFIX}{type_}:v{version}"
 
 
-def encode(event: Event) -> Record:
-    """Encode ``event`` as a Kafka record in CloudEvents binary content mode."""
+def encode(event: Event, *, source: str | None = None) -> Record:
+    """Encode ``event`` as a Kafka record in CloudEvents binary content mode.
+
+    ``source`` overrides the event's own ``source`` (the producing service stamps itself).
+    """
     cls = type(event)
     if not cls.type:
         raise TypeError(f"{cls.__name__} is not registered")
@@ -55,7 +58,7 @@ def encode(event: Event) -> Record:
     headers: Headers = [
         ("ce_specversion", SPECVERSION),
         ("ce_id", event.event_id.encode()),
-        ("ce_source", event.source.encode()),
+        ("ce_source", (source or event.source).encode()),
         ("ce_type", cls.type.encode()),
         ("ce_time", _rfc3339(event.occurred_at).encode()),
         ("ce_subject", event.key.encode()),

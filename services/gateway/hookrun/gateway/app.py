@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from starlette.routing import Route
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.gateway import handlers, routes
@@ -34,6 +35,7 @@ def build(
             "gateway",
             send_timeout_s=settings.hookrun_kafka_timeout_s,
             namespace=settings.hookrun_namespace,
+            linger_ms=settings.hookrun_kafka_linger_ms,
         )
         event_log = KafkaEventLog(publisher)
     index = deliveries
@@ -87,6 +89,10 @@ def build(
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.publisher = publisher
+    # The launch paths are served by a plain Starlette route matched before the FastAPI routes,
+    # which stay for validation-free documentation in /openapi.json.
+    for path in ("/api/v0/launch/{trigger_id}/", "/api/v0/launch/{trigger_id}"):
+        app.router.routes.append(Route(path, routes.serve_launch, methods=["POST"]))
     app.include_router(routes.router)
     return app
 

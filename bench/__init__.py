@@ -1,0 +1,1 @@
+"""hookrun benchmarks: `make bench` runs bench/run.py."""

@@ -1,0 +1,175 @@
+"""Gateway rows: accepted launches/s and latency, beside a no-op FastAPI endpoint and raw aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from bench.loadgen import Result, build_request, closed_loop, open_loop
+from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.events import LaunchRequest, TriggerLaunched, encode, topics
+from hookrun.events.kafka import ensure_topics, producer_settings
+
+SECRET = "bench-secret"
+BODY = b'{"batch_size": 32, "records": [' + b",".join(b'{"id": %d}' % i for i in range(20)) + b"]}"
+CONFIG = """
+project: {id: p-1, slug: bench, name: Bench}
+organization: {id: o-1, slug: bench, title: Bench}
+environment: {id: e-1, slug: bench, type: DEVELOPMENT}
+steps:
+  - {name: noop, command: ["true"]}
+triggers:
+  - id: bench
+    title: Benchmark trigger
+    conditions: [{type: hmac, header: X-Hub-Signature-256, secret: bench-secret, prefix: "sha256="}]
+    actions: [{action: run_execution, step: noop}]
+    response: {text: "Created run {run_id}"}
+"""
+CONCURRENCY = 32
+
+
+def _signed_headers() -> dict[str, str]:
+    sig = "sha256=" + hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "X-Hub-Signature-256": sig}
+
+
+async def _raw_produce_rate(bootstrap: str, namespace: str, seconds: float) -> float:
+    """Raw aiokafka, same settings and message as the gateway's, many sends in flight."""
+    event = TriggerLaunched(
+        run_id=str(uuid.uuid4()),
+        trigger_id="bench",
+        config_version="x",
+        request=LaunchRequest(method="POST", path="/", body_b64="x" * (len(BODY) * 4 // 3)),
+    )
+    record = encode(event)
+    producer = AIOKafkaProducer(**producer_settings(bootstrap, "bench"))
+    await producer.start()
+    topic = topics.named(topics.RUNS, namespace)
+    sent = 0
+    try:
+        deadline = time.perf_counter() + seconds
+        start = time.perf_counter()
+        while time.perf_counter() < deadline:
+            futures = [
+                await producer.send(
+                    topic, record.value, key=str(i).encode(), headers=record.headers
+                )
+                for i in range(CONCURRENCY)
+            ]
+            await asyncio.gather(*futures)
+            sent += len(futures)
+        return sent / (time.perf_counter() - start)
+    finally:
+        await producer.stop()
+
+
+async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
+    """Measure and return the gateway rows."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, namespace=namespace)
+    tmp = Path(tempfile.mkdtemp(prefix="hookrun-bench-"))
+    config = tmp / "bench.yaml"
+    config.write_text(CONFIG)
+    gw_port, noop_port = free_port(), free_port()
+    gateway = ServiceProcess(
+        "bench-gateway",
+        "hookrun.gateway",
+        {
+            "HOOKRUN_CONFIG": str(config),
+            "HOOKRUN_PORT": str(gw_port),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HOOKRUN_NAMESPACE": namespace,
+            "LOG_LEVEL": "WARNING",
+        },
+        tmp,
+        health_url=f"http://127.0.0.1:{gw_port}/healthz",
+    )
+    noop = ServiceProcess(
+        "bench-noop",
+        "bench.noop_app",
+        {"PORT": str(noop_port)},
+        tmp,
+        health_url=f"http://127.0.0.1:{noop_port}/healthz",
+    )
+    launch = build_request("127.0.0.1", gw_port, "/api/v0/launch/bench/", BODY, _signed_headers())
+    noop_req = build_request("127.0.0.1", noop_port, "/noop", BODY, _signed_headers())
+    try:
+        noop.start(wait_s=30)
+        gateway.start(wait_s=60)
+        # warm up both (connections, JIT-free but caches, Kafka metadata)
+        await closed_loop("127.0.0.1", gw_port, launch, concurrency=8, seconds=1)
+        await closed_loop("127.0.0.1", noop_port, noop_req, concurrency=8, seconds=1)
+        base_max = await closed_loop(
+            "127.0.0.1", noop_port, noop_req, concurrency=CONCURRENCY, seconds=seconds
+        )
+        gw_max = await closed_loop(
+            "127.0.0.1", gw_port, launch, concurrency=CONCURRENCY, seconds=seconds
+        )
+        _check(gw_max, 202, "gateway")
+        half = max(gw_max.rate / 2, 10)
+        gw_half = await open_loop("127.0.0.1", gw_port, launch, rate=half, seconds=seconds)
+        base_half = await open_loop("127.0.0.1", noop_port, noop_req, rate=half, seconds=seconds)
+        _check(gw_half, 202, "gateway")
+        raw = await _raw_produce_rate(bootstrap, namespace, seconds)
+    finally:
+        gateway.stop()
+        noop.stop()
+    return [
+        {
+            "name": "gateway: accepted launches/s (HMAC, acks=all)",
+            "value": gw_max.rate,
+            "unit": "req/s",
+            "baseline_name": "no-op FastAPI POST",
+            "baseline_value": base_max.rate,
+            "goal": ">= 70% of baseline",
+            "ok": gw_max.rate >= 0.7 * base_max.rate,
+        },
+        {
+            "name": f"gateway: p50 latency at half max ({half:.0f}/s)",
+            "value": gw_half.pct(50),
+            "unit": "ms",
+            "baseline_name": "no-op FastAPI POST, same rate",
+            "baseline_value": base_half.pct(50),
+            "goal": "",
+            "ok": None,
+        },
+        {
+            "name": f"gateway: p99 latency at half max ({half:.0f}/s)",
+            "value": gw_half.pct(99),
+            "unit": "ms",
+            "baseline_name": "no-op FastAPI POST, same rate",
+            "baseline_value": base_half.pct(99),
+            "goal": "<= 25 ms",
+            "ok": gw_half.pct(99) <= 25,
+        },
+        {
+            "name": "gateway: accepted launches/s vs raw produce",
+            "value": gw_max.rate,
+            "unit": "msg/s",
+            "baseline_name": f"raw aiokafka produce (acks=all, idempotent, {CONCURRENCY} in flight)",
+            "baseline_value": raw,
+            "goal": "",
+            "ok": None,
+        },
+    ]
+
+
+def _check(result: Result, status: int, what: str) -> None:
+    bad = {s: n for s, n in result.statuses.items() if s != status}
+    if bad or result.errors:
+        raise RuntimeError(f"{what}: unexpected answers {bad} / {result.errors} errors")
+
+
+if __name__ == "__main__":
+    from bench.run import main
+
+    sys.exit(main(["--only", "gateway", *sys.argv[1:]]))

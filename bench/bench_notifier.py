@@ -1,0 +1,226 @@
+"""Notifier throughput: signed deliveries/s through a notifier process vs raw httpx POSTs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.events.kafka import Publisher, ensure_topics
+from hookrun.events.runs import RunFinished
+
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+HEADER = """
+project: {id: p-1, slug: demo, name: Demo}
+organization: {id: o-1, slug: acme, title: Acme}
+environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+steps:
+  - {name: extract, command: ["true"]}
+"""
+
+
+async def _sink(port: int) -> None:
+    """A minimal keep-alive HTTP/1.1 receiver counting POSTs per path; /hang never answers."""
+    counts: dict[str, int] = {}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                first, *lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = first.split(" ", 2)
+                length = 0
+                for line in lines:
+                    if line.lower().startswith("content-length:"):
+                        length = int(line.split(":", 1)[1])
+                if length:
+                    await reader.readexactly(length)
+                if method == "GET":
+                    body = json.dumps(counts).encode()
+                else:
+                    counts[path] = counts.get(path, 0) + 1
+                    if path.startswith("/hang"):
+                        await asyncio.sleep(3600)
+                    body = b"ok"
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def _counts(port: int) -> dict[str, int]:
+    return httpx.get(f"http://127.0.0.1:{port}/count", timeout=5).json()
+
+
+def _run(run_id: str, trigger_id: str) -> RunFinished:
+    now = "2026-11-23T18:00:00Z"
+    return RunFinished.model_validate(
+        {
+            "run_id": run_id,
+            "trigger_id": trigger_id,
+            "config_version": "bench",
+            "status": "SUCCESS",
+            "started_at": now,
+            "completed_at": now,
+            "duration_ms": 1,
+            "execution_count": 0,
+            "invocation": {"id": run_id, "payload": {"n": 1}, "timestamp": now},
+            "output": {"records": 8},
+        }
+    )
+
+
+async def _raw_rate(port: int, seconds: float, concurrency: int = 32) -> float:
+    body = json.dumps({"id": "x" * 36, "payload": "y" * 600}).encode()
+    done = 0
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < deadline:
+                await client.post(f"http://127.0.0.1:{port}/raw", content=body)
+                done += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.monotonic() - started)
+
+
+async def _through_notifier(
+    bootstrap: str,
+    port: int,
+    trigger_id: str,
+    paths: list[str],
+    healthy: list[str],
+    n: int,
+    tmp: Path,
+) -> float:
+    """Start a notifier for one trigger, publish n runs, return healthy deliveries/s."""
+    ns = f"bench-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, namespace=ns)
+    subs = "".join(
+        f'      - {{url: "http://127.0.0.1:{port}{p}", secret: "{WHSEC}"}}\n' for p in paths
+    )
+    config = tmp / f"{ns}.yaml"
+    config.write_text(
+        HEADER
+        + f"triggers:\n  - id: {trigger_id}\n    title: b\n"
+        + "    actions: [{action: run_execution, step: extract}]\n"
+        + f"    notifications:\n{subs}"
+        + "notifier: {allow_private_targets: true, timeout_s: 1.0}\n"
+    )
+    health = free_port()
+    proc = ServiceProcess(
+        f"notifier-{ns}",
+        "hookrun.notifier",
+        {
+            "HOOKRUN_CONFIG": str(config),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HOOKRUN_NAMESPACE": ns,
+            "HOOKRUN_NOTIFIER_HEALTH_PORT": str(health),
+            "LOG_LEVEL": "WARNING",
+        },
+        tmp,
+        health_url=f"http://127.0.0.1:{health}/healthz",
+    ).start(wait_s=60)
+    try:
+        base = _counts(port)
+        publisher = Publisher(bootstrap, "bench", namespace=ns)
+        await publisher.start(wait=True)
+        runs = [_run(f"{ns}-{i}", trigger_id) for i in range(n)]
+        for i in range(0, n, 1000):
+            await publisher.publish(runs[i : i + 1000])
+        await publisher.stop()
+
+        def delivered() -> int:
+            now = _counts(port)
+            return sum(now.get(p, 0) - base.get(p, 0) for p in healthy)
+
+        target = n * len(healthy)
+        first: float | None = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            got = delivered()
+            if got and first is None:
+                first = time.monotonic()
+            if got >= target:
+                break
+            await asyncio.sleep(0.05)
+        assert first is not None
+        return delivered() / max(time.monotonic() - first, 1e-3)
+    finally:
+        proc.stop()
+
+
+async def run(bootstrap: str, seconds: float) -> list[dict]:
+    """Return the bench rows; ``seconds`` scales how much work each measurement does."""
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, __file__, "--sink", str(port)])
+    try:
+        for _ in range(100):
+            try:
+                _counts(port)
+                break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+        raw = await _raw_rate(port, seconds)
+        n = max(500, int(seconds * 600))
+        with tempfile.TemporaryDirectory() as tmp:
+            notified = await _through_notifier(
+                bootstrap, port, "one", ["/one"], ["/one"], n, Path(tmp)
+            )
+            without = await _through_notifier(
+                bootstrap, port, "two", ["/a", "/b"], ["/a", "/b"], n // 2, Path(tmp)
+            )
+            hanging = await _through_notifier(
+                bootstrap, port, "hang", ["/a", "/b", "/hang"], ["/a", "/b"], n // 2, Path(tmp)
+            )
+    finally:
+        sink.terminate()
+        sink.wait(5)
+    return [
+        {
+            "name": "notifier signed deliveries/s (one subscriber)",
+            "value": round(notified),
+            "unit": "deliveries/s",
+            "baseline_name": "raw httpx POSTs/s to the same receiver",
+            "baseline_value": round(raw),
+            "goal": ">= 50% of baseline and >= 1000/s",
+        },
+        {
+            "name": "notifier healthy deliveries/s while a third subscriber hangs",
+            "value": round(hanging),
+            "unit": "deliveries/s",
+            "baseline_name": "same two subscribers, no hanging one",
+            "baseline_value": round(without),
+            "goal": "within 10% of baseline",
+        },
+    ]
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--sink":
+        import uvloop
+
+        uvloop.run(_sink(int(sys.argv[2])))
+        return
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    seconds = float(os.environ.get("BENCH_SECONDS", "5"))
+    for row in asyncio.run(run(bootstrap, seconds)):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A small HTTP/1.1 keep-alive load generator on raw asyncio streams (cheap enough not to be the bottleneck)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Result:
+    """What one load run measured."""
+
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """Return the bytes of one POST request (reused for every send)."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _roundtrip(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def closed_loop(
+    host: str, port: int, request: bytes, *, concurrency: int, seconds: float
+) -> Result:
+    """Each of ``concurrency`` connections sends the next request as soon as the last answered."""
+    result = Result(seconds)
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while (start := time.perf_counter()) < deadline:
+                try:
+                    status = await _roundtrip(reader, writer, request)
+                except (OSError, asyncio.IncompleteReadError):
+                    result.errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                result.latencies_ms.append((time.perf_counter() - start) * 1000)
+                result.statuses[status] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return result
+
+
+async def open_loop(
+    host: str,
+    port: int,
+    request: bytes | Callable[[], bytes],
+    *,
+    rate: float,
+    seconds: float,
+    connections: int = 64,
+) -> Result:
+    """Send at a fixed arrival ``rate``; latency counts from the scheduled send time (no coordinated omission)."""
+    result = Result(seconds)
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection(host, port))
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    tasks = []
+
+    async def one(scheduled: float) -> None:
+        reader, writer = await pool.get()
+        try:
+            payload = request() if callable(request) else request
+            status = await _roundtrip(reader, writer, payload)
+            result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
+            result.statuses[status] += 1
+        except (OSError, asyncio.IncompleteReadError):
+            result.errors += 1
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, port)
+        finally:
+            pool.put_nowait((reader, writer))
+
+    n = int(rate * seconds)
+    for i in range(n):
+        scheduled = start + i * interval
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return result
