@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from hookrun.config import HookrunConfig, parse_config
 
 GH_SECRET = "gh-secret-value-7f3a"

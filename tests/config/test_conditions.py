@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from standardwebhooks import Webhook
+
 from hookrun.config import (
     HmacCondition,
     InboundRequest,
@@ -21,7 +23,6 @@ from hookrun.config import (
     redacted_headers,
     redacted_query,
 )
-from standardwebhooks import Webhook
 
 NOW = 1_700_000_000.0
 BODY = orjson.dumps({"batch_size": 16, "records": [1, 2, 3]})

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from hookrun.config import ConfigError, HookrunConfig
 
 from .conftest import GH_SECRET, TOKEN, WHSEC

@@ -5,6 +5,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from hookrun.config import (
     HookrunConfig,
     Parameter,

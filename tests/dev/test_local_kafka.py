@@ -6,6 +6,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
 from hookrun.dev.kafka import LocalKafka
 from hookrun.dev.pytest_kafka import NewTopic
 from hookrun.dev.topics import TopicSpec, create_topics, delete_topics

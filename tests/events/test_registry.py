@@ -6,6 +6,7 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
+
 from hookrun.dev import eventdocs
 from hookrun.events import (
     InvalidEvent,

@@ -8,12 +8,13 @@ import time
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from standardwebhooks import Webhook
+
 from hookrun.config import parse_config
 from hookrun.events import TriggerLaunched, TriggerLogged
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.app import build
 from hookrun.gateway.config import Settings
-from standardwebhooks import Webhook
 
 WHSEC = "whsec_" + base64.b64encode(b"k" * 24).decode()
 CONFIG = f"""

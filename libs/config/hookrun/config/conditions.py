@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from hookrun.config.model import (
     HmacCondition,
     IpAllowCondition,

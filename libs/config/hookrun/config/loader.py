@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hookrun.config.model import ACTION_TYPES, CONDITION_TYPES, HookrunConfig
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+
+from hookrun.config.model import ACTION_TYPES, CONDITION_TYPES, HookrunConfig
 
 __all__ = [
     "ConfigError",

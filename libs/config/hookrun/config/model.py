@@ -12,12 +12,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from hookrun.config.templating import (
-    coerce_value,
-    command_parameter_names,
-    is_template,
-    parse_path,
-)
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import (
@@ -34,6 +28,13 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from hookrun.config.templating import (
+    coerce_value,
+    command_parameter_names,
+    is_template,
+    parse_path,
+)
 
 __all__ = [
     "PRESETS",

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from hookrun.events import registered, topics
 from hookrun.events.base import Event
+from hookrun.events.notification_schema import RUN_NOTIFICATION_SCHEMA
 from hookrun.events.schemas import json_schema
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -37,6 +39,7 @@ _TOPIC_DOC = {
     topics.SUBSCRIPTIONS: "Subscriptions disabled after a 410 answer, compacted. Key: subscription id.",
     topics.INBOUND_DELIVERIES: "Accepted provider delivery ids (redelivery dedupe), compacted. "
     "Key: `<trigger id>/<delivery id>`.",
+    topics.PIPELINES: "Pipeline definitions (what copy_pipeline copies), compacted. Key: pipeline id.",
 }
 
 
@@ -53,6 +56,10 @@ def generate() -> dict[Path, str]:
     for cls in types.values():
         path = EVENTS_DIR / "schemas" / cls.type / f"v{cls.version}.json"
         out[path] = json.dumps(json_schema(cls), indent=2, sort_keys=False) + "\n"
+    # The completion webhook body is no event but is contract too (DESIGN.md section 7).
+    out[EVENTS_DIR / "schemas" / "run-notification.json"] = (
+        json.dumps(RUN_NOTIFICATION_SCHEMA, indent=2) + "\n"
+    )
     out[ROOT / "docs" / "asyncapi.yaml"] = _asyncapi(types)
     out[ROOT / "docs" / "events.md"] = _markdown(types)
     return out

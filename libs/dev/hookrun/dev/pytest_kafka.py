@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import pytest
+
 from hookrun.dev.kafka import (
     BROKER_SETTINGS,
     DEFAULT_BOOTSTRAP,

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
+
 from hookrun.events.base import Event
 from hookrun.events.registry import lookup
 from hookrun.events.upcasters import upcast
-from pydantic import ValidationError
 
 Headers = list[tuple[str, bytes]]
 

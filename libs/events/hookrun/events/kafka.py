@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.codec import InvalidEvent, Record, UnknownEventType, decode, encode

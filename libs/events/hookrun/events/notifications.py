@@ -59,3 +59,5 @@ class SubscriptionDisabled(Event):
     trigger_id: str
     url: str
     reason: str
+    #: The config version the subscription was disabled under; a new config version re-enables it.
+    config_version: str | None = None

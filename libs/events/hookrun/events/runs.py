@@ -5,14 +5,15 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
 import orjson
+from pydantic import BaseModel, ConfigDict
+
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.registry import register
-from pydantic import BaseModel, ConfigDict
 
 
 class RunStatus(StrEnum):
@@ -157,6 +158,32 @@ class PipelineCreated(Event):
     inputs_b64: dict[str, dict[str, str]] = {}
     #: For copy_pipeline: the pipeline this one copies.
     source_pipeline_id: str | None = None
+
+
+@register("hookrun.pipeline.defined", version=1, topic=topics.PIPELINES)
+class PipelineDefined(Event):
+    """A copy of PipelineCreated on the compacted pipelines topic, keyed by pipeline id.
+
+    PipelineCreated lives in its run's partition; copy_pipeline may name a pipeline of any run,
+    so the runner looks the source up here instead of scanning every partition.
+    """
+
+    key_field: ClassVar[str] = "pipeline_id"
+
+    pipeline_id: str
+    run_id: str
+    pipeline_name: str
+    action_index: int
+    nodes: dict[str, str]
+    edges: list[tuple[str, str]] = []
+    parameters: dict[str, dict[str, Any]] = {}
+    inputs_b64: dict[str, dict[str, str]] = {}
+    source_pipeline_id: str | None = None
+
+    @classmethod
+    def of(cls, created: PipelineCreated) -> PipelineDefined:
+        """Return the definition carried by ``created``."""
+        return cls.model_validate(created.model_dump(exclude={"event_id", "occurred_at", "source"}))
 
 
 @register("hookrun.pipeline.node_skipped", version=1, topic=topics.RUNS)

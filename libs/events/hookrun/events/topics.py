@@ -12,6 +12,8 @@ TRIGGERS = "hookrun.triggers"
 SUBSCRIPTIONS = "hookrun.subscriptions"
 #: Inbound delivery ids already accepted, keyed by ``<trigger id>/<delivery id>``; compacted.
 INBOUND_DELIVERIES = "hookrun.inbound-deliveries"
+#: Pipeline definitions (for copy_pipeline across partitions), keyed by pipeline id; compacted.
+PIPELINES = "hookrun.pipelines"
 
 
 #: The default namespace: the first segment of every topic name.
@@ -65,6 +67,8 @@ def _specs(partitions: int) -> list[TopicSpec]:
         TopicSpec(TRIGGERS, partitions, {}),
         TopicSpec(dlq(TRIGGERS), 1, size),
         TopicSpec(SUBSCRIPTIONS, 1, {"cleanup.policy": "compact"}),
+        # One partition: the runner reads it whole, and a copy may name a pipeline of any run.
+        TopicSpec(PIPELINES, 1, {"cleanup.policy": "compact", **size}),
         TopicSpec(
             INBOUND_DELIVERIES,
             partitions,

@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from starlette.routing import Route
+
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.gateway import handlers, routes

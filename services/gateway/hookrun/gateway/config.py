@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hookrun.events import topics
 from pydantic import PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hookrun.events import topics
 
 
 class Settings(BaseSettings):

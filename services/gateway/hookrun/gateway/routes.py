@@ -6,6 +6,7 @@ import logging
 
 import httpx
 from fastapi import APIRouter, Request, Response
+
 from hookrun.config import InboundRequest
 from hookrun.gateway import handlers
 
