@@ -1,1 +1,1 @@
-"""hookrun runner."""
+"""hookrun runner: performs the actions of launched runs and runs their executions."""

@@ -1,0 +1,198 @@
+"""Runner benchmark: no-op runs per second and per-execution overhead, beside bare asyncio spawns."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.events import topics
+from hookrun.events.codec import decode
+from hookrun.events.kafka import Publisher, ensure_topics, partitions_of
+from hookrun.events.runs import LaunchRequest, TriggerLaunched
+
+CONFIG = """
+project: {id: p-1, slug: bench, name: Bench}
+organization: {id: o-1, slug: bench, title: Bench}
+environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+steps:
+  - {name: noop, command: ["true"]}
+triggers:
+  - {id: noop, title: noop, actions: [{action: run_execution, step: noop}]}
+"""
+
+CONCURRENCY = 8
+
+
+def _launch() -> TriggerLaunched:
+    return TriggerLaunched(
+        run_id=str(uuid.uuid4()),
+        trigger_id="noop",
+        config_version="bench",
+        request=LaunchRequest(method="POST", path="/", body_b64=base64.b64encode(b"{}").decode()),
+    )
+
+
+class _Watch:
+    """Reads the runs topic from its current end; remembers when each run's events appeared."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=5,
+        )
+        self.topic = topic
+        self.events: dict[tuple[str, str], Any] = {}
+        self.arrived: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        parts = await partitions_of(self.consumer, self.topic)
+        self.consumer.assign(parts)
+        await self.consumer.seek_to_end(*parts)
+        for tp in parts:
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.perf_counter()
+            for records in batches.values():
+                for r in records:
+                    event = decode(r.value, r.headers)
+                    key = (event.type, event.run_id)  # type: ignore[attr-defined]
+                    self.events.setdefault(key, event)
+                    self.arrived.setdefault(key, now)
+
+    async def wait(self, type_: str, run_ids: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not all((type_, r) in self.events for r in run_ids):
+            if time.monotonic() > deadline:
+                missing = sum((type_, r) not in self.events for r in run_ids)
+                raise TimeoutError(f"{missing} of {len(run_ids)} runs lack {type_}")
+            await asyncio.sleep(0.002)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.consumer.stop()
+
+
+async def _bare_spawns(n: int) -> tuple[float, float]:
+    """(spawns per second at CONCURRENCY, median seconds of one create_subprocess_exec)."""
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def one() -> float:
+        async with sem:
+            t0 = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec("true")
+            spawned = time.perf_counter() - t0
+            await proc.wait()
+            return spawned
+
+    start = time.perf_counter()
+    times = await asyncio.gather(*(one() for _ in range(n)))
+    rate = n / (time.perf_counter() - start)
+    return rate, statistics.median(times)
+
+
+async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
+    """Measure and return the runner rows."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, namespace=namespace)
+    topic = topics.named(topics.RUNS, namespace)
+    tmp = Path(tempfile.mkdtemp(prefix="hookrun-bench-runner-"))
+    (tmp / "bench.yaml").write_text(CONFIG)
+    port = free_port()
+    runner = ServiceProcess(
+        "bench-runner",
+        "hookrun.runner",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HOOKRUN_CONFIG": str(tmp / "bench.yaml"),
+            "HOOKRUN_NAMESPACE": namespace,
+            "HOOKRUN_DATA_DIR": str(tmp / "data"),
+            "HOOKRUN_RUNNER_CONCURRENCY": str(CONCURRENCY),
+            "HOOKRUN_RUNNER_HEALTH_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+        },
+        tmp,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    publisher = Publisher(bootstrap, "bench", namespace=namespace)
+    watch = _Watch(bootstrap, topic)
+    n = max(200, int(seconds * 150))
+    try:
+        runner.start()
+        runner.wait_healthy(60, ready_key="assigned")
+        await publisher.start(wait=True)
+        await watch.start()
+        # warm-up: connections, imports, first spawn
+        warm = [_launch() for _ in range(20)]
+        await publisher.publish(warm)
+        await watch.wait("hookrun.run.finished", [e.run_id for e in warm], 60)
+
+        # (2) overhead, one run at a time so no queue inflates it
+        overhead = []
+        for _ in range(30):
+            event = _launch()
+            await publisher.publish([event])
+            await watch.wait("hookrun.execution.started", [event.run_id], 30)
+            started = watch.events[("hookrun.execution.started", event.run_id)]
+            overhead.append((started.occurred_at - event.occurred_at).total_seconds())
+
+        # (1) throughput: N launches at once, until N RunFinished
+        launches = [_launch() for _ in range(n)]
+        t0 = time.perf_counter()
+        await publisher.publish(launches)
+        await watch.wait("hookrun.run.finished", [e.run_id for e in launches], 120 + n / 20)
+        last = max(watch.arrived[("hookrun.run.finished", e.run_id)] for e in launches)
+        rate = n / (last - t0)
+    finally:
+        await watch.stop()
+        await publisher.stop()
+        runner.stop()
+
+    bare_rate, bare_spawn = await _bare_spawns(n)
+    return [
+        {
+            "name": "runner no-op runs/s",
+            "value": rate,
+            "unit": "runs/s",
+            "baseline_name": "asyncio spawn of `true`",
+            "baseline_value": bare_rate,
+            "goal": ">= 300 runs/s",
+            "ok": rate >= 300,
+        },
+        {
+            "name": "runner overhead launch->started (median)",
+            "value": statistics.median(overhead) * 1000,
+            "unit": "ms",
+            "baseline_name": "bare create_subprocess_exec (median)",
+            "baseline_value": bare_spawn * 1000,
+            "goal": "<= 3x baseline",
+            "ok": statistics.median(overhead) <= 3 * bare_spawn,
+        },
+    ]
+
+
+if __name__ == "__main__":
+    _ROOT = str(Path(__file__).resolve().parent.parent)
+    if _ROOT not in sys.path:
+        sys.path.insert(0, _ROOT)
+    from bench.run import main
+
+    sys.exit(main(["--only", "runner", *sys.argv[1:]]))

@@ -1,0 +1,5 @@
+"""Run the runner: python -m hookrun.runner."""
+
+from hookrun.runner.app import main
+
+main()

@@ -1,0 +1,456 @@
+"""Composition root of the runner: the consume loop, partition replay, leases and commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from hookrun.config import ConfigError, HookrunConfig, load_config
+from hookrun.events import topics
+from hookrun.events.base import Event, utcnow
+from hookrun.events.codec import encode
+from hookrun.events.kafka import (
+    Publisher,
+    consumer_settings,
+    decode_or_dead_letter,
+    ensure_topics_forever,
+)
+from hookrun.events.runs import ExecutionFinished, PipelineDefined, RunStatus
+from hookrun.runner.adapters import (
+    Executor,
+    KafkaPipelineIndex,
+    PipelineIndex,
+    ProcessExecutor,
+)
+from hookrun.runner.config import Settings
+from hookrun.runner.handlers import (
+    HANDLERS,
+    Context,
+    execution_spec,
+    needs_pipeline_lookup,
+    reconcile,
+)
+from hookrun.runner.state import RunState, RunTable
+
+log = logging.getLogger("hookrun.runner")
+
+_WATERMARK = "lw="
+
+
+def new_runner_id() -> str:
+    """`runner-<host>-<pid>-<random>`: each life of a process holds its own leases."""
+    return f"runner-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def encode_watermark(offset: int) -> str:
+    return f"{_WATERMARK}{offset}"
+
+
+def decode_watermark(metadata: str | None, committed: int) -> int:
+    """The replay start stored with a commit; the committed offset if there is none."""
+    if metadata and metadata.startswith(_WATERMARK):
+        with contextlib.suppress(ValueError):
+            return min(int(metadata[len(_WATERMARK) :]), committed)
+    return committed
+
+
+@dataclass
+class PartitionState:
+    """One owned partition: replaying (rebuilding state, no side effects) until replay_end."""
+
+    tp: TopicPartition
+    position: int
+    replay_end: int
+    live: bool
+    last_commit: tuple[int, int] | None = None
+
+
+class Runner:
+    """Owns the runs of its partitions: replays them on assignment, then reconciles live."""
+
+    def __init__(
+        self,
+        *,
+        config: HookrunConfig,
+        consumer: AIOKafkaConsumer,
+        publisher: Publisher,
+        index: PipelineIndex,
+        data_dir: Path,
+        runner_id: str,
+        lease_s: float,
+        concurrency: int,
+        environ: Mapping[str, str] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.config = config
+        self.consumer = consumer
+        self.publisher = publisher
+        self.index = index
+        self.data_dir = data_dir.resolve()
+        self.runner_id = runner_id
+        self.lease_s = lease_s
+        self.environ = dict(os.environ if environ is None else environ)
+        self.table = RunTable()
+        self.parts: dict[int, PartitionState] = {}
+        self.executor: Executor = executor or ProcessExecutor(
+            self.data_dir,
+            concurrency=concurrency,
+            lease_s=lease_s,
+            runner_id=runner_id,
+            emit=self.report,
+        )
+        # Held while a batch, a rebalance step or a sweep changes partitions or commits.
+        self._lock = asyncio.Lock()
+        # Held only while records are handed to the producer, so sends keep the order in
+        # which reconciles produced them (per key, Kafka keeps that order).
+        self._send_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        self.fatal: BaseException | None = None
+        self.stopping = asyncio.Event()
+
+    @property
+    def listener(self) -> ConsumerRebalanceListener:
+        return _Listener(self)
+
+    def context(self) -> Context:
+        return Context(
+            config=self.config,
+            runner_id=self.runner_id,
+            now=utcnow(),
+            environ=self.environ,
+            phase=self.executor.phase,
+            lookup_pipeline=self.index.lookup,
+        )
+
+    def owns(self, run: RunState) -> bool:
+        part = self.parts.get(run.partition)
+        return part is not None and part.live
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append events (acks=all); a failure stops the runner, whose successor replays."""
+        if not events:
+            return
+        try:
+            async with self._send_lock:
+                futures = []
+                for event in events:
+                    if isinstance(event, PipelineDefined):
+                        self.index.remember(event)
+                    if event.source == "hookrun":
+                        event = event.model_copy(update={"source": self.publisher.source})
+                    futures.append(await self.publisher.send_record(encode(event)))
+            await self.publisher.wait(futures)
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("cannot append events (%r): stopping; another runner will replay", exc)
+        self.fatal = exc
+        self.stopping.set()
+
+    async def report(self, events: list[Event]) -> None:
+        """Publish what an execution reports, then move its run on."""
+        await self.publish(events)
+        runs: dict[str, RunState] = {}
+        for event in events:
+            run = self.table.runs.get(getattr(event, "run_id", ""))
+            if run is None:
+                continue
+            run.apply(event)
+            if HANDLERS.get(type(event)) and self.owns(run):
+                runs[run.run_id] = run
+        if runs:
+            await self.reconcile(runs.values())
+
+    async def reconcile(self, runs: Iterable[RunState]) -> None:
+        """Reconcile runs, append the events, then start and stop executions."""
+        runs = list(runs)
+        if any(needs_pipeline_lookup(r, self.config) for r in runs):
+            await self.index.catch_up()
+        ctx = self.context()
+        plans = [(run, reconcile(run, ctx)) for run in runs]
+        await self.publish([e for _, plan in plans for e in plan.events])
+        for run, plan in plans:
+            for execution_id in plan.cancel:
+                self.executor.cancel(execution_id)
+            for ex in plan.start:
+                # Re-checked after the await: another reconcile may have started it meanwhile.
+                if ex.started or ex.finished or self.executor.phase(ex.id) or run.cancel:
+                    continue
+                spec = execution_spec(run, ex, ctx, self.data_dir)
+                if isinstance(spec, str):
+                    self._spawn(
+                        self.report(
+                            [
+                                ExecutionFinished(
+                                    run_id=run.run_id,
+                                    execution_id=ex.id,
+                                    status=RunStatus.FAILURE,
+                                    completed_at=utcnow(),
+                                    error=spec,
+                                )
+                            ]
+                        )
+                    )
+                else:
+                    self.executor.submit(spec)
+            if run.finished is not None:
+                self.table.forget(run.run_id, finished=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def run(self) -> None:
+        """Consume until stopped; the sweeper watches leases and commits in the background."""
+        sweeper = asyncio.create_task(self._sweep())
+        try:
+            while not self.stopping.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=1000)
+                async with self._lock:
+                    await self._handle(batches)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    async def _handle(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
+        touched: dict[str, RunState] = {}
+        for tp, records in batches.items():
+            part = self.parts.get(tp.partition)
+            if part is None:
+                continue
+            for record in records:
+                if record.offset < part.position:
+                    continue
+                part.position = record.offset + 1
+                event = await decode_or_dead_letter(self.publisher, record)
+                if event is None:
+                    continue
+                run = self.table.apply(event, tp.partition, record.offset)
+                if run is not None and part.live and HANDLERS.get(type(event)):
+                    touched[run.run_id] = run
+        for part in self.parts.values():
+            if part.live:
+                continue
+            part.position = max(part.position, await self.consumer.position(part.tp))
+            if part.position >= part.replay_end:
+                # Rebuilt: now do what the previous owner left undone.
+                part.live = True
+                unfinished = self.table.in_partition(part.tp.partition)
+                log.info(
+                    "partition %s replayed to %s: %d unfinished runs",
+                    part.tp.partition,
+                    part.replay_end,
+                    len(unfinished),
+                )
+                for run in unfinished:
+                    if run.launched is None:
+                        self.table.forget(run.run_id, finished=False)
+                    else:
+                        touched[run.run_id] = run
+        if touched:
+            await self.reconcile(touched.values())
+        await self._commit()
+
+    async def _commit(self) -> None:
+        """Commit positions of live partitions, with the replay start in the metadata."""
+        offsets = {}
+        for part in self.parts.values():
+            if not part.live:
+                continue
+            watermark = self.table.low_watermark(part.tp.partition, part.position)
+            if part.last_commit != (part.position, watermark):
+                offsets[part.tp] = OffsetAndMetadata(part.position, encode_watermark(watermark))
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # a rebalance is under way; the next owner replays from older
+            log.info("commit skipped: %r", exc)
+            return
+        for tp, om in offsets.items():
+            part = self.parts.get(tp.partition)
+            if part is not None:
+                part.last_commit = (om.offset, decode_watermark(om.metadata, om.offset))
+
+    async def _sweep(self) -> None:
+        """Reclaim executions whose lease ran out, and commit watermarks that moved."""
+        interval = min(1.0, self.lease_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._lock:
+                    now = utcnow()
+                    expired = [
+                        run
+                        for run in self.table.runs.values()
+                        if self.owns(run)
+                        and any(
+                            ex.started is not None
+                            and ex.lease_until is not None
+                            and ex.lease_until < now
+                            and self.executor.phase(ex.id) is None
+                            for ex in run.unfinished_executions()
+                        )
+                    ]
+                    if expired:
+                        await self.reconcile(expired)
+                    await self._commit()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease sweep failed")
+
+    async def assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """Seek each new partition to its low watermark; the loop replays it to its end."""
+        tps = [tp for tp in assigned if tp.partition not in self.parts]
+        if not tps:
+            return
+        async with self._lock:
+            committed = await self.consumer._coordinator.fetch_committed_offsets(tps)
+            begins = await self.consumer.beginning_offsets(tps)
+            ends = await self.consumer.end_offsets(tps)
+            for tp in tps:
+                om = committed.get(tp)
+                if om is None or om.offset < 0:
+                    start = begins[tp]
+                else:
+                    start = max(begins[tp], decode_watermark(om.metadata, om.offset))
+                self.consumer.seek(tp, start)
+                self.parts[tp.partition] = PartitionState(
+                    tp, position=start, replay_end=ends[tp], live=start >= ends[tp]
+                )
+                log.info("assigned partition %s: replay %s..%s", tp.partition, start, ends[tp])
+
+    async def revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """Forget revoked partitions' runs; their queued executions are left to the new owner."""
+        async with self._lock:
+            for tp in revoked:
+                if self.parts.pop(tp.partition, None) is None:
+                    continue
+                self.table.drop_partition(tp.partition)
+                await self.executor.drop_partition(tp.partition)
+                log.info("revoked partition %s", tp.partition)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "kafka": self.publisher.ready,
+            "runner_id": self.runner_id,
+            "partitions": sorted(self.parts),
+            "assigned": bool(self.parts) and all(p.live for p in self.parts.values()),
+            "runs": len(self.table.runs),
+        }
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.runner.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.runner.assigned(assigned)
+
+
+async def _serve_health(runner: Runner, port: int) -> asyncio.Server:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            body = orjson.dumps(runner.health())
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", port)
+
+
+async def serve(settings: Settings, config: HookrunConfig) -> int:
+    """Run one runner until SIGTERM/SIGINT; returns the exit code."""
+    bootstrap, ns = settings.kafka_bootstrap_servers, settings.hookrun_namespace
+    await ensure_topics_forever(bootstrap, namespace=ns)
+    publisher = Publisher(bootstrap, "runner", namespace=ns)
+    await publisher.start(wait=True)
+    index = KafkaPipelineIndex(bootstrap, namespace=ns)
+    await index.start()
+    consumer = AIOKafkaConsumer(
+        **{
+            **consumer_settings(bootstrap, "runner", group=settings.group_id),
+            "session_timeout_ms": settings.hookrun_runner_session_timeout_ms,
+            "heartbeat_interval_ms": max(100, settings.hookrun_runner_session_timeout_ms // 10),
+        }
+    )
+    runner_id = new_runner_id()
+    runner = Runner(
+        config=config,
+        consumer=consumer,
+        publisher=publisher,
+        index=index,
+        data_dir=settings.hookrun_data_dir,
+        runner_id=runner_id,
+        lease_s=settings.hookrun_runner_lease_s,
+        concurrency=settings.hookrun_runner_concurrency,
+    )
+    loop = asyncio.get_running_loop()
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        # 3.11's default watcher runs one waitpid thread per child; pidfds need none (3.12
+        # chooses them by itself).
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)
+        asyncio.set_child_watcher(watcher)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.stopping.set)
+    health = None
+    if settings.hookrun_runner_health_port:
+        health = await _serve_health(runner, settings.hookrun_runner_health_port)
+    consumer.subscribe([topics.named(topics.RUNS, ns)], listener=runner.listener)
+    await consumer.start()
+    log.info("runner %s consuming %s", runner_id, topics.named(topics.RUNS, ns))
+    try:
+        await runner.run()
+    finally:
+        await runner.executor.stop()
+        await consumer.stop()
+        await index.stop()
+        await publisher.stop()
+        if health is not None:
+            health.close()
+    return 1 if runner.fatal is not None else 0
+
+
+def main() -> None:
+    """Entry point: `python -m hookrun.runner`."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("aiokafka").setLevel(
+        logging.WARNING if settings.log_level.upper() != "TRACE" else logging.DEBUG
+    )
+    try:
+        config = load_config(settings.hookrun_config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(asyncio.run(serve(settings, config)))

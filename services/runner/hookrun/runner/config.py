@@ -1,0 +1,39 @@
+"""Runner settings, read from the environment (the only place that reads them is app.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hookrun.events import topics
+
+
+class Settings(BaseSettings):
+    """Environment of the runner; defaults suit `make run` and `docker compose up`."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    hookrun_config: Path = Path("examples/hookrun.yaml")
+    #: First segment of every topic name, so several systems (or test modules) share a broker.
+    hookrun_namespace: str = topics.NAMESPACE
+    #: Working directories of executions live under <data_dir>/executions/<execution id>/.
+    hookrun_data_dir: Path = Path(".hookrun/data")
+    #: Executions this runner process runs at once; more wait in a queue.
+    hookrun_runner_concurrency: PositiveInt = 8
+    #: How long an execution's lease lasts without a heartbeat before another runner takes over.
+    hookrun_runner_lease_s: PositiveFloat = 30.0
+    #: Consumer session timeout: how soon a dead runner's partitions move to another instance.
+    hookrun_runner_session_timeout_ms: PositiveInt = 10_000
+    #: HTTP health port (GET /healthz); 0 disables it.
+    hookrun_runner_health_port: int = 0
+    log_level: str = "INFO"
+
+    @property
+    def group_id(self) -> str:
+        """Consumer group: `runner`, or `<namespace>.runner` so namespaces never share a group."""
+        if self.hookrun_namespace == topics.NAMESPACE:
+            return "runner"
+        return f"{self.hookrun_namespace}.runner"

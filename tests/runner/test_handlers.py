@@ -1,0 +1,283 @@
+"""The runner's state machine and reconcile, driven directly with events and a fake clock."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from hookrun.config import parse_config
+from hookrun.events.runs import (
+    ExecutionFinished,
+    ExecutionHeartbeat,
+    ExecutionStarted,
+    LaunchRequest,
+    PipelineDefined,
+    RunCancelRequested,
+    RunStatus,
+    TriggerLaunched,
+)
+from hookrun.runner.adapters import FakePipelineIndex
+from hookrun.runner.handlers import Context, execution_spec, reconcile
+from hookrun.runner.state import RunState, RunTable
+
+CONFIG = """
+project: {id: p-1, slug: demo, name: Demo}
+organization: {id: o-1, slug: acme, title: Acme}
+environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+steps:
+  - name: work
+    command: ["work", "--n", "{parameters.n}"]
+    parameters: [{name: n, type: integer, default: 1}]
+    inputs: [{name: payload}]
+  - {name: flaky, command: ["flaky"], retries: 1}
+  - {name: authed, command: ["x"], env: {TOKEN: "${env:SECRET_TOKEN}"}}
+pipelines:
+  - name: chain
+    nodes: [{name: a, step: work}, {name: b, step: work}, {name: c, step: work}]
+    edges: [{from: a, to: b}, {from: b, to: c}]
+triggers:
+  - id: one
+    title: one
+    payload_schema: {type: object, required: [n]}
+    actions: [{action: run_execution, step: work, parameters: {n: "{payload.n}"}, payload_input: payload}]
+  - {id: flaky, title: f, actions: [{action: run_execution, step: flaky}]}
+  - {id: authed, title: a, actions: [{action: run_execution, step: authed}]}
+  - {id: chain, title: c, actions: [{action: run_pipeline, pipeline: chain, payload_input: a.payload}]}
+  - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}"}]}
+"""
+
+NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return parse_config(CONFIG, str(tmp_path / "hookrun.yaml"))
+
+
+def ctx(config, now=NOW, running=(), index=None, environ=None) -> Context:
+    return Context(
+        config=config,
+        runner_id="runner-me",
+        now=now,
+        environ=environ if environ is not None else {"PATH": "/bin"},
+        phase=lambda eid: "running" if eid in running else None,
+        lookup_pipeline=(index or FakePipelineIndex()).lookup,
+    )
+
+
+def launched(trigger: str, body: object) -> TriggerLaunched:
+    return TriggerLaunched(
+        run_id="run-1",
+        trigger_id=trigger,
+        config_version="v",
+        request=LaunchRequest(
+            method="POST",
+            path="/",
+            content_type="application/json",
+            body_b64=base64.b64encode(orjson.dumps(body)).decode(),
+        ),
+    )
+
+
+def new_run(trigger: str, body: object = None) -> RunState:
+    run = RunState("run-1", partition=0, launch_offset=0)
+    run.apply(launched(trigger, body if body is not None else {}))
+    return run
+
+
+def types(events) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def start(run: RunState, ex_id: str, runner: str = "runner-other", lease_s: float = 30):
+    run.apply(
+        ExecutionStarted(
+            run_id=run.run_id,
+            execution_id=ex_id,
+            runner_id=runner,
+            lease_until=NOW + timedelta(seconds=lease_s),
+        )
+    )
+
+
+def finish(run: RunState, ex_id: str, status=RunStatus.SUCCESS, output=None):
+    run.apply(
+        ExecutionFinished(
+            run_id=run.run_id, execution_id=ex_id, status=status, completed_at=NOW, output=output
+        )
+    )
+
+
+class TestStartRun:
+    def test_a_launch_creates_an_execution_with_typed_parameters(self, config):
+        run = new_run("one", {"n": "5"})
+        plan = reconcile(run, ctx(config))
+        assert types(plan.events) == ["RunStarted", "ExecutionCreated"]
+        assert plan.events[1].params == {"n": 5}
+        assert [ex.id for ex in plan.start] == [plan.events[1].execution_id]
+
+    def test_reconciling_again_emits_nothing(self, config):
+        run = new_run("one", {"n": 5})
+        plan = reconcile(run, ctx(config))
+        again = reconcile(run, ctx(config, running={plan.events[1].execution_id}))
+        assert again.events == [] and again.start == []
+
+    @pytest.mark.parametrize("body", [{"m": 1}, {"n": "many"}])
+    def test_a_bad_payload_is_decided_before_anything_runs(self, config, body):
+        plan = reconcile(new_run("one", body), ctx(config))
+        assert types(plan.events) == ["RunStarted", "ActionCompleted", "RunFinished"]
+        assert plan.events[-1].status is RunStatus.INVALID_PAYLOAD
+        assert plan.start == []
+
+    def test_an_unset_step_env_is_unresolved_auth(self, config):
+        plan = reconcile(new_run("authed"), ctx(config))
+        assert plan.events[-1].status is RunStatus.UNRESOLVED_AUTH
+        assert "SECRET_TOKEN" in plan.events[-1].error.message
+
+    def test_the_spec_has_argv_payload_input_and_only_inherited_env(self, config, tmp_path):
+        run = new_run("one", {"n": 3})
+        plan = reconcile(run, ctx(config, environ={"PATH": "/bin", "KAFKA_X": "no"}))
+        spec = execution_spec(run, plan.start[0], ctx(config), tmp_path)
+        assert not isinstance(spec, str)
+        assert spec.argv == ["work", "--n", "3"]
+        assert spec.inputs == {"payload": b'{"n":3}'}
+        assert spec.env == {"PATH": "/bin"}
+
+
+class TestRunFinish:
+    def test_a_successful_execution_completes_the_action_and_the_run(self, config):
+        run = new_run("one", {"n": 1})
+        created = reconcile(run, ctx(config)).events[1]
+        start(run, created.execution_id, runner="runner-me")
+        finish(run, created.execution_id, output={"ok": 1})
+        plan = reconcile(run, ctx(config))
+        assert types(plan.events) == ["ActionCompleted", "RunFinished"]
+        done = plan.events[-1]
+        assert done.status is RunStatus.SUCCESS
+        assert done.output == {created.execution_id: {"ok": 1}}
+        assert done.execution_count == 1
+        assert plan.events[0].result == {
+            "action": "run_execution",
+            "execution_step": "work",
+            "execution_id": created.execution_id,
+        }
+
+
+class TestLeases:
+    def test_a_live_lease_is_left_alone(self, config):
+        run = new_run("flaky")
+        created = reconcile(run, ctx(config)).events[1]
+        start(run, created.execution_id, lease_s=3)
+        assert reconcile(run, ctx(config, now=NOW + timedelta(seconds=2))).events == []
+
+    def test_a_heartbeat_extends_the_lease(self, config):
+        run = new_run("flaky")
+        created = reconcile(run, ctx(config)).events[1]
+        start(run, created.execution_id, lease_s=3)
+        run.apply(
+            ExecutionHeartbeat(
+                run_id="run-1",
+                execution_id=created.execution_id,
+                runner_id="runner-other",
+                lease_until=NOW + timedelta(seconds=10),
+            )
+        )
+        assert reconcile(run, ctx(config, now=NOW + timedelta(seconds=5))).events == []
+
+    def test_an_expired_lease_is_retried_when_the_step_allows(self, config):
+        run = new_run("flaky")
+        created = reconcile(run, ctx(config)).events[1]
+        start(run, created.execution_id, lease_s=3)
+        plan = reconcile(run, ctx(config, now=NOW + timedelta(seconds=4)))
+        assert types(plan.events) == ["ExecutionFinished", "ExecutionCreated"]
+        assert plan.events[0].status is RunStatus.ABORTED
+        assert plan.events[1].attempt == 2
+        retry = plan.events[1].execution_id
+        assert [ex.id for ex in plan.start] == [retry]
+        # the retry's runner dies too: no retries left, the run is ABORTED
+        start(run, retry, lease_s=3)
+        plan = reconcile(run, ctx(config, now=NOW + timedelta(seconds=5)))
+        assert types(plan.events) == ["ExecutionFinished", "ActionCompleted", "RunFinished"]
+        assert plan.events[-1].status is RunStatus.ABORTED
+        assert plan.events[-1].execution_count == 2
+
+    def test_this_runners_own_execution_is_never_reclaimed(self, config):
+        run = new_run("flaky")
+        created = reconcile(run, ctx(config)).events[1]
+        start(run, created.execution_id, runner="runner-me", lease_s=3)
+        late = ctx(config, now=NOW + timedelta(minutes=5), running={created.execution_id})
+        assert reconcile(run, late).events == []
+
+
+class TestCancel:
+    def test_a_queued_execution_is_canceled_and_a_running_one_is_stopped(self, config):
+        run = new_run("one", {"n": 1})
+        created = reconcile(run, ctx(config)).events[1]
+        run.apply(RunCancelRequested(run_id="run-1"))
+        plan = reconcile(run, ctx(config, running={created.execution_id}))
+        assert plan.cancel == [created.execution_id] and plan.events == []
+        plan = reconcile(run, ctx(config))
+        assert types(plan.events) == ["ExecutionFinished", "ActionCompleted", "RunFinished"]
+        assert plan.events[-1].status is RunStatus.CANCELED
+
+
+class TestPipelines:
+    def test_nodes_start_in_order_and_a_failure_skips_dependents(self, config):
+        run = new_run("chain", {"x": 1})
+        plan = reconcile(run, ctx(config))
+        assert types(plan.events) == [
+            "RunStarted",
+            "PipelineCreated",
+            "PipelineDefined",
+            "ExecutionCreated",
+        ]
+        a = plan.events[-1]
+        assert a.node == "a"
+        finish(run, a.execution_id)
+        plan = reconcile(run, ctx(config))
+        assert [e.node for e in plan.events] == ["b"]
+        finish(run, plan.events[0].execution_id, status=RunStatus.FAILURE)
+        plan = reconcile(run, ctx(config))
+        assert types(plan.events) == [
+            "PipelineNodeSkipped",
+            "PipelineFinished",
+            "ActionCompleted",
+            "RunFinished",
+        ]
+        assert plan.events[-1].status is RunStatus.FAILURE
+
+    def test_copy_pipeline_copies_the_definition_or_fails_for_an_unknown_one(self, config):
+        source = reconcile(new_run("chain", {"x": 1}), ctx(config)).events[2]
+        assert isinstance(source, PipelineDefined)
+        index = FakePipelineIndex()
+        index.remember(source)
+        run = new_run("copy", {"source": source.pipeline_id})
+        plan = reconcile(run, ctx(config, index=index))
+        copy = plan.events[1]
+        assert copy.source_pipeline_id == source.pipeline_id
+        assert copy.parameters == source.parameters and copy.inputs_b64 == source.inputs_b64
+        plan = reconcile(new_run("copy", {"source": "nope"}), ctx(config, index=index))
+        assert types(plan.events) == ["RunStarted", "ActionCompleted", "RunFinished"]
+        assert plan.events[-1].status is RunStatus.FAILURE
+
+
+class TestRunTable:
+    def test_a_redelivered_launch_of_a_finished_run_is_ignored(self, config):
+        table = RunTable()
+        event = launched("one", {"n": 1})
+        run = table.apply(event, 0, 5)
+        assert run is not None and table.low_watermark(0, 9) == 5
+        plan = reconcile(run, ctx(config))
+        finish(run, plan.events[1].execution_id)
+        reconcile(run, ctx(config))
+        table.forget(run.run_id, finished=True)
+        assert table.apply(event, 0, 12) is None
+        assert table.low_watermark(0, 9) == 9
+
+    def test_events_of_runs_launched_before_the_replay_start_are_ignored(self):
+        table = RunTable()
+        orphan = ExecutionHeartbeat(run_id="old", execution_id="e", runner_id="r", lease_until=NOW)
+        assert table.apply(orphan, 0, 3) is None
