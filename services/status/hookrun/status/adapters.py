@@ -1,0 +1,128 @@
+"""The status service's I/O besides the store: appending admin events and log-end lookups, with Fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from hookrun.events import Event
+from hookrun.events.kafka import KafkaUnavailable, Publisher, consumer_settings, partitions_of
+
+log = logging.getLogger(__name__)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the producers put ``key`` in: aiokafka's (and Java's) default partitioner."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class EventLog(Protocol):
+    """Where the admin API appends events (cancel, test launch, redeliver)."""
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Append and wait for acks=all; raise KafkaUnavailable if not acknowledged in time."""
+
+
+class KafkaEventLog:
+    """EventLog on a Kafka Publisher."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    async def append(self, events: Sequence[Event]) -> None:
+        await self._publisher.publish(events)
+
+
+class FakeEventLog:
+    """EventLog that records what was appended; ``down`` fails like a dead broker."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.down = False
+
+    async def append(self, events: Sequence[Event]) -> None:
+        if self.down:
+            raise KafkaUnavailable("fake broker is down")
+        self.events.extend(events)
+
+
+class LogEnds(Protocol):
+    """Where a key's records go and how far that partition's log reaches right now."""
+
+    async def end_of(self, topic: str, key: bytes) -> tuple[int, int]:
+        """Return (partition, log-end offset); raise KafkaUnavailable when Kafka does not answer."""
+
+
+class FakeLogEnds:
+    """LogEnds over a dict ``{(topic, partition): end}`` and a fixed partition count."""
+
+    def __init__(self, partitions: int = 1) -> None:
+        self.partitions = partitions
+        self.ends: dict[tuple[str, int], int] = {}
+
+    async def end_of(self, topic: str, key: bytes) -> tuple[int, int]:
+        part = partition_of(key, self.partitions)
+        return part, self.ends.get((topic, part), 0)
+
+
+class KafkaLogEnds:
+    """LogEnds with a group-less consumer used only for metadata and ListOffsets requests."""
+
+    def __init__(self, bootstrap: str, *, timeout_s: float = 5.0) -> None:
+        self._settings = consumer_settings(bootstrap, "status", group=None)
+        self._timeout_s = timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._counts: dict[str, int] = {}
+        self._starter: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._starter = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        while True:
+            consumer = AIOKafkaConsumer(**self._settings)
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                log.warning("log-end lookups: kafka not reachable yet (%s)", exc)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._consumer = consumer
+            return
+
+    async def stop(self) -> None:
+        if self._starter is not None:
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def end_of(self, topic: str, key: bytes) -> tuple[int, int]:
+        consumer = self._consumer
+        if consumer is None:
+            raise KafkaUnavailable("not connected to kafka")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                count = self._counts.get(topic)
+                if not count:
+                    count = len(await partitions_of(consumer, topic))
+                    if not count:
+                        raise KafkaUnavailable(f"topic {topic} does not exist")
+                    self._counts[topic] = count
+                tp = TopicPartition(topic, partition_of(key, count))
+                ends = await consumer.end_offsets([tp])
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnavailable(f"could not read the log end of {topic}: {exc!r}") from exc
+        return tp.partition, int(ends[tp])

@@ -1,0 +1,48 @@
+"""Status service settings, read from the environment (the only place that reads them is app.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hookrun.events import topics
+
+
+class Settings(BaseSettings):
+    """Environment of the status service; defaults suit `make run` and `docker compose up`."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    hookrun_config: Path = Path("examples/hookrun.yaml")
+    #: First segment of every topic name, so several systems (or test modules) share a broker.
+    hookrun_namespace: str = topics.NAMESPACE
+    #: ``sqlite:///<path>`` (one file per instance, a full replica) or ``postgresql://...``
+    #: (shared by every instance of the consumer group).
+    hookrun_database_url: str = "sqlite:///.hookrun/status.db"
+    hookrun_status_host: str = "127.0.0.1"
+    hookrun_status_port: PositiveInt = 8001
+    #: Bearer token of the admin API; unset disables it (503 "admin API disabled").
+    hookrun_admin_token: SecretStr | None = None
+    #: Largest run-info / admin request body read.
+    hookrun_max_body_bytes: PositiveInt = 1024 * 1024
+    #: Consumer group of the instances sharing one PostgreSQL store.
+    hookrun_status_group: str = "status"
+    #: How long a read waits for the projection to reach the log end of a run's partition.
+    hookrun_status_catch_up_timeout_s: PositiveFloat = 5.0
+    #: Most records applied in one database transaction.
+    hookrun_status_batch_records: PositiveInt = 2000
+    #: TEST ONLY: sleep this long in the middle of every batch's transaction (lag, crash tests).
+    hookrun_status_apply_delay_ms: NonNegativeInt = 0
+    hookrun_kafka_timeout_s: PositiveFloat = 5.0
+    hookrun_access_log: bool = False
+    log_level: str = "INFO"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (``sqlite:////abs`` is absolute), else None."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
+    return None

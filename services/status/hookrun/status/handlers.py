@@ -1,0 +1,216 @@
+"""The status rules: run info with the trigger's conditions and read-your-writes, and admin commands."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from hookrun.config import HookrunConfig, InboundRequest, Trigger
+from hookrun.config.conditions import check_conditions, redacted_headers, redacted_query
+from hookrun.events import (
+    LaunchRequest,
+    RedeliveryRequested,
+    RunCancelRequested,
+    TriggerLaunched,
+    new_id,
+    topics,
+)
+from hookrun.events.kafka import KafkaUnavailable
+from hookrun.status.adapters import EventLog, LogEnds
+from hookrun.status.projector import Progress
+from hookrun.status.store import SqlStore
+
+REDACTED = "[redacted]"
+#: One answer for unknown and disabled triggers and failed conditions, as the launch gives.
+REJECTED = {"error": "request rejected"}
+NOT_FOUND = {"error": "run not found"}
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, JSON body and headers."""
+
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(body.get("error", status))
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+@dataclass
+class Deps:
+    """Everything the rules need, passed in by app.py (or a test)."""
+
+    config: HookrunConfig
+    store: SqlStore
+    log: EventLog
+    ends: LogEnds
+    progress: Progress = field(default_factory=Progress)
+    namespace: str = topics.NAMESPACE
+    admin_token: str | None = None
+    catch_up_timeout_s: float = 5.0
+    retry_after_s: int = 2
+    clock: Callable[[], float] = time.time
+    new_run_id: Callable[[], str] = new_id
+    triggers: dict[str, Trigger] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.triggers = {t.id: t for t in self.config.triggers}
+
+
+def run_id_from(request: InboundRequest) -> str | None:
+    """``run_id`` from a POST's form or JSON body (top level), else from the query string."""
+    if request.method == "POST" and request.body:
+        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        data: Any = None
+        if ctype == "application/x-www-form-urlencoded":
+            data = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+        else:
+            try:
+                data = orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                data = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+        if isinstance(data, dict) and data.get("run_id") not in (None, ""):
+            return str(data["run_id"])
+    value = request.query.get("run_id")
+    return value or None
+
+
+async def catch_up(run_id: str, deps: Deps) -> bool:
+    """Wait until the store holds everything on ``run_id``'s partition at call time.
+
+    Offsets are read from the store, so this also works when another instance (sharing a
+    PostgreSQL store) projects that partition. False when Kafka or the projection is too slow.
+    """
+    topic = topics.named(topics.RUNS, deps.namespace)
+    try:
+        part, end = await deps.ends.end_of(topic, run_id.encode())
+    except KafkaUnavailable:
+        return False
+    deadline = time.monotonic() + deps.catch_up_timeout_s
+    while await deps.store.next_offset(topic, part) < end:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await deps.progress.wait(min(left, 0.05))
+    return True
+
+
+def _lagging(deps: Deps) -> ApiError:
+    return ApiError(
+        503,
+        {"error": "run store is catching up, retry later"},
+        {"Retry-After": str(deps.retry_after_s)},
+    )
+
+
+async def run_info(trigger_id: str, request: InboundRequest, deps: Deps) -> dict[str, Any]:
+    """Authenticate like the launch, then answer Valohai's run info for a run of this trigger."""
+    trigger = deps.triggers.get(trigger_id)
+    if trigger is None or not trigger.enabled:
+        raise ApiError(400, REJECTED)
+    if not check_conditions(trigger, request, deps.clock()).ok:
+        raise ApiError(400, REJECTED)
+    run_id = run_id_from(request)
+    if run_id is None:
+        raise ApiError(400, {"error": "run_id is required"})
+    info = await deps.store.run_info(run_id)
+    if info is None or info["status"] == "pending":
+        caught_up = await catch_up(run_id, deps)
+        info = await deps.store.run_info(run_id)
+        if info is None and not caught_up:
+            # Never a 404 for a run the gateway may have acknowledged a moment ago.
+            raise _lagging(deps)
+    if info is None or info["trigger_id"] != trigger_id:
+        raise ApiError(404, NOT_FOUND)
+    return {"status": info["status"], "result": info["result"]}
+
+
+async def known_run(run_id: str, deps: Deps) -> dict[str, Any]:
+    """The admin view of a run, caught up first if it is not in the store yet."""
+    detail = await deps.store.run_detail(run_id)
+    if detail is None:
+        caught_up = await catch_up(run_id, deps)
+        detail = await deps.store.run_detail(run_id)
+        if detail is None:
+            raise _lagging(deps) if not caught_up else ApiError(404, NOT_FOUND)
+    return detail
+
+
+async def _append(deps: Deps, events: list[Any]) -> None:
+    try:
+        await deps.log.append(events)
+    except KafkaUnavailable as exc:
+        raise ApiError(
+            503,
+            {"error": "event log unavailable, retry later"},
+            {"Retry-After": str(deps.retry_after_s)},
+        ) from exc
+
+
+async def cancel(run_id: str, reason: str, deps: Deps) -> dict[str, Any]:
+    """Append RunCancelRequested for a run that has not finished."""
+    run = await known_run(run_id, deps)
+    if run["status"] is not None:
+        raise ApiError(409, {"error": f"run already finished ({run['status']})"})
+    await _append(deps, [RunCancelRequested(run_id=run_id, requested_by="admin", reason=reason)])
+    return {"run_id": run_id, "cancel_requested": True}
+
+
+async def redeliver(run_id: str, subscription_id: str | None, deps: Deps) -> dict[str, Any]:
+    """Append RedeliveryRequested for a finished run (its notification exists only then)."""
+    run = await known_run(run_id, deps)
+    if run["status"] is None:
+        raise ApiError(409, {"error": "run has not finished; there is nothing to redeliver"})
+    await _append(
+        deps,
+        [RedeliveryRequested(run_id=run_id, subscription_id=subscription_id, requested_by="admin")],
+    )
+    return {"run_id": run_id, "redelivery_requested": True, "subscription_id": subscription_id}
+
+
+async def launch_test_run(trigger_id: str, request: InboundRequest, deps: Deps) -> dict[str, Any]:
+    """Launch like the gateway does, skipping conditions, with is_test=True."""
+    trigger = deps.triggers.get(trigger_id)
+    if trigger is None:
+        raise ApiError(404, {"error": "trigger not found"})
+    if not trigger.enabled:
+        raise ApiError(409, {"error": "trigger is disabled"})
+    run_id = deps.new_run_id()
+    launched = TriggerLaunched(
+        run_id=run_id,
+        trigger_id=trigger.id,
+        config_version=deps.config.config_version,
+        request=recorded(trigger, request),
+        delivery_id=None,
+        is_test=True,
+    )
+    await _append(deps, [launched])
+    return {"run_id": run_id, "isTest": True}
+
+
+def recorded(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
+    """The request as TriggerLaunched keeps it, redacted as the gateway does plus the admin token."""
+    hidden_headers = redacted_headers(trigger) | {"authorization"}
+    hidden_query = redacted_query(trigger)
+    headers = {
+        name.lower(): REDACTED if name.lower() in hidden_headers else value
+        for name, value in request.headers.items()
+    }
+    query = {k: REDACTED if k in hidden_query else v for k, v in request.query.items()}
+    return LaunchRequest(
+        method=request.method,
+        path=request.path,
+        query=query,
+        headers=headers,
+        content_type=headers.get("content-type"),
+        remote_addr=request.remote_addr,
+        body_b64=base64.b64encode(request.body).decode(),
+    )

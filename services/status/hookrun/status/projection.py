@@ -1,0 +1,487 @@
+"""The projection as a pure fold: one decoded event (and where it sits in the log) -> SQL row changes.
+
+Statements use ``?`` placeholders and only SQL that SQLite and PostgreSQL both accept (upserts with
+``ON CONFLICT``), so each store runs them as they are. Replaying an event is harmless: inserts
+ignore conflicts and counters are recomputed from the rows, never incremented; the store also
+skips records below the offset it has stored for their partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from hookrun.events import (
+    ActionCompleted,
+    DeliveryAttempted,
+    DeliveryExhausted,
+    Event,
+    ExecutionCreated,
+    ExecutionFinished,
+    ExecutionHeartbeat,
+    ExecutionStarted,
+    PipelineCreated,
+    PipelineFinished,
+    PipelineNodeSkipped,
+    RedeliveryRequested,
+    RunCancelRequested,
+    RunFinished,
+    RunStarted,
+    TriggerLaunched,
+    TriggerLogged,
+)
+
+Params = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One SQL statement and its parameters."""
+
+    sql: str
+    params: Params
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits in the log, and the record as a structured CloudEvent (JSON text)."""
+
+    topic: str
+    partition: int
+    offset: int
+    cloudevent: str
+
+
+def ts(moment: datetime | None) -> str | None:
+    """A timestamp as fixed-width UTC text, so text order is time order in both databases."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def cloudevent_json(value: bytes | None, headers: Any) -> str:
+    """The record as a structured-mode CloudEvent, built without re-parsing the data.
+
+    Called only for records that decoded, so ``value`` is a JSON object already.
+    """
+    doc: dict[str, str] = {}
+    ctype = "application/json"
+    for name, raw in headers or ():
+        text = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+        if name.startswith("ce_"):
+            doc[name[3:]] = text
+        elif name == "content-type":
+            ctype = text
+    doc["datacontenttype"] = ctype
+    head = orjson.dumps(doc)
+    return (head[:-1] + b',"data":' + (value or b"null") + b"}").decode()
+
+
+RECOMPUTE_COUNTS = (
+    "UPDATE runs SET"
+    " actions_ok = (SELECT COUNT(*) FROM actions a WHERE a.run_id = runs.run_id"
+    " AND a.status = 'SUCCESS'),"
+    " actions_failed = (SELECT COUNT(*) FROM actions a WHERE a.run_id = runs.run_id"
+    " AND a.status <> 'SUCCESS')"
+    " WHERE run_id = ?"
+)
+# Valohai's run-info vocabulary. A run is final once RunFinished arrived or every action it
+# announced (RunStarted.action_count) completed. Actions of a finished, unsuccessful run that
+# never completed (canceled, aborted) count as failed.
+RECOMPUTE_STATUS = (
+    "UPDATE runs SET info_status = CASE"
+    " WHEN run_status IS NULL AND (action_count IS NULL"
+    " OR actions_ok + actions_failed < action_count) THEN 'pending'"
+    " WHEN actions_ok = 0 AND (actions_failed > 0 OR run_status IS NULL"
+    " OR run_status <> 'SUCCESS') THEN 'error'"
+    " WHEN actions_failed = 0 AND (run_status IS NULL OR run_status = 'SUCCESS') THEN 'completed'"
+    " ELSE 'complete_with_error' END"
+    " WHERE run_id = ?"
+)
+INSERT_EVENT = (
+    "INSERT INTO events (topic, part, off, run_id, type, at, event_id, doc)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+INSERT_LOG = (
+    "INSERT INTO trigger_log (entry_id, trigger_id, at, outcome, reason, status_code, method,"
+    " remote_addr, content_length, delivery_id, run_id, is_test)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+INSERT_RESULT = (
+    "INSERT INTO results (run_id, object_id, action_index, seq, entry) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+def _status(run_id: str) -> list[Op]:
+    return [Op(RECOMPUTE_COUNTS, (run_id,)), Op(RECOMPUTE_STATUS, (run_id,))]
+
+
+def fold(event: Event, at: Position) -> list[Op]:
+    """Return the row changes ``event`` causes; every event of a run is also kept raw."""
+    ops: list[Op] = []
+    run_id = getattr(event, "run_id", None)
+    if isinstance(event, TriggerLogged):
+        ops.append(
+            Op(
+                INSERT_LOG,
+                (
+                    event.event_id,
+                    event.trigger_id,
+                    ts(event.occurred_at),
+                    event.outcome,
+                    event.reason,
+                    event.status_code,
+                    event.method,
+                    event.remote_addr,
+                    event.content_length,
+                    event.delivery_id,
+                    event.run_id,
+                    0,
+                ),
+            )
+        )
+        return ops
+    if run_id is None:
+        return ops
+    ops.append(
+        Op(
+            INSERT_EVENT,
+            (
+                at.topic,
+                at.partition,
+                at.offset,
+                run_id,
+                event.type,
+                ts(event.occurred_at),
+                event.event_id,
+                at.cloudevent,
+            ),
+        )
+    )
+    handler = _FOLDS.get(type(event))
+    if handler is not None:
+        ops.extend(handler(event, at))
+    return ops
+
+
+def _launched(e: TriggerLaunched, at: Position) -> list[Op]:
+    received = ts(e.occurred_at)
+    return [
+        Op(
+            "INSERT INTO runs (run_id, trigger_id, config_version, received_at, is_test,"
+            " delivery_id, account, part, info_status, actions_ok, actions_failed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0) ON CONFLICT DO NOTHING",
+            (
+                e.run_id,
+                e.trigger_id,
+                e.config_version,
+                received,
+                int(e.is_test),
+                e.delivery_id,
+                e.account,
+                at.partition,
+            ),
+        ),
+        Op(
+            INSERT_LOG,
+            (
+                e.event_id,
+                e.trigger_id,
+                received,
+                "accepted",
+                "test launch (conditions skipped)" if e.is_test else "all conditions passed",
+                202,
+                e.request.method,
+                e.request.remote_addr,
+                len(e.request.body_b64) * 3 // 4 - e.request.body_b64[-2:].count("="),
+                e.delivery_id,
+                e.run_id,
+                int(e.is_test),
+            ),
+        ),
+    ]
+
+
+def _started(e: RunStarted, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE runs SET action_count = ?, runner_id = ?,"
+            " started_at = COALESCE(started_at, ?) WHERE run_id = ?",
+            (e.action_count, e.runner_id, ts(e.occurred_at), e.run_id),
+        ),
+        *_status(e.run_id),
+    ]
+
+
+def _execution_created(e: ExecutionCreated, at: Position) -> list[Op]:
+    ops = [
+        Op(
+            "INSERT INTO executions (execution_id, run_id, action_index, step, pipeline_id, node,"
+            " attempt, params, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'CREATED', ?)"
+            " ON CONFLICT DO NOTHING",
+            (
+                e.execution_id,
+                e.run_id,
+                e.action_index,
+                e.step,
+                e.pipeline_id,
+                e.node,
+                e.attempt,
+                _json(e.params),
+                ts(e.occurred_at),
+            ),
+        )
+    ]
+    if e.pipeline_id is None:
+        entry = {
+            "action": "run_execution",
+            "execution_step": e.step,
+            "execution_id": e.execution_id,
+        }
+        ops.append(
+            Op(INSERT_RESULT, (e.run_id, e.execution_id, e.action_index, at.offset, _json(entry)))
+        )
+    return ops
+
+
+def _execution_started(e: ExecutionStarted, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE executions SET status = CASE WHEN status = 'CREATED' THEN 'RUNNING'"
+            " ELSE status END, runner_id = ?, pid = ?, started_at = COALESCE(started_at, ?),"
+            " lease_until = ? WHERE execution_id = ?",
+            (e.runner_id, e.pid, ts(e.occurred_at), ts(e.lease_until), e.execution_id),
+        )
+    ]
+
+
+def _heartbeat(e: ExecutionHeartbeat, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE executions SET lease_until = ?, runner_id = ? WHERE execution_id = ?",
+            (ts(e.lease_until), e.runner_id, e.execution_id),
+        )
+    ]
+
+
+def _execution_finished(e: ExecutionFinished, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE executions SET status = ?, exit_code = ?,"
+            " started_at = COALESCE(?, started_at), completed_at = ?, duration_ms = ?,"
+            " output = ?, stdout_tail = ?, stderr_tail = ?, error = ? WHERE execution_id = ?",
+            (
+                e.status.value,
+                e.exit_code,
+                ts(e.started_at),
+                ts(e.completed_at),
+                e.duration_ms,
+                None if e.output is None else _json(e.output),
+                e.stdout_tail,
+                e.stderr_tail,
+                e.error,
+                e.execution_id,
+            ),
+        )
+    ]
+
+
+def _pipeline_created(e: PipelineCreated, at: Position) -> list[Op]:
+    if e.source_pipeline_id is None:
+        entry = {
+            "action": "run_pipeline",
+            "pipeline_name": e.pipeline_name,
+            "pipeline_id": e.pipeline_id,
+        }
+    else:
+        entry = {
+            "action": "copy_pipeline",
+            "source_pipeline_id": e.source_pipeline_id,
+            "pipeline_id": e.pipeline_id,
+        }
+    return [
+        Op(
+            "INSERT INTO pipelines (pipeline_id, run_id, name, action_index, source_pipeline_id,"
+            " nodes, edges, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'RUNNING', ?)"
+            " ON CONFLICT DO NOTHING",
+            (
+                e.pipeline_id,
+                e.run_id,
+                e.pipeline_name,
+                e.action_index,
+                e.source_pipeline_id,
+                _json(e.nodes),
+                _json(e.edges),
+                ts(e.occurred_at),
+            ),
+        ),
+        Op(INSERT_RESULT, (e.run_id, e.pipeline_id, e.action_index, at.offset, _json(entry))),
+    ]
+
+
+def _node_skipped(e: PipelineNodeSkipped, at: Position) -> list[Op]:
+    return [
+        Op(
+            "INSERT INTO skipped_nodes (pipeline_id, node, run_id, reason) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (e.pipeline_id, e.node, e.run_id, e.reason),
+        )
+    ]
+
+
+def _pipeline_finished(e: PipelineFinished, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE pipelines SET status = ?, completed_at = ? WHERE pipeline_id = ?",
+            (e.status.value, ts(e.occurred_at), e.pipeline_id),
+        )
+    ]
+
+
+def _cancel_requested(e: RunCancelRequested, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)"
+            " WHERE run_id = ?",
+            (ts(e.occurred_at), e.run_id),
+        )
+    ]
+
+
+def _action_completed(e: ActionCompleted, at: Position) -> list[Op]:
+    return [
+        Op(
+            "INSERT INTO actions (run_id, action_index, action, status, result, error,"
+            " completed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, action_index)"
+            " DO UPDATE SET status = excluded.status, result = excluded.result,"
+            " error = excluded.error, completed_at = excluded.completed_at",
+            (
+                e.run_id,
+                e.action_index,
+                e.action,
+                e.status.value,
+                None if e.result is None else _json(e.result),
+                e.error,
+                ts(e.occurred_at),
+            ),
+        ),
+        *_status(e.run_id),
+    ]
+
+
+def _run_finished(e: RunFinished, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE runs SET run_status = ?, started_at = ?, completed_at = ?, duration_ms = ?,"
+            " execution_count = ?, error = ?, failed_execution_id = ? WHERE run_id = ?",
+            (
+                e.status.value,
+                ts(e.started_at),
+                ts(e.completed_at),
+                e.duration_ms,
+                e.execution_count,
+                None if e.error is None else e.error.message,
+                e.failed_execution_id,
+                e.run_id,
+            ),
+        ),
+        *_status(e.run_id),
+    ]
+
+
+def _delivery_state(e: DeliveryAttempted) -> str:
+    if e.outcome == "failed":
+        return "retrying" if e.next_attempt_at is not None else "failed"
+    return e.outcome
+
+
+def _attempted(e: DeliveryAttempted, at: Position) -> list[Op]:
+    return [
+        Op(
+            "INSERT INTO attempts (run_id, message_id, subscription_id, attempt, outcome,"
+            " status_code, duration_ms, response_excerpt, error, at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (
+                e.run_id,
+                e.message_id,
+                e.subscription_id,
+                e.attempt,
+                e.outcome,
+                e.status_code,
+                e.duration_ms,
+                e.response_excerpt,
+                e.error,
+                ts(e.occurred_at),
+                ts(e.next_attempt_at),
+            ),
+        ),
+        # Attempts can only arrive in order within a run's partition, so the latest one wins.
+        Op(
+            "INSERT INTO deliveries (run_id, message_id, subscription_id, url, state, attempts,"
+            " last_status_code, last_attempt_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id, message_id, subscription_id) DO UPDATE SET url = excluded.url,"
+            " state = excluded.state, attempts = excluded.attempts,"
+            " last_status_code = excluded.last_status_code,"
+            " last_attempt_at = excluded.last_attempt_at,"
+            " next_attempt_at = excluded.next_attempt_at",
+            (
+                e.run_id,
+                e.message_id,
+                e.subscription_id,
+                e.url,
+                _delivery_state(e),
+                e.attempt,
+                e.status_code,
+                ts(e.occurred_at),
+                ts(e.next_attempt_at),
+            ),
+        ),
+    ]
+
+
+def _exhausted(e: DeliveryExhausted, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE deliveries SET state = 'exhausted', next_attempt_at = NULL, last_error = ?"
+            " WHERE run_id = ? AND message_id = ? AND subscription_id = ?",
+            (e.last_error, e.run_id, e.message_id, e.subscription_id),
+        )
+    ]
+
+
+def _redelivery(e: RedeliveryRequested, at: Position) -> list[Op]:
+    return [
+        Op(
+            "UPDATE runs SET redelivery_requested_at = ? WHERE run_id = ?",
+            (ts(e.occurred_at), e.run_id),
+        )
+    ]
+
+
+_FOLDS: dict[type[Event], Any] = {
+    TriggerLaunched: _launched,
+    RunStarted: _started,
+    ExecutionCreated: _execution_created,
+    ExecutionStarted: _execution_started,
+    ExecutionHeartbeat: _heartbeat,
+    ExecutionFinished: _execution_finished,
+    PipelineCreated: _pipeline_created,
+    PipelineNodeSkipped: _node_skipped,
+    PipelineFinished: _pipeline_finished,
+    RunCancelRequested: _cancel_requested,
+    ActionCompleted: _action_completed,
+    RunFinished: _run_finished,
+    DeliveryAttempted: _attempted,
+    DeliveryExhausted: _exhausted,
+    RedeliveryRequested: _redelivery,
+}

@@ -1,0 +1,235 @@
+"""HTTP routes of the status service: thin request -> handler -> response code."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from hookrun.config import InboundRequest
+from hookrun.events import RunStatus
+from hookrun.status import handlers
+from hookrun.status.handlers import ApiError
+from hookrun.status.store import INFO_STATUSES, RunFilter, decode_cursor
+
+router = APIRouter()
+_bearer = HTTPBearer(auto_error=False, description="HOOKRUN_ADMIN_TOKEN")
+
+
+def json(body: Any, status: int = 200) -> Response:
+    """A JSON response serialised with orjson (faster than FastAPI's encoder)."""
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing one over ``limit`` bytes (413) before it is read whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, {"error": "request body too large"})
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, {"error": "request body too large"})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def inbound(request: Request, body: bytes) -> InboundRequest:
+    """The framework-free view of a request that conditions check."""
+    return InboundRequest(
+        method=request.method,
+        path=request.url.path,
+        headers=request.headers,
+        query=dict(request.query_params),
+        body=body,
+        remote_addr=request.client.host if request.client else None,
+    )
+
+
+def deps_of(request: Request) -> handlers.Deps:
+    deps: handlers.Deps = request.app.state.deps
+    return deps
+
+
+async def admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> handlers.Deps:
+    """The admin API's guard: 503 while HOOKRUN_ADMIN_TOKEN is unset, 401 without it."""
+    deps = deps_of(request)
+    if deps.admin_token is None:
+        raise ApiError(503, {"error": "admin API disabled"})
+    if credentials is None or not hmac.compare_digest(
+        credentials.credentials.encode(), deps.admin_token.encode()
+    ):
+        raise ApiError(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
+    return deps
+
+
+Admin = Annotated[handlers.Deps, Depends(admin)]
+
+_RUN_INFO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": '{"status": "pending"|"completed"|"error"|"complete_with_error", "result": [...]}'
+    },
+    400: {
+        "description": "Unknown or disabled trigger, failed condition (one body for all), or no run_id"
+    },
+    404: {"description": '{"error": "run not found"}: unknown run or another trigger\'s run'},
+    503: {"description": "Kafka or the projection could not confirm the run in time"},
+}
+
+
+@router.get(
+    "/api/v0/launch/{trigger_id}/run/", summary="Run info (GET)", responses=_RUN_INFO_RESPONSES
+)
+@router.post(
+    "/api/v0/launch/{trigger_id}/run/",
+    summary="Run info (POST form or JSON)",
+    responses=_RUN_INFO_RESPONSES,
+)
+async def run_info(trigger_id: str, request: Request) -> Response:
+    """Valohai's run info; the request passes the same conditions as the launch."""
+    deps = deps_of(request)
+    body = await read_body(request, request.app.state.max_body_bytes)
+    return json(await handlers.run_info(trigger_id, inbound(request, body), deps))
+
+
+@router.get("/api/v1/runs", summary="List runs, newest first", tags=["admin"])
+async def list_runs(
+    deps: Admin,
+    trigger_id: str | None = None,
+    status: Annotated[
+        str | None,
+        Query(
+            description="A RunNotification status (SUCCESS, FAILURE, ...) or a run-info status (pending, ...)"
+        ),
+    ] = None,
+    since: Annotated[str | None, Query(description="received_at >= since (RFC 3339, UTC)")] = None,
+    until: Annotated[str | None, Query(description="received_at < until (RFC 3339, UTC)")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    f = RunFilter(trigger_id=trigger_id, since=_time(since), until=_time(until), limit=limit)
+    if status is not None:
+        if status.upper() in RunStatus.__members__:
+            f.run_status = status.upper()
+        elif status.lower() in INFO_STATUSES:
+            f.info_status = status.lower()
+        else:
+            raise ApiError(400, {"error": f"unknown status {status!r}"})
+    if cursor:
+        try:
+            f.after = decode_cursor(cursor)
+        except ValueError as exc:
+            raise ApiError(400, {"error": "invalid cursor"}) from exc
+    return json(await deps.store.list_runs(f))
+
+
+def _time(value: str | None) -> str | None:
+    """Normalise an RFC 3339 time to the store's fixed-width UTC text."""
+    if value is None:
+        return None
+    from datetime import datetime
+
+    from hookrun.status.projection import ts
+
+    try:
+        return ts(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError as exc:
+        raise ApiError(400, {"error": f"invalid time {value!r}"}) from exc
+
+
+@router.get(
+    "/api/v1/runs/{run_id}", summary="One run: actions, executions, deliveries", tags=["admin"]
+)
+async def get_run(run_id: str, deps: Admin) -> Response:
+    return json(await handlers.known_run(run_id, deps))
+
+
+@router.get(
+    "/api/v1/runs/{run_id}/events", summary="A run's raw events (CloudEvents)", tags=["admin"]
+)
+async def run_events(run_id: str, deps: Admin) -> Response:
+    await handlers.known_run(run_id, deps)
+    return json({"run_id": run_id, "events": await deps.store.run_events(run_id)})
+
+
+@router.post(
+    "/api/v1/runs/{run_id}/cancel", status_code=202, summary="Cancel a run", tags=["admin"]
+)
+async def cancel_run(run_id: str, request: Request, deps: Admin) -> Response:
+    body = await _json_body(request)
+    return json(await handlers.cancel(run_id, str(body.get("reason", "")), deps), 202)
+
+
+@router.post(
+    "/api/v1/runs/{run_id}/redeliver",
+    status_code=202,
+    summary="Send the run's notification again",
+    tags=["admin"],
+)
+async def redeliver(run_id: str, request: Request, deps: Admin) -> Response:
+    body = await _json_body(request)
+    sub = body.get("subscription_id")
+    return json(await handlers.redeliver(run_id, None if sub is None else str(sub), deps), 202)
+
+
+@router.get(
+    "/api/v1/triggers/{trigger_id}/log", summary="Accepted and rejected launches", tags=["admin"]
+)
+async def trigger_log(
+    trigger_id: str,
+    deps: Admin,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    after = None
+    if cursor:
+        try:
+            after = decode_cursor(cursor)
+        except ValueError as exc:
+            raise ApiError(400, {"error": "invalid cursor"}) from exc
+    return json(await deps.store.trigger_log(trigger_id, after, limit))
+
+
+@router.post(
+    "/api/v1/triggers/{trigger_id}/test-launch",
+    status_code=202,
+    summary="Launch with the request body as payload, skipping conditions (isTest)",
+    tags=["admin"],
+)
+async def test_launch(trigger_id: str, request: Request, deps: Admin) -> Response:
+    body = await read_body(request, request.app.state.max_body_bytes)
+    return json(await handlers.launch_test_run(trigger_id, inbound(request, body), deps), 202)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await read_body(request, request.app.state.max_body_bytes)
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, {"error": "body must be a JSON object"}) from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, {"error": "body must be a JSON object"})
+    return data
+
+
+@router.get("/healthz", summary="Liveness and projection state")
+async def healthz(request: Request) -> dict[str, Any]:
+    """``kafka`` is true while the projection consumer runs; ``partitions`` it projects."""
+    projector = request.app.state.projector
+    if projector is None:
+        return {"ok": True, "kafka": True, "partitions": []}
+    return {
+        "ok": True,
+        "kafka": projector.running,
+        "partitions": [f"{tp.topic}/{tp.partition}" for tp in projector.assignment],
+    }

@@ -1,0 +1,157 @@
+"""The projection fold into a real SQLite store: statuses, result entries, idempotence, offsets."""
+
+from __future__ import annotations
+
+from hookrun.events import ExecutionCreated, PipelineCreated, RunStatus, topics
+from hookrun.status.store import Applied, RunFilter
+from tests.status.factories import launched, rejected, run_events
+
+OK, FAIL = RunStatus.SUCCESS, RunStatus.FAILURE
+
+
+class TestRunInfoStatus:
+    async def test_a_launched_run_is_pending_with_no_results(self, store, feed):
+        run = launched()
+        await feed([run])
+        assert await store.run_info(run.run_id) == {
+            "trigger_id": "tok",
+            "status": "pending",
+            "result": [],
+        }
+
+    async def test_every_action_succeeded_is_completed(self, store, feed):
+        run = launched()
+        await feed([run, *run_events(run, [OK, OK])])
+        assert (await store.run_info(run.run_id))["status"] == "completed"
+
+    async def test_every_action_failed_is_error(self, store, feed):
+        run = launched()
+        await feed([run, *run_events(run, [FAIL, FAIL])])
+        assert (await store.run_info(run.run_id))["status"] == "error"
+
+    async def test_some_actions_failed_is_complete_with_error(self, store, feed):
+        run = launched()
+        await feed([run, *run_events(run, [OK, FAIL])])
+        assert (await store.run_info(run.run_id))["status"] == "complete_with_error"
+
+    async def test_a_run_stays_pending_until_its_last_action_completes(self, store, feed):
+        run = launched()
+        events = run_events(run, [OK, OK], finish=False)
+        await feed([run, *events[:-1]])
+        assert (await store.run_info(run.run_id))["status"] == "pending"
+        await feed(events[-1:])
+        assert (await store.run_info(run.run_id))["status"] == "completed"
+
+    async def test_a_canceled_run_with_one_success_is_complete_with_error(self, store, feed):
+        run = launched()
+        events = run_events(run, [OK, OK])
+        finished = events[-1].model_copy(update={"status": RunStatus.CANCELED})
+        # the second action never completed: drop its ActionCompleted
+        await feed([run, *events[:5], finished])
+        assert (await store.run_info(run.run_id))["status"] == "complete_with_error"
+
+    async def test_result_entries_appear_as_objects_are_created(self, store, feed):
+        run = launched()
+        await feed(
+            [
+                run,
+                ExecutionCreated(run_id=run.run_id, execution_id="x1", action_index=0, step="noop"),
+                PipelineCreated(
+                    run_id=run.run_id,
+                    pipeline_id="p1",
+                    pipeline_name="Nightly",
+                    action_index=1,
+                    nodes={"a": "noop"},
+                ),
+                # a pipeline's node is not a result entry of its own
+                ExecutionCreated(
+                    run_id=run.run_id,
+                    execution_id="x2",
+                    action_index=1,
+                    step="noop",
+                    pipeline_id="p1",
+                    node="a",
+                ),
+                PipelineCreated(
+                    run_id=run.run_id,
+                    pipeline_id="p2",
+                    pipeline_name="Nightly",
+                    action_index=2,
+                    nodes={"a": "noop"},
+                    source_pipeline_id="p1",
+                ),
+            ]
+        )
+        assert (await store.run_info(run.run_id))["result"] == [
+            {"action": "run_execution", "execution_step": "noop", "execution_id": "x1"},
+            {"action": "run_pipeline", "pipeline_name": "Nightly", "pipeline_id": "p1"},
+            {"action": "copy_pipeline", "source_pipeline_id": "p1", "pipeline_id": "p2"},
+        ]
+
+
+class TestIdempotence:
+    async def test_a_replayed_batch_is_skipped_by_its_offsets(self, store, feed):
+        run = launched()
+        await feed([run, *run_events(run, [OK], deliveries=2)])
+        before = await store.run_detail(run.run_id)
+        feed.offsets = iter(range(100))  # the same offsets again: a redelivery after a crash
+        await feed([run, *run_events(run, [OK], deliveries=2)])
+        assert await store.run_detail(run.run_id) == before
+        assert (
+            len(await store.run_events(run.run_id)) == len(run_events(run, [OK], deliveries=2)) + 1
+        )
+
+    async def test_a_batch_past_the_stored_offset_is_refused_as_a_gap(self, store):
+        result = await store.apply([Applied(topics.RUNS, 0, 5, ())])
+        assert result.gaps == {(topics.RUNS, 0): 0}
+        assert await store.next_offset(topics.RUNS, 0) == 0
+        # after a seek back to 0 the log really starts at 5 (retention): accepted
+        result = await store.apply([Applied(topics.RUNS, 0, 5, ())], {(topics.RUNS, 0): 0})
+        assert result.gaps == {}
+        assert await store.next_offset(topics.RUNS, 0) == 6
+
+
+class TestAdminViews:
+    async def test_run_detail_has_executions_deliveries_and_attempts(self, store, feed):
+        run = launched()
+        await feed([run, *run_events(run, [OK, FAIL], deliveries=3)])
+        detail = await store.run_detail(run.run_id)
+        assert detail["status"] == "FAILURE"
+        assert detail["info_status"] == "complete_with_error"
+        [x0, x1] = detail["executions"]
+        assert (x0["exit_code"], x0["duration_ms"], x0["log_tail"]["stdout"]) == (
+            0,
+            2000,
+            "out 0\n",
+        )
+        assert (x1["status"], x1["exit_code"], x1["log_tail"]["stderr"]) == ("FAILURE", 1, "boom\n")
+        [delivery] = detail["deliveries"]
+        assert delivery["state"] == "exhausted"
+        assert [a["attempt"] for a in delivery["attempts"]] == [1, 2, 3]
+        assert [a["status"] for a in detail["actions"]] == ["SUCCESS", "FAILURE"]
+
+    async def test_runs_are_listed_newest_first_with_a_cursor(self, store, feed):
+        runs = [launched() for _ in range(5)]
+        await feed(runs)
+        page = await store.list_runs(RunFilter(limit=2))
+        assert len(page["runs"]) == 2 and page["next_cursor"]
+        seen = [r["run_id"] for r in page["runs"]]
+        from hookrun.status.store import decode_cursor
+
+        while page["next_cursor"]:
+            page = await store.list_runs(
+                RunFilter(limit=2, after=decode_cursor(page["next_cursor"]))
+            )
+            seen += [r["run_id"] for r in page["runs"]]
+        assert sorted(seen) == sorted(r.run_id for r in runs)
+        assert len(seen) == 5
+
+    async def test_the_trigger_log_has_accepted_and_rejected_launches(self, store, feed):
+        run = launched()
+        await feed([run, rejected()])
+        log = await store.trigger_log("tok", None, 10)
+        outcomes = sorted((e["outcome"], e["reason"]) for e in log["entries"])
+        assert outcomes == [
+            ("accepted", "all conditions passed"),
+            ("rejected", "conditions[0] (static_secret): mismatch"),
+        ]

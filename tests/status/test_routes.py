@@ -1,0 +1,212 @@
+"""Run info and admin routes with a real SQLite store and fake Kafka adapters."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from hookrun.events import (
+    RedeliveryRequested,
+    RunCancelRequested,
+    RunStatus,
+    TriggerLaunched,
+    topics,
+)
+from hookrun.status.adapters import FakeEventLog, FakeLogEnds
+from hookrun.status.app import build
+from hookrun.status.config import Settings
+from tests.status.factories import launched, run_events
+
+TOKEN = "admin-secret"
+
+
+@pytest.fixture
+def app(config, store, feed):
+    event_log = FakeEventLog()
+    ends = FakeLogEnds()
+    settings = Settings(hookrun_admin_token=TOKEN, hookrun_status_catch_up_timeout_s=0.2)
+    application = build(settings, config, store=store, event_log=event_log, ends=ends)
+    application.state.feed, application.state.event_log, application.state.ends = (
+        feed,
+        event_log,
+        ends,
+    )
+    return application
+
+
+@pytest.fixture
+def client(app):
+    # the store fixture is opened already; the lifespan opening it again would leak a connection
+    app.router.lifespan_context = _no_lifespan
+    with TestClient(app) as c:
+        yield c
+
+
+import contextlib  # noqa: E402
+
+
+@contextlib.asynccontextmanager
+async def _no_lifespan(app):
+    yield
+
+
+def gh_sig(body: bytes) -> dict[str, str]:
+    return {
+        "X-Hub-Signature-256": "sha256=" + hmac.new(b"gh-secret", body, hashlib.sha256).hexdigest()
+    }
+
+
+async def test_get_with_a_static_secret_answers_run_info(client, app):
+    run = launched("tok")
+    await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS])])
+    r = client.get(
+        "/api/v0/launch/tok/run/", params={"run_id": run.run_id}, headers={"X-Token": "tok"}
+    )
+    assert r.status_code == 200
+    assert r.json() == {
+        "status": "completed",
+        "result": [
+            {
+                "action": "run_execution",
+                "execution_step": "noop",
+                "execution_id": f"{run.run_id}-x0",
+            }
+        ],
+    }
+
+
+async def test_post_form_and_json_signed_with_hmac(client, app):
+    run = launched("gh")
+    await app.state.feed([run])
+    form = f"run_id={run.run_id}".encode()
+    r = client.post(
+        "/api/v0/launch/gh/run/",
+        content=form,
+        headers={**gh_sig(form), "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+    body = orjson.dumps({"run_id": run.run_id})
+    r = client.post(
+        "/api/v0/launch/gh/run/",
+        content=body,
+        headers={**gh_sig(body), "content-type": "application/json"},
+    )
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/api/v0/launch/tok/run/", {"X-Token": "wrong"}),
+        ("/api/v0/launch/tok/run/", {}),
+        ("/api/v0/launch/nope/run/", {"X-Token": "tok"}),
+        ("/api/v0/launch/disabled-one/run/", {}),
+        ("/api/v0/launch/gh/run/", {"X-Hub-Signature-256": "sha256=00"}),
+    ],
+)
+async def test_auth_failures_get_one_uniform_400(client, app, path, headers):
+    run = launched("tok")
+    await app.state.feed([run])
+    r = client.get(path, params={"run_id": run.run_id}, headers=headers)
+    assert (r.status_code, r.json()) == (400, {"error": "request rejected"})
+
+
+async def test_unknown_runs_and_other_triggers_runs_are_404(client, app):
+    run = launched("other")
+    await app.state.feed([run])
+    for run_id in (run.run_id, "no-such-run"):
+        r = client.get(
+            "/api/v0/launch/tok/run/", params={"run_id": run_id}, headers={"X-Token": "tok"}
+        )
+        assert (r.status_code, r.json()) == (404, {"error": "run not found"})
+
+
+async def test_a_lagging_projection_answers_503_not_404(client, app):
+    app.state.ends.ends[(topics.RUNS, 0)] = 10**6  # the log holds records the store never gets
+    r = client.get("/api/v0/launch/tok/run/", params={"run_id": "x"}, headers={"X-Token": "tok"})
+    assert r.status_code == 503 and "retry-after" in r.headers
+
+
+class TestAdmin:
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+    def test_without_a_token_is_401(self, client):
+        assert client.get("/api/v1/runs").status_code == 401
+        assert (
+            client.get("/api/v1/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
+        )
+
+    def test_unset_token_disables_the_admin_api(self, config, store):
+        application = build(
+            Settings(), config, store=store, event_log=FakeEventLog(), ends=FakeLogEnds()
+        )
+        application.router.lifespan_context = _no_lifespan
+        with TestClient(application) as c:
+            r = c.get("/api/v1/runs", headers=self.auth())
+        assert (r.status_code, r.json()) == (503, {"error": "admin API disabled"})
+
+    async def test_list_filter_detail_events(self, client, app):
+        ok, bad = launched("tok"), launched("other")
+        await app.state.feed(
+            [ok, *run_events(ok, [RunStatus.SUCCESS]), bad, *run_events(bad, [RunStatus.FAILURE])]
+        )
+        runs = client.get("/api/v1/runs", params={"status": "FAILURE"}, headers=self.auth()).json()[
+            "runs"
+        ]
+        assert [r["run_id"] for r in runs] == [bad.run_id]
+        runs = client.get(
+            "/api/v1/runs", params={"status": "completed", "trigger_id": "tok"}, headers=self.auth()
+        ).json()["runs"]
+        assert [r["run_id"] for r in runs] == [ok.run_id]
+        detail = client.get(f"/api/v1/runs/{ok.run_id}", headers=self.auth()).json()
+        assert detail["executions"][0]["exit_code"] == 0
+        events = client.get(f"/api/v1/runs/{ok.run_id}/events", headers=self.auth()).json()[
+            "events"
+        ]
+        assert events[0]["type"] == "hookrun.trigger.launched" and events[0]["specversion"] == "1.0"
+        assert client.get("/api/v1/runs/nope", headers=self.auth()).status_code == 404
+
+    async def test_cancel_and_redeliver_append_events(self, client, app):
+        running, done = launched("tok"), launched("tok")
+        await app.state.feed([running, done, *run_events(done, [RunStatus.SUCCESS])])
+        assert (
+            client.post(f"/api/v1/runs/{running.run_id}/cancel", headers=self.auth()).status_code
+            == 202
+        )
+        assert (
+            client.post(f"/api/v1/runs/{done.run_id}/cancel", headers=self.auth()).status_code
+            == 409
+        )
+        assert (
+            client.post(f"/api/v1/runs/{done.run_id}/redeliver", headers=self.auth()).status_code
+            == 202
+        )
+        assert (
+            client.post(f"/api/v1/runs/{running.run_id}/redeliver", headers=self.auth()).status_code
+            == 409
+        )
+        [cancel, redeliver] = app.state.event_log.events
+        assert isinstance(cancel, RunCancelRequested) and cancel.run_id == running.run_id
+        assert isinstance(redeliver, RedeliveryRequested) and redeliver.run_id == done.run_id
+
+    def test_test_launch_skips_conditions_and_sets_is_test(self, client, app):
+        r = client.post("/api/v1/triggers/gh/test-launch", content=b'{"n": 2}', headers=self.auth())
+        assert r.status_code == 202 and r.json()["isTest"] is True
+        [event] = app.state.event_log.events
+        assert isinstance(event, TriggerLaunched)
+        assert (event.is_test, event.trigger_id, event.request.body()) == (True, "gh", b'{"n": 2}')
+        assert event.request.headers["authorization"] == "[redacted]"
+        assert (
+            client.post("/api/v1/triggers/nope/test-launch", headers=self.auth()).status_code == 404
+        )
+
+    def test_openapi_lists_the_admin_api(self, client):
+        paths = client.get("/openapi.json").json()["paths"]
+        assert (
+            "/api/v1/runs/{run_id}/cancel" in paths and "/api/v0/launch/{trigger_id}/run/" in paths
+        )
