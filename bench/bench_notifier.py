@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events.kafka import Publisher, ensure_topics
 from hookrun.events.runs import RunFinished

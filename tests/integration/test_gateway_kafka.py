@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 import pytest
+
 from hookrun.dev.events import read_events
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events import decode, topics

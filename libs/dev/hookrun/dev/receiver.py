@@ -47,6 +47,10 @@ class Answer:
 Responder = Callable[[Received, int], Answer]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128
+
+
 def _default(request: Received, count: int) -> Answer:
     return Answer(200) if request.verified else Answer(401, body=b"bad signature")
 
@@ -105,7 +109,9 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        # The default listen backlog (5) drops SYNs under a burst of new connections, which
+        # shows up as 1 s connect retries; a real receiver has a deep backlog.
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None

@@ -1,0 +1,5 @@
+"""Run the notifier: python -m hookrun.notifier."""
+
+from hookrun.notifier.app import main
+
+main()

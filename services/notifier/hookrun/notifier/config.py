@@ -1,0 +1,41 @@
+"""Notifier settings, read from the environment (the only place that reads them is app.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import PositiveInt, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hookrun.events import topics
+
+
+class Settings(BaseSettings):
+    """Environment of the notifier; defaults suit `make run` and `docker compose up`."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    hookrun_config: Path = Path("examples/hookrun.yaml")
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    #: First segment of every topic name, so several systems (or test modules) share a broker.
+    hookrun_namespace: str = topics.NAMESPACE
+    log_level: str = "INFO"
+    #: Overrides `notifier.retry_schedule_s` of the config file, e.g. "0,1,2" (tests compress it).
+    hookrun_notifier_retry_schedule_s: tuple[float, ...] | None = None
+    #: Concurrent attempts per subscription: one slow subscriber only ever holds its own slots.
+    hookrun_notifier_concurrency: PositiveInt = 32
+    #: Port of the /healthz endpoint (127.0.0.1); 0 serves none.
+    hookrun_notifier_health_port: int = 0
+
+    @field_validator("hookrun_notifier_retry_schedule_s", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            delays = tuple(float(part) for part in value.split(","))
+            if any(d < 0 for d in delays):
+                raise ValueError("delays must be >= 0")
+            return delays
+        return value

@@ -1,0 +1,300 @@
+"""Delivery rules: which deliveries a run causes, one attempt's outcome, the retry schedule.
+
+State lives in a :class:`Book` per partition, rebuilt from the partition's events: every
+attempt is a DeliveryAttempted carrying ``next_attempt_at``, so replaying the events tells a
+restarted notifier exactly which deliveries still wait and when they are due.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hookrun.config import HookrunConfig
+from hookrun.events.base import Event
+from hookrun.events.notifications import (
+    DeliveryAttempted,
+    DeliveryExhausted,
+    RedeliveryRequested,
+    SubscriptionDisabled,
+)
+from hookrun.events.runs import RunFinished
+from hookrun.notifier.adapters import Sender
+from hookrun.notifier.payload import notification_body
+from hookrun.notifier.signing import message_id, signed_headers
+
+#: How many finished runs a Book remembers for redelivery without a scan of the partition.
+REMEMBERED_RUNS = 10_000
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One entry of a trigger's ``notifications``; the id is stable while the URL is."""
+
+    id: str
+    trigger_id: str
+    url: str
+    keys: tuple[bytes, ...]
+    first_secret: str
+    enabled: bool
+
+
+def subscription_id(trigger_id: str, url: str) -> str:
+    """``<trigger id>:<12 hex of sha256(url)>``."""
+    return f"{trigger_id}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+def subscriptions_of(config: HookrunConfig, trigger_id: str) -> list[Subscription]:
+    """The subscriptions a trigger's runs are delivered to (disabled ones included)."""
+    trigger = config.trigger(trigger_id)
+    if trigger is None:
+        return []
+    return [
+        Subscription(
+            subscription_id(trigger_id, n.url),
+            trigger_id,
+            n.url,
+            n.signing_keys,
+            n.secret[0].get_secret_value(),
+            n.enabled,
+        )
+        for n in trigger.notifications
+    ]
+
+
+@dataclass
+class Delivery:
+    """One run's notification to one subscription, across all of its attempts."""
+
+    run: RunFinished
+    #: Offset of the run's RunFinished: replaying from there rebuilds this delivery.
+    offset: int
+    subscription: Subscription
+    message_id: str
+    attempts: int = 0
+    #: Attempts made before the current round (a redelivery starts the schedule again).
+    round_start: int = 0
+    #: Epoch seconds the next attempt is due; ignored once ``done``.
+    next_at: float = 0.0
+    done: bool = False
+    in_flight: bool = False
+    revoked: bool = False
+    timer: Any = None
+    #: The hookrun.runs partition the delivery belongs to.
+    partition: int = -1
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.run.run_id, self.subscription.id)
+
+
+@dataclass
+class Deps:
+    """What the handlers need: the config, the policy and the live view of disabled ones."""
+
+    config: HookrunConfig
+    schedule: tuple[float, ...]
+    jitter: float
+    sender: Sender
+    #: subscription id -> config version it was disabled under (from hookrun.subscriptions).
+    disabled: dict[str, str | None] = field(default_factory=dict)
+    now: Callable[[], float] = time.time
+    rand: Callable[[], float] = random.random
+
+    def is_disabled(self, sub: Subscription) -> bool:
+        if not sub.enabled:
+            return True
+        if sub.id not in self.disabled:
+            return False
+        version = self.disabled[sub.id]
+        return version is None or version == self.config.config_version
+
+
+@dataclass
+class Book:
+    """The deliveries of one partition, and the runs seen there (for redelivery)."""
+
+    deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+    runs: OrderedDict[str, tuple[RunFinished, int]] = field(default_factory=OrderedDict)
+    #: Deliveries whose state changed and may need scheduling.
+    touched: list[Delivery] = field(default_factory=list)
+    #: Redeliveries asked for runs this book does not know: (request, its offset).
+    unknown: list[tuple[RedeliveryRequested, int]] = field(default_factory=list)
+
+    def pending(self) -> list[Delivery]:
+        return [d for d in self.deliveries.values() if not d.done]
+
+    def low_watermark(self, next_offset: int) -> int:
+        """The offset to resume from so that every unfinished delivery is rebuilt."""
+        return min((d.offset for d in self.pending()), default=next_offset)
+
+    def remember(self, run: RunFinished, offset: int) -> None:
+        self.runs[run.run_id] = (run, offset)
+        self.runs.move_to_end(run.run_id)
+        while len(self.runs) > REMEMBERED_RUNS:
+            old, _ = self.runs.popitem(last=False)
+            for key in [k for k, d in self.deliveries.items() if k[0] == old and d.done]:
+                del self.deliveries[key]
+
+
+def retry_delay(
+    schedule: Sequence[float],
+    attempts_in_round: int,
+    jitter: float,
+    rand: Callable[[], float],
+    retry_after_s: float | None = None,
+) -> float | None:
+    """Seconds until the next attempt after ``attempts_in_round`` failed ones; None: give up.
+
+    ``schedule[i]`` is the wait before attempt ``i + 1`` (Svix: 0, 5 s, 5 min, ...). Jitter
+    spreads it by up to ±``jitter`` so retries of many deliveries do not stampede; a larger
+    Retry-After from the subscriber wins, capped at a day.
+    """
+    if attempts_in_round >= len(schedule):
+        return None
+    base = schedule[attempts_in_round]
+    delay = base * (1 + jitter * (2 * rand() - 1))
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, 86_400.0))
+    return max(0.0, delay)
+
+
+def _deliver_to(
+    book: Book, run: RunFinished, offset: int, sub: Subscription, at: float
+) -> Delivery:
+    delivery = book.deliveries.get((run.run_id, sub.id))
+    if delivery is None:
+        delivery = Delivery(run, offset, sub, message_id(run.run_id, sub.id), next_at=at)
+        book.deliveries[delivery.key] = delivery
+    return delivery
+
+
+async def plan_deliveries(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
+    """RunFinished: one delivery per enabled subscription, unless attempts already exist."""
+    assert isinstance(event, RunFinished)
+    book.remember(event, offset)
+    for sub in subscriptions_of(deps.config, event.trigger_id):
+        if deps.is_disabled(sub) or (event.run_id, sub.id) in book.deliveries:
+            continue
+        book.touched.append(_deliver_to(book, event, offset, sub, event.occurred_at.timestamp()))
+    return []
+
+
+async def record_attempt(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
+    """DeliveryAttempted: advance the delivery (idempotent: older attempts change nothing)."""
+    assert isinstance(event, DeliveryAttempted)
+    delivery = book.deliveries.get((event.run_id, event.subscription_id))
+    if delivery is None or event.attempt <= delivery.attempts:
+        return []
+    delivery.attempts = event.attempt
+    if event.next_attempt_at is None:
+        delivery.done = True
+    else:
+        delivery.next_at = event.next_attempt_at.timestamp()
+    book.touched.append(delivery)
+    return []
+
+
+async def record_exhausted(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
+    """DeliveryExhausted: the delivery is over."""
+    assert isinstance(event, DeliveryExhausted)
+    delivery = book.deliveries.get((event.run_id, event.subscription_id))
+    if delivery is not None:
+        delivery.done = True
+    return []
+
+
+async def plan_redelivery(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
+    """RedeliveryRequested: start the schedule again for one or every subscription of the run."""
+    assert isinstance(event, RedeliveryRequested)
+    known = book.runs.get(event.run_id)
+    if known is None:
+        book.unknown.append((event, offset))
+        return []
+    run, run_offset = known
+    for sub in subscriptions_of(deps.config, run.trigger_id):
+        if event.subscription_id not in (None, sub.id) or deps.is_disabled(sub):
+            continue
+        delivery = _deliver_to(book, run, run_offset, sub, event.occurred_at.timestamp())
+        if delivery.done or delivery.attempts:
+            # Restart the round: the schedule counts from here, the webhook-id stays.
+            delivery.round_start = delivery.attempts
+            delivery.done = False
+            delivery.next_at = event.occurred_at.timestamp()
+        book.touched.append(delivery)
+    return []
+
+
+async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
+    """Make one HTTP attempt and return the events that record it (and what it led to)."""
+    sub, run = delivery.subscription, delivery.run
+    attempt = delivery.attempts + 1
+    base: dict[str, Any] = {
+        "run_id": run.run_id,
+        "message_id": delivery.message_id,
+        "subscription_id": sub.id,
+        "url": sub.url,
+        "attempt": attempt,
+    }
+    if deps.is_disabled(sub):
+        # Disabled while this delivery waited: close it so a replay does not retry it.
+        return [DeliveryAttempted(**base, outcome="gone", error="subscription is disabled")]
+    body = notification_body(run, deps.config)
+    headers = signed_headers(delivery.message_id, int(deps.now()), body, sub.keys, sub.first_secret)
+    result = await deps.sender.send(sub.id, sub.url, body, headers)
+    fields = {
+        **base,
+        "status_code": result.status_code,
+        "duration_ms": result.duration_ms,
+        "response_excerpt": result.excerpt,
+        "error": result.error,
+    }
+    code = result.status_code
+    if code is not None and 200 <= code < 300:
+        return [DeliveryAttempted(**fields, outcome="succeeded")]
+    if result.refused:
+        return [DeliveryAttempted(**fields, outcome="refused")]
+    if code == 410:
+        return [
+            DeliveryAttempted(**fields, outcome="gone"),
+            SubscriptionDisabled(
+                subscription_id=sub.id,
+                trigger_id=sub.trigger_id,
+                url=sub.url,
+                reason=f"410 Gone on attempt {attempt} of {delivery.message_id}",
+                config_version=deps.config.config_version,
+            ),
+        ]
+    delay = retry_delay(
+        deps.schedule, attempt - delivery.round_start, deps.jitter, deps.rand, result.retry_after_s
+    )
+    if delay is None:
+        last = result.error or f"HTTP {code}"
+        return [
+            DeliveryAttempted(**fields, outcome="failed"),
+            DeliveryExhausted(
+                run_id=run.run_id,
+                message_id=delivery.message_id,
+                subscription_id=sub.id,
+                attempts=attempt,
+                last_error=last,
+            ),
+        ]
+    next_at = datetime.fromtimestamp(deps.now() + delay, UTC)
+    return [DeliveryAttempted(**fields, outcome="failed", next_attempt_at=next_at)]
+
+
+Handler = Callable[[Event, int, Book, Deps], Awaitable[list[Event]]]
+
+HANDLERS: dict[type[Event], list[Handler]] = {
+    RunFinished: [plan_deliveries],
+    DeliveryAttempted: [record_attempt],
+    DeliveryExhausted: [record_exhausted],
+    RedeliveryRequested: [plan_redelivery],
+}

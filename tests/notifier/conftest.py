@@ -1,0 +1,68 @@
+"""Factories for notifier unit tests: a config with subscriptions and RunFinished events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hookrun.config import parse_config
+from hookrun.events.runs import RunFinished
+
+WHSEC_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+WHSEC_B = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+CONFIG = f"""
+project: {{id: p-1, slug: demo, name: Demo}}
+organization: {{id: o-1, slug: acme, title: Acme}}
+environment: {{id: e-1, slug: dev, type: DEVELOPMENT}}
+steps:
+  - {{name: extract, command: ["true"]}}
+triggers:
+  - id: t1
+    title: T1
+    actions: [{{action: run_execution, step: extract}}]
+    notifications:
+      - {{url: "http://hooks.example.com/a", secret: "{WHSEC_A}"}}
+      - {{url: "http://hooks.example.com/b", secret: ["{WHSEC_B}", "{WHSEC_A}"]}}
+"""
+
+
+@pytest.fixture
+def config():
+    return parse_config(CONFIG, "test.yaml")
+
+
+def make_run_finished(ok: bool = True, **overrides: Any) -> RunFinished:
+    t0 = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
+    execution = {
+        "execution_id": "ex-1",
+        "step": "extract",
+        "status": "SUCCESS" if ok else "FAILURE",
+        "action_index": 0,
+        "exit_code": 0 if ok else 3,
+        "started_at": t0,
+        "completed_at": t0 + timedelta(seconds=1),
+        "duration_ms": 1000,
+        "params": {"batch_size": 8},
+        "output": {"records": 8} if ok else None,
+        "error": None if ok else {"message": "exit code 3", "name": "ExitCode"},
+    }
+    data: dict[str, Any] = {
+        "run_id": "run-1",
+        "trigger_id": "t1",
+        "config_version": "abc123def456",
+        "status": "SUCCESS" if ok else "FAILURE",
+        "started_at": t0,
+        "completed_at": t0 + timedelta(seconds=2),
+        "duration_ms": 2000,
+        "execution_count": 1,
+        "invocation": {"id": "run-1", "payload": {"batch_size": 8}, "timestamp": t0},
+        "output": {"ex-1": {"records": 8}} if ok else None,
+        "error": None if ok else {"message": "execution ex-1 failed", "name": "FAILURE"},
+        "executions": [execution],
+        "failed_execution_id": None if ok else "ex-1",
+    }
+    data.update(overrides)
+    return RunFinished.model_validate(data)

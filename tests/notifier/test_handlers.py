@@ -1,0 +1,219 @@
+"""Delivery rules with a FakeSender: retries, Retry-After, 410, exhaustion, replay, isolation."""
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from hookrun.events.notifications import (
+    DeliveryAttempted,
+    DeliveryExhausted,
+    RedeliveryRequested,
+    SubscriptionDisabled,
+)
+from hookrun.notifier.adapters import FakeSender, SendResult, parse_retry_after
+from hookrun.notifier.app import Notifier
+from hookrun.notifier.handlers import (
+    HANDLERS,
+    Book,
+    Deps,
+    attempt_delivery,
+    retry_delay,
+    subscriptions_of,
+)
+from tests.notifier.conftest import make_run_finished
+
+SVIX = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+def deps_for(config, respond=None, schedule=(0.0, 1.0, 2.0), **kw) -> Deps:
+    return Deps(config=config, schedule=schedule, jitter=0.0, sender=FakeSender(respond), **kw)
+
+
+async def apply(events, book, deps, offset=0):
+    for event in events:
+        for handler in HANDLERS.get(type(event), ()):
+            await handler(event, offset, book, deps)
+
+
+async def planned(config, deps):
+    book = Book()
+    await apply([make_run_finished()], book, deps, offset=7)
+    return book
+
+
+class TestRetrySchedule:
+    @pytest.mark.parametrize("index", range(len(SVIX)))
+    def test_jitter_stays_within_its_bounds(self, index):
+        base = SVIX[index]
+        low = retry_delay(SVIX, index, 0.2, lambda: 0.0)
+        high = retry_delay(SVIX, index, 0.2, lambda: 0.999999)
+        assert low == pytest.approx(base * 0.8)
+        assert high == pytest.approx(base * 1.2, rel=1e-5)
+
+    def test_the_schedule_runs_out_after_its_last_entry(self):
+        assert retry_delay(SVIX, len(SVIX), 0.2, lambda: 0.5) is None
+
+    def test_a_longer_retry_after_wins_over_the_schedule(self):
+        assert retry_delay(SVIX, 1, 0.0, lambda: 0.5, retry_after_s=60) == 60
+        assert retry_delay(SVIX, 2, 0.0, lambda: 0.5, retry_after_s=60) == 300
+
+    def test_retry_after_is_parsed_as_seconds_or_an_http_date(self):
+        assert parse_retry_after("120") == 120
+        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10
+        assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+class TestAttemptDelivery:
+    async def test_a_500_is_recorded_with_the_next_attempt_time(self, config):
+        deps = deps_for(config, lambda u, b, h: SendResult(500, 12, "boom"))
+        book = await planned(config, deps)
+        delivery = next(iter(book.deliveries.values()))
+        [event] = await attempt_delivery(delivery, deps)
+        assert isinstance(event, DeliveryAttempted)
+        assert (event.outcome, event.status_code, event.duration_ms) == ("failed", 500, 12)
+        assert event.response_excerpt == "boom" and event.attempt == 1
+        assert event.next_attempt_at.timestamp() == pytest.approx(time.time() + 1.0, abs=0.5)
+
+    async def test_retry_after_moves_the_next_attempt(self, config):
+        deps = deps_for(config, lambda u, b, h: SendResult(503, 1, retry_after_s=30))
+        book = await planned(config, deps)
+        [event] = await attempt_delivery(next(iter(book.deliveries.values())), deps)
+        assert event.next_attempt_at.timestamp() == pytest.approx(time.time() + 30, abs=0.5)
+
+    async def test_the_last_failed_attempt_exhausts_the_delivery(self, config):
+        deps = deps_for(config, lambda u, b, h: SendResult(None, 1, error="timed out"))
+        book = await planned(config, deps)
+        delivery = next(iter(book.deliveries.values()))
+        for _ in range(3):
+            events = await attempt_delivery(delivery, deps)
+            await apply(events, book, deps)
+        attempted, exhausted = events
+        assert attempted.attempt == 3 and attempted.next_attempt_at is None
+        assert isinstance(exhausted, DeliveryExhausted) and exhausted.attempts == 3
+        assert exhausted.last_error == "timed out"
+        assert delivery.done
+
+    async def test_a_410_disables_the_subscription(self, config):
+        deps = deps_for(config, lambda u, b, h: SendResult(410, 1))
+        book = await planned(config, deps)
+        attempted, disabled = await attempt_delivery(next(iter(book.deliveries.values())), deps)
+        assert attempted.outcome == "gone" and attempted.next_attempt_at is None
+        assert isinstance(disabled, SubscriptionDisabled)
+        assert disabled.config_version == config.config_version
+        # later runs are not delivered to it under this config
+        deps.disabled[disabled.subscription_id] = disabled.config_version
+        book2 = Book()
+        await apply([make_run_finished(run_id="run-2")], book2, deps)
+        assert disabled.subscription_id not in {k[1] for k in book2.deliveries}
+
+    async def test_a_refused_target_is_final(self, config):
+        deps = deps_for(config, lambda u, b, h: SendResult(None, 0, error="no", refused=True))
+        book = await planned(config, deps)
+        [event] = await attempt_delivery(next(iter(book.deliveries.values())), deps)
+        assert event.outcome == "refused" and event.next_attempt_at is None
+
+
+class TestReplay:
+    async def test_a_run_finished_plans_one_delivery_per_subscription(self, config):
+        deps = deps_for(config)
+        book = await planned(config, deps)
+        subs = {s.id for s in subscriptions_of(config, "t1")}
+        assert {k[1] for k in book.deliveries} == subs and len(subs) == 2
+        assert book.low_watermark(100) == 7
+
+    async def test_replaying_the_attempts_rebuilds_what_is_still_due(self, config):
+        deps = deps_for(config)
+        book = await planned(config, deps)
+        (a, b) = book.deliveries.values()
+        due = datetime.fromtimestamp(time.time() + 60, UTC)
+        common = {"run_id": "run-1", "url": "u"}
+        events = [
+            DeliveryAttempted(
+                **common,
+                message_id=a.message_id,
+                subscription_id=a.subscription.id,
+                attempt=1,
+                outcome="failed",
+                status_code=500,
+                next_attempt_at=due,
+            ),
+            DeliveryAttempted(
+                **common,
+                message_id=b.message_id,
+                subscription_id=b.subscription.id,
+                attempt=1,
+                outcome="succeeded",
+                status_code=200,
+            ),
+        ]
+        fresh = Book()
+        await apply([make_run_finished()], fresh, deps, offset=7)
+        await apply(events, fresh, deps, offset=8)
+        # a RunFinished seen again (at-least-once) changes nothing
+        await apply([make_run_finished()], fresh, deps, offset=7)
+        [pending] = fresh.pending()
+        assert pending.subscription.id == a.subscription.id
+        assert pending.attempts == 1 and pending.next_at == due.timestamp()
+        assert fresh.low_watermark(100) == 7
+
+    async def test_a_redelivery_restarts_the_schedule_with_the_same_webhook_id(self, config):
+        deps = deps_for(config, lambda u, b, h: SendResult(200, 1))
+        book = await planned(config, deps)
+        delivery = next(iter(book.deliveries.values()))
+        await apply(await attempt_delivery(delivery, deps), book, deps)
+        assert delivery.done
+        await apply(
+            [RedeliveryRequested(run_id="run-1", subscription_id=delivery.subscription.id)],
+            book,
+            deps,
+        )
+        assert not delivery.done and delivery.round_start == 1
+        [again] = await attempt_delivery(delivery, deps)
+        assert again.attempt == 2 and again.message_id == delivery.message_id
+
+
+class _Publisher:
+    def __init__(self):
+        self.events = []
+
+    async def publish(self, events):
+        self.events.extend(events)
+
+
+class TestIsolation:
+    async def test_a_hanging_subscriber_does_not_delay_the_other(self, config):
+        arrived: dict[str, float] = {}
+
+        class Sender(FakeSender):
+            async def send(self, subscription_id, url, body, headers):
+                if url.endswith("/a"):
+                    await asyncio.sleep(30)  # hangs far longer than the test
+                arrived.setdefault(url, time.monotonic())
+                return SendResult(200, 1)
+
+        deps = Deps(config=config, schedule=(0.0,), jitter=0.0, sender=Sender())
+        notifier = Notifier(
+            deps,
+            bootstrap="127.0.0.1:1",
+            namespace="t-unit",
+            publisher=_Publisher(),
+            concurrency=4,
+        )
+        from aiokafka import TopicPartition
+
+        tp = TopicPartition(notifier.topic, 0)
+        notifier.assign([tp])
+        notifier.live.add(tp)
+        started = time.monotonic()
+        # many runs: /a's lane fills with stuck attempts, /b's lane is untouched by them
+        for n in range(20):
+            await notifier._handle(tp, make_run_finished(run_id=f"run-{n}"), n)
+        while len([e for e in notifier.publisher.events if e.url.endswith("/b")]) < 20:
+            await asyncio.sleep(0.01)
+            assert time.monotonic() - started < 2
+        assert "http://hooks.example.com/a" not in arrived
+        for lane in notifier.lanes.values():
+            for worker in lane.workers:
+                worker.cancel()

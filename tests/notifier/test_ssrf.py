@@ -1,0 +1,119 @@
+"""The SSRF guard: address forms that must be refused, and the address connected to."""
+
+import ipaddress
+
+import pytest
+
+from hookrun.notifier.adapters import HttpSender
+from hookrun.notifier.ssrf import TargetRefused, is_public, system_resolver, vet
+
+NAMES = {
+    "internal.example": ["127.0.0.1"],
+    "metadata.example": ["169.254.169.254"],
+    "mixed.example": ["10.0.0.5", "93.184.216.34"],
+    "public.example": ["93.184.216.34"],
+    "v6local.example": ["::1"],
+}
+
+
+async def fake_resolver(host: str, port: int) -> list[str]:
+    if host in NAMES:
+        return NAMES[host]
+    if host.endswith(".example"):
+        raise OSError("no such name")
+    return await system_resolver(host, port)  # numeric forms: getaddrinfo, never DNS
+
+
+REFUSED = [
+    "127.0.0.1",
+    "127.1",  # short form
+    "2130706433",  # decimal
+    "0x7f000001",  # hex
+    "0177.0.0.1",  # octal
+    "017700000001",  # octal, one number
+    "0",  # 0.0.0.0
+    "0.0.0.0",
+    "10.1.2.3",
+    "172.16.0.1",
+    "192.168.1.1",
+    "169.254.169.254",  # cloud metadata
+    "100.64.0.1",  # CGNAT
+    "224.0.0.1",  # multicast
+    "240.0.0.1",  # reserved
+    "255.255.255.255",
+    "198.18.0.1",  # benchmarking
+    "[::1]",
+    "[::]",
+    "[::ffff:127.0.0.1]",  # IPv4-mapped
+    "[::ffff:7f00:1]",  # IPv4-mapped, hex
+    "[::127.0.0.1]",  # IPv4-compatible
+    "[fe80::1]",  # link-local
+    "[fc00::1]",  # unique local
+    "[ff02::1]",  # multicast
+    "[2002:7f00:1::]",  # 6to4 of 127.0.0.1
+    "[2002:a9fe:a9fe::]",  # 6to4 of 169.254.169.254
+    "[64:ff9b::a9fe:a9fe]",  # NAT64 of 169.254.169.254
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]",  # Teredo, client 127.0.0.1
+    "[2001:db8::1]",  # documentation
+    "internal.example",  # a hostname resolving to 127.0.0.1
+    "metadata.example",
+    "v6local.example",
+    "missing.example",  # does not resolve
+]
+
+
+@pytest.mark.parametrize("host", REFUSED)
+async def test_non_public_targets_are_refused(host):
+    with pytest.raises(TargetRefused):
+        await vet(host, 80, fake_resolver, allow_private=False)
+
+
+@pytest.mark.parametrize("host", ["93.184.216.34", "[2606:4700::1111]", "public.example"])
+async def test_public_targets_pass(host):
+    assert await vet(host, 80, fake_resolver, allow_private=False)
+
+
+async def test_only_the_public_addresses_of_a_mixed_name_are_used():
+    assert await vet("mixed.example", 80, fake_resolver, allow_private=False) == ["93.184.216.34"]
+
+
+async def test_allow_private_targets_lets_loopback_through():
+    assert await vet("internal.example", 80, fake_resolver, allow_private=True) == ["127.0.0.1"]
+
+
+def test_teredo_and_nat64_embedded_addresses_are_checked():
+    assert not is_public(ipaddress.ip_address("64:ff9b::a00:1"))  # NAT64 of 10.0.0.1
+    assert is_public(ipaddress.ip_address("64:ff9b::5db8:d822"))  # NAT64 of 93.184.216.34
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x",
+        "http://2130706433:9/x",
+        "http://0177.0.0.1:9/x",
+        "http://[::ffff:127.0.0.1]:9/x",
+        "http://localhost:9/x",
+        "http://169.254.169.254/latest/meta-data/",
+    ],
+)
+async def test_the_http_sender_refuses_before_connecting(url):
+    sender = HttpSender(timeout_s=2, allow_private=False, concurrency=1)
+    try:
+        result = await sender.send("s", url, b"{}", {})
+    finally:
+        await sender.close()
+    assert result.refused, result
+
+
+async def test_the_sender_connects_to_the_vetted_address_not_a_second_lookup():
+    answers = iter([["127.0.0.1"], ["10.9.9.9"]])  # a rebinding resolver
+
+    async def rebinding(host, port):
+        return next(answers)
+
+    # the guard resolves once; with private allowed it connects to that one address
+    addresses = await vet("rebind.example", 80, rebinding, allow_private=True)
+    assert addresses == ["127.0.0.1"]
+    with pytest.raises(TargetRefused):
+        await vet("rebind.example", 80, rebinding, allow_private=False)
