@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup run test test-quick bench events docs lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup setup-postgres run test test-quick bench events docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
 	@echo "make setup        install uv, the workspace (.venv) and the Kafka broker jars"
@@ -38,9 +38,24 @@ $(SYNCED): $(UV) uv.lock $(PYPROJECTS)
 setup: $(SYNCED)
 	$(PY) -m hookrun.dev.kafka fetch
 
+# The status tests run on PostgreSQL too: Debian's server binaries are installed when missing
+# (as root with apt-get; CI runs as root). No cluster is created or started by the package:
+# the tests initdb their own throwaway cluster and stop it by pid.
+setup-postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's postgresql for the status tests"; \
+	  mkdir -p /etc/postgresql-common; \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+	  echo "PostgreSQL not found: its status tests skip here and fail under CI=true (apt-get install postgresql)"; \
+	fi
+
 # pytest's session fixture reuses KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092, else starts a
 # broker for the run and stops it at the end.
-test: setup
+test: setup setup-postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: $(SYNCED)

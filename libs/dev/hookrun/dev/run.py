@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import importlib.util
 import os
 import shlex
 import signal
@@ -26,23 +25,23 @@ DEMO_BODY = '{"batch_size": 16, "records": [{"id": 1}, {"id": 2}, {"id": 3}]}'
 
 
 def _services(env: dict[str, str], logs: Path) -> list[ServiceProcess]:
-    port = env["HOOKRUN_PORT"]
-    status_port = env["HOOKRUN_STATUS_PORT"]
-    wanted = [
-        ("status", "hookrun.status", f"http://127.0.0.1:{status_port}/healthz"),
-        ("runner", "hookrun.runner", None),
-        ("notifier", "hookrun.notifier", None),
-        ("receiver", "hookrun.dev.receiver", None),
-        ("gateway", "hookrun.gateway", f"http://127.0.0.1:{port}/healthz"),
+    """The four services and the demo receiver; the HTTP ones are waited for until healthy."""
+    port, status_port = env["HOOKRUN_PORT"], env["HOOKRUN_STATUS_PORT"]
+    return [
+        ServiceProcess(
+            "status",
+            "hookrun.status",
+            env,
+            logs,
+            health_url=f"http://127.0.0.1:{status_port}/healthz",
+        ),
+        ServiceProcess("runner", "hookrun.runner", env, logs),
+        ServiceProcess("notifier", "hookrun.notifier", env, logs),
+        ServiceProcess("receiver", "hookrun.dev.receiver", env, logs),
+        ServiceProcess(
+            "gateway", "hookrun.gateway", env, logs, health_url=f"http://127.0.0.1:{port}/healthz"
+        ),
     ]
-    procs = []
-    for name, module, health in wanted:
-        # A service whose package has no entry point yet is not started (and said so).
-        if importlib.util.find_spec(f"{module}.__main__") is None:
-            print(f"  ({name}: not available in this checkout, skipped)")
-            continue
-        procs.append(ServiceProcess(name, module, env, logs, health_url=health))
-    return procs
 
 
 def _demo_curl(base: str, trigger_id: str, secret: str) -> str:
