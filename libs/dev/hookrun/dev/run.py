@@ -70,7 +70,7 @@ def main() -> int:
         print("starting Kafka 3.9.1 (KRaft) on 127.0.0.1:9092 ...", flush=True)
         we_started_kafka = True
     bootstrap = kafka.ensure()
-    asyncio.run(ensure_topics(bootstrap))
+    asyncio.run(ensure_topics(bootstrap, namespace=os.environ.get("HOOKRUN_NAMESPACE", "hookrun")))
 
     port = os.environ.get("HOOKRUN_PORT", "8000")
     env = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import topics
@@ -30,7 +30,6 @@ class Settings(BaseSettings):
     #: Seconds a sender is told to wait (Retry-After) when Kafka is unavailable.
     hookrun_retry_after_s: PositiveInt = 5
     hookrun_dedupe_window_s: PositiveInt = topics.DEDUPE_WINDOW_S
-    hookrun_admin_token: SecretStr | None = None
     #: Where run info and the admin API are answered; the gateway forwards those paths there.
     hookrun_status_url: str = "http://127.0.0.1:8001"
     hookrun_access_log: bool = False
