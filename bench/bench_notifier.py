@@ -11,12 +11,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import httpx
 
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events.kafka import Publisher, ensure_topics
 from hookrun.events.runs import RunFinished
+from hookrun.notifier.ssrf import guarded_transport, system_resolver
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HEADER = """
@@ -28,36 +30,66 @@ steps:
 """
 
 
-async def _sink(port: int) -> None:
-    """A minimal keep-alive HTTP/1.1 receiver counting POSTs per path; /hang never answers."""
+class _Sink(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the sink: counts POSTs per path; /hang never answers.
+
+    A bare protocol (no streams, no framework) so that the receiver costs far less per request
+    than either client measured against it.
+    """
+
     counts: dict[str, int] = {}
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                first, *lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = first.split(" ", 2)
-                length = 0
-                for line in lines:
-                    if line.lower().startswith("content-length:"):
-                        length = int(line.split(":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
-                if method == "GET":
-                    body = json.dumps(counts).encode()
-                else:
-                    counts[path] = counts.get(path, 0) + 1
-                    if path.startswith("/hang"):
-                        await asyncio.sleep(3600)
-                    body = b"ok"
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.buffer = b""
+        self.hung = False
 
-    server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
+    def data_received(self, data: bytes) -> None:
+        if self.hung:
+            return
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            first, *lines = self.buffer[:end].split(b"\r\n")
+            length = 0
+            for line in lines:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            method, path, _ = first.split(b" ", 2)
+            if method == b"GET":
+                body = json.dumps(self.counts).encode()
+            else:
+                key = path.decode()
+                self.counts[key] = self.counts.get(key, 0) + 1
+                if key.startswith("/hang"):
+                    self.hung = True
+                    return
+                body = b""
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+
+async def _sink(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Sink, "127.0.0.1", port, backlog=1024)
     async with server:
         await server.serve_forever()
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _counts(port: int) -> dict[str, int]:
@@ -82,11 +114,18 @@ def _run(run_id: str, trigger_id: str) -> RunFinished:
     )
 
 
-async def _raw_rate(port: int, seconds: float, concurrency: int = 32) -> float:
+async def _raw_rate(
+    port: int,
+    seconds: float,
+    concurrency: int = 32,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> float:
     body = json.dumps({"id": "x" * 36, "payload": "y" * 600}).encode()
     done = 0
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
+    # The notifier's limits per subscription: every connection kept alive.
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, transport=transport) as client:
 
         async def worker() -> None:
             nonlocal done
@@ -107,8 +146,9 @@ async def _through_notifier(
     healthy: list[str],
     n: int,
     tmp: Path,
-) -> float:
-    """Start a notifier for one trigger, publish n runs, return healthy deliveries/s."""
+) -> tuple[float, float]:
+    """Start a notifier for one trigger, publish n runs; return healthy deliveries/s and the
+    notifier's CPU milliseconds per delivery made (hanging attempts included)."""
     ns = f"bench-{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, namespace=ns)
     subs = "".join(
@@ -138,6 +178,7 @@ async def _through_notifier(
     ).start(wait_s=60)
     try:
         base = _counts(port)
+        cpu_before = _cpu_s(proc.pid)
         publisher = Publisher(bootstrap, "bench", namespace=ns)
         await publisher.start(wait=True)
         runs = [_run(f"{ns}-{i}", trigger_id) for i in range(n)]
@@ -160,7 +201,10 @@ async def _through_notifier(
                 break
             await asyncio.sleep(0.05)
         assert first is not None
-        return delivered() / max(time.monotonic() - first, 1e-3)
+        rate = delivered() / max(time.monotonic() - first, 1e-3)
+        now = _counts(port)
+        made = sum(now.get(p, 0) - base.get(p, 0) for p in paths)
+        return rate, (_cpu_s(proc.pid) - cpu_before) * 1000 / max(made, 1)
     finally:
         proc.stop()
 
@@ -177,15 +221,22 @@ async def run(bootstrap: str, seconds: float) -> list[dict]:
             except httpx.HTTPError:
                 await asyncio.sleep(0.05)
         raw = await _raw_rate(port, seconds)
+        # The same POSTs through the notifier's transport (lean pool, SSRF-guarded backend).
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        lean = await _raw_rate(
+            port,
+            seconds,
+            transport=guarded_transport(system_resolver, allow_private=True, limits=limits),
+        )
         n = max(500, int(seconds * 600))
         with tempfile.TemporaryDirectory() as tmp:
-            notified = await _through_notifier(
+            notified, cpu_one = await _through_notifier(
                 bootstrap, port, "one", ["/one"], ["/one"], n, Path(tmp)
             )
-            without = await _through_notifier(
+            without, cpu_without = await _through_notifier(
                 bootstrap, port, "two", ["/a", "/b"], ["/a", "/b"], n // 2, Path(tmp)
             )
-            hanging = await _through_notifier(
+            hanging, cpu_hanging = await _through_notifier(
                 bootstrap, port, "hang", ["/a", "/b", "/hang"], ["/a", "/b"], n // 2, Path(tmp)
             )
     finally:
@@ -199,6 +250,15 @@ async def run(bootstrap: str, seconds: float) -> list[dict]:
             "baseline_name": "raw httpx POSTs/s to the same receiver",
             "baseline_value": round(raw),
             "goal": ">= 50% of baseline and >= 1000/s",
+            "notifier_cpu_ms_per_delivery": round(cpu_one, 3),
+        },
+        {
+            "name": "raw POSTs/s through the notifier's transport (no signing, no Kafka)",
+            "value": round(lean),
+            "unit": "POSTs/s",
+            "baseline_name": "raw httpx POSTs/s to the same receiver",
+            "baseline_value": round(raw),
+            "goal": "(information: the HTTP ceiling of one lane)",
         },
         {
             "name": "notifier healthy deliveries/s while a third subscriber hangs",
@@ -207,6 +267,8 @@ async def run(bootstrap: str, seconds: float) -> list[dict]:
             "baseline_name": "same two subscribers, no hanging one",
             "baseline_value": round(without),
             "goal": "within 10% of baseline",
+            "notifier_cpu_ms_per_delivery": round(cpu_hanging, 3),
+            "baseline_cpu_ms_per_delivery": round(cpu_without, 3),
         },
     ]
 

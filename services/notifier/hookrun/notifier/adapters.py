@@ -1,4 +1,4 @@
-"""The notifier's I/O: the HTTP sender (one guarded client per subscription) and its Fake twin."""
+"""The notifier's I/O: the HTTP sender (one guarded transport per subscription) and its Fake twin."""
 
 from __future__ import annotations
 
@@ -57,11 +57,22 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - base)
 
 
+#: The headers httpx.AsyncClient would add; the sender talks to the transport directly.
+DEFAULT_HEADERS = {
+    "accept": "*/*",
+    "accept-encoding": "gzip, deflate",
+    "connection": "keep-alive",
+    "user-agent": f"python-httpx/{httpx.__version__}",
+}
+
+
 class HttpSender:
-    """Sender over httpx with the SSRF guard; each subscription gets its own client and pool.
+    """Sender over httpx with the SSRF guard; each subscription gets its own transport and pool.
 
     Separate pools mean a subscriber that hangs holds only its own connections, never the
-    slots another subscription needs.
+    slots another subscription needs. Requests go straight to the transport: the client's
+    cookie jar, auth and redirect layers are not wanted here (redirects are never followed,
+    a redirect could point anywhere, past the guard's intent) and cost a third of an attempt.
     """
 
     def __init__(
@@ -73,28 +84,43 @@ class HttpSender:
         resolver: Resolver = system_resolver,
     ) -> None:
         self._timeout_s = timeout_s
+        self._timeouts = httpx.Timeout(timeout_s).as_dict()
         self._allow_private = allow_private
         self._concurrency = concurrency
         self._resolver = resolver
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._transports: dict[str, httpx.AsyncBaseTransport] = {}
 
-    def _client(self, subscription_id: str) -> httpx.AsyncClient:
-        client = self._clients.get(subscription_id)
-        if client is None:
+    def _transport(self, subscription_id: str) -> httpx.AsyncBaseTransport:
+        transport = self._transports.get(subscription_id)
+        if transport is None:
             limits = httpx.Limits(
                 max_connections=self._concurrency,
                 max_keepalive_connections=self._concurrency,
                 keepalive_expiry=30,
             )
-            client = httpx.AsyncClient(
-                transport=guarded_transport(
-                    self._resolver, allow_private=self._allow_private, limits=limits
-                ),
-                timeout=httpx.Timeout(self._timeout_s),
-                follow_redirects=False,  # a redirect could point anywhere, past the guard's intent
+            transport = guarded_transport(
+                self._resolver, allow_private=self._allow_private, limits=limits
             )
-            self._clients[subscription_id] = client
-        return client
+            self._transports[subscription_id] = transport
+        return transport
+
+    async def _post(
+        self, subscription_id: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> httpx.Response:
+        request = httpx.Request(
+            "POST",
+            url,
+            content=body,
+            headers={**DEFAULT_HEADERS, **headers},
+            extensions={"timeout": self._timeouts},
+        )
+        response = await self._transport(subscription_id).handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def send(
         self, subscription_id: str, url: str, body: bytes, headers: Mapping[str, str]
@@ -107,9 +133,7 @@ class HttpSender:
         try:
             # httpx's timeout is per phase; the overall bound keeps a trickling answer in check.
             async with asyncio.timeout(self._timeout_s):
-                response = await self._client(subscription_id).post(
-                    url, content=body, headers=dict(headers)
-                )
+                response = await self._post(subscription_id, url, body, headers)
         except TargetRefused as exc:
             return SendResult(None, elapsed(), error=str(exc), refused=True)
         except httpx.InvalidURL as exc:
@@ -129,8 +153,8 @@ class HttpSender:
         )
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+        for transport in self._transports.values():
+            await transport.aclose()
 
 
 class FakeSender:

@@ -11,6 +11,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from hookrun.notifier.pool import AsyncioStream, LeanPool
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: host, port -> the addresses it resolves to (strings); a fake one in unit tests.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -118,7 +120,6 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     """
 
     def __init__(self, resolver: Resolver, *, allow_private: bool) -> None:
-        self._inner = httpcore.AnyIOBackend()
         self._resolver = resolver
         self._allow_private = allow_private
 
@@ -134,7 +135,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
+                return await AsyncioStream.connect(
                     address, port, timeout, local_address, socket_options
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
@@ -151,19 +152,27 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise TargetRefused("unix sockets are not webhook targets")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 def guarded_transport(
     resolver: Resolver, *, allow_private: bool, limits: httpx.Limits
 ) -> httpx.AsyncHTTPTransport:
-    """An httpx transport whose connections go through :class:`GuardedBackend`."""
+    """An httpx transport whose connections go through :class:`GuardedBackend`.
+
+    The pool is a :class:`~hookrun.notifier.pool.LeanPool`: httpcore's own pool costs several
+    milliseconds per request at 32 connections (docs/notifier.md, Performance).
+    """
     transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    # httpx exposes no network_backend argument; swap the pool for one built with ours.
-    transport._pool = httpcore.AsyncConnectionPool(
+    # httpx exposes no network_backend or pool argument; swap the pool for one built with ours.
+    transport._pool = LeanPool(  # type: ignore[assignment]
         ssl_context=transport._pool._ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
+        max_connections=limits.max_connections or 100,
+        max_keepalive_connections=(
+            limits.max_keepalive_connections
+            if limits.max_keepalive_connections is not None
+            else limits.max_connections or 100
+        ),
         keepalive_expiry=limits.keepalive_expiry,
         network_backend=GuardedBackend(resolver, allow_private=allow_private),
     )
