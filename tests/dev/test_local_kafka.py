@@ -9,7 +9,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from hookrun.dev.kafka import LocalKafka
 from hookrun.dev.pytest_kafka import NewTopic
-from hookrun.dev.topics import TopicSpec, create_topics, delete_topics
+from hookrun.events.kafka import delete_topics, ensure_topics
+from hookrun.events.topics import TopicSpec
 
 
 async def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
@@ -69,9 +70,9 @@ async def test_new_topic_applies_partitions_and_configs(
 
 async def test_create_topics_is_idempotent(kafka_bootstrap: str) -> None:
     name = f"test-{uuid.uuid4()}"
-    assert await create_topics(kafka_bootstrap, [TopicSpec(name, partitions=1)]) == [name]
+    assert await ensure_topics(kafka_bootstrap, [TopicSpec(name, partitions=1)]) == [name]
     try:
-        assert await create_topics(kafka_bootstrap, [name]) == []
+        assert await ensure_topics(kafka_bootstrap, [TopicSpec(name, 1)]) == []
     finally:
         await delete_topics(kafka_bootstrap, [name])
 
@@ -81,7 +82,7 @@ async def test_a_stopped_broker_refuses_producers_and_keeps_its_data_after_a_res
 ) -> None:
     bootstrap = spare_kafka.bootstrap
     topic = f"test-{uuid.uuid4()}"
-    await create_topics(bootstrap, [TopicSpec(topic, partitions=1)])
+    await ensure_topics(bootstrap, [TopicSpec(topic, partitions=1)])
     await produce(bootstrap, topic, b"before", b"restart")
 
     # stopped: nothing listens, so a producer fails fast instead of hanging
@@ -103,7 +104,7 @@ async def test_a_stopped_broker_refuses_producers_and_keeps_its_data_after_a_res
 async def test_a_killed_broker_recovers_its_data(spare_kafka: LocalKafka) -> None:
     bootstrap = spare_kafka.bootstrap
     topic = f"test-{uuid.uuid4()}"
-    await create_topics(bootstrap, [TopicSpec(topic, partitions=1)])
+    await ensure_topics(bootstrap, [TopicSpec(topic, partitions=1)])
     await produce(bootstrap, topic, b"acked", b"before the crash")
 
     # a crash: SIGKILL, no clean shutdown; acks=all data must survive it

@@ -22,7 +22,8 @@ from hookrun.dev.kafka import (
     free_port,
     wait_for_broker,
 )
-from hookrun.dev.topics import TopicSpec, create_topics, delete_topics
+from hookrun.events.kafka import delete_topics, ensure_topics
+from hookrun.events.topics import TopicSpec
 
 KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "new_topic", "spare_kafka"})
 
@@ -159,7 +160,7 @@ async def new_topic(kafka_bootstrap: str) -> AsyncIterator[NewTopic]:
     async def make(partitions: int = 3, configs: Mapping[str, str] | None = None) -> str:
         name = f"test-{uuid.uuid4()}"
         spec = TopicSpec(name, partitions=partitions, configs=dict(configs or {}))
-        await create_topics(kafka_bootstrap, [spec])
+        await ensure_topics(kafka_bootstrap, [spec])
         created.append(name)
         return name
 
