@@ -267,12 +267,13 @@ class Publisher:
         if self._producer is None:
             raise KafkaUnavailable("kafka producer is not connected")
         try:
-            return await self._producer.send(
+            acked: asyncio.Future[Any] = await self._producer.send(
                 topics.named(record.topic, self.namespace),
                 record.value,
                 key=record.key,
                 headers=record.headers,
             )
+            return acked
         except KafkaError as exc:
             raise KafkaUnavailable(str(exc)) from exc
 
