@@ -15,11 +15,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
-from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.partitioner import DefaultPartitioner
 
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.codec import InvalidEvent, Record, UnknownEventType, decode, encode
+from hookrun.events.murmur import murmur2
 
 log = logging.getLogger(__name__)
 
