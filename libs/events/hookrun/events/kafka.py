@@ -296,7 +296,11 @@ class Publisher:
             return
         try:
             async with asyncio.timeout(self._send_timeout_s + 1):
-                await asyncio.gather(*futures)
+                # One future (a launch's TriggerLaunched) needs no gathering future around it.
+                if len(futures) == 1:
+                    await futures[0]
+                else:
+                    await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
             raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
 
