@@ -281,3 +281,22 @@ class TestRunTable:
         table = RunTable()
         orphan = ExecutionHeartbeat(run_id="old", execution_id="e", runner_id="r", lease_until=NOW)
         assert table.apply(orphan, 0, 3) is None
+
+    def test_a_run_finished_only_in_memory_holds_the_watermark_until_its_finish_is_read(
+        self, config
+    ):
+        table = RunTable()
+        run = table.apply(launched("one", {"n": 1}), 0, 5)
+        assert run is not None
+        created = reconcile(run, ctx(config)).events[1]
+        start(run, created.execution_id)
+        finish(run, created.execution_id)
+        # the runner emitted RunFinished and applied it, but it is not acknowledged yet
+        emitted = reconcile(run, ctx(config)).events
+        assert types(emitted) == ["ActionCompleted", "RunFinished"] and run.finished is not None
+        # an older event read meanwhile does not end the run: it still holds the watermark
+        assert table.apply(created, 0, 7) is run
+        assert table.low_watermarks({0: 9}) == {0: 5}
+        # its RunFinished read from the log does
+        table.apply(emitted[-1], 0, 10)
+        assert table.low_watermarks({0: 11}) == {0: 11}

@@ -182,10 +182,14 @@ class ProcessExecutor:
         base = self.data_dir / "executions" / spec.execution_id
         work, inputs, outputs = base / "work", base / "inputs", base / "outputs"
         # A retry or a re-start after a crash gets a fresh directory: nothing half-written stays.
-        if base.exists():
+        # (mkdir first and rmtree only when it exists: the common case is one syscall.)
+        try:
+            base.mkdir(parents=True)
+        except FileExistsError:
             shutil.rmtree(base)
+            base.mkdir()
         for d in (work, inputs, outputs):
-            d.mkdir(parents=True)
+            d.mkdir()
         for source in spec.input_dirs:
             if source.is_dir():
                 for item in source.iterdir():
@@ -213,7 +217,9 @@ class ProcessExecutor:
         async with self._sem:
             handle.phase = "running"
             base, env = self._prepare(spec)
-            with (base / "stdout").open("wb") as out, (base / "stderr").open("wb") as err:
+            # Open while the process lives: the tails are read back through the same files
+            # (w+b) instead of being reopened.
+            with (base / "stdout").open("w+b") as out, (base / "stderr").open("w+b") as err:
                 try:
                     proc = await asyncio.create_subprocess_exec(
                         *self._wrapper,
@@ -229,46 +235,47 @@ class ProcessExecutor:
                 except OSError as exc:
                     proc = None
                     error = f"cannot start: {exc}"
-            if proc is None:
-                await self._emit([self._finished(spec, RunStatus.FAILURE, None, error=error)])
-                return
-            started_at = utcnow()
-            # Sent now, acknowledged in the background; Finished waits for it, so the order on
-            # the partition stays Started, Heartbeat..., Finished.
-            handle.starting = asyncio.ensure_future(
-                self._emit(
-                    [
-                        ExecutionStarted(
-                            run_id=spec.run_id,
-                            execution_id=spec.execution_id,
-                            runner_id=self.runner_id,
-                            pid=proc.pid,
-                            lease_until=started_at + timedelta(seconds=self.lease_s),
-                            occurred_at=started_at,
-                        )
-                    ]
+                if proc is None:
+                    await self._emit([self._finished(spec, RunStatus.FAILURE, None, error=error)])
+                    return
+                started_at = utcnow()
+                # Sent now, acknowledged in the background; Finished waits for it, so the order
+                # on the partition stays Started, Heartbeat..., Finished.
+                handle.starting = asyncio.ensure_future(
+                    self._emit(
+                        [
+                            ExecutionStarted(
+                                run_id=spec.run_id,
+                                execution_id=spec.execution_id,
+                                runner_id=self.runner_id,
+                                pid=proc.pid,
+                                lease_until=started_at + timedelta(seconds=self.lease_s),
+                                occurred_at=started_at,
+                            )
+                        ]
+                    )
                 )
-            )
-            heartbeat = asyncio.create_task(self._heartbeat(spec))
-            status: RunStatus | None = None
-            waiter = asyncio.create_task(proc.wait())
-            canceller = asyncio.create_task(handle.cancel.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {waiter, canceller},
-                    timeout=spec.timeout_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if waiter not in done:
-                    status = RunStatus.CANCELED if canceller in done else RunStatus.TIMED_OUT
-                    await _terminate(proc, waiter)
-            except asyncio.CancelledError:
-                # The runner stops: the process must not outlive it unsupervised.
-                _killpg(proc.pid, signal.SIGKILL)
-                raise
-            finally:
-                heartbeat.cancel()
-                canceller.cancel()
+                heartbeat = asyncio.create_task(self._heartbeat(spec))
+                status: RunStatus | None = None
+                waiter = asyncio.create_task(proc.wait())
+                canceller = asyncio.create_task(handle.cancel.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        {waiter, canceller},
+                        timeout=spec.timeout_s,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if waiter not in done:
+                        status = RunStatus.CANCELED if canceller in done else RunStatus.TIMED_OUT
+                        await _terminate(proc, waiter)
+                except asyncio.CancelledError:
+                    # The runner stops: the process must not outlive it unsupervised.
+                    _killpg(proc.pid, signal.SIGKILL)
+                    raise
+                finally:
+                    heartbeat.cancel()
+                    canceller.cancel()
+                tails = _tail_of(out), _tail_of(err)
         code = proc.returncode
         if status is None:
             status = RunStatus.SUCCESS if code == 0 else RunStatus.FAILURE
@@ -279,7 +286,9 @@ class ProcessExecutor:
             RunStatus.CANCELED: "run canceled",
         }.get(status)
         await handle.starting
-        await self._emit([self._finished(spec, status, code, error=error, started_at=started_at)])
+        await self._emit(
+            [self._finished(spec, status, code, error=error, started_at=started_at, tails=tails)]
+        )
 
     async def _heartbeat(self, spec: ExecutionSpec) -> None:
         while True:
@@ -306,8 +315,11 @@ class ProcessExecutor:
         *,
         error: str | None,
         started_at: Any = None,
+        tails: tuple[str, str] | None = None,
     ) -> ExecutionFinished:
         base = self.data_dir / "executions" / spec.execution_id
+        if tails is None:
+            tails = _tail(base / "stdout"), _tail(base / "stderr")
         now = utcnow()
         output = None
         if status is RunStatus.SUCCESS:
@@ -322,8 +334,8 @@ class ProcessExecutor:
             completed_at=now,
             duration_ms=int((now - started_at).total_seconds() * 1000) if started_at else None,
             output=output,
-            stdout_tail=_tail(base / "stdout"),
-            stderr_tail=_tail(base / "stderr"),
+            stdout_tail=tails[0],
+            stderr_tail=tails[1],
             error=error,
         )
 
@@ -346,10 +358,17 @@ async def _terminate(proc: asyncio.subprocess.Process, waiter: asyncio.Task[int]
 def _tail(path: Path) -> str:
     try:
         with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
+            return _tail_of(f)
+    except OSError:
+        return ""
+
+
+def _tail_of(f: Any) -> str:
+    """The last TAIL_BYTES of an open file, as text."""
+    try:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - TAIL_BYTES))
+        return str(f.read().decode("utf-8", "replace"))
     except OSError:
         return ""
 

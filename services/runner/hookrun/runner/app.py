@@ -119,6 +119,9 @@ class Runner:
         # which reconciles produced them (per key, Kafka keeps that order).
         self._send_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        # ce_id -> partition of events this process applied to a live run before sending them:
+        # their echo from the log changes nothing, so it is neither decoded nor applied again.
+        self._applied: dict[bytes, int] = {}
         self.fatal: BaseException | None = None
         self.stopping = asyncio.Event()
 
@@ -144,15 +147,23 @@ class Runner:
         """Append events (acks=all); a failure stops the runner, whose successor replays."""
         if not events:
             return
+        # Callers applied the events to the runs of the table without awaiting since, so a run
+        # found here (owned, live) holds them; registered before the lock, which may wait.
+        for event in events:
+            if type(event).topic == topics.RUNS:
+                run = self.table.runs.get(getattr(event, "run_id", ""))
+                if run is not None and self.owns(run):
+                    self._applied[event.event_id.encode()] = run.partition
+        stamp = self.publisher.source
         try:
             async with self._send_lock:
                 futures = []
                 for event in events:
                     if isinstance(event, PipelineDefined):
                         self.index.remember(event)
-                    if event.source == "hookrun":
-                        event = event.model_copy(update={"source": self.publisher.source})
-                    futures.append(await self.publisher.send_record(encode(event)))
+                    # The service stamps itself as the source while encoding (no model copy).
+                    source = stamp if event.source == "hookrun" else None
+                    futures.append(await self.publisher.send_record(encode(event, source=source)))
             await self.publisher.wait(futures)
         except Exception as exc:
             self._fail(exc)
@@ -164,8 +175,13 @@ class Runner:
         self.stopping.set()
 
     async def report(self, events: list[Event]) -> None:
-        """Publish what an execution reports, then move its run on."""
-        await self.publish(events)
+        """Move runs on with what an execution reports; append both in one go.
+
+        The reported events are applied first, like the events a reconcile emits, and sent
+        ahead of what they cause (ExecutionFinished, then ActionCompleted and RunFinished):
+        one acknowledgement instead of two. A finished run leaves the table (and so the low
+        watermark) only once its RunFinished is acknowledged.
+        """
         runs: dict[str, RunState] = {}
         for event in events:
             run = self.table.runs.get(getattr(event, "run_id", ""))
@@ -174,17 +190,16 @@ class Runner:
             run.apply(event)
             if HANDLERS.get(type(event)) and self.owns(run):
                 runs[run.run_id] = run
-        if runs:
-            await self.reconcile(runs.values())
+        await self.reconcile(runs.values(), first=events)
 
-    async def reconcile(self, runs: Iterable[RunState]) -> None:
-        """Reconcile runs, append the events, then start and stop executions."""
+    async def reconcile(self, runs: Iterable[RunState], *, first: Sequence[Event] = ()) -> None:
+        """Reconcile runs, append ``first`` and the events, then start and stop executions."""
         runs = list(runs)
         if any(needs_pipeline_lookup(r, self.config) for r in runs):
             await self.index.catch_up()
         ctx = self.context()
         plans = [(run, reconcile(run, ctx)) for run in runs]
-        await self.publish([e for _, plan in plans for e in plan.events])
+        await self.publish([*first, *(e for _, plan in plans for e in plan.events)])
         for run, plan in plans:
             for execution_id in plan.cancel:
                 self.executor.cancel(execution_id)
@@ -240,6 +255,8 @@ class Runner:
                 if record.offset < part.position:
                     continue
                 part.position = record.offset + 1
+                if part.live and self._applied and _is_own_echo(record, self._applied):
+                    continue
                 event = await decode_or_dead_letter(self.publisher, record)
                 if event is None:
                     continue
@@ -272,10 +289,12 @@ class Runner:
     async def _commit(self) -> None:
         """Commit positions of live partitions, with the replay start in the metadata."""
         offsets = {}
+        live = {p.tp.partition: p.position for p in self.parts.values() if p.live}
+        watermarks = self.table.low_watermarks(live)
         for part in self.parts.values():
             if not part.live:
                 continue
-            watermark = self.table.low_watermark(part.tp.partition, part.position)
+            watermark = watermarks[part.tp.partition]
             if part.last_commit != (part.position, watermark):
                 offsets[part.tp] = OffsetAndMetadata(part.position, encode_watermark(watermark))
         if not offsets:
@@ -334,6 +353,7 @@ class Runner:
                 else:
                     start = max(begins[tp], decode_watermark(om.metadata, om.offset))
                 self.consumer.seek(tp, start)
+                self._forget_applied(tp.partition)
                 self.parts[tp.partition] = PartitionState(
                     tp, position=start, replay_end=ends[tp], live=start >= ends[tp]
                 )
@@ -346,8 +366,13 @@ class Runner:
                 if self.parts.pop(tp.partition, None) is None:
                     continue
                 self.table.drop_partition(tp.partition)
+                self._forget_applied(tp.partition)
                 await self.executor.drop_partition(tp.partition)
                 log.info("revoked partition %s", tp.partition)
+
+    def _forget_applied(self, partition: int) -> None:
+        """A partition changes hands: its echoes must be applied again (the replay needs them)."""
+        self._applied = {k: p for k, p in self._applied.items() if p != partition}
 
     def health(self) -> dict[str, Any]:
         return {
@@ -357,6 +382,14 @@ class Runner:
             "assigned": bool(self.parts) and all(p.live for p in self.parts.values()),
             "runs": len(self.table.runs),
         }
+
+
+def _is_own_echo(record: Any, applied: dict[bytes, int]) -> bool:
+    """True (and forgotten) if ``record`` carries an event this process applied before sending."""
+    for name, value in record.headers or ():
+        if name == "ce_id":
+            return applied.pop(bytes(value), None) is not None
+    return False
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

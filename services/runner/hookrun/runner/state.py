@@ -166,7 +166,9 @@ class RunTable:
         if isinstance(event, TriggerLaunched) and run.launch_offset is None:
             run.launch_offset = offset
         run.apply(event)
-        if run.finished is not None:
+        # Only a RunFinished read from the log ends the run here: one the runner emitted itself
+        # may not be acknowledged yet, and until it is the run must hold the low watermark.
+        if run.finished is not None and isinstance(event, RunFinished):
             self.forget(run_id, finished=True)
         return run
 
@@ -197,3 +199,12 @@ class RunTable:
             if r.partition == partition and r.launch_offset is not None
         ]
         return min([*offsets, default])
+
+    def low_watermarks(self, defaults: dict[int, int]) -> dict[int, int]:
+        """:meth:`low_watermark` of every partition in ``defaults``, in one pass over the runs."""
+        out = dict(defaults)
+        for r in self.runs.values():
+            current = out.get(r.partition)
+            if current is not None and r.launch_offset is not None and r.launch_offset < current:
+                out[r.partition] = r.launch_offset
+        return out
