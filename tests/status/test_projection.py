@@ -155,3 +155,48 @@ class TestAdminViews:
             ("accepted", "all conditions passed"),
             ("rejected", "conditions[0] (static_secret): mismatch"),
         ]
+
+
+class TestBatchedStatements:
+    """A batch is applied as grouped executemany calls; the rows must be as if one by one."""
+
+    async def test_one_batch_of_interleaved_runs_leaves_the_same_rows_as_one_event_at_a_time(
+        self, tmp_path
+    ):
+        import itertools
+
+        from hookrun.events import decode, encode
+        from hookrun.status.projection import Position, cloudevent_json, fold
+        from hookrun.status.store import SCHEMA, SqliteStore
+
+        runs = [launched() for _ in range(4)]
+        per_run = [
+            [runs[0], *run_events(runs[0], [OK, OK], deliveries=2)],
+            [runs[1], *run_events(runs[1], [OK, FAIL], pipeline=True, deliveries=1)],
+            [runs[2], *run_events(runs[2], [FAIL], finish=False)],
+            [runs[3], *run_events(runs[3], [OK], deliveries=3)],
+        ]
+        # round-robin: every run's events stay in order, runs interleave
+        events = [e for group in itertools.zip_longest(*per_run) for e in group if e is not None]
+        items = []
+        offsets = {topics.RUNS: itertools.count(), topics.TRIGGERS: itertools.count()}
+        for event in events:
+            record = encode(event)
+            off = next(offsets[record.topic])
+            at = Position(record.topic, 0, off, cloudevent_json(record.value, record.headers))
+            ops = fold(decode(record.value, record.headers), at)
+            items.append(Applied(record.topic, 0, off, ops, event.run_id))
+
+        async def rows(batches):
+            store = SqliteStore(tmp_path / f"{len(batches)}.db")
+            await store.open()
+            for batch in batches:
+                await store.apply(batch)
+            tables = [ddl.split()[5] for ddl in SCHEMA if ddl.startswith("CREATE TABLE")]
+            out = {t: sorted(map(repr, await store._rows(f"SELECT * FROM {t}"))) for t in tables}
+            await store.close()
+            return out
+
+        one_by_one = await rows([[item] for item in items])
+        assert one_by_one["runs"] and one_by_one["deliveries"]
+        assert await rows([items]) == one_by_one

@@ -73,7 +73,12 @@ class FakeLogEnds:
 
 
 class KafkaLogEnds:
-    """LogEnds with a group-less consumer used only for metadata and ListOffsets requests."""
+    """LogEnds with a group-less consumer used only for metadata and ListOffsets requests.
+
+    Concurrent lookups share requests, never answers from the past: a caller joins the next
+    ListOffsets request (of every partition of the topic) that has not been sent yet, so the
+    offsets it gets were read after it asked. At most one request per topic is in flight.
+    """
 
     def __init__(self, bootstrap: str, *, timeout_s: float = 5.0) -> None:
         self._settings = consumer_settings(bootstrap, "status", group=None)
@@ -81,6 +86,8 @@ class KafkaLogEnds:
         self._consumer: AIOKafkaConsumer | None = None
         self._counts: dict[str, int] = {}
         self._starter: asyncio.Task[None] | None = None
+        self._next: dict[str, asyncio.Future[dict[int, int]]] = {}
+        self._lookups: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         self._starter = asyncio.create_task(self._connect())
@@ -102,6 +109,8 @@ class KafkaLogEnds:
             return
 
     async def stop(self) -> None:
+        for task in list(self._lookups.values()):
+            task.cancel()
         if self._starter is not None:
             self._starter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,8 +130,38 @@ class KafkaLogEnds:
                     if not count:
                         raise KafkaUnavailable(f"topic {topic} does not exist")
                     self._counts[topic] = count
-                tp = TopicPartition(topic, partition_of(key, count))
-                ends = await consumer.end_offsets([tp])
+                part = partition_of(key, count)
+                ends = await asyncio.shield(self._ends_read_from_now(consumer, topic, count))
         except (KafkaError, TimeoutError) as exc:
             raise KafkaUnavailable(f"could not read the log end of {topic}: {exc!r}") from exc
-        return tp.partition, int(ends[tp])
+        return part, ends[part]
+
+    def _ends_read_from_now(
+        self, consumer: AIOKafkaConsumer, topic: str, count: int
+    ) -> asyncio.Future[dict[int, int]]:
+        """The log ends of ``topic`` from a request sent after this call (shared by callers)."""
+        waiting = self._next.get(topic)
+        if waiting is None:
+            waiting = self._next[topic] = asyncio.get_running_loop().create_future()
+            # Callers may all have timed out: retrieve the exception so it is not logged.
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if topic not in self._lookups:
+                self._lookups[topic] = asyncio.create_task(self._lookup(consumer, topic, count))
+        return waiting
+
+    async def _lookup(self, consumer: AIOKafkaConsumer, topic: str, count: int) -> None:
+        waiting: asyncio.Future[dict[int, int]] | None = None
+        try:
+            # Callers that arrive while a request is in flight wait for the next one.
+            while (waiting := self._next.pop(topic, None)) is not None:
+                parts = [TopicPartition(topic, p) for p in range(count)]
+                try:
+                    ends = await consumer.end_offsets(parts)
+                except Exception as exc:  # every waiter gets it, as from its own request
+                    waiting.set_exception(exc)
+                else:
+                    waiting.set_result({tp.partition: int(end) for tp, end in ends.items()})
+        finally:
+            if waiting is not None and not waiting.done():
+                waiting.cancel()
+            self._lookups.pop(topic, None)

@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events import topics
@@ -114,6 +115,11 @@ def build(
     async def api_error(request: Request, exc: handlers.ApiError) -> JSONResponse:
         return JSONResponse(exc.body, exc.status, headers=exc.headers)
 
+    # Run info is served by a plain Starlette route matched before the FastAPI routes, which stay
+    # for the OpenAPI document (the gateway does the same for its launch route).
+    app.router.routes.append(
+        Route("/api/v0/launch/{trigger_id}/run/", routes.serve_run_info, methods=["GET", "POST"])
+    )
     app.include_router(routes.router)
     return app
 
@@ -133,7 +139,7 @@ async def rebuild(settings: Settings) -> int:
         for suffix in ("", "-wal", "-shm"):
             # A CLI command: nothing else is waiting on this event loop.
             Path(str(fresh_path) + suffix).unlink(missing_ok=True)  # noqa: ASYNC240
-        fresh = SqliteStore(fresh_path)
+        fresh = SqliteStore(fresh_path, scratch=True)
     else:
         import psycopg
 
@@ -147,27 +153,12 @@ async def rebuild(settings: Settings) -> int:
     projector = Projector(
         fresh, bootstrap, namespace=settings.hookrun_namespace, batch_records=5000
     )
-    task = asyncio.create_task(projector.run())
-    try:
-        while True:
-            done = True
-            for name in names:
-                stored = await fresh.offsets(name)
-                done = done and all(
-                    stored.get(tp.partition, 0) >= end
-                    for tp, end in ends.items()
-                    if tp.topic == name
-                )
-            if done:
-                break
-            if task.done():
-                task.result()  # raises what stopped the projection
-                raise RuntimeError("projection stopped before reaching the log end")
-            await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+
+    def done() -> bool:
+        at = projector.positions
+        return all(at.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
+
+    await projector.run(until=done)
     if isinstance(fresh, SqliteStore):
         assert path is not None
         fresh.finish_rebuild(path)

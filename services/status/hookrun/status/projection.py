@@ -8,9 +8,9 @@ skips records below the offset it has stored for their partition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -37,16 +37,16 @@ from hookrun.events import (
 Params = tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
+# Op, Position (and store.Applied) are NamedTuples, not frozen dataclasses: a few are built per
+# event, and a frozen dataclass costs several times a tuple to create.
+class Op(NamedTuple):
     """One SQL statement and its parameters."""
 
     sql: str
     params: Params
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """Where a record sits in the log, and the record as a structured CloudEvent (JSON text)."""
 
     topic: str
@@ -56,12 +56,25 @@ class Position:
 
 
 def ts(moment: datetime | None) -> str | None:
-    """A timestamp as fixed-width UTC text, so text order is time order in both databases."""
+    """A timestamp as fixed-width UTC text, so text order is time order in both databases.
+
+    Naive datetimes are taken as UTC. Formatted by hand: ``strftime`` after ``astimezone``
+    cost more than a whole row insert (called several times per event).
+    """
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    offset = moment.utcoffset()
+    if offset:
+        moment = moment - offset  # the same instant, its fields now read in UTC
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (%-format: about 2x an f-string here)
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+    )
 
 
 def _json(value: Any) -> str:
@@ -71,41 +84,39 @@ def _json(value: Any) -> str:
 def cloudevent_json(value: bytes | None, headers: Any) -> str:
     """The record as a structured-mode CloudEvent, built without re-parsing the data.
 
-    Called only for records that decoded, so ``value`` is a JSON object already.
+    Called only for records that decoded, so ``value`` is a JSON object already and the
+    headers are UTF-8.
     """
     doc: dict[str, str] = {}
     ctype = "application/json"
     for name, raw in headers or ():
-        text = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
-        if name.startswith("ce_"):
-            doc[name[3:]] = text
+        if name[:3] == "ce_":
+            doc[name[3:]] = raw.decode() if type(raw) is bytes else _text(raw)
         elif name == "content-type":
-            ctype = text
+            ctype = raw.decode() if type(raw) is bytes else _text(raw)
     doc["datacontenttype"] = ctype
     head = orjson.dumps(doc)
     return (head[:-1] + b',"data":' + (value or b"null") + b"}").decode()
 
 
-RECOMPUTE_COUNTS = (
-    "UPDATE runs SET"
-    " actions_ok = (SELECT COUNT(*) FROM actions a WHERE a.run_id = runs.run_id"
-    " AND a.status = 'SUCCESS'),"
-    " actions_failed = (SELECT COUNT(*) FROM actions a WHERE a.run_id = runs.run_id"
-    " AND a.status <> 'SUCCESS')"
-    " WHERE run_id = ?"
-)
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+
+
 # Valohai's run-info vocabulary. A run is final once RunFinished arrived or every action it
 # announced (RunStarted.action_count) completed. Actions of a finished, unsuccessful run that
-# never completed (canceled, aborted) count as failed.
+# never completed (canceled, aborted) count as failed. One statement recomputes the counters from
+# the action rows (never incremented) and the status from them: the aggregate without GROUP BY
+# always yields one row, so a run without actions is updated too. Params: (run_id, run_id).
 RECOMPUTE_STATUS = (
-    "UPDATE runs SET info_status = CASE"
-    " WHEN run_status IS NULL AND (action_count IS NULL"
-    " OR actions_ok + actions_failed < action_count) THEN 'pending'"
-    " WHEN actions_ok = 0 AND (actions_failed > 0 OR run_status IS NULL"
-    " OR run_status <> 'SUCCESS') THEN 'error'"
-    " WHEN actions_failed = 0 AND (run_status IS NULL OR run_status = 'SUCCESS') THEN 'completed'"
+    "UPDATE runs SET actions_ok = c.ok, actions_failed = c.n - c.ok, info_status = CASE"
+    " WHEN run_status IS NULL AND (action_count IS NULL OR c.n < action_count) THEN 'pending'"
+    " WHEN c.ok = 0 AND (c.n > 0 OR run_status IS NULL OR run_status <> 'SUCCESS') THEN 'error'"
+    " WHEN c.n = c.ok AND (run_status IS NULL OR run_status = 'SUCCESS') THEN 'completed'"
     " ELSE 'complete_with_error' END"
-    " WHERE run_id = ?"
+    " FROM (SELECT COUNT(CASE WHEN status = 'SUCCESS' THEN 1 END) AS ok, COUNT(*) AS n"
+    " FROM actions WHERE run_id = ?) AS c"
+    " WHERE runs.run_id = ?"
 )
 INSERT_EVENT = (
     "INSERT INTO events (topic, part, off, run_id, type, at, event_id, doc)"
@@ -120,10 +131,62 @@ INSERT_RESULT = (
     "INSERT INTO results (run_id, object_id, action_index, seq, entry) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT DO NOTHING"
 )
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (run_id, message_id, subscription_id, attempt, outcome,"
+    " status_code, duration_ms, response_excerpt, error, at, next_attempt_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+INSERT_SKIPPED = (
+    "INSERT INTO skipped_nodes (pipeline_id, node, run_id, reason) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
+#: Inserts that only add rows (ON CONFLICT DO NOTHING) to tables no other statement of the
+#: projection reads or changes: within a transaction they can run in any order, after the rest.
+APPEND_ONLY = frozenset({INSERT_EVENT, INSERT_LOG, INSERT_RESULT, INSERT_ATTEMPT, INSERT_SKIPPED})
+
+Statement = tuple[str, list[Params]]
 
 
-def _status(run_id: str) -> list[Op]:
-    return [Op(RECOMPUTE_COUNTS, (run_id,)), Op(RECOMPUTE_STATUS, (run_id,))]
+def statements(batch: Iterable[tuple[str | None, Sequence[Op]]]) -> list[Statement]:
+    """Group the row changes of a batch, applied in one transaction, into ``executemany`` calls.
+
+    ``batch`` is ``(run_id, ops)`` per event in log order. Executing the result in order leaves
+    the same rows as executing every op in order, because:
+
+    - Updates and upserts of one run keep their order. Those of different runs touch different
+      rows (runs, actions and deliveries by run id; executions and pipelines by ids that belong
+      to one run), so the n-th op of every run forms round n, and one round's ops, grouped by
+      statement, commute.
+    - ``APPEND_ONLY`` inserts read nothing and nothing reads them here: they go after, grouped.
+    - The status recompute reads only the run's final rows: it runs once per run, last.
+
+    Ops of events without a run id (``None``) are all kept in one order.
+    """
+    rounds: list[dict[str, list[Params]]] = []
+    depth: dict[str | None, int] = {}
+    appends: dict[str, list[Params]] = {}
+    recompute: dict[Params, None] = {}
+    for run_id, ops in batch:
+        for op in ops:
+            if op.sql == RECOMPUTE_STATUS:
+                recompute[op.params] = None
+            elif op.sql in APPEND_ONLY:
+                appends.setdefault(op.sql, []).append(op.params)
+            else:
+                n = depth.get(run_id, 0)
+                depth[run_id] = n + 1
+                if n == len(rounds):
+                    rounds.append({})
+                rounds[n].setdefault(op.sql, []).append(op.params)
+    out = [group for round_ in rounds for group in round_.items()]
+    out.extend(appends.items())
+    if recompute:
+        out.append((RECOMPUTE_STATUS, list(recompute)))
+    return out
+
+
+def _status(run_id: str) -> Op:
+    return Op(RECOMPUTE_STATUS, (run_id, run_id))
 
 
 def fold(event: Event, at: Position) -> list[Op]:
@@ -219,7 +282,7 @@ def _started(e: RunStarted, at: Position) -> list[Op]:
             " started_at = COALESCE(started_at, ?) WHERE run_id = ?",
             (e.action_count, e.runner_id, ts(e.occurred_at), e.run_id),
         ),
-        *_status(e.run_id),
+        _status(e.run_id),
     ]
 
 
@@ -330,13 +393,7 @@ def _pipeline_created(e: PipelineCreated, at: Position) -> list[Op]:
 
 
 def _node_skipped(e: PipelineNodeSkipped, at: Position) -> list[Op]:
-    return [
-        Op(
-            "INSERT INTO skipped_nodes (pipeline_id, node, run_id, reason) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (e.pipeline_id, e.node, e.run_id, e.reason),
-        )
-    ]
+    return [Op(INSERT_SKIPPED, (e.pipeline_id, e.node, e.run_id, e.reason))]
 
 
 def _pipeline_finished(e: PipelineFinished, at: Position) -> list[Op]:
@@ -375,7 +432,7 @@ def _action_completed(e: ActionCompleted, at: Position) -> list[Op]:
                 ts(e.occurred_at),
             ),
         ),
-        *_status(e.run_id),
+        _status(e.run_id),
     ]
 
 
@@ -395,7 +452,7 @@ def _run_finished(e: RunFinished, at: Position) -> list[Op]:
                 e.run_id,
             ),
         ),
-        *_status(e.run_id),
+        _status(e.run_id),
     ]
 
 
@@ -408,9 +465,7 @@ def _delivery_state(e: DeliveryAttempted) -> str:
 def _attempted(e: DeliveryAttempted, at: Position) -> list[Op]:
     return [
         Op(
-            "INSERT INTO attempts (run_id, message_id, subscription_id, attempt, outcome,"
-            " status_code, duration_ms, response_excerpt, error, at, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            INSERT_ATTEMPT,
             (
                 e.run_id,
                 e.message_id,

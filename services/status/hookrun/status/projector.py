@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -19,7 +20,7 @@ from hookrun.events import topics
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
 from hookrun.events.kafka import Publisher, consumer_settings, dead_letter, partitions_of
 from hookrun.status.projection import Position, cloudevent_json, fold
-from hookrun.status.store import Applied, SqlStore
+from hookrun.status.store import Applied, ApplyResult, SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class Projector:
         self.progress = progress or Progress()
         self.running = False
         self.applied = 0
+        #: The next offset this projector stored per (topic, partition).
+        self.positions: dict[tuple[str, int], int] = {}
         self._settings = consumer_settings(bootstrap, "status", group=group)
         self._publisher = publisher
         self._batch_records = batch_records
@@ -122,55 +125,101 @@ class Projector:
                     self._consumer.seek(tp, stored.get(tp.partition, 0))
 
     async def run(self, *, until: Callable[[], bool] | None = None) -> None:
-        """Project until cancelled, or until ``until()`` is true after a batch (rebuild)."""
+        """Project until cancelled, or until ``until()`` is true after a batch (rebuild).
+
+        Two batches overlap: while one is written (SQLite releases the GIL, PostgreSQL waits on
+        the network), the next is fetched, decoded and folded. It is applied only after the
+        previous transaction committed, and thrown away (re-read) if that one found a gap.
+        """
         consumer = await self._connect()
         self.running = True
+        writing: asyncio.Task[ApplyResult] | None = None
         try:
             while until is None or not until():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self._batch_records)
-                if batches:
-                    await self._apply(consumer, batches)
+                batches = await consumer.getmany(
+                    timeout_ms=0 if writing else 200, max_records=self._batch_records
+                )
+                # Decoding and folding are pure CPU work: a worker thread does them so that
+                # the event loop keeps serving requests and fetching meanwhile.
+                prepared = await asyncio.to_thread(_prepare, batches) if batches else None
+                if writing is not None:
+                    result, writing = await writing, None
+                    if result.gaps:
+                        self._reread(consumer, result.gaps, batches)
+                        continue
+                if prepared is not None:
+                    items, invalid = prepared
+                    await self._dead_letter(invalid)
+                    writing = asyncio.create_task(self._write(items))
+            if writing is not None:
+                await writing
         finally:
             self.running = False
+            if writing is not None:
+                # Let the open transaction finish (at most one batch) rather than abandon it.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await writing
             await consumer.stop()
             self._consumer = None
 
-    async def _apply(self, consumer: AIOKafkaConsumer, batches: dict) -> None:  # type: ignore[type-arg]
-        items: list[Applied] = []
-        for tp, records in batches.items():
-            for record in records:
-                try:
-                    event = decode(record.value, record.headers)
-                except UnknownEventType:
-                    event = None  # newer producers' types: skip, but count the offset
-                except InvalidEvent as exc:
-                    event = None
-                    if self._publisher is not None:
-                        log.warning(
-                            "dead-lettering %s/%s@%s: %s",
-                            tp.topic,
-                            tp.partition,
-                            record.offset,
-                            exc,
-                        )
-                        await dead_letter(self._publisher, record, str(exc))
-                ops = ()
-                if event is not None:
-                    at = Position(
-                        tp.topic,
-                        tp.partition,
-                        record.offset,
-                        cloudevent_json(record.value, record.headers),
-                    )
-                    ops = fold(event, at)
-                items.append(Applied(tp.topic, tp.partition, record.offset, ops))
+    async def _dead_letter(self, invalid: list[tuple[TopicPartition, Any, str]]) -> None:
+        if self._publisher is None:
+            return
+        for tp, record, reason in invalid:
+            log.warning(
+                "dead-lettering %s/%s@%s: %s", tp.topic, tp.partition, record.offset, reason
+            )
+            await dead_letter(self._publisher, record, reason)
+
+    async def _write(self, items: list[Applied]) -> ApplyResult:
         result = await self.store.apply(items, self._accept_gaps)
         self.applied += result.applied
-        for (topic, part), offset in result.gaps.items():
+        self.positions.update(result.offsets)
+        self.progress.notify()
+        return result
+
+    def _reread(
+        self,
+        consumer: AIOKafkaConsumer,
+        gaps: dict[tuple[str, int], int],
+        unapplied: dict,  # type: ignore[type-arg]
+    ) -> None:
+        """Seek back to the stored offset of each gap, and to the start of the unapplied batch."""
+        seek: dict[TopicPartition, int] = {
+            tp: records[0].offset for tp, records in unapplied.items() if records
+        }
+        for (topic, part), offset in gaps.items():
             log.info("projection: re-reading %s/%s from offset %s", topic, part, offset)
             self._accept_gaps[(topic, part)] = offset
-            consumer.seek(TopicPartition(topic, part), offset)
-        self.progress.notify()
+            seek[TopicPartition(topic, part)] = offset
+        assigned = consumer.assignment()
+        for tp, offset in seek.items():
+            if tp in assigned:  # a rebalance may have taken it away meanwhile
+                consumer.seek(tp, offset)
+
+
+def _prepare(batches: dict) -> tuple[list[Applied], list[tuple[TopicPartition, Any, str]]]:  # type: ignore[type-arg]
+    """Decode and fold every record; also return the undecodable ones with the reason."""
+    items: list[Applied] = []
+    invalid: list[tuple[TopicPartition, Any, str]] = []
+    append = items.append
+    for tp, records in batches.items():
+        topic, part = tp.topic, tp.partition
+        for record in records:
+            try:
+                event = decode(record.value, record.headers)
+            except UnknownEventType:
+                append(Applied(topic, part, record.offset))  # newer producers' types: skip
+                continue
+            except InvalidEvent as exc:
+                invalid.append((tp, record, str(exc)))
+                append(Applied(topic, part, record.offset))
+                continue
+            at = Position(topic, part, record.offset, cloudevent_json(record.value, record.headers))
+            append(
+                Applied(topic, part, record.offset, fold(event, at), getattr(event, "run_id", None))
+            )
+    return items, invalid
 
 
 async def log_ends(bootstrap: str, names: list[str]) -> dict[TopicPartition, int]:
