@@ -180,19 +180,29 @@ def verified_notification(request: Received) -> dict[str, Any]:
 class System:
     """gateway, status, runner and notifier as separate processes, plus a recording receiver."""
 
-    def __init__(self, bootstrap: str, root: Path) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        root: Path,
+        *,
+        config: Callable[[Receiver], str] = config_text,
+        receiver: Receiver | None = None,
+        env: dict[str, str] | None = None,
+        namespace_prefix: str = "e2e",
+    ) -> None:
+        """``config``, ``receiver`` and ``env`` let the benchmark reuse the system with its own triggers."""
         self.root = root
-        self.namespace = f"e2e-{uuid.uuid4().hex[:8]}"
-        self.receiver = Receiver([WHSEC])
+        self.namespace = f"{namespace_prefix}-{uuid.uuid4().hex[:8]}"
+        self.receiver = receiver if receiver is not None else Receiver([WHSEC])
         (root / "step.py").write_text(STEP)
-        config = root / "hookrun.yaml"
-        config.write_text(config_text(self.receiver))
+        config_path = root / "hookrun.yaml"
+        config_path.write_text(config(self.receiver))
         self.port, status_port = free_port(), free_port()
         runner_health, notifier_health = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
             # what run.py gives every service
-            "HOOKRUN_CONFIG": str(config),
+            "HOOKRUN_CONFIG": str(config_path),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "HOOKRUN_PORT": str(self.port),
             "HOOKRUN_STATUS_PORT": str(status_port),
@@ -209,6 +219,7 @@ class System:
             "HOOKRUN_E2E_SW_SECRET": SW_SECRET,
             "HOOKRUN_E2E_TOKEN": TOKEN,
             "HOOKRUN_E2E_WHSEC": WHSEC,
+            **(env or {}),
         }
         logs = root / "logs"
         self.procs = [

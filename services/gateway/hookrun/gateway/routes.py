@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Request, Response
@@ -104,6 +105,7 @@ RUN_INFO_RESPONSES: dict[int | str, dict[str, object]] = {
 _NOT_FORWARDED = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding"}
 )
+_NOT_FORWARDED_RAW = frozenset(name.encode() for name in _NOT_FORWARDED)
 
 
 async def forward(request: Request) -> Response:
@@ -112,11 +114,19 @@ async def forward(request: Request) -> Response:
         body = await read_body(request, request.app.state.max_body_bytes)
     except BodyTooLarge:
         return Response(b'{"error":"request body too large"}', 413, media_type="application/json")
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+    # Raw (latin-1) bytes: a header value outside ASCII must not turn into a 500 here.
+    skip = (
+        _NOT_FORWARDED_RAW if request.client is None else _NOT_FORWARDED_RAW | {b"x-forwarded-for"}
+    )
+    headers = [(k, v) for k, v in request.headers.raw if k.lower() not in skip]
     if request.client is not None:
         # The status service checks conditions such as an IP allow-list against the sender.
-        headers["x-forwarded-for"] = request.client.host
-    url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers.append((b"x-forwarded-for", request.client.host.encode()))
+    # The path as the client sent it (still percent-encoded): decoded, "%1F" is a control
+    # character that httpx refuses.
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else quote(request.url.path)
+    url = path + (f"?{request.url.query}" if request.url.query else "")
     client: httpx.AsyncClient = request.app.state.status_client
     try:
         upstream = await client.request(request.method, url, content=body, headers=headers)
