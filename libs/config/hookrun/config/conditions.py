@@ -313,3 +313,22 @@ def redacted_headers(trigger: Trigger) -> frozenset[str]:
 def redacted_query(trigger: Trigger) -> frozenset[str]:
     """Names of query parameters that carry secrets and must not be stored."""
     return trigger._redacted_query
+
+
+REDACTED = "[redacted]"
+
+
+def redact(trigger: Trigger, request: InboundRequest) -> tuple[dict[str, str], dict[str, str]]:
+    """The request's headers (lowercased names) and query as they may be stored in an event.
+
+    Values of headers and query parameters that carry secrets (the trigger's static secrets,
+    ``Authorization``, ``Cookie``, ``Proxy-Authorization``) are replaced by ``[redacted]``.
+    """
+    hidden_headers = trigger._redacted_headers
+    hidden_query = trigger._redacted_query
+    headers = {}
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        headers[lowered] = REDACTED if lowered in hidden_headers else value
+    query = {k: REDACTED if k in hidden_query else v for k, v in request.query.items()}
+    return headers, query

@@ -11,8 +11,7 @@ from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import (
     check_conditions,
     delivery_id,
-    redacted_headers,
-    redacted_query,
+    redact,
 )
 from hookrun.config.templating import render_response
 from hookrun.events import (
@@ -25,7 +24,6 @@ from hookrun.events import (
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
 
-REDACTED = "[redacted]"
 #: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
 REJECTED_BODY = b'{"error":"launch rejected"}'
 
@@ -159,13 +157,7 @@ def _logged(
 
 def _recorded(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
     """The request as TriggerLaunched keeps it: secrets that authenticated it are redacted."""
-    hidden_headers = redacted_headers(trigger)
-    hidden_query = redacted_query(trigger)
-    headers = {
-        name.lower(): REDACTED if name.lower() in hidden_headers else value
-        for name, value in request.headers.items()
-    }
-    query = {k: REDACTED if k in hidden_query else v for k, v in request.query.items()}
+    headers, query = redact(trigger, request)
     return LaunchRequest(
         method=request.method,
         path=request.path,

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
-from hookrun.config.conditions import check_conditions, redacted_headers, redacted_query
+from hookrun.config.conditions import check_conditions, redact
 from hookrun.events import (
     LaunchRequest,
     RedeliveryRequested,
@@ -26,7 +26,6 @@ from hookrun.status.adapters import EventLog, LogEnds
 from hookrun.status.projector import Progress
 from hookrun.status.store import SqlStore
 
-REDACTED = "[redacted]"
 #: One answer for unknown and disabled triggers and failed conditions, as the launch gives.
 REJECTED = {"error": "request rejected"}
 NOT_FOUND = {"error": "run not found"}
@@ -197,14 +196,9 @@ async def launch_test_run(trigger_id: str, request: InboundRequest, deps: Deps) 
 
 
 def recorded(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
-    """The request as TriggerLaunched keeps it, redacted as the gateway does plus the admin token."""
-    hidden_headers = redacted_headers(trigger) | {"authorization"}
-    hidden_query = redacted_query(trigger)
-    headers = {
-        name.lower(): REDACTED if name.lower() in hidden_headers else value
-        for name, value in request.headers.items()
-    }
-    query = {k: REDACTED if k in hidden_query else v for k, v in request.query.items()}
+    """The request as TriggerLaunched keeps it, redacted as the gateway does (the admin token too:
+    ``Authorization`` is always redacted)."""
+    headers, query = redact(trigger, request)
     return LaunchRequest(
         method=request.method,
         path=request.path,
