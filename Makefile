@@ -13,11 +13,12 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup setup-postgres run test test-quick bench events docs lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup setup-postgres run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
 	@echo "make setup        install uv, the workspace (.venv) and the Kafka broker jars"
 	@echo "make run          broker + every service + demo receiver with examples/hookrun.yaml; Ctrl-C stops all"
+	@echo "make chaos        5,000 signed launches while every service and the broker are killed and restarted"
 	@echo "make bench        the benchmark: every figure beside its same-run baseline (bench/results/)"
 	@echo "make events RUN_ID=<id>   a run's CloudEvents as stored on Kafka"
 	@echo "make docs         regenerate event schemas, docs/asyncapi.yaml and docs/events.md"
@@ -90,6 +91,10 @@ run: setup
 
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Its own broker and system on free ports; CHAOS_ARGS='--launches 5000 --rate 50 --scale 2'.
+chaos: setup
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 events: $(SYNCED)
 	$(PY) -m hookrun.dev.events --run-id "$(RUN_ID)"

@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -462,11 +463,21 @@ async def serve(settings: Settings, config: HookrunConfig) -> int:
     log.info("runner %s consuming %s", runner_id, topics.named(topics.RUNS, ns))
     try:
         await runner.run()
+    except Exception:
+        if runner.fatal is None:
+            raise
+        # A publish Kafka did not acknowledge (logged by _fail): end the session with 1.
     finally:
-        await runner.executor.stop()
-        await consumer.stop()
-        await index.stop()
-        await publisher.stop()
+        for close in (runner.executor.stop, consumer.stop, index.stop, publisher.stop):
+            try:
+                await close()
+            except BaseException as exc:
+                # After a Kafka failure the session is discarded anyway; aiokafka's stop() can
+                # then raise (even CancelledError from its fetcher), which must not end the
+                # process instead of restarting the session.
+                if runner.fatal is None:
+                    raise
+                log.warning("closing a failed session: %r", exc)
         if health is not None:
             health.close()
     return 1 if runner.fatal is not None else 0
@@ -486,4 +497,10 @@ def main() -> None:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
-    sys.exit(asyncio.run(serve(settings, config)))
+    # A publish Kafka did not acknowledge (e.g. the broker restarting) ends the session with 1:
+    # its state is dropped and a fresh session replays from the committed watermarks, exactly
+    # as a restarted process would. `make run` supervises nothing, so the process must not die.
+    while (code := asyncio.run(serve(settings, config))) == 1:
+        log.warning("restarting the runner session after a Kafka failure")
+        time.sleep(1.0)
+    sys.exit(code)
