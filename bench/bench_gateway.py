@@ -13,7 +13,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.loadgen import Result, build_request, closed_loop, open_loop
+from bench.loadgen import Result, build_request, open_loop, versus
+from bench.noop_app import noop_process
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events import LaunchRequest, TriggerLaunched, encode, topics
 from hookrun.events.kafka import ensure_topics, producer_settings
@@ -78,7 +79,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
     tmp = Path(tempfile.mkdtemp(prefix="hookrun-bench-"))
     config = tmp / "bench.yaml"
     config.write_text(CONFIG)
-    gw_port, noop_port = free_port(), free_port()
+    gw_port = free_port()
     gateway = ServiceProcess(
         "bench-gateway",
         "hookrun.gateway",
@@ -92,26 +93,14 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
         tmp,
         health_url=f"http://127.0.0.1:{gw_port}/healthz",
     )
-    noop = ServiceProcess(
-        "bench-noop",
-        "bench.noop_app",
-        {"PORT": str(noop_port)},
-        tmp,
-        health_url=f"http://127.0.0.1:{noop_port}/healthz",
-    )
+    noop, noop_port = noop_process(tmp)
     launch = build_request("127.0.0.1", gw_port, "/api/v0/launch/bench/", BODY, _signed_headers())
     noop_req = build_request("127.0.0.1", noop_port, "/noop", BODY, _signed_headers())
     try:
         noop.start(wait_s=30)
         gateway.start(wait_s=60)
-        # warm up both (connections, JIT-free but caches, Kafka metadata)
-        await closed_loop("127.0.0.1", gw_port, launch, concurrency=8, seconds=1)
-        await closed_loop("127.0.0.1", noop_port, noop_req, concurrency=8, seconds=1)
-        base_max = await closed_loop(
-            "127.0.0.1", noop_port, noop_req, concurrency=CONCURRENCY, seconds=seconds
-        )
-        gw_max = await closed_loop(
-            "127.0.0.1", gw_port, launch, concurrency=CONCURRENCY, seconds=seconds
+        gw_max, base_max = await versus(
+            gw_port, launch, noop_port, noop_req, concurrency=CONCURRENCY, seconds=seconds
         )
         _check(gw_max, 202, "gateway")
         half = max(gw_max.rate / 2, 10)

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.loadgen import build_request, closed_loop
+from bench.loadgen import build_request, versus
+from bench.noop_app import noop_process
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events import RunStatus, encode, topics
 from hookrun.events.kafka import consumer_settings, ensure_topics, partitions_of, producer_settings
@@ -95,7 +96,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
 
     config = tmp / "bench.yaml"
     config.write_text(CONFIG)
-    port, noop_port = free_port(), free_port()
+    port = free_port()
     status = ServiceProcess(
         "bench-status",
         "hookrun.status",
@@ -110,13 +111,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
         tmp,
         health_url=f"http://127.0.0.1:{port}/healthz",
     )
-    noop = ServiceProcess(
-        "bench-noop",
-        "bench.noop_app",
-        {"PORT": str(noop_port)},
-        tmp,
-        health_url=f"http://127.0.0.1:{noop_port}/healthz",
-    )
+    noop, noop_port = noop_process(tmp)
     body = orjson.dumps({"run_id": last_run})
     headers = {"X-Token": "tok", "Content-Type": "application/json"}
     info_req = build_request("127.0.0.1", port, "/api/v0/launch/tok/run/", body, headers)
@@ -124,13 +119,8 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
     try:
         noop.start(wait_s=30)
         status.start(wait_s=60)
-        await closed_loop("127.0.0.1", port, info_req, concurrency=8, seconds=1)
-        await closed_loop("127.0.0.1", noop_port, noop_req, concurrency=8, seconds=1)
-        base = await closed_loop(
-            "127.0.0.1", noop_port, noop_req, concurrency=CONCURRENCY, seconds=seconds
-        )
-        info = await closed_loop(
-            "127.0.0.1", port, info_req, concurrency=CONCURRENCY, seconds=seconds
+        info, base = await versus(
+            port, info_req, noop_port, noop_req, concurrency=CONCURRENCY, seconds=seconds
         )
         if set(info.statuses) != {200}:
             raise RuntimeError(f"run info answered {dict(info.statuses)}:\n{status.tail()}")

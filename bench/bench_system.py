@@ -38,7 +38,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.loadgen import Result, build_request, closed_loop, open_loop
-from hookrun.dev.procs import ServiceProcess, free_port
+from bench.noop_app import noop_process
+from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.receiver import Received, Receiver
 from hookrun.events import topics
 from hookrun.events.kafka import consumer_settings, partitions_of, producer_settings
@@ -260,14 +261,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
         env={"LOG_LEVEL": "WARNING"},
         namespace_prefix="bench",
     )
-    noop_port = free_port()
-    noop = ServiceProcess(
-        "bench-noop",
-        "bench.noop_app",
-        {"PORT": str(noop_port)},
-        root,
-        health_url=f"http://127.0.0.1:{noop_port}/healthz",
-    )
+    noop, noop_port = noop_process(root)
     runs_topic = topics.named(topics.RUNS, system.namespace)
     groups = [f"{system.namespace}.runner", f"{system.namespace}.notifier"]
     try:

@@ -121,3 +121,28 @@ async def open_loop(
     while not pool.empty():
         pool.get_nowait()[1].close()
     return result
+
+
+async def versus(
+    port: int,
+    request: bytes,
+    base_port: int,
+    base_request: bytes,
+    *,
+    concurrency: int,
+    seconds: float,
+) -> tuple[Result, Result]:
+    """Warm both servers up, then measure the baseline's and the service's maximum rate back to back.
+
+    Returns (service, baseline). Same client, same concurrency, same machine state: the ratio
+    of the two rates is the figure to report.
+    """
+    await closed_loop("127.0.0.1", port, request, concurrency=8, seconds=1)
+    await closed_loop("127.0.0.1", base_port, base_request, concurrency=8, seconds=1)
+    base = await closed_loop(
+        "127.0.0.1", base_port, base_request, concurrency=concurrency, seconds=seconds
+    )
+    service = await closed_loop(
+        "127.0.0.1", port, request, concurrency=concurrency, seconds=seconds
+    )
+    return service, base

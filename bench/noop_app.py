@@ -1,9 +1,12 @@
 """The baseline: a no-op FastAPI POST endpoint served with the gateway's uvicorn settings."""
 
 import os
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+
+from hookrun.dev.procs import ServiceProcess, free_port
 
 app = FastAPI()
 
@@ -17,6 +20,19 @@ async def noop(request: Request) -> Response:
 @app.get("/healthz")
 async def healthz() -> dict[str, bool]:
     return {"ok": True}
+
+
+def noop_process(log_dir: Path) -> tuple[ServiceProcess, int]:
+    """The baseline server as a process (not started) and its port; POST /noop answers 202."""
+    port = free_port()
+    proc = ServiceProcess(
+        "bench-noop",
+        "bench.noop_app",
+        {"PORT": str(port)},
+        log_dir,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    return proc, port
 
 
 if __name__ == "__main__":
