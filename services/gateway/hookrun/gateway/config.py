@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     #: How long a launch waits for Kafka's acknowledgement before answering 503.
     hookrun_kafka_timeout_s: PositiveFloat = 5.0
     #: How long the producer waits to fill a batch: higher batches more launches per request.
-    hookrun_kafka_linger_ms: int = 1
+    hookrun_kafka_linger_ms: int = 0
     #: Seconds a sender is told to wait (Retry-After) when Kafka is unavailable.
     hookrun_retry_after_s: PositiveInt = 5
     hookrun_dedupe_window_s: PositiveInt = topics.DEDUPE_WINDOW_S
