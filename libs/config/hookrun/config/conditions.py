@@ -22,6 +22,7 @@ from hookrun.config.model import (
     Trigger,
 )
 from hookrun.config.templating import PayloadPathError, lookup_path
+from hookrun.events.runs import LaunchRequest
 
 __all__ = [
     "FALLBACK_DELIVERY_HEADERS",
@@ -332,3 +333,17 @@ def redact(trigger: Trigger, request: InboundRequest) -> tuple[dict[str, str], d
         headers[lowered] = REDACTED if lowered in hidden_headers else value
     query = {k: REDACTED if k in hidden_query else v for k, v in request.query.items()}
     return headers, query
+
+
+def recorded_request(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
+    """The request as TriggerLaunched keeps it: raw body, secrets that authenticated it redacted."""
+    headers, query = redact(trigger, request)
+    return LaunchRequest(
+        method=request.method,
+        path=request.path,
+        query=query,
+        headers=headers,
+        content_type=headers.get("content-type"),
+        remote_addr=request.remote_addr,
+        body_b64=base64.b64encode(request.body).decode(),
+    )

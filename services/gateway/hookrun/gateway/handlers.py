@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -11,12 +10,11 @@ from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import (
     check_conditions,
     delivery_id,
-    redact,
+    recorded_request,
 )
 from hookrun.config.templating import render_response
 from hookrun.events import (
     InboundDeliveryRecorded,
-    LaunchRequest,
     TriggerLaunched,
     TriggerLogged,
     new_id,
@@ -96,7 +94,7 @@ async def launch(
             run_id=run_id,
             trigger_id=trigger.id,
             config_version=deps.config.config_version,
-            request=_recorded(trigger, request),
+            request=recorded_request(trigger, request),
             delivery_id=delivery,
             is_test=is_test,
             account=verdict.account,
@@ -152,18 +150,4 @@ def _logged(
         content_length=len(request.body),
         delivery_id=delivery,
         run_id=run_id,
-    )
-
-
-def _recorded(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
-    """The request as TriggerLaunched keeps it: secrets that authenticated it are redacted."""
-    headers, query = redact(trigger, request)
-    return LaunchRequest(
-        method=request.method,
-        path=request.path,
-        query=query,
-        headers=headers,
-        content_type=headers.get("content-type"),
-        remote_addr=request.remote_addr,
-        body_b64=base64.b64encode(request.body).decode(),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,9 +11,8 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
-from hookrun.config.conditions import check_conditions, redact
+from hookrun.config.conditions import check_conditions, recorded_request
 from hookrun.events import (
-    LaunchRequest,
     RedeliveryRequested,
     RunCancelRequested,
     TriggerLaunched,
@@ -187,24 +185,9 @@ async def launch_test_run(trigger_id: str, request: InboundRequest, deps: Deps) 
         run_id=run_id,
         trigger_id=trigger.id,
         config_version=deps.config.config_version,
-        request=recorded(trigger, request),
+        request=recorded_request(trigger, request),
         delivery_id=None,
         is_test=True,
     )
     await _append(deps, [launched])
     return {"run_id": run_id, "isTest": True}
-
-
-def recorded(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
-    """The request as TriggerLaunched keeps it, redacted as the gateway does (the admin token too:
-    ``Authorization`` is always redacted)."""
-    headers, query = redact(trigger, request)
-    return LaunchRequest(
-        method=request.method,
-        path=request.path,
-        query=query,
-        headers=headers,
-        content_type=headers.get("content-type"),
-        remote_addr=request.remote_addr,
-        body_b64=base64.b64encode(request.body).decode(),
-    )
