@@ -128,6 +128,8 @@ class Report:
     recovery_seconds: float = 0.0
     faults: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: On failure: hookrun's own warnings and errors from each service's log (last ones).
+    service_warnings: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -193,6 +195,9 @@ class Report:
         ]
         for run_id, types in self.pending_runs.items():
             lines.append(f"  pending {run_id}: {' '.join(types) or 'no events'}")
+        for service, found in self.service_warnings.items():
+            lines.append(f"  {service}: {len(found)} warnings/errors of hookrun (last ones)")
+            lines += [f"    {line}" for line in found[-25:]]
         lines.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
         return "\n".join(lines)
 
@@ -607,9 +612,25 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
         )
         report.unacknowledged_runs_finished = len(finished.keys() - acked)
         report.judge()
+        if not report.passed:
+            report.service_warnings = service_warnings(system.root / "logs")
         return report
     finally:
         system.stop()
+
+
+def service_warnings(logs: Path) -> dict[str, list[str]]:
+    """hookrun's own WARNING/ERROR lines of each service log (aiokafka's retries left out)."""
+    out = {}
+    for path in sorted(logs.glob("*.log")):
+        lines = [
+            line[:300]
+            for line in path.read_text(errors="replace").splitlines()
+            if (" WARNING hookrun" in line or " ERROR hookrun" in line)
+        ]
+        if lines:
+            out[path.stem] = lines
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

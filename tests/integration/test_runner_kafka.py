@@ -74,6 +74,7 @@ steps:
   - {name: once, command: ["python3", "{config_dir}/step.py", "once", "{config_dir}/marker"], retries: 1}
   - {name: authed, command: ["true"], env: {TOKEN: "${env:HOOKRUN_TEST_MISSING_TOKEN}"}}
   - {name: noop, command: ["true"]}
+  - {name: pause, command: ["python3", "{config_dir}/step.py", "sleep", "3"]}
   - {name: node_a, command: ["python3", "{config_dir}/step.py", "node", "a"], inputs: [{name: payload}]}
   - {name: node_b, command: ["python3", "{config_dir}/step.py", "node", "b"]}
   - {name: node_c, command: ["python3", "{config_dir}/step.py", "node", "c"]}
@@ -97,6 +98,7 @@ triggers:
   - {id: once, title: o, actions: [{action: run_execution, step: once}]}
   - {id: authed, title: a, actions: [{action: run_execution, step: authed}]}
   - {id: noop, title: n, actions: [{action: run_execution, step: noop}]}
+  - {id: pause, title: p, actions: [{action: run_execution, step: pause}]}
   - {id: chain, title: c, actions: [{action: run_pipeline, pipeline: chain, payload_input: a.payload}]}
   - {id: broken, title: b, actions: [{action: run_pipeline, pipeline: broken}]}
   - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}"}]}
@@ -492,5 +494,36 @@ async def test_two_runners_split_the_partitions_and_run_every_run_once(kafka_boo
             assert finish(evs).status == "SUCCESS"
             runners.add(started[0].runner_id)
         assert len(runners) == 2
+    finally:
+        await h.stop()
+
+
+async def test_a_broker_outage_delays_the_runs_under_way_and_aborts_none(spare_kafka, tmp_path):
+    """Executions that finish while the broker is away report once it is back: nothing aborted."""
+    h = await Harness(spare_kafka.bootstrap, tmp_path).start()
+    try:
+        runner = h.runner(HOOKRUN_RUNNER_LEASE_S="60")
+        run_ids = [await h.launch("pause") for _ in range(3)]
+
+        def all_started(evs: list[Event]) -> bool:
+            started = {e.run_id for e in evs if e.type == "hookrun.execution.started"}
+            return set(run_ids) <= started
+
+        await h.events(all_started)
+        assert spare_kafka.stop()
+        # The 3 s executions finish while the broker is away, longer than a send's timeout
+        # (10 s): their reports are sent again until it is back.
+        await asyncio.sleep(12)
+        spare_kafka.start()
+        found = await h.finished(run_ids, timeout_s=60)
+        for run_id, evs in found.items():
+            finished = [e for e in evs if e.type == FINISHED]
+            # a report sent again after a timeout may be appended twice: same event, same id
+            assert {e.event_id for e in finished} == {finished[0].event_id}, run_id
+            assert finished[0].status == "SUCCESS", finished[0]
+            statuses = {e.status for e in evs if e.type == "hookrun.execution.finished"}
+            assert statuses == {"SUCCESS"}, (run_id, types(evs))
+        assert runner.proc is not None and runner.proc.poll() is None
+        assert "restarting the runner session" not in runner.tail(400)
     finally:
         await h.stop()

@@ -12,12 +12,13 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import OffsetAndMetadata
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
@@ -25,6 +26,7 @@ from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
 from hookrun.events.codec import encode
 from hookrun.events.kafka import (
+    KafkaUnavailable,
     Publisher,
     consumer_settings,
     decode_or_dead_letter,
@@ -78,6 +80,7 @@ class PartitionState:
     replay_end: int
     live: bool
     last_commit: tuple[int, int] | None = None
+    assigned_at: float = field(default_factory=time.monotonic)
 
 
 class Runner:
@@ -145,7 +148,15 @@ class Runner:
         return part is not None and part.live
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Append events (acks=all); a failure stops the runner, whose successor replays."""
+        """Append events (acks=all), sending them again until Kafka acknowledges them.
+
+        A broker that restarts or loses leadership only delays the runner: what its executions
+        reported is kept and appended once the broker is back, instead of being thrown away
+        with the session (which would abort every run under way). A repeated send may append an
+        event twice; every consumer applies events idempotently (by id, first writer wins).
+        Errors no retry can mend (a record too large, a producer fenced or closed) stop the
+        session: its successor replays.
+        """
         if not events:
             return
         # Callers applied the events to the runs of the table without awaiting since, so a run
@@ -156,19 +167,33 @@ class Runner:
                 if run is not None and self.owns(run):
                     self._applied[event.event_id.encode()] = run.partition
         stamp = self.publisher.source
-        try:
-            async with self._send_lock:
-                futures = []
-                for event in events:
-                    if isinstance(event, PipelineDefined):
-                        self.index.remember(event)
-                    # The service stamps itself as the source while encoding (no model copy).
-                    source = stamp if event.source == "hookrun" else None
-                    futures.append(await self.publisher.send_record(encode(event, source=source)))
-            await self.publisher.wait(futures)
-        except Exception as exc:
-            self._fail(exc)
-            raise
+        records = []
+        for event in events:
+            if isinstance(event, PipelineDefined):
+                self.index.remember(event)
+            # The service stamps itself as the source while encoding (no model copy).
+            records.append(encode(event, source=stamp if event.source == "hookrun" else None))
+        delay = 0.2
+        while True:
+            try:
+                async with self._send_lock:
+                    futures = [await self.publisher.send_record(record) for record in records]
+                await self.publisher.wait(futures)
+                return
+            except KafkaUnavailable as exc:
+                if self.stopping.is_set():
+                    raise
+                if not _retriable(exc):
+                    self._fail(exc)
+                    raise
+                log.warning(
+                    "kafka did not acknowledge %d events (%s); sending them again in %.1f s",
+                    len(records),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _fail(self, exc: BaseException) -> None:
         log.error("cannot append events (%r): stopping; another runner will replay", exc)
@@ -225,7 +250,10 @@ class Runner:
                     )
                 else:
                     self.executor.submit(spec)
-            if run.finished is not None:
+            # Only the publish that carried the run's RunFinished may end it here: a concurrent
+            # reconcile may have applied a RunFinished whose append is still unacknowledged, and
+            # until it is acknowledged the run must hold the low watermark.
+            if run.finished is not None and any(e is run.finished for e in plan.events):
                 self.table.forget(run.run_id, finished=True)
 
     def _spawn(self, coro: Any) -> None:
@@ -255,6 +283,15 @@ class Runner:
             for record in records:
                 if record.offset < part.position:
                     continue
+                if record.offset > part.position and not part.live:
+                    # `runs` is neither compacted nor transactional: a gap means events were
+                    # skipped, and a run launched in it would be missing from the rebuild.
+                    log.warning(
+                        "partition %s replay skipped offsets %s..%s",
+                        tp.partition,
+                        part.position,
+                        record.offset - 1,
+                    )
                 part.position = record.offset + 1
                 if part.live and self._applied and _is_own_echo(record, self._applied):
                     continue
@@ -311,32 +348,56 @@ class Runner:
                 part.last_commit = (om.offset, decode_watermark(om.metadata, om.offset))
 
     async def _sweep(self) -> None:
-        """Reclaim executions whose lease ran out, and commit watermarks that moved."""
+        """Reclaim executions whose lease ran out, commit watermarks that moved, and now and then
+        reconcile every owned run.
+
+        The full pass is a safety net: whatever a run misses (an event lost with a failed
+        append, a reply that never came) is derived again from its state, as on a takeover.
+        """
         interval = min(1.0, self.lease_s / 4)
+        full_every = max(interval, min(10.0, self.lease_s / 2))
+        last_full = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
                 async with self._lock:
                     now = utcnow()
-                    expired = [
+                    full = time.monotonic() - last_full >= full_every
+                    if full:
+                        last_full = time.monotonic()
+                        self._warn_stalled_replays()
+                    due = [
                         run
                         for run in self.table.runs.values()
-                        if self.owns(run)
-                        and any(
-                            ex.started is not None
-                            and ex.lease_until is not None
-                            and ex.lease_until < now
-                            and self.executor.phase(ex.id) is None
-                            for ex in run.unfinished_executions()
-                        )
+                        if self.owns(run) and (full or self._lease_expired(run, now))
                     ]
-                    if expired:
-                        await self.reconcile(expired)
+                    if due:
+                        await self.reconcile(due)
                     await self._commit()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("lease sweep failed")
+
+    def _lease_expired(self, run: RunState, now: Any) -> bool:
+        """An execution of ``run`` that no live process of this runner holds lost its lease."""
+        return any(
+            ex.started is not None
+            and ex.lease_until is not None
+            and ex.lease_until < now
+            and self.executor.phase(ex.id) is None
+            for ex in run.unfinished_executions()
+        )
+
+    def _warn_stalled_replays(self) -> None:
+        for part in self.parts.values():
+            if not part.live and time.monotonic() - part.assigned_at > 30:
+                log.warning(
+                    "partition %s still replaying: at %s of %s",
+                    part.tp.partition,
+                    part.position,
+                    part.replay_end,
+                )
 
     async def assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """Seek each new partition to its low watermark; the loop replays it to its end."""
@@ -383,6 +444,15 @@ class Runner:
             "assigned": bool(self.parts) and all(p.live for p in self.parts.values()),
             "runs": len(self.table.runs),
         }
+
+
+def _retriable(exc: KafkaUnavailable) -> bool:
+    """Whether sending again can succeed: timeouts and lost leaders/connections, not a fenced or
+    closed producer or a record the broker refuses."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, TimeoutError | KafkaTimeoutError):
+        return True
+    return bool(getattr(cause, "retriable", False))
 
 
 def _is_own_echo(record: Any, applied: dict[bytes, int]) -> bool:
@@ -464,9 +534,9 @@ async def serve(settings: Settings, config: HookrunConfig) -> int:
     try:
         await runner.run()
     except Exception:
-        if runner.fatal is None:
+        if runner.fatal is None and not runner.stopping.is_set():
             raise
-        # A publish Kafka did not acknowledge (logged by _fail): end the session with 1.
+        # An append no retry can mend (logged by _fail): end the session with 1.
     finally:
         for close in (runner.executor.stop, consumer.stop, index.stop, publisher.stop):
             try:
@@ -497,9 +567,10 @@ def main() -> None:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
-    # A publish Kafka did not acknowledge (e.g. the broker restarting) ends the session with 1:
-    # its state is dropped and a fresh session replays from the committed watermarks, exactly
-    # as a restarted process would. `make run` supervises nothing, so the process must not die.
+    # An append Kafka refused for good (a fenced or closed producer; a broker that is merely
+    # away is waited for) ends the session with 1: its state is dropped and a fresh session
+    # replays from the committed watermarks, exactly as a restarted process would. `make run`
+    # supervises nothing, so the process must not die.
     while (code := asyncio.run(serve(settings, config))) == 1:
         log.warning("restarting the runner session after a Kafka failure")
         time.sleep(1.0)
