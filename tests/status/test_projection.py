@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hookrun.events import ExecutionCreated, PipelineCreated, RunStatus, topics
+from hookrun.events import (
+    ExecutionCreated,
+    ExecutionFinished,
+    PipelineCreated,
+    RunStatus,
+    topics,
+)
 from hookrun.status.store import Applied, RunFilter
 from tests.status.factories import launched, rejected, run_events
 
@@ -129,6 +135,19 @@ class TestAdminViews:
         assert delivery["state"] == "exhausted"
         assert [a["attempt"] for a in delivery["attempts"]] == [1, 2, 3]
         assert [a["status"] for a in detail["actions"]] == ["SUCCESS", "FAILURE"]
+
+    async def test_a_late_second_report_of_an_execution_changes_nothing(self, store, feed):
+        # a runner that lost its lease reports after the new owner aborted the execution
+        run = launched()
+        events = run_events(run, [OK], finish=False)
+        [finished] = [e for e in events if isinstance(e, ExecutionFinished)]
+        aborted = finished.model_copy(
+            update={"status": RunStatus.ABORTED, "exit_code": None, "error": "runner lost"}
+        )
+        late = finished.model_copy(update={"event_id": "late-report"})
+        await feed([run, *[aborted if e is finished else e for e in events], late])
+        [ex] = (await store.run_detail(run.run_id))["executions"]
+        assert (ex["status"], ex["exit_code"]) == ("ABORTED", None)
 
     async def test_runs_are_listed_newest_first_with_a_cursor(self, store, feed):
         runs = [launched() for _ in range(5)]

@@ -342,7 +342,10 @@ def _execution_finished(e: ExecutionFinished, at: Position) -> list[Op]:
         Op(
             "UPDATE executions SET status = ?, exit_code = ?,"
             " started_at = COALESCE(?, started_at), completed_at = ?, duration_ms = ?,"
-            " output = ?, stdout_tail = ?, stderr_tail = ?, error = ? WHERE execution_id = ?",
+            " output = ?, stdout_tail = ?, stderr_tail = ?, error = ?"
+            # first writer wins, as in the runner: a late report of an execution another runner
+            # already aborted changes nothing
+            " WHERE execution_id = ? AND completed_at IS NULL",
             (
                 e.status.value,
                 e.exit_code,
