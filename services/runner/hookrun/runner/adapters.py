@@ -35,6 +35,8 @@ Emit = Callable[[list[Event]], Awaitable[None]]
 TAIL_BYTES = 4096
 #: Time a process gets between SIGTERM and SIGKILL when it times out or is canceled.
 GRACE_S = 2.0
+#: A process that ends this soon is reported in one append (ExecutionStarted with its end).
+QUICK_S = 0.05
 
 _PR_SET_PDEATHSIG = 1
 
@@ -85,9 +87,11 @@ class ProcessExecutor:
         runner_id: str,
         emit: Emit,
         use_setpriv: bool = True,
+        quick_s: float = QUICK_S,
     ) -> None:
         self.data_dir = data_dir
         self.lease_s = lease_s
+        self.quick_s = quick_s
         self.runner_id = runner_id
         self._emit = emit
         self._sem = asyncio.Semaphore(concurrency)
@@ -239,41 +243,52 @@ class ProcessExecutor:
                     await self._emit([self._finished(spec, RunStatus.FAILURE, None, error=error)])
                     return
                 started_at = utcnow()
-                # Sent now, acknowledged in the background; Finished waits for it, so the order
-                # on the partition stays Started, Heartbeat..., Finished.
-                handle.starting = asyncio.ensure_future(
-                    self._emit(
-                        [
-                            ExecutionStarted(
-                                run_id=spec.run_id,
-                                execution_id=spec.execution_id,
-                                runner_id=self.runner_id,
-                                pid=proc.pid,
-                                lease_until=started_at + timedelta(seconds=self.lease_s),
-                                occurred_at=started_at,
-                            )
-                        ]
-                    )
+                started = ExecutionStarted(
+                    run_id=spec.run_id,
+                    execution_id=spec.execution_id,
+                    runner_id=self.runner_id,
+                    pid=proc.pid,
+                    lease_until=started_at + timedelta(seconds=self.lease_s),
+                    occurred_at=started_at,
                 )
-                heartbeat = asyncio.create_task(self._heartbeat(spec))
+                # Settled once ExecutionStarted is on the log (drop_partition waits for it).
+                handle.starting = asyncio.get_running_loop().create_future()
                 status: RunStatus | None = None
                 waiter = asyncio.create_task(proc.wait())
                 canceller = asyncio.create_task(handle.cancel.wait())
+                announce: asyncio.Future[None] | None = None
+                heartbeat: asyncio.Task[None] | None = None
                 try:
+                    # A process that ends within QUICK_S is reported in one append, Started
+                    # together with Finished (and what they cause): one acknowledgement per
+                    # execution instead of two. Its lease would protect nothing in that time.
                     done, _ = await asyncio.wait(
                         {waiter, canceller},
-                        timeout=spec.timeout_s,
+                        timeout=min(self.quick_s, spec.timeout_s),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
+                    if not done:
+                        # Sent now, acknowledged in the background; Finished waits for it, so
+                        # the order on the partition stays Started, Heartbeat..., Finished.
+                        announce = asyncio.ensure_future(self._emit([started]))
+                        announce.add_done_callback(lambda _: _settle(handle.starting))
+                        heartbeat = asyncio.create_task(self._heartbeat(spec))
+                        done, _ = await asyncio.wait(
+                            {waiter, canceller},
+                            timeout=max(0.0, spec.timeout_s - self.quick_s),
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
                     if waiter not in done:
                         status = RunStatus.CANCELED if canceller in done else RunStatus.TIMED_OUT
                         await _terminate(proc, waiter)
                 except asyncio.CancelledError:
                     # The runner stops: the process must not outlive it unsupervised.
                     _killpg(proc.pid, signal.SIGKILL)
+                    _settle(handle.starting)
                     raise
                 finally:
-                    heartbeat.cancel()
+                    if heartbeat is not None:
+                        heartbeat.cancel()
                     canceller.cancel()
                 tails = _tail_of(out), _tail_of(err)
         code = proc.returncode
@@ -285,10 +300,17 @@ class ProcessExecutor:
             RunStatus.TIMED_OUT: f"timed out after {spec.timeout_s:g} s",
             RunStatus.CANCELED: "run canceled",
         }.get(status)
-        await handle.starting
-        await self._emit(
-            [self._finished(spec, status, code, error=error, started_at=started_at, tails=tails)]
+        finished = self._finished(
+            spec, status, code, error=error, started_at=started_at, tails=tails
         )
+        if announce is None:
+            try:
+                await self._emit([started, finished])
+            finally:
+                _settle(handle.starting)
+        else:
+            await announce
+            await self._emit([finished])
 
     async def _heartbeat(self, spec: ExecutionSpec) -> None:
         while True:
@@ -338,6 +360,11 @@ class ProcessExecutor:
             stderr_tail=tails[1],
             error=error,
         )
+
+
+def _settle(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def _killpg(pid: int, sig: signal.Signals) -> None:

@@ -52,6 +52,8 @@ from hookrun.runner.state import RunState, RunTable
 log = logging.getLogger("hookrun.runner")
 
 _WATERMARK = "lw="
+#: The consume loop commits at most this often (the lease sweeper commits as well).
+COMMIT_INTERVAL_S = 0.5
 
 
 def new_runner_id() -> str:
@@ -128,6 +130,7 @@ class Runner:
         self._applied: dict[bytes, int] = {}
         self.fatal: BaseException | None = None
         self.stopping = asyncio.Event()
+        self._committed_at = 0.0
 
     @property
     def listener(self) -> ConsumerRebalanceListener:
@@ -322,10 +325,16 @@ class Runner:
                         touched[run.run_id] = run
         if touched:
             await self.reconcile(touched.values())
-        await self._commit()
+        # A commit is a round trip to the coordinator that every later launch would wait for;
+        # at most one per COMMIT_INTERVAL_S here (the sweeper commits too). Committing less
+        # often only lengthens a successor's replay: the watermark, not the position, keeps
+        # unfinished runs in it.
+        if time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
+            await self._commit()
 
     async def _commit(self) -> None:
         """Commit positions of live partitions, with the replay start in the metadata."""
+        self._committed_at = time.monotonic()
         offsets = {}
         live = {p.tp.partition: p.position for p in self.parts.values() if p.live}
         watermarks = self.table.low_watermarks(live)
