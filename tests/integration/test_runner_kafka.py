@@ -527,3 +527,25 @@ async def test_a_broker_outage_delays_the_runs_under_way_and_aborts_none(spare_k
         assert "restarting the runner session" not in runner.tail(400)
     finally:
         await h.stop()
+
+
+async def test_launches_beyond_the_backlog_wait_on_kafka_and_all_run(kafka_bootstrap, tmp_path):
+    h = await Harness(kafka_bootstrap, tmp_path).start()
+    try:
+        runner = h.runner(HOOKRUN_RUNNER_CONCURRENCY="1", HOOKRUN_RUNNER_MAX_BACKLOG="2")
+        run_ids = [await h.launch("pause") for _ in range(7)]
+        # One 3 s execution at a time: the runner holds a few runs (one running, two queued, one
+        # reporting), the rest wait on Kafka.
+        seen = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            health = _health(runner)
+            seen.append((health["runs"], health["backlog"], health["paused"]))
+            await asyncio.sleep(0.1)
+        assert max(runs for runs, _, _ in seen) <= 4, seen
+        assert max(backlog for _, backlog, _ in seen) <= 3, seen
+        assert any(paused for _, _, paused in seen), seen
+        found = await h.finished(run_ids, timeout_s=90)
+        assert all(finish(evs).status == "SUCCESS" for evs in found.values())
+    finally:
+        await h.stop()

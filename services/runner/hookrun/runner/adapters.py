@@ -60,6 +60,10 @@ class Executor(Protocol):
 
     def cancel(self, execution_id: str) -> None: ...
 
+    def backlog(self) -> int: ...
+
+    async def room(self, limit: int) -> None: ...
+
     async def drop_partition(self, partition: int) -> None: ...
 
     async def stop(self) -> None: ...
@@ -97,6 +101,8 @@ class ProcessExecutor:
         self._sem = asyncio.Semaphore(concurrency)
         self._handles: dict[str, _Handle] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # Set whenever an execution stops waiting for a slot (see room()).
+        self._moved = asyncio.Event()
         # util-linux `setpriv --pdeathsig KILL` sets the same death signal as the preexec hook,
         # but without a preexec_fn Python spawns with vfork instead of fork: the profile showed
         # fork of the runner's address space as half of its CPU time at high run rates.
@@ -108,6 +114,16 @@ class ProcessExecutor:
     def phase(self, execution_id: str) -> Phase:
         handle = self._handles.get(execution_id)
         return handle.phase if handle is not None else None
+
+    def backlog(self) -> int:
+        """Executions submitted that still wait for a slot."""
+        return sum(1 for h in self._handles.values() if h.phase == "queued")
+
+    async def room(self, limit: int) -> None:
+        """Return once fewer than ``limit`` executions wait for a slot."""
+        while self.backlog() >= limit:
+            self._moved.clear()
+            await self._moved.wait()
 
     def submit(self, spec: ExecutionSpec) -> None:
         if spec.execution_id in self._handles:
@@ -181,6 +197,7 @@ class ProcessExecutor:
             log.exception("execution %s failed in the runner", handle.spec.execution_id)
         finally:
             self._handles.pop(handle.spec.execution_id, None)
+            self._moved.set()
 
     def _prepare(self, spec: ExecutionSpec) -> tuple[Path, dict[str, str]]:
         base = self.data_dir / "executions" / spec.execution_id
@@ -220,6 +237,7 @@ class ProcessExecutor:
         # outside it, so acknowledgements never limit how many processes run.
         async with self._sem:
             handle.phase = "running"
+            self._moved.set()
             base, env = self._prepare(spec)
             # Open while the process lives: the tails are read back through the same files
             # (w+b) instead of being reopened.
@@ -417,6 +435,12 @@ class FakeExecutor:
 
     def cancel(self, execution_id: str) -> None:
         self.canceled.append(execution_id)
+
+    def backlog(self) -> int:
+        return 0
+
+    async def room(self, limit: int) -> None:
+        return None
 
     async def drop_partition(self, partition: int) -> None:
         self.dropped.append(partition)

@@ -54,6 +54,8 @@ log = logging.getLogger("hookrun.runner")
 _WATERMARK = "lw="
 #: The consume loop commits at most this often (the lease sweeper commits as well).
 COMMIT_INTERVAL_S = 0.5
+#: Records per getmany at most (fewer when the executions' queue is nearly full).
+MAX_RECORDS = 256
 
 
 def new_runner_id() -> str:
@@ -101,6 +103,7 @@ class Runner:
         concurrency: int,
         environ: Mapping[str, str] | None = None,
         executor: Executor | None = None,
+        max_backlog: int | None = None,
     ) -> None:
         self.config = config
         self.consumer = consumer
@@ -131,6 +134,9 @@ class Runner:
         self.fatal: BaseException | None = None
         self.stopping = asyncio.Event()
         self._committed_at = 0.0
+        #: Executions waiting for a slot beyond which the runner stops taking launches.
+        self.max_backlog = max_backlog if max_backlog is not None else 4 * concurrency
+        self._paused = False
 
     @property
     def listener(self) -> ConsumerRebalanceListener:
@@ -269,13 +275,33 @@ class Runner:
         sweeper = asyncio.create_task(self._sweep())
         try:
             while not self.stopping.is_set():
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=1000)
+                # Backpressure: while executions queue for a slot, launches wait on Kafka, not
+                # in memory. The consumer keeps polling (paused) so it stays in its group.
+                full = self.executor.backlog() >= self.max_backlog
+                self._pause(full)
+                if full:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.executor.room(self.max_backlog), 1.0)
+                    self._pause(self.executor.backlog() >= self.max_backlog)
+                # No more records than there is room for (echoes count too: they are cheap).
+                room = max(1, self.max_backlog - self.executor.backlog())
+                batches = await self.consumer.getmany(
+                    timeout_ms=0 if self._paused else 200, max_records=min(MAX_RECORDS, room)
+                )
                 async with self._lock:
                     await self._handle(batches)
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+
+    def _pause(self, full: bool) -> None:
+        """Pause every assigned partition while ``full`` (again after a rebalance), else resume."""
+        if full:
+            self.consumer.pause(*self.consumer.assignment())
+        elif self._paused:
+            self.consumer.resume(*self.consumer.assignment())
+        self._paused = full
 
     async def _handle(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
         touched: dict[str, RunState] = {}
@@ -452,6 +478,8 @@ class Runner:
             "partitions": sorted(self.parts),
             "assigned": bool(self.parts) and all(p.live for p in self.parts.values()),
             "runs": len(self.table.runs),
+            "backlog": self.executor.backlog(),
+            "paused": self._paused,
         }
 
 
@@ -524,6 +552,7 @@ async def serve(settings: Settings, config: HookrunConfig) -> int:
         runner_id=runner_id,
         lease_s=settings.hookrun_runner_lease_s,
         concurrency=settings.hookrun_runner_concurrency,
+        max_backlog=settings.hookrun_runner_max_backlog or None,
     )
     loop = asyncio.get_running_loop()
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):

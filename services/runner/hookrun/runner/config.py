@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import topics
@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     hookrun_data_dir: Path = Path(".hookrun/data")
     #: Executions this runner process runs at once; more wait in a queue.
     hookrun_runner_concurrency: PositiveInt = 8
+    #: Executions waiting for a slot beyond which the runner takes no more launches from Kafka
+    #: (they wait there, not in memory); 0 means 4 x concurrency.
+    hookrun_runner_max_backlog: NonNegativeInt = 0
     #: How long an execution's lease lasts without a heartbeat before another runner takes over.
     hookrun_runner_lease_s: PositiveFloat = 30.0
     #: Consumer session timeout: how soon a dead runner's partitions move to another instance.
