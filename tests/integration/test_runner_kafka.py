@@ -447,7 +447,7 @@ async def test_a_killed_runners_executions_are_aborted_or_retried_by_the_next_on
         while not (tmp_path / "marker").exists() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         a.kill()
-        # the executions died with their runner (PR_SET_PDEATHSIG)
+        # the executions died with their runner (the execution guard)
         deadline = time.monotonic() + 5
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

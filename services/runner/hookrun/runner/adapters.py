@@ -26,6 +26,7 @@ from hookrun.events.runs import (
     PipelineDefined,
     RunStatus,
 )
+from hookrun.runner.guard import Guard
 from hookrun.runner.handlers import ExecutionSpec, Phase
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class ProcessExecutor:
         lease_s: float,
         runner_id: str,
         emit: Emit,
-        use_setpriv: bool = True,
+        use_guard: bool = True,
         quick_s: float = QUICK_S,
     ) -> None:
         self.data_dir = data_dir
@@ -103,12 +104,19 @@ class ProcessExecutor:
         self._background: set[asyncio.Task[Any]] = set()
         # Set whenever an execution stops waiting for a slot (see room()).
         self._moved = asyncio.Event()
-        # util-linux `setpriv --pdeathsig KILL` sets the same death signal as the preexec hook,
-        # but without a preexec_fn Python spawns with vfork instead of fork: the profile showed
-        # fork of the runner's address space as half of its CPU time at high run rates.
+        # Executions must not outlive a killed runner. The guard process kills them when the
+        # runner dies (see guard.py); without one, a parent-death signal per execution does:
+        # util-linux `setpriv --pdeathsig KILL` (an extra exec per execution), else a preexec
+        # hook (which makes Python fork the runner instead of vforking it).
+        self._guard: Guard | None = None
+        if use_guard:
+            try:
+                self._guard = Guard()
+            except OSError as exc:
+                log.warning("no execution guard (%r): using a parent-death signal instead", exc)
         setpriv = shutil.which("setpriv")
         self._wrapper: tuple[str, ...] = (
-            (setpriv, "--pdeathsig", "KILL", "--") if setpriv and use_setpriv else ()
+            (setpriv, "--pdeathsig", "KILL", "--") if setpriv and self._guard is None else ()
         )
 
     def phase(self, execution_id: str) -> Phase:
@@ -182,6 +190,8 @@ class ProcessExecutor:
         tasks += list(self._background)
         if tasks:
             await asyncio.wait(tasks, timeout=GRACE_S + 3)
+        if self._guard is not None:
+            await asyncio.to_thread(self._guard.close)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -242,18 +252,21 @@ class ProcessExecutor:
             # Open while the process lives: the tails are read back through the same files
             # (w+b) instead of being reopened.
             with (base / "stdout").open("w+b") as out, (base / "stderr").open("w+b") as err:
+                guard = self._guard
                 try:
                     proc = await asyncio.create_subprocess_exec(
                         *self._wrapper,
                         *spec.argv,
                         cwd=base / "work",
-                        env=env,
+                        env={**env, **guard.env} if guard else env,
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=out,
                         stderr=err,
                         start_new_session=True,  # its own group: a timeout kills its children
-                        preexec_fn=None if self._wrapper else _die_with_parent,
+                        preexec_fn=None if guard or self._wrapper else _die_with_parent,
                     )
+                    if guard:
+                        guard.register(proc.pid)
                 except OSError as exc:
                     proc = None
                     error = f"cannot start: {exc}"
@@ -308,6 +321,8 @@ class ProcessExecutor:
                     if heartbeat is not None:
                         heartbeat.cancel()
                     canceller.cancel()
+                    if guard:
+                        guard.release(proc.pid)
                 tails = _tail_of(out), _tail_of(err)
         code = proc.returncode
         if status is None:
