@@ -1,9 +1,10 @@
-"""The notifier's I/O: the HTTP sender (one guarded transport per subscription) and its Fake twin."""
+"""The notifier's I/O: the HTTP sender (one guarded pool per subscription) and its Fake twin."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from typing import Protocol
 
 import httpx
 
-from hookrun.notifier.ssrf import Resolver, TargetRefused, guarded_transport, system_resolver
+from hookrun.notifier.pool import HttpError, Pool, Target, request_bytes
+from hookrun.notifier.ssrf import Resolver, TargetRefused, system_resolver
 
 EXCERPT_CHARS = 500
 
@@ -57,22 +59,20 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - base)
 
 
-#: The headers httpx.AsyncClient would add; the sender talks to the transport directly.
+#: Headers of every attempt besides the signed ones (no accept-encoding: answers come as is).
 DEFAULT_HEADERS = {
     "accept": "*/*",
-    "accept-encoding": "gzip, deflate",
-    "connection": "keep-alive",
-    "user-agent": f"python-httpx/{httpx.__version__}",
+    "user-agent": "hookrun-notifier",
 }
 
 
 class HttpSender:
-    """Sender over httpx with the SSRF guard; each subscription gets its own transport and pool.
+    """Sender with the SSRF guard; each subscription gets its own connection pool.
 
     Separate pools mean a subscriber that hangs holds only its own connections, never the
-    slots another subscription needs. Requests go straight to the transport: the client's
-    cookie jar, auth and redirect layers are not wanted here (redirects are never followed,
-    a redirect could point anywhere, past the guard's intent) and cost a third of an attempt.
+    slots another subscription needs. Redirects are never followed (a redirect could point
+    anywhere, past the guard's intent). The client is :mod:`hookrun.notifier.pool`: httpx's
+    layers cost several times the rest of an attempt (docs/notifier.md, Performance).
     """
 
     def __init__(
@@ -82,45 +82,49 @@ class HttpSender:
         allow_private: bool,
         concurrency: int,
         resolver: Resolver = system_resolver,
+        keepalive_expiry_s: float = 30.0,
     ) -> None:
         self._timeout_s = timeout_s
-        self._timeouts = httpx.Timeout(timeout_s).as_dict()
         self._allow_private = allow_private
         self._concurrency = concurrency
         self._resolver = resolver
-        self._transports: dict[str, httpx.AsyncBaseTransport] = {}
+        self._keepalive_expiry_s = keepalive_expiry_s
+        self._pools: dict[str, Pool] = {}
+        self._targets: dict[str, Target | httpx.InvalidURL] = {}
+        self._ssl: ssl.SSLContext | None = None
 
-    def _transport(self, subscription_id: str) -> httpx.AsyncBaseTransport:
-        transport = self._transports.get(subscription_id)
-        if transport is None:
-            limits = httpx.Limits(
+    def _ssl_context(self) -> ssl.SSLContext:
+        # Made on the first https target only (loading the CA bundle costs ~0.2 s of CPU),
+        # and shared by every subscription. Verification and CAs as httpx's defaults.
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context(trust_env=False)
+        return self._ssl
+
+    def _pool(self, subscription_id: str) -> Pool:
+        pool = self._pools.get(subscription_id)
+        if pool is None:
+            pool = self._pools[subscription_id] = Pool(
                 max_connections=self._concurrency,
-                max_keepalive_connections=self._concurrency,
-                keepalive_expiry=30,
+                keepalive_expiry=self._keepalive_expiry_s,
+                resolver=self._resolver,
+                allow_private=self._allow_private,
+                ssl_context=self._ssl_context,
             )
-            transport = guarded_transport(
-                self._resolver, allow_private=self._allow_private, limits=limits
-            )
-            self._transports[subscription_id] = transport
-        return transport
+        return pool
 
-    async def _post(
-        self, subscription_id: str, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> httpx.Response:
-        request = httpx.Request(
-            "POST",
-            url,
-            content=body,
-            headers={**DEFAULT_HEADERS, **headers},
-            extensions={"timeout": self._timeouts},
-        )
-        response = await self._transport(subscription_id).handle_async_request(request)
-        response.request = request
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
+    def _target(self, url: str) -> Target:
+        target = self._targets.get(url)
+        if target is None:
+            try:
+                target = Target.parse(url)
+            except httpx.InvalidURL as exc:
+                target = exc
+            if len(self._targets) > 10_000:
+                self._targets.clear()
+            self._targets[url] = target
+        if isinstance(target, httpx.InvalidURL):
+            raise target
+        return target
 
     async def send(
         self, subscription_id: str, url: str, body: bytes, headers: Mapping[str, str]
@@ -131,9 +135,11 @@ class HttpSender:
             return int((time.perf_counter() - started) * 1000)
 
         try:
-            # httpx's timeout is per phase; the overall bound keeps a trickling answer in check.
+            target = self._target(url)
+            request = request_bytes(target, {**DEFAULT_HEADERS, **headers}, body)
+            # One bound for the whole attempt: connecting, writing, and a trickling answer.
             async with asyncio.timeout(self._timeout_s):
-                response = await self._post(subscription_id, url, body, headers)
+                response = await self._pool(subscription_id).request(target, request)
         except TargetRefused as exc:
             return SendResult(None, elapsed(), error=str(exc), refused=True)
         except httpx.InvalidURL as exc:
@@ -141,20 +147,18 @@ class HttpSender:
             return SendResult(None, elapsed(), error=f"invalid URL: {exc}", refused=True)
         except TimeoutError:
             return SendResult(None, elapsed(), error=f"timed out after {self._timeout_s}s")
-        except httpx.TimeoutException as exc:
-            return SendResult(None, elapsed(), error=f"timed out: {type(exc).__name__}")
-        except httpx.HTTPError as exc:
+        except (HttpError, OSError) as exc:
             return SendResult(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS])
         return SendResult(
-            response.status_code,
+            response.status,
             elapsed(),
             excerpt=response.text[:EXCERPT_CHARS],
             retry_after_s=parse_retry_after(response.headers.get("retry-after")),
         )
 
     async def close(self) -> None:
-        for transport in self._transports.values():
-            await transport.aclose()
+        for pool in self._pools.values():
+            await pool.aclose()
 
 
 class FakeSender:

@@ -55,12 +55,82 @@ class Lane:
                 continue
             delivery.in_flight = True
             try:
-                await self._notifier.attempt(delivery)
+                events = await handlers.attempt_delivery(delivery, self._notifier.deps)
             except Exception:
                 log.exception("attempt of %s failed unexpectedly", delivery.message_id)
-            finally:
                 delivery.in_flight = False
-            self._notifier.schedule(delivery)
+                self._notifier.schedule(delivery)
+                continue
+            # The delivery stays in flight until its events are durable (Recorder).
+            await self._notifier.recorder.record(delivery, events)
+
+
+class Recorder:
+    """Appends the events of finished attempts in batches: one acks=all publish per batch.
+
+    A worker hands over an attempt's events and goes on to its next attempt, so a lane's
+    connections do not wait for Kafka's acknowledgement. The delivery stays in flight (never
+    attempted again) until its events are acknowledged; only then does the Book apply them
+    and schedule what follows, so a commit never outruns the record. At most ``limit``
+    attempts wait unrecorded: past that, workers wait too, so a Kafka outage stalls sending
+    rather than piling up attempts that a crash would make again.
+    """
+
+    def __init__(self, notifier: Notifier, limit: int) -> None:
+        self._notifier = notifier
+        self._room = asyncio.Semaphore(limit)
+        self._pending: list[tuple[Delivery, list[Event]]] = []
+        self._wakeup = asyncio.Event()
+        #: Attempts handed over (or waiting for room) and not yet recorded and applied.
+        self._unrecorded = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, delivery: Delivery, events: list[Event]) -> None:
+        """Queue an attempt's events for the next batch; wait only while ``limit`` are queued."""
+        self._unrecorded += 1
+        self._idle.clear()
+        try:
+            await self._room.acquire()
+        except BaseException:  # cancelled while waiting: never handed over
+            self._done(1)
+            raise
+        self._pending.append((delivery, events))
+        self._wakeup.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_forever())
+
+    async def drain(self) -> None:
+        """Return once everything handed over so far is recorded and applied."""
+        await self._idle.wait()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            # Everything handed over while the previous batch was being acknowledged.
+            batch, self._pending = self._pending, []
+            try:
+                await self._notifier.record(batch)
+            except Exception:
+                log.exception("recording %d attempts failed unexpectedly", len(batch))
+                for delivery, _ in batch:  # not recorded: the attempts are made again
+                    delivery.in_flight = False
+                    self._notifier.schedule(delivery)
+            finally:
+                for _ in batch:
+                    self._room.release()
+                self._done(len(batch))
+
+    def _done(self, n: int) -> None:
+        self._unrecorded -= n
+        if not self._unrecorded:
+            self._idle.set()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -90,7 +160,12 @@ class Notifier:
         self.namespace = namespace
         self.topic = topics.named(topics.RUNS, namespace)
         group = "notifier" if namespace == topics.NAMESPACE else f"{namespace}.notifier"
-        self._consumer_settings = consumer_settings(bootstrap, "notifier", group=group)
+        self._consumer_settings = {
+            **consumer_settings(bootstrap, "notifier", group=group),
+            # No fetch_min_bytes: waiting for 16 KiB saved fetches (half the records are echoes
+            # of our own DeliveryAttempted) but held a lone run's notification up to
+            # fetch_max_wait_ms (20 ms), a third of the end-to-end latency goal.
+        }
         self._bootstrap = bootstrap
         self.publisher = publisher
         self._concurrency = concurrency
@@ -102,6 +177,9 @@ class Notifier:
         self.live: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, int] = {}
         self.lanes: dict[str, Lane] = {}
+        self.recorder = Recorder(self, limit=2 * concurrency)
+        #: ce_id of each event recorded by this process -> the Book it was applied to.
+        self._own: dict[bytes, Book] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.subscriptions_table = TopicTable(
             bootstrap, "notifier", topics.named(topics.SUBSCRIPTIONS, namespace), self._disabled
@@ -127,6 +205,7 @@ class Notifier:
             book = self.books.pop(tp, None)
             if book is None:
                 continue
+            self._own = {k: b for k, b in self._own.items() if b is not book}
             for delivery in book.deliveries.values():
                 delivery.revoked = True
                 if delivery.timer is not None:
@@ -193,20 +272,46 @@ class Notifier:
                 delay, lane.queue.put_nowait, delivery
             )
 
-    async def attempt(self, delivery: Delivery) -> None:
-        events = await handlers.attempt_delivery(delivery, self.deps)
+    async def record(self, batch: Sequence[tuple[Delivery, list[Event]]]) -> None:
+        """Append the events of finished attempts (one acks=all publish), then apply them."""
+        events: list[Event] = []
+        for delivery, caused in batch:
+            book = self.books.get(TopicPartition(self.topic, delivery.partition))
+            for event in caused:
+                events.append(event)
+                if book is not None and type(event).topic == topics.RUNS:
+                    # Its echo from this partition then needs no decoding: it is applied below.
+                    self._own[event.event_id.encode()] = book
         await self._publish_forever(events)
-        # Apply our own events now (their echo from Kafka is then a no-op): the Book only
-        # moves on after the events are durable, so a commit never outruns the record.
+        # Apply our own events now: the Book only moves on after the events are durable, so
+        # a commit never outruns the record.
+        for delivery, caused in batch:
+            try:
+                await self._apply_own(delivery, caused)
+            except Exception:
+                log.exception("recording %s failed unexpectedly", delivery.message_id)
+            finally:
+                delivery.in_flight = False
+            self.schedule(delivery)
+
+    async def _apply_own(self, delivery: Delivery, events: Sequence[Event]) -> None:
         book = self.books.get(TopicPartition(self.topic, delivery.partition))
-        if book is None:
-            return
         for event in events:
             if isinstance(event, SubscriptionDisabled):
                 self.deps.disabled[event.subscription_id] = event.config_version
-            for handler in HANDLERS.get(type(event), ()):
-                await handler(event, -1, book, self.deps)
-        book.touched.clear()
+            if book is not None:
+                for handler in HANDLERS.get(type(event), ()):
+                    await handler(event, -1, book, self.deps)
+        if book is not None:
+            book.touched.clear()
+
+    def _is_own_echo(self, tp: TopicPartition, headers: Sequence[tuple[str, bytes]]) -> bool:
+        """True for a record this process appended and already applied to ``tp``'s Book."""
+        for name, value in headers:
+            if name == "ce_id":
+                book = self._own.pop(value, None)
+                return book is not None and book is self.books.get(tp)
+        return False
 
     async def _publish_forever(self, events: Sequence[Event]) -> None:
         delay = 0.2
@@ -292,9 +397,10 @@ class Notifier:
                 await self._catch_up_state(consumer)
                 for tp, records in batches.items():
                     for record in records:
-                        event = await decode_or_dead_letter(self.publisher, record)
-                        if event is not None:
-                            await self._handle(tp, event, record.offset)
+                        if not (self._own and self._is_own_echo(tp, record.headers)):
+                            event = await decode_or_dead_letter(self.publisher, record)
+                            if event is not None:
+                                await self._handle(tp, event, record.offset)
                         self.next_offset[tp] = record.offset + 1
                 for tp in list(self.books):
                     self._maybe_go_live(tp)
@@ -303,13 +409,18 @@ class Notifier:
                     for tp, book in list(self.books.items()):
                         await self._commit(tp, book)
         finally:
+            for lane in self.lanes.values():
+                for worker in lane.workers:
+                    worker.cancel()
+            # Attempts already made are recorded before the last commit (if Kafka lets us).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self.recorder.drain()
+            self.recorder.stop()
             for tp, book in list(self.books.items()):
                 await self._commit(tp, book)
             await consumer.stop()
             await self.subscriptions_table.stop()
-            for lane in self.lanes.values():
-                for worker in lane.workers:
-                    worker.cancel()
             await self.deps.sender.close()
             await self.publisher.stop()
 

@@ -106,6 +106,17 @@ class Deps:
     disabled: dict[str, str | None] = field(default_factory=dict)
     now: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
+    _subscriptions: dict[str, tuple[HookrunConfig, list[Subscription]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def subscriptions(self, trigger_id: str) -> list[Subscription]:
+        """:func:`subscriptions_of` the config, remembered per trigger (the config is frozen)."""
+        cached = self._subscriptions.get(trigger_id)
+        if cached is None or cached[0] is not self.config:
+            cached = (self.config, subscriptions_of(self.config, trigger_id))
+            self._subscriptions[trigger_id] = cached
+        return cached[1]
 
     def is_disabled(self, sub: Subscription) -> bool:
         if not sub.enabled:
@@ -179,7 +190,7 @@ async def plan_deliveries(event: Event, offset: int, book: Book, deps: Deps) -> 
     """RunFinished: one delivery per enabled subscription, unless attempts already exist."""
     assert isinstance(event, RunFinished)
     book.remember(event, offset)
-    for sub in subscriptions_of(deps.config, event.trigger_id):
+    for sub in deps.subscriptions(event.trigger_id):
         if deps.is_disabled(sub) or (event.run_id, sub.id) in book.deliveries:
             continue
         book.touched.append(_deliver_to(book, event, offset, sub, event.occurred_at.timestamp()))
@@ -218,7 +229,7 @@ async def plan_redelivery(event: Event, offset: int, book: Book, deps: Deps) -> 
         book.unknown.append((event, offset))
         return []
     run, run_offset = known
-    for sub in subscriptions_of(deps.config, run.trigger_id):
+    for sub in deps.subscriptions(run.trigger_id):
         if event.subscription_id not in (None, sub.id) or deps.is_disabled(sub):
             continue
         delivery = _deliver_to(book, run, run_offset, sub, event.occurred_at.timestamp())

@@ -72,6 +72,24 @@ def _task(run: RunFinished) -> dict[str, Any] | None:
     }
 
 
+#: The config's environment, organization and project as JSON, per (frozen) config object.
+_CONTEXTS: dict[int, tuple[HookrunConfig, dict[str, Any]]] = {}
+
+
+def _context(config: HookrunConfig) -> dict[str, Any]:
+    cached = _CONTEXTS.get(id(config))
+    if cached is None or cached[0] is not config:
+        if len(_CONTEXTS) > 16:
+            _CONTEXTS.clear()
+        parts = {
+            "environment": config.environment.model_dump(mode="json"),
+            "organization": config.organization.model_dump(mode="json"),
+            "project": config.project.model_dump(mode="json"),
+        }
+        cached = _CONTEXTS[id(config)] = (config, parts)
+    return cached[1]
+
+
 def build_notification(run: RunFinished, config: HookrunConfig) -> dict[str, Any]:
     """Return the RunNotification object (libs/events/schemas/run-notification.json)."""
     body: dict[str, Any] = {
@@ -91,9 +109,8 @@ def build_notification(run: RunFinished, config: HookrunConfig) -> dict[str, Any
             "context": run.invocation.context,
         },
         "job": {"id": run.trigger_id, "version": run.config_version},
-        "environment": config.environment.model_dump(mode="json"),
-        "organization": config.organization.model_dump(mode="json"),
-        "project": config.project.model_dump(mode="json"),
+        # shared dicts: only ever serialized, never changed
+        **_context(config),
     }
     if run.ok:
         body["output"] = run.output

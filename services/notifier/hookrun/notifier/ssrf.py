@@ -1,17 +1,14 @@
-"""SSRF guard: resolve a target, refuse non-public addresses, and connect to the address checked."""
+"""SSRF guard: resolve a target once and refuse non-public addresses.
+
+:class:`hookrun.notifier.pool.Pool` connects only to the addresses :func:`vet` returns.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
-
-import httpcore
-import httpx
-
-from hookrun.notifier.pool import AsyncioStream, LeanPool
+from collections.abc import Awaitable, Callable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: host, port -> the addresses it resolves to (strings); a fake one in unit tests.
@@ -109,71 +106,3 @@ async def vet(host: str, port: int, resolver: Resolver, *, allow_private: bool) 
         shown = ", ".join(addresses) or "nothing"
         raise TargetRefused(f"{host} resolves to non-public address(es) ({shown}): refused")
     return allowed
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore network backend that connects only to vetted addresses.
-
-    httpcore asks the backend for a TCP connection to the URL's host; this resolves it once,
-    checks the addresses and connects to one of those exact addresses, so a second DNS answer
-    (rebinding) is never used. TLS SNI and the Host header still come from the URL.
-    """
-
-    def __init__(self, resolver: Resolver, *, allow_private: bool) -> None:
-        self._resolver = resolver
-        self._allow_private = allow_private
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's backend interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await vet(host, port, self._resolver, allow_private=self._allow_private)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await AsyncioStream.connect(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's backend interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise TargetRefused("unix sockets are not webhook targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-def guarded_transport(
-    resolver: Resolver, *, allow_private: bool, limits: httpx.Limits
-) -> httpx.AsyncHTTPTransport:
-    """An httpx transport whose connections go through :class:`GuardedBackend`.
-
-    The pool is a :class:`~hookrun.notifier.pool.LeanPool`: httpcore's own pool costs several
-    milliseconds per request at 32 connections (docs/notifier.md, Performance).
-    """
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    # httpx exposes no network_backend or pool argument; swap the pool for one built with ours.
-    transport._pool = LeanPool(  # type: ignore[assignment]
-        ssl_context=transport._pool._ssl_context,
-        max_connections=limits.max_connections or 100,
-        max_keepalive_connections=(
-            limits.max_keepalive_connections
-            if limits.max_keepalive_connections is not None
-            else limits.max_connections or 100
-        ),
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(resolver, allow_private=allow_private),
-    )
-    return transport
