@@ -82,16 +82,6 @@ async def _sink(port: int) -> None:
         await server.serve_forever()
 
 
-def _cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _counts(port: int) -> dict[str, int]:
     return httpx.get(f"http://127.0.0.1:{port}/count", timeout=5).json()
 
@@ -171,6 +161,10 @@ async def _through_notifier(
 ) -> tuple[float, float]:
     """Start a notifier for one trigger, publish n runs; return healthy deliveries/s and the
     notifier's CPU milliseconds per delivery made (hanging attempts included)."""
+    # imported here: this file also runs as the sink (`--sink`), with bench/ but not the repo on
+    # the path
+    from bench.procstat import cpu_s
+
     ns = f"bench-{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, namespace=ns)
     subs = "".join(
@@ -200,7 +194,7 @@ async def _through_notifier(
     ).start(wait_s=60)
     try:
         base = _counts(port)
-        cpu_before = _cpu_s(proc.pid)
+        cpu_before = cpu_s(proc.pid)[0]
         publisher = Publisher(bootstrap, "bench", namespace=ns)
         await publisher.start(wait=True)
         runs = [_run(f"{ns}-{i}", trigger_id) for i in range(n)]
@@ -226,7 +220,7 @@ async def _through_notifier(
         rate = delivered() / max(time.monotonic() - first, 1e-3)
         now = _counts(port)
         made = sum(now.get(p, 0) - base.get(p, 0) for p in paths)
-        return rate, (_cpu_s(proc.pid) - cpu_before) * 1000 / max(made, 1)
+        return rate, (cpu_s(proc.pid)[0] - cpu_before) * 1000 / max(made, 1)
     finally:
         proc.stop()
 

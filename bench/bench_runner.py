@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import statistics
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from bench.procstat import cpu_s
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events import topics
 from hookrun.events.codec import decode
@@ -92,17 +92,6 @@ class _Watch:
         await self.consumer.stop()
 
 
-def _cpu_s(pid: int | None) -> tuple[float, float]:
-    """(own, reaped children's) user + system CPU seconds of a process (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
-
-
 async def _bare_spawns(n: int) -> tuple[float, float]:
     """(spawns per second at CONCURRENCY, median seconds of one create_subprocess_exec)."""
     sem = asyncio.Semaphore(CONCURRENCY)
@@ -168,13 +157,13 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
 
         # (1) throughput: N launches at once, until N RunFinished
         launches = [_launch() for _ in range(n)]
-        cpu0 = _cpu_s(runner.pid)
+        cpu0 = cpu_s(runner.pid)
         t0 = time.perf_counter()
         await publisher.publish(launches)
         await watch.wait("hookrun.run.finished", [e.run_id for e in launches], 120 + n / 20)
         last = max(watch.arrived[("hookrun.run.finished", e.run_id)] for e in launches)
         rate = n / (last - t0)
-        cpu1 = _cpu_s(runner.pid)
+        cpu1 = cpu_s(runner.pid)
         own_ms, children_ms = ((b - a) / n * 1000 for a, b in zip(cpu0, cpu1, strict=True))
     finally:
         await watch.stop()
