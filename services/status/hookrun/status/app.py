@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -151,14 +152,15 @@ async def rebuild(settings: Settings) -> int:
         fresh = PostgresStore(settings.hookrun_database_url, schema=schema)
     await fresh.open()
     projector = Projector(
-        fresh, bootstrap, namespace=settings.hookrun_namespace, batch_records=5000
+        fresh, bootstrap, namespace=settings.hookrun_namespace, batch_records=5000, trusted=True
     )
 
     def done() -> bool:
         at = projector.positions
         return all(at.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
 
-    await projector.run(until=done)
+    with _few_collections():
+        await projector.run(until=done)
     if isinstance(fresh, SqliteStore):
         assert path is not None
         fresh.finish_rebuild(path)
@@ -167,6 +169,22 @@ async def rebuild(settings: Settings) -> int:
         await fresh.swap_into("hookrun_status")
         await fresh.close()
     return sum(ends.values())
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector 100 times less often meanwhile.
+
+    A replay allocates a few objects per record that reference counting frees, while a batch
+    or two of records stay alive: collecting every 700 allocations walked them again and again
+    (about a fifth of a rebuild's CPU time).
+    """
+    saved = gc.get_threshold()
+    gc.set_threshold(100 * saved[0], *saved[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
 
 
 def main(argv: list[str] | None = None) -> None:

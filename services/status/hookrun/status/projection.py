@@ -140,6 +140,59 @@ INSERT_SKIPPED = (
     "INSERT INTO skipped_nodes (pipeline_id, node, run_id, reason) VALUES (?, ?, ?, ?)"
     " ON CONFLICT DO NOTHING"
 )
+INSERT_RUN = (
+    "INSERT INTO runs (run_id, trigger_id, config_version, received_at, is_test,"
+    " delivery_id, account, part, info_status, actions_ok, actions_failed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0) ON CONFLICT DO NOTHING"
+)
+UPDATE_RUN_STARTED = (
+    "UPDATE runs SET action_count = ?, runner_id = ?,"
+    " started_at = COALESCE(started_at, ?) WHERE run_id = ?"
+)
+INSERT_EXECUTION = (
+    "INSERT INTO executions (execution_id, run_id, action_index, step, pipeline_id, node,"
+    " attempt, params, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'CREATED', ?)"
+    " ON CONFLICT DO NOTHING"
+)
+UPDATE_EXECUTION_STARTED = (
+    "UPDATE executions SET status = CASE WHEN status = 'CREATED' THEN 'RUNNING'"
+    " ELSE status END, runner_id = ?, pid = ?, started_at = COALESCE(started_at, ?),"
+    " lease_until = ? WHERE execution_id = ?"
+)
+UPDATE_EXECUTION_LEASE = (
+    "UPDATE executions SET lease_until = ?, runner_id = ? WHERE execution_id = ?"
+)
+UPDATE_EXECUTION_FINISHED = (
+    "UPDATE executions SET status = ?, exit_code = ?,"
+    " started_at = COALESCE(?, started_at), completed_at = ?, duration_ms = ?,"
+    " output = ?, stdout_tail = ?, stderr_tail = ?, error = ?"
+    # first writer wins, as in the runner: a late report of an execution another runner
+    # already aborted changes nothing
+    " WHERE execution_id = ? AND completed_at IS NULL"
+)
+UPSERT_ACTION = (
+    "INSERT INTO actions (run_id, action_index, action, status, result, error,"
+    " completed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, action_index)"
+    " DO UPDATE SET status = excluded.status, result = excluded.result,"
+    " error = excluded.error, completed_at = excluded.completed_at"
+)
+UPDATE_RUN_FINISHED = (
+    "UPDATE runs SET run_status = ?, started_at = ?, completed_at = ?, duration_ms = ?,"
+    " execution_count = ?, error = ?, failed_execution_id = ? WHERE run_id = ?"
+)
+UPSERT_DELIVERY = (
+    "INSERT INTO deliveries (run_id, message_id, subscription_id, url, state, attempts,"
+    " last_status_code, last_attempt_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id, message_id, subscription_id) DO UPDATE SET url = excluded.url,"
+    " state = excluded.state, attempts = excluded.attempts,"
+    " last_status_code = excluded.last_status_code,"
+    " last_attempt_at = excluded.last_attempt_at,"
+    " next_attempt_at = excluded.next_attempt_at"
+)
+UPDATE_DELIVERY_EXHAUSTED = (
+    "UPDATE deliveries SET state = 'exhausted', next_attempt_at = NULL, last_error = ?"
+    " WHERE run_id = ? AND message_id = ? AND subscription_id = ?"
+)
 #: Inserts that only add rows (ON CONFLICT DO NOTHING) to tables no other statement of the
 #: projection reads or changes: within a transaction they can run in any order, after the rest.
 APPEND_ONLY = frozenset({INSERT_EVENT, INSERT_LOG, INSERT_RESULT, INSERT_ATTEMPT, INSERT_SKIPPED})
@@ -241,9 +294,7 @@ def _launched(e: TriggerLaunched, at: Position) -> list[Op]:
     received = ts(e.occurred_at)
     return [
         Op(
-            "INSERT INTO runs (run_id, trigger_id, config_version, received_at, is_test,"
-            " delivery_id, account, part, info_status, actions_ok, actions_failed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0) ON CONFLICT DO NOTHING",
+            INSERT_RUN,
             (
                 e.run_id,
                 e.trigger_id,
@@ -278,8 +329,7 @@ def _launched(e: TriggerLaunched, at: Position) -> list[Op]:
 def _started(e: RunStarted, at: Position) -> list[Op]:
     return [
         Op(
-            "UPDATE runs SET action_count = ?, runner_id = ?,"
-            " started_at = COALESCE(started_at, ?) WHERE run_id = ?",
+            UPDATE_RUN_STARTED,
             (e.action_count, e.runner_id, ts(e.occurred_at), e.run_id),
         ),
         _status(e.run_id),
@@ -289,9 +339,7 @@ def _started(e: RunStarted, at: Position) -> list[Op]:
 def _execution_created(e: ExecutionCreated, at: Position) -> list[Op]:
     ops = [
         Op(
-            "INSERT INTO executions (execution_id, run_id, action_index, step, pipeline_id, node,"
-            " attempt, params, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'CREATED', ?)"
-            " ON CONFLICT DO NOTHING",
+            INSERT_EXECUTION,
             (
                 e.execution_id,
                 e.run_id,
@@ -320,9 +368,7 @@ def _execution_created(e: ExecutionCreated, at: Position) -> list[Op]:
 def _execution_started(e: ExecutionStarted, at: Position) -> list[Op]:
     return [
         Op(
-            "UPDATE executions SET status = CASE WHEN status = 'CREATED' THEN 'RUNNING'"
-            " ELSE status END, runner_id = ?, pid = ?, started_at = COALESCE(started_at, ?),"
-            " lease_until = ? WHERE execution_id = ?",
+            UPDATE_EXECUTION_STARTED,
             (e.runner_id, e.pid, ts(e.occurred_at), ts(e.lease_until), e.execution_id),
         )
     ]
@@ -331,7 +377,7 @@ def _execution_started(e: ExecutionStarted, at: Position) -> list[Op]:
 def _heartbeat(e: ExecutionHeartbeat, at: Position) -> list[Op]:
     return [
         Op(
-            "UPDATE executions SET lease_until = ?, runner_id = ? WHERE execution_id = ?",
+            UPDATE_EXECUTION_LEASE,
             (ts(e.lease_until), e.runner_id, e.execution_id),
         )
     ]
@@ -340,12 +386,7 @@ def _heartbeat(e: ExecutionHeartbeat, at: Position) -> list[Op]:
 def _execution_finished(e: ExecutionFinished, at: Position) -> list[Op]:
     return [
         Op(
-            "UPDATE executions SET status = ?, exit_code = ?,"
-            " started_at = COALESCE(?, started_at), completed_at = ?, duration_ms = ?,"
-            " output = ?, stdout_tail = ?, stderr_tail = ?, error = ?"
-            # first writer wins, as in the runner: a late report of an execution another runner
-            # already aborted changes nothing
-            " WHERE execution_id = ? AND completed_at IS NULL",
+            UPDATE_EXECUTION_FINISHED,
             (
                 e.status.value,
                 e.exit_code,
@@ -421,10 +462,7 @@ def _cancel_requested(e: RunCancelRequested, at: Position) -> list[Op]:
 def _action_completed(e: ActionCompleted, at: Position) -> list[Op]:
     return [
         Op(
-            "INSERT INTO actions (run_id, action_index, action, status, result, error,"
-            " completed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, action_index)"
-            " DO UPDATE SET status = excluded.status, result = excluded.result,"
-            " error = excluded.error, completed_at = excluded.completed_at",
+            UPSERT_ACTION,
             (
                 e.run_id,
                 e.action_index,
@@ -442,8 +480,7 @@ def _action_completed(e: ActionCompleted, at: Position) -> list[Op]:
 def _run_finished(e: RunFinished, at: Position) -> list[Op]:
     return [
         Op(
-            "UPDATE runs SET run_status = ?, started_at = ?, completed_at = ?, duration_ms = ?,"
-            " execution_count = ?, error = ?, failed_execution_id = ? WHERE run_id = ?",
+            UPDATE_RUN_FINISHED,
             (
                 e.status.value,
                 ts(e.started_at),
@@ -485,13 +522,7 @@ def _attempted(e: DeliveryAttempted, at: Position) -> list[Op]:
         ),
         # Attempts can only arrive in order within a run's partition, so the latest one wins.
         Op(
-            "INSERT INTO deliveries (run_id, message_id, subscription_id, url, state, attempts,"
-            " last_status_code, last_attempt_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_id, message_id, subscription_id) DO UPDATE SET url = excluded.url,"
-            " state = excluded.state, attempts = excluded.attempts,"
-            " last_status_code = excluded.last_status_code,"
-            " last_attempt_at = excluded.last_attempt_at,"
-            " next_attempt_at = excluded.next_attempt_at",
+            UPSERT_DELIVERY,
             (
                 e.run_id,
                 e.message_id,
@@ -510,8 +541,7 @@ def _attempted(e: DeliveryAttempted, at: Position) -> list[Op]:
 def _exhausted(e: DeliveryExhausted, at: Position) -> list[Op]:
     return [
         Op(
-            "UPDATE deliveries SET state = 'exhausted', next_attempt_at = NULL, last_error = ?"
-            " WHERE run_id = ? AND message_id = ? AND subscription_id = ?",
+            UPDATE_DELIVERY_EXHAUSTED,
             (e.last_error, e.run_id, e.message_id, e.subscription_id),
         )
     ]

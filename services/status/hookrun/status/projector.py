@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from hookrun.events import topics
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
 from hookrun.events.kafka import Publisher, consumer_settings, dead_letter, partitions_of
+from hookrun.status import replay
 from hookrun.status.projection import Position, cloudevent_json, fold
 from hookrun.status.store import Applied, ApplyResult, SqlStore
 
@@ -66,6 +67,7 @@ class Projector:
         publisher: Publisher | None = None,
         batch_records: int = 2000,
         progress: Progress | None = None,
+        trusted: bool = False,
     ) -> None:
         self.store = store
         self.group = group
@@ -83,6 +85,9 @@ class Projector:
         self._batch_records = batch_records
         self._consumer: AIOKafkaConsumer | None = None
         self._accept_gaps: dict[tuple[str, int], int] = {}
+        #: Fold records straight from their JSON (``replay``): for a rebuild, which replays
+        #: records validated when they were written.
+        self._trusted = trusted
 
     @property
     def assignment(self) -> list[TopicPartition]:
@@ -141,7 +146,9 @@ class Projector:
                 )
                 # Decoding and folding are pure CPU work: a worker thread does them so that
                 # the event loop keeps serving requests and fetching meanwhile.
-                prepared = await asyncio.to_thread(_prepare, batches) if batches else None
+                prepared = (
+                    await asyncio.to_thread(_prepare, batches, self._trusted) if batches else None
+                )
                 if writing is not None:
                     result, writing = await writing, None
                     if result.gaps:
@@ -198,14 +205,26 @@ class Projector:
                 consumer.seek(tp, offset)
 
 
-def _prepare(batches: dict) -> tuple[list[Applied], list[tuple[TopicPartition, Any, str]]]:  # type: ignore[type-arg]
-    """Decode and fold every record; also return the undecodable ones with the reason."""
+def _prepare(
+    batches: dict,  # type: ignore[type-arg]
+    trusted: bool = False,
+) -> tuple[list[Applied], list[tuple[TopicPartition, Any, str]]]:
+    """Decode and fold every record; also return the undecodable ones with the reason.
+
+    ``trusted``: try ``replay.applied`` first, which makes the same rows without the event model.
+    """
     items: list[Applied] = []
     invalid: list[tuple[TopicPartition, Any, str]] = []
     append = items.append
+    fast = replay.applied if trusted else None
     for tp, records in batches.items():
         topic, part = tp.topic, tp.partition
         for record in records:
+            if fast is not None:
+                item = fast(topic, part, record)
+                if item is not None:
+                    append(item)
+                    continue
             try:
                 event = decode(record.value, record.headers)
             except UnknownEventType:

@@ -81,6 +81,9 @@ SCHEMA = [
         PRIMARY KEY (topic, part))""",
 ]
 
+#: Indexes that serve the queries only (the projection's writes go by primary key).
+SECONDARY_INDEXES = [ddl for ddl in SCHEMA if ddl.startswith("CREATE INDEX")]
+
 INFO_STATUSES = frozenset({"pending", "completed", "error", "complete_with_error"})
 
 
@@ -424,7 +427,8 @@ class SqliteStore(SqlStore):
     ``scratch=True`` is for a rebuild's fresh file, which is deleted unless the rebuild
     completes: its rollback journal stays in memory and nothing is synced until
     ``finish_rebuild`` (a crash leaves a file the next rebuild throws away). That halves the
-    writes (no WAL copy) and must not be used for a file anything else reads meanwhile.
+    writes (no WAL copy) and must not be used for a file anything else reads meanwhile. Its
+    ``SECONDARY_INDEXES`` are created by ``finish_rebuild``, in one pass each.
     """
 
     def __init__(
@@ -459,7 +463,10 @@ class SqliteStore(SqlStore):
         # 2 MiB) keeps them in memory. Only the writer gets it; reads are point lookups.
         writer.execute("PRAGMA cache_size = -65536")
         for ddl in SCHEMA:
-            writer.execute(ddl)
+            # A rebuild builds the indexes only the queries use once, at the end: cheaper than
+            # keeping them sorted through every batch. The projection's writes use primary keys.
+            if not (self._scratch and ddl in SECONDARY_INDEXES):
+                writer.execute(ddl)
         self._writer = writer
         self._reader = self._connect()
 
@@ -514,6 +521,8 @@ class SqliteStore(SqlStore):
         assert self._writer is not None
         if self._reader is not None:
             self._reader.close()  # leaving WAL mode needs the only connection
+        for ddl in SECONDARY_INDEXES:
+            self._writer.execute(ddl)
         self._writer.execute("PRAGMA journal_mode = DELETE")  # no -wal file travels with it
         self._writer.close()
         self._reader = self._writer = None
