@@ -280,6 +280,10 @@ class Publisher:
         except KafkaError as exc:
             raise KafkaUnavailable(str(exc)) from exc
 
+    def record(self, event: Event) -> Record:
+        """Return ``event`` encoded as :meth:`publish` sends it (stamped with this publisher)."""
+        return encode(event, source=self.source if event.source == "hookrun" else None)
+
     async def publish(self, events: Sequence[Event]) -> None:
         """Append ``events`` and return once Kafka acknowledged all of them (acks=all).
 
@@ -420,9 +424,18 @@ class TopicTable:
         apply: Callable[[Event], None],
         *,
         catch_up_timeout_s: float = 5.0,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
+        """``fetch_max_wait_ms`` overrides how long an idle fetch waits at the broker.
+
+        A fetch is answered as soon as records arrive, so a longer wait does not delay
+        :meth:`catch_up`; it only makes an idle table cheaper (the default, 20 ms, costs the
+        broker about a tenth of a core per table, measured on a local broker).
+        """
         self.topic = topic
         self._settings = consumer_settings(bootstrap, service, group=None)
+        if fetch_max_wait_ms is not None:
+            self._settings["fetch_max_wait_ms"] = fetch_max_wait_ms
         self._apply = apply
         self._timeout_s = catch_up_timeout_s
         self._consumer: AIOKafkaConsumer | None = None

