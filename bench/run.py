@@ -72,21 +72,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=MODULES, help="run only these modules")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
-    bootstrap = kafka.ensure()
-    rows: list[dict[str, object]] = []
-    failed = []
-    for name in args.only or MODULES:
-        try:
-            module = importlib.import_module(f"bench.bench_{name}")
-        except ModuleNotFoundError:
-            print(f"(bench_{name}: not present in this checkout)", file=sys.stderr)
-            continue
-        print(f"running bench_{name} ...", file=sys.stderr, flush=True)
-        try:
-            rows += asyncio.run(module.run(bootstrap, args.seconds))
-        except Exception:
-            traceback.print_exc()
-            failed.append(name)
+    # Like `make run`: a configured or already running broker is used and left alone; one the
+    # benchmark starts itself is stopped, by pid, when it ends.
+    started = None
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or kafka.broker_answers(
+        kafka.DEFAULT_BOOTSTRAP
+    ):
+        bootstrap = kafka.ensure()
+    else:
+        started = kafka.LocalKafka(kafka.default_data_dir(), port=kafka.DEFAULT_PORT)
+        bootstrap = started.start().bootstrap
+    try:
+        rows: list[dict[str, object]] = []
+        failed = []
+        for name in args.only or MODULES:
+            try:
+                module = importlib.import_module(f"bench.bench_{name}")
+            except ModuleNotFoundError:
+                print(f"(bench_{name}: not present in this checkout)", file=sys.stderr)
+                continue
+            print(f"running bench_{name} ...", file=sys.stderr, flush=True)
+            try:
+                rows += asyncio.run(module.run(bootstrap, args.seconds))
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+    finally:
+        if started is not None:
+            started.stop()
     print(table(rows))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
