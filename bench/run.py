@@ -74,15 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)
     # Like `make run`: a configured or already running broker is used and left alone; one the
     # benchmark starts itself is stopped, by pid, when it ends.
-    started = None
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or kafka.broker_answers(
-        kafka.DEFAULT_BOOTSTRAP
-    ):
-        bootstrap = kafka.ensure()
-    else:
-        started = kafka.LocalKafka(kafka.default_data_dir(), port=kafka.DEFAULT_PORT)
-        bootstrap = started.start().bootstrap
-    try:
+    with kafka.broker() as bootstrap:
         rows: list[dict[str, object]] = []
         failed = []
         for name in args.only or MODULES:
@@ -97,9 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 traceback.print_exc()
                 failed.append(name)
-    finally:
-        if started is not None:
-            started.stop()
     print(table(rows))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -648,14 +648,44 @@ def ensure(data_dir: Path | None = None, timeout: float = START_TIMEOUT_S) -> st
     Order: ``KAFKA_BOOTSTRAP_SERVERS`` (waited for, never started), a broker already answering
     on 127.0.0.1:9092, else a new local broker in ``data_dir`` (default_data_dir()) left running.
     """
+    return _ensure(data_dir, timeout)[0]
+
+
+@contextlib.contextmanager
+def broker(
+    data_dir: Path | None = None,
+    timeout: float = START_TIMEOUT_S,
+    *,
+    on_start: Callable[[], None] | None = None,
+) -> Iterator[str]:
+    """:func:`ensure` for the time of a ``with`` block: a broker started here is stopped, by pid,
+    at its end; a configured or already running one is left alone. ``on_start`` runs first when
+    a broker has to be started."""
+    bootstrap, started = _ensure(data_dir, timeout, on_start=on_start)
+    try:
+        yield bootstrap
+    finally:
+        if started is not None:
+            started.stop()
+
+
+def _ensure(
+    data_dir: Path | None,
+    timeout: float,
+    *,
+    on_start: Callable[[], None] | None = None,
+) -> tuple[str, LocalKafka | None]:
+    """The bootstrap address, and the broker if this call started it."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if configured:
         wait_for_broker(configured, timeout)
-        return configured
+        return configured, None
     if broker_answers(DEFAULT_BOOTSTRAP):
-        return DEFAULT_BOOTSTRAP
+        return DEFAULT_BOOTSTRAP, None
+    if on_start is not None:
+        on_start()
     kafka = LocalKafka(data_dir or default_data_dir(), port=DEFAULT_PORT)
-    return kafka.start(timeout).bootstrap
+    return kafka.start(timeout).bootstrap, kafka
 
 
 def _iter_status(kafka: LocalKafka, bootstrap: str) -> Iterator[str]:

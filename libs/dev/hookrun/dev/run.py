@@ -63,13 +63,17 @@ def main() -> int:
         return 2
     state = kafka.state_dir()
     logs = state / "logs"
-    we_started_kafka = False
-    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not kafka.broker_answers(
-        kafka.DEFAULT_BOOTSTRAP
-    ):
-        print("starting Kafka 3.9.1 (KRaft) on 127.0.0.1:9092 ...", flush=True)
-        we_started_kafka = True
-    bootstrap = kafka.ensure()
+    # A broker this starts is stopped when everything else has stopped; a running one stays.
+    with kafka.broker(
+        on_start=lambda: print("starting Kafka 3.9.1 (KRaft) on 127.0.0.1:9092 ...", flush=True)
+    ) as bootstrap:
+        _serve(config_path, state, logs, bootstrap)
+    print("stopped everything started by make run.")
+    return 0
+
+
+def _serve(config_path: Path, state: Path, logs: Path, bootstrap: str) -> None:
+    """Start the services on ``bootstrap`` and supervise them until SIGINT/SIGTERM."""
     asyncio.run(ensure_topics(bootstrap, namespace=os.environ.get("HOOKRUN_NAMESPACE", "hookrun")))
 
     port = os.environ.get("HOOKRUN_PORT", "8000")
@@ -121,10 +125,6 @@ def main() -> int:
         print("\nstopping ...", flush=True)
         for proc in reversed(procs):
             proc.stop()
-        if we_started_kafka:
-            kafka.LocalKafka(kafka.default_data_dir()).stop()
-        print("stopped everything started by make run.")
-    return 0
 
 
 if __name__ == "__main__":
