@@ -39,7 +39,7 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
-from bench.loadgen import build_request  # noqa: E402
+from bench.loadgen import build_request, roundtrip  # noqa: E402
 from hookrun.dev.kafka import LocalKafka, free_port  # noqa: E402
 from hookrun.dev.procs import ServiceProcess  # noqa: E402
 from hookrun.dev.receiver import Received, Receiver  # noqa: E402
@@ -353,19 +353,6 @@ class Load:
     run_ids: list[str] = field(default_factory=list)
 
 
-async def _roundtrip(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bytes]:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    return status, (await reader.readexactly(length)) if length else b""
-
-
 async def send_launches(port: int, count: int, rate: float, *, connections: int = 256) -> Load:
     """Send ``count`` signed launches at ``rate``/s, open loop; each request has its own payload.
 
@@ -391,7 +378,7 @@ async def send_launches(port: int, count: int, rate: float, *, connections: int 
             try:
                 if conn is None:
                     conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-                status, answer = await asyncio.wait_for(_roundtrip(*conn, request), 30)
+                status, answer = await asyncio.wait_for(roundtrip(*conn, request), 30)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 load.statuses["error"] += 1
                 if conn is not None:

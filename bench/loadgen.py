@@ -36,9 +36,10 @@ def build_request(host: str, port: int, path: str, body: bytes, headers: dict[st
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _roundtrip(
+async def roundtrip(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> int:
+) -> tuple[int, bytes]:
+    """Send one request on a keep-alive connection; return the answer's status and body."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -46,9 +47,7 @@ async def _roundtrip(
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return status
+    return status, (await reader.readexactly(length)) if length else b""
 
 
 async def closed_loop(
@@ -63,7 +62,7 @@ async def closed_loop(
         try:
             while (start := time.perf_counter()) < deadline:
                 try:
-                    status = await _roundtrip(reader, writer, request)
+                    status, _ = await roundtrip(reader, writer, request)
                 except (OSError, asyncio.IncompleteReadError):
                     result.errors += 1
                     writer.close()
@@ -100,7 +99,7 @@ async def open_loop(
         reader, writer = await pool.get()
         try:
             payload = request() if callable(request) else request
-            status = await _roundtrip(reader, writer, payload)
+            status, _ = await roundtrip(reader, writer, payload)
             result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
             result.statuses[status] += 1
         except (OSError, asyncio.IncompleteReadError):
