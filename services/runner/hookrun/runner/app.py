@@ -277,14 +277,15 @@ class Runner:
             while not self.stopping.is_set():
                 # Backpressure: while executions queue for a slot, launches wait on Kafka, not
                 # in memory. The consumer keeps polling (paused) so it stays in its group.
-                full = self.executor.backlog() >= self.max_backlog
-                self._pause(full)
-                if full:
+                backlog = self.executor.backlog()
+                if backlog >= self.max_backlog:
+                    self._pause(True)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.executor.room(self.max_backlog), 1.0)
-                    self._pause(self.executor.backlog() >= self.max_backlog)
+                    backlog = self.executor.backlog()
+                self._pause(backlog >= self.max_backlog)
                 # No more records than there is room for (echoes count too: they are cheap).
-                room = max(1, self.max_backlog - self.executor.backlog())
+                room = max(1, self.max_backlog - backlog)
                 batches = await self.consumer.getmany(
                     timeout_ms=0 if self._paused else 200, max_records=min(MAX_RECORDS, room)
                 )
