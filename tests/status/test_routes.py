@@ -210,3 +210,14 @@ class TestAdmin:
         assert (
             "/api/v1/runs/{run_id}/cancel" in paths and "/api/v0/launch/{trigger_id}/run/" in paths
         )
+
+    def test_openapi_declares_every_admin_error_with_its_body(self, client):
+        paths = client.get("/openapi.json").json()["paths"]
+        cancel = paths["/api/v1/runs/{run_id}/cancel"]["post"]["responses"]
+        assert {"202", "400", "401", "404", "409", "413", "503"} <= set(cancel)
+        schema = cancel["409"]["content"]["application/json"]["schema"]
+        assert schema["required"] == ["error"]
+        for path, ops in paths.items():
+            if path.startswith("/api/v1/"):
+                for op in ops.values():
+                    assert {"401", "503"} <= set(op["responses"]), path

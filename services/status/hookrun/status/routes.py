@@ -77,7 +77,53 @@ async def admin(
 
 Admin = Annotated[handlers.Deps, Depends(admin)]
 
-_RUN_INFO_RESPONSES: dict[int | str, dict[str, Any]] = {
+Responses = dict[int | str, dict[str, Any]]
+
+#: The body of every error answer: ``{"error": "<why>"}``.
+_ERROR_CONTENT = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"error": {"type": "string"}},
+            "required": ["error"],
+        }
+    }
+}
+
+
+def _errors(whys: dict[int, str]) -> Responses:
+    """OpenAPI ``responses`` for error answers, e.g. ``_errors({404: "run not found"})``."""
+    return {code: {"description": why, "content": _ERROR_CONTENT} for code, why in whys.items()}
+
+
+#: What every admin operation can answer besides its own success and errors.
+_ADMIN_RESPONSES = _errors(
+    {
+        401: "No or a wrong bearer token (HOOKRUN_ADMIN_TOKEN)",
+        503: "Admin API disabled (no HOOKRUN_ADMIN_TOKEN), or the run store is catching up"
+        " or Kafka did not acknowledge (Retry-After)",
+    }
+)
+_ONE_RUN_RESPONSES = {
+    **_ADMIN_RESPONSES,
+    **_errors({404: "No such run (the store is caught up with the runs topic)"}),
+}
+_RUN_REQUEST_RESPONSES = {
+    **_ONE_RUN_RESPONSES,
+    **_errors(
+        {
+            400: "The body is not a JSON object",
+            409: "The run's state does not allow it (already finished, or not finished yet)",
+            413: "Body over HOOKRUN_MAX_BODY_BYTES",
+        }
+    ),
+}
+_CURSOR_RESPONSES = {
+    **_ADMIN_RESPONSES,
+    **_errors({400: "An invalid cursor, status or time"}),
+}
+
+_RUN_INFO_RESPONSES: Responses = {
     200: {
         "description": '{"status": "pending"|"completed"|"error"|"complete_with_error", "result": [...]}'
     },
@@ -85,6 +131,7 @@ _RUN_INFO_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Unknown or disabled trigger, failed condition (one body for all), or no run_id"
     },
     404: {"description": '{"error": "run not found"}: unknown run or another trigger\'s run'},
+    413: {"description": "Body over HOOKRUN_MAX_BODY_BYTES"},
     503: {"description": "Kafka or the projection could not confirm the run in time"},
 }
 
@@ -116,7 +163,12 @@ async def serve_run_info(request: Request) -> Response:
         return Response(orjson.dumps(exc.body), exc.status, exc.headers, "application/json")
 
 
-@router.get("/api/v1/runs", summary="List runs, newest first", tags=["admin"])
+@router.get(
+    "/api/v1/runs",
+    summary="List runs, newest first",
+    tags=["admin"],
+    responses=_CURSOR_RESPONSES,
+)
 async def list_runs(
     deps: Admin,
     trigger_id: str | None = None,
@@ -162,14 +214,20 @@ def _time(value: str | None) -> str | None:
 
 
 @router.get(
-    "/api/v1/runs/{run_id}", summary="One run: actions, executions, deliveries", tags=["admin"]
+    "/api/v1/runs/{run_id}",
+    summary="One run: actions, executions, deliveries",
+    tags=["admin"],
+    responses=_ONE_RUN_RESPONSES,
 )
 async def get_run(run_id: str, deps: Admin) -> Response:
     return json(await handlers.known_run(run_id, deps))
 
 
 @router.get(
-    "/api/v1/runs/{run_id}/events", summary="A run's raw events (CloudEvents)", tags=["admin"]
+    "/api/v1/runs/{run_id}/events",
+    summary="A run's raw events (CloudEvents)",
+    tags=["admin"],
+    responses=_ONE_RUN_RESPONSES,
 )
 async def run_events(run_id: str, deps: Admin) -> Response:
     await handlers.known_run(run_id, deps)
@@ -177,7 +235,11 @@ async def run_events(run_id: str, deps: Admin) -> Response:
 
 
 @router.post(
-    "/api/v1/runs/{run_id}/cancel", status_code=202, summary="Cancel a run", tags=["admin"]
+    "/api/v1/runs/{run_id}/cancel",
+    status_code=202,
+    summary="Cancel a run",
+    tags=["admin"],
+    responses=_RUN_REQUEST_RESPONSES,
 )
 async def cancel_run(run_id: str, request: Request, deps: Admin) -> Response:
     body = await _json_body(request)
@@ -189,6 +251,7 @@ async def cancel_run(run_id: str, request: Request, deps: Admin) -> Response:
     status_code=202,
     summary="Send the run's notification again",
     tags=["admin"],
+    responses=_RUN_REQUEST_RESPONSES,
 )
 async def redeliver(run_id: str, request: Request, deps: Admin) -> Response:
     body = await _json_body(request)
@@ -197,7 +260,10 @@ async def redeliver(run_id: str, request: Request, deps: Admin) -> Response:
 
 
 @router.get(
-    "/api/v1/triggers/{trigger_id}/log", summary="Accepted and rejected launches", tags=["admin"]
+    "/api/v1/triggers/{trigger_id}/log",
+    summary="Accepted and rejected launches",
+    tags=["admin"],
+    responses=_CURSOR_RESPONSES,
 )
 async def trigger_log(
     trigger_id: str,
@@ -219,6 +285,16 @@ async def trigger_log(
     status_code=202,
     summary="Launch with the request body as payload, skipping conditions (isTest)",
     tags=["admin"],
+    responses={
+        **_ADMIN_RESPONSES,
+        **_errors(
+            {
+                404: "No such trigger",
+                409: "The trigger is disabled",
+                413: "Body over HOOKRUN_MAX_BODY_BYTES",
+            }
+        ),
+    },
 )
 async def test_launch(trigger_id: str, request: Request, deps: Admin) -> Response:
     body = await read_body(request, request.app.state.max_body_bytes)
