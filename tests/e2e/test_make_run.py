@@ -120,7 +120,7 @@ def make_run(kafka_bootstrap: str, tmp_path: Path) -> Iterator[MakeRun]:
                         pass
 
 
-def test_make_run_prints_a_working_curl_and_ctrl_c_stops_every_child(
+def test_make_run_prints_a_working_curl_restarts_a_killed_service_and_ctrl_c_stops_all(
     make_run: MakeRun, tmp_path: Path
 ) -> None:
     wait_for(
@@ -149,6 +149,26 @@ def test_make_run_prints_a_working_curl_and_ctrl_c_stops_every_child(
         lambda: receiver_log.exists() and f"run {run_id} SUCCESS" in receiver_log.read_text(),
         60,
         f"the demo receiver to print run {run_id}\n{make_run.output}",
+    )
+
+    # a service that dies is restarted, and the next launch runs and is notified
+    runner_pid = int(re.search(r"runner +pid (\d+) ", make_run.output).group(1))
+    os.killpg(runner_pid, signal.SIGKILL)
+    wait_for(
+        lambda: "runner    restarted, pid" in make_run.output,
+        30,
+        f"make run to restart the runner\n{make_run.output}",
+    )
+    assert "!! runner exited (-9); restarting in 1 s." in make_run.output
+    curl = subprocess.run(
+        ["bash", "-c", make_run.printed_curl()], capture_output=True, text=True, timeout=60
+    )
+    again = re.fullmatch(r"Created run ([0-9a-f-]{36})", curl.stdout.strip())
+    assert again, curl.stdout + curl.stderr
+    wait_for(
+        lambda: f"run {again.group(1)} SUCCESS" in receiver_log.read_text(),
+        90,
+        f"the restarted runner to run {again.group(1)}\n{make_run.output}",
     )
 
     children |= descendants(make_run.proc.pid)

@@ -45,7 +45,8 @@ class ServiceProcess:
         return self.proc.pid if self.proc else None
 
     def start(self, *, wait_s: float = 30.0) -> ServiceProcess:
-        """Start the process; when it has a health URL, return once it answers 200."""
+        """Start the process; when it has a health URL (and ``wait_s`` > 0), return once it
+        answers 200."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
@@ -57,7 +58,7 @@ class ServiceProcess:
             start_new_session=True,  # its own group: a kill reaches the executions it spawned too
         )
         log.close()
-        if self.health_url:
+        if self.health_url and wait_s > 0:
             self.wait_healthy(wait_s)
         return self
 

@@ -14,6 +14,8 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hookrun.config import ConfigError, load_config
@@ -42,6 +44,59 @@ def _services(env: dict[str, str], logs: Path) -> list[ServiceProcess]:
             "gateway", "hookrun.gateway", env, logs, health_url=f"http://127.0.0.1:{port}/healthz"
         ),
     ]
+
+
+@dataclass
+class Restarts:
+    """make run's restart policy for a service that exits on its own (a crash, an OOM kill).
+
+    Like systemd's ``Restart=on-failure`` with a doubling delay: 1 s after the first exit, then
+    2, 4, ... up to ``max_s``; a process that stayed up ``stable_s`` starts over at ``first_s``.
+    Nothing is lost meanwhile: the gateway's clients get connection errors and retry, the
+    consumers resume from their committed offsets.
+    """
+
+    first_s: float = 1.0
+    max_s: float = 30.0
+    stable_s: float = 60.0
+    _delay: dict[str, float] = field(default_factory=dict)
+
+    def after_exit(self, name: str, up_s: float) -> float:
+        """The delay before restarting ``name``, which ran for ``up_s`` seconds."""
+        previous = self._delay.get(name)
+        delay = self.first_s if previous is None or up_s >= self.stable_s else previous * 2
+        self._delay[name] = delay = min(delay, self.max_s)
+        return delay
+
+
+def supervise(
+    procs: list[ServiceProcess],
+    running: Callable[[], bool],
+    policy: Restarts,
+    *,
+    tick_s: float = 0.5,
+) -> None:
+    """Restart the processes that exit, per ``policy``, while ``running()`` holds."""
+    started = {p.name: time.monotonic() for p in procs}
+    due: dict[str, float] = {}
+    while running():
+        now = time.monotonic()
+        for proc in procs:
+            if proc.proc is not None and proc.proc.poll() is not None:
+                delay = policy.after_exit(proc.name, now - started[proc.name])
+                print(
+                    f"!! {proc.name} exited ({proc.proc.returncode}); restarting in {delay:g} s."
+                    f" Last lines of {proc.log_path}:\n{proc.tail(20)}",
+                    flush=True,
+                )
+                proc.proc = None
+                due[proc.name] = now + delay
+            elif proc.proc is None and due.get(proc.name, float("inf")) <= now:
+                del due[proc.name]
+                proc.start(wait_s=0)  # not waited for: the others stay supervised meanwhile
+                started[proc.name] = now
+                print(f"   {proc.name:9} restarted, pid {proc.pid}", flush=True)
+        time.sleep(tick_s)
 
 
 def _demo_curl(base: str, trigger_id: str, secret: str) -> str:
@@ -113,14 +168,7 @@ def _serve(config_path: Path, state: Path, logs: Path, bootstrap: str) -> None:
             "Ctrl-C stops everything started here.\n",
             flush=True,
         )
-        while not stop:
-            for proc in procs:
-                if proc.proc is not None and proc.proc.poll() is not None:
-                    print(
-                        f"!! {proc.name} exited ({proc.proc.returncode}); last lines:\n{proc.tail()}"
-                    )
-                    proc.proc = None
-            time.sleep(0.5)
+        supervise(procs, lambda: not stop, Restarts())
     finally:
         print("\nstopping ...", flush=True)
         for proc in reversed(procs):
