@@ -126,3 +126,22 @@ class TestRecorder:
             assert not notifier._is_own_echo(tp, encode(second).headers)
         finally:
             stop(notifier)
+
+
+def test_only_the_types_it_acts_on_are_decoded() -> None:
+    from hookrun.events import RedeliveryRequested, TriggerLaunched
+    from hookrun.events.runs import LaunchRequest
+    from hookrun.notifier.app import _acts_on
+
+    finished = make_run_finished()
+    launched = TriggerLaunched(
+        run_id=finished.run_id,
+        trigger_id="t",
+        config_version="v",
+        request=LaunchRequest(method="POST", path="/", body_b64=""),
+    )
+    redeliver = RedeliveryRequested(run_id=finished.run_id, requested_by="admin")
+    assert _acts_on(encode(finished).headers) and _acts_on(encode(redeliver).headers)
+    assert not _acts_on(encode(launched).headers)
+    # a record without a CloudEvent type is decoded, so that it is dead-lettered
+    assert _acts_on([("content-type", b"application/json")])

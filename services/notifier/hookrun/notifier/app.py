@@ -397,7 +397,9 @@ class Notifier:
                 await self._catch_up_state(consumer)
                 for tp, records in batches.items():
                     for record in records:
-                        if not (self._own and self._is_own_echo(tp, record.headers)):
+                        if _acts_on(record.headers) and not (
+                            self._own and self._is_own_echo(tp, record.headers)
+                        ):
                             event = await decode_or_dead_letter(self.publisher, record)
                             if event is not None:
                                 await self._handle(tp, event, record.offset)
@@ -423,6 +425,20 @@ class Notifier:
             await self.subscriptions_table.stop()
             await self.deps.sender.close()
             await self.publisher.stop()
+
+
+#: The CloudEvent types the notifier acts on. The others on the runs topic (most of its records)
+#: are skipped by their ce_type header, undecoded: the runner and the status service, which act
+#: on them, validate them and dead-letter a malformed one.
+ACTED_ON = frozenset(cls.type.encode() for cls in HANDLERS)
+
+
+def _acts_on(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """False for a record whose ce_type the notifier has no handler for."""
+    for name, value in headers:
+        if name == "ce_type":
+            return value in ACTED_ON
+    return True  # no type: decoded, and dead-lettered as not a CloudEvent
 
 
 def build(settings: Settings, config: HookrunConfig, *, sender: Sender | None = None) -> Notifier:
