@@ -29,7 +29,7 @@ from hookrun.events import (
 )
 from hookrun.status import replay
 from hookrun.status.projector import _prepare
-from hookrun.status.store import SCHEMA, SqliteStore
+from hookrun.status.store import SCHEMA, SqliteStore, bulk_sql, grouped
 from tests.status.factories import T0, launched, rejected, run_events
 
 OK, FAIL = RunStatus.SUCCESS, RunStatus.FAILURE
@@ -210,6 +210,45 @@ async def test_a_rebuilt_store_has_the_rows_of_the_live_projection(tmp_path):
     finally:
         await live.close()
         await swapped.close()
+
+
+def test_every_statement_of_the_projection_has_a_bulk_form():
+    sqls = {
+        op.sql for batch in as_batches(varied_events()) for a in _prepare(batch)[0] for op in a.ops
+    }
+    assert len(sqls) > 15
+    for sql in sqls:
+        assert bulk_sql(sql, 3) is not None, sql
+
+
+async def test_a_rebuild_writes_a_batch_in_a_few_statements_leaving_the_live_rows(tmp_path):
+    # runs without actions too: the status recompute counts zero of them
+    idle, pending = launched(run_id="r-idle"), launched(run_id="r-pending")
+    extra = [idle, *run_events(idle, []), pending, run_events(pending, [OK], finish=False)[0]]
+    one_batch: dict[TopicPartition, list[Record]] = {}
+    for batch in as_batches(varied_events() + extra):
+        for tp, records in batch.items():
+            one_batch.setdefault(tp, []).extend(records)
+    live = SqliteStore(tmp_path / "live.db")
+    await live.open()
+    items = _prepare(one_batch)[0]
+    for item in items:
+        await live.apply([item])
+    rebuilt = SqliteStore(tmp_path / "status.db.rebuild", scratch=True)
+    await rebuilt.open()
+    executed: list[str] = []
+    assert rebuilt._writer is not None
+    rebuilt._writer.set_trace_callback(executed.append)
+    fast = _prepare(one_batch, trusted=True)[0]
+    await rebuilt.apply(fast, grouped=grouped(fast))
+    rebuilt._writer.set_trace_callback(None)
+    try:
+        assert await table_rows(rebuilt) == await table_rows(live)
+        rows = sum(len(a.ops) for a in items)
+        assert rows > 400 and len(executed) < rows / 5
+    finally:
+        await live.close()
+        await rebuilt.close()
 
 
 def _record(event: Event, *, data: dict[str, Any] | None = None, **headers: Any) -> Record:

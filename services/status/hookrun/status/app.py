@@ -159,8 +159,8 @@ async def rebuild(settings: Settings) -> int:
         at = projector.positions
         return all(at.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
 
-    with _few_collections():
-        await projector.run(until=done)
+    with _few_collections(), _short_switch_interval():
+        await projector.run(until=done, read_to=ends)
     if isinstance(fresh, SqliteStore):
         assert path is not None
         fresh.finish_rebuild(path)
@@ -185,6 +185,22 @@ def _few_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*saved)
+
+
+@contextlib.contextmanager
+def _short_switch_interval(seconds: float = 0.0005) -> Iterator[None]:
+    """Let a thread waiting for the GIL get it after 0.5 ms instead of 5 ms meanwhile.
+
+    The SQLite writer releases the GIL for each statement it executes and must win it back
+    from the thread folding the next batch, which holds it in pure Python: each statement
+    waited up to the whole switch interval.
+    """
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(saved)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,6 +118,19 @@ RECOMPUTE_STATUS = (
     " FROM actions WHERE run_id = ?) AS c"
     " WHERE runs.run_id = ?"
 )
+#: ``RECOMPUTE_STATUS`` of several runs in one statement (the rebuild's bulk form, see
+#: ``store.bulk_sql``, which repeats ``(?)`` once per run id). Runs without actions count zero.
+RECOMPUTE_STATUS_BULK = (
+    "UPDATE runs SET actions_ok = c.ok, actions_failed = c.n - c.ok, info_status = CASE"
+    " WHEN run_status IS NULL AND (action_count IS NULL OR c.n < action_count) THEN 'pending'"
+    " WHEN c.ok = 0 AND (c.n > 0 OR run_status IS NULL OR run_status <> 'SUCCESS') THEN 'error'"
+    " WHEN c.n = c.ok AND (run_status IS NULL OR run_status = 'SUCCESS') THEN 'completed'"
+    " ELSE 'complete_with_error' END"
+    " FROM (SELECT v.column1 AS run, COUNT(CASE WHEN a.status = 'SUCCESS' THEN 1 END) AS ok,"
+    " COUNT(a.run_id) AS n FROM (VALUES (?)) AS v LEFT JOIN actions AS a ON a.run_id = v.column1"
+    " GROUP BY v.column1) AS c"
+    " WHERE runs.run_id = c.run"
+)
 INSERT_EVENT = (
     "INSERT INTO events (topic, part, off, run_id, type, at, event_id, doc)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"

@@ -18,10 +18,10 @@ from aiokafka.errors import KafkaError
 
 from hookrun.events import topics
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
-from hookrun.events.kafka import Publisher, consumer_settings, dead_letter, partitions_of
+from hookrun.events.kafka import Publisher, consumer_settings, dead_letter, partitions_of_topics
 from hookrun.status import replay
 from hookrun.status.projection import Position, cloudevent_json, fold
-from hookrun.status.store import Applied, ApplyResult, SqlStore
+from hookrun.status.store import Applied, ApplyResult, SqlStore, Statement, grouped
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Projector:
                 if self.group is not None:
                     consumer.subscribe(self.topics, listener=_SeekToStored(self))
                     return consumer
-                parts = [tp for t in self.topics for tp in await partitions_of(consumer, t)]
+                parts = await partitions_of_topics(consumer, self.topics)
                 if len(parts) < len(self.topics):
                     raise KafkaError("topics do not exist yet")
                 consumer.assign(parts)
@@ -129,35 +129,56 @@ class Projector:
                     # (auto_offset_reset); the gap check then accepts that start.
                     self._consumer.seek(tp, stored.get(tp.partition, 0))
 
-    async def run(self, *, until: Callable[[], bool] | None = None) -> None:
+    async def run(
+        self,
+        *,
+        until: Callable[[], bool] | None = None,
+        read_to: dict[TopicPartition, int] | None = None,
+    ) -> None:
         """Project until cancelled, or until ``until()`` is true after a batch (rebuild).
 
         Two batches overlap: while one is written (SQLite releases the GIL, PostgreSQL waits on
         the network), the next is fetched, decoded and folded. It is applied only after the
         previous transaction committed, and thrown away (re-read) if that one found a gap.
+
+        ``read_to`` (a rebuild's log ends): while a batch is written, wait for the next records
+        instead of polling, until every partition was read up to there. Polling found the fetch
+        still in flight about every other batch, and then the write ran alone.
         """
         consumer = await self._connect()
         self.running = True
         writing: asyncio.Task[ApplyResult] | None = None
+        read: dict[tuple[str, int], int] = {}
         try:
             while until is None or not until():
-                batches = await consumer.getmany(
-                    timeout_ms=0 if writing else 200, max_records=self._batch_records
-                )
+                if writing is not None and read_to is not None and _read_all(read, read_to):
+                    batches = {}
+                else:
+                    waits = writing is None or read_to is not None
+                    batches = await consumer.getmany(
+                        timeout_ms=200 if waits else 0, max_records=self._batch_records
+                    )
+                if read_to is not None:
+                    for tp, records in batches.items():
+                        if records:
+                            read[(tp.topic, tp.partition)] = records[-1].offset + 1
                 # Decoding and folding are pure CPU work: a worker thread does them so that
                 # the event loop keeps serving requests and fetching meanwhile.
                 prepared = (
-                    await asyncio.to_thread(_prepare, batches, self._trusted) if batches else None
+                    await asyncio.to_thread(_prepare_grouped, batches, self._trusted)
+                    if batches
+                    else None
                 )
                 if writing is not None:
                     result, writing = await writing, None
                     if result.gaps:
                         self._reread(consumer, result.gaps, batches)
+                        read.clear()  # read again from where the store stands
                         continue
                 if prepared is not None:
-                    items, invalid = prepared
+                    items, invalid, grouped = prepared
                     await self._dead_letter(invalid)
-                    writing = asyncio.create_task(self._write(items))
+                    writing = asyncio.create_task(self._write(items, grouped))
             if writing is not None:
                 await writing
         finally:
@@ -178,8 +199,8 @@ class Projector:
             )
             await dead_letter(self._publisher, record, reason)
 
-    async def _write(self, items: list[Applied]) -> ApplyResult:
-        result = await self.store.apply(items, self._accept_gaps)
+    async def _write(self, items: list[Applied], grouped: list[Statement] | None) -> ApplyResult:
+        result = await self.store.apply(items, self._accept_gaps, grouped=grouped)
         self.applied += result.applied
         self.positions.update(result.offsets)
         self.progress.notify()
@@ -203,6 +224,23 @@ class Projector:
         for tp, offset in seek.items():
             if tp in assigned:  # a rebalance may have taken it away meanwhile
                 consumer.seek(tp, offset)
+
+
+def _prepare_grouped(
+    batches: dict,  # type: ignore[type-arg]
+    trusted: bool,
+) -> tuple[list[Applied], list[tuple[TopicPartition, Any, str]], list[Statement] | None]:
+    """``_prepare``, and for a rebuild (``trusted``) the items' statements too (``grouped``).
+
+    Grouping here, beside the fold, leaves the writer thread little but SQLite's own work, so
+    it rarely has to win back the GIL from the thread folding the next batch.
+    """
+    items, invalid = _prepare(batches, trusted)
+    return items, invalid, grouped(items) if trusted else None
+
+
+def _read_all(read: dict[tuple[str, int], int], ends: dict[TopicPartition, int]) -> bool:
+    return all(read.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
 
 
 def _prepare(
@@ -246,7 +284,10 @@ async def log_ends(bootstrap: str, names: list[str]) -> dict[TopicPartition, int
     consumer = AIOKafkaConsumer(**consumer_settings(bootstrap, "status-rebuild", group=None))
     await consumer.start()
     try:
-        parts = [tp for name in names for tp in await partitions_of(consumer, name)]
+        parts = await partitions_of_topics(consumer, names)
+        # Tracking them makes the consumer fetch their metadata now (end_offsets waits for it);
+        # without it end_offsets finds no leader and retries after 100 ms, once per topic.
+        consumer.assign(parts)
         return dict(await consumer.end_offsets(parts))
     finally:
         await consumer.stop()

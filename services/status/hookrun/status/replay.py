@@ -15,6 +15,7 @@ rebuild would apply it. hookrun's encoder cannot write one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -85,6 +86,10 @@ _ENCODED = (
 #: Their names in the CloudEvent ``projection.cloudevent_json`` makes of the record.
 _ENVELOPE = (*(name[3:] for name in _ENCODED[:-1]), "datacontenttype")
 _fromiso = datetime.fromisoformat
+#: That CloudEvent for headers in the encoder's order whose values JSON needs no escapes for
+#: (``orjson`` escapes only ``"``, ``\\`` and control characters): the bytes as they are.
+_CLOUDEVENT = ("{" + ",".join(f'"{name}":"%s"' for name in _ENVELOPE) + ',"data":%s}').encode()
+_ESCAPED = re.compile(rb'[\x00-\x1f"\\]')
 
 
 def _ts(text: Any) -> str:
@@ -187,19 +192,26 @@ def _envelope(headers: Any, value: Any) -> Envelope | None:
     None if a header is null or not UTF-8: ``decode`` refuses those (it decodes every header).
     """
     try:
-        named = dict(headers)
-        if tuple(named) == _ENCODED and len(named) == len(headers):
-            doc = dict(zip(_ENVELOPE, map(bytes.decode, named.values()), strict=True))
-        else:
-            doc = {}
-            ctype = "application/json"
-            for name, raw in headers:
-                text = raw.decode()
-                if name[:3] == "ce_":
-                    doc[name[3:]] = text
-                elif name == "content-type":
-                    ctype = text
-            doc["datacontenttype"] = ctype
+        names, raw = zip(*headers, strict=True)
+        if names == _ENCODED and _ESCAPED.search(b"".join(raw)) is None:
+            # The encoder's headers: format the bytes, decode once (UTF-8 checked there).
+            cloudevent = (_CLOUDEVENT % (*raw, value)).decode()
+            return (
+                raw[0].decode(),
+                raw[1].decode(),
+                raw[3].decode(),
+                raw[4].decode(),
+                raw[6].decode(),
+                cloudevent,
+            )
+        doc = {}
+        ctype = "application/json"
+        for name, text in zip(names, map(bytes.decode, raw), strict=True):
+            if name[:3] == "ce_":
+                doc[name[3:]] = text
+            elif name == "content-type":
+                ctype = text
+        doc["datacontenttype"] = ctype
         cloudevent = (orjson.dumps(doc)[:-1] + b',"data":' + value + b"}").decode()
     except (AttributeError, TypeError, ValueError):
         return None

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -20,7 +22,14 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from hookrun.status.projection import Op, Statement, statements
+from hookrun.status.projection import (
+    RECOMPUTE_STATUS,
+    RECOMPUTE_STATUS_BULK,
+    Op,
+    Params,
+    Statement,
+    statements,
+)
 
 #: Portable DDL: TEXT timestamps (fixed-width UTC), TEXT JSON, BIGINT counters and offsets.
 SCHEMA = [
@@ -149,7 +158,11 @@ class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def apply(
-        self, batch: Sequence[Applied], accept_gaps: dict[tuple[str, int], int] | None = None
+        self,
+        batch: Sequence[Applied],
+        accept_gaps: dict[tuple[str, int], int] | None = None,
+        *,
+        grouped: list[Statement] | None = None,
     ) -> ApplyResult: ...
     async def offsets(self, topic: str) -> dict[int, int]: ...
     async def next_offset(self, topic: str, partition: int) -> int: ...
@@ -413,9 +426,52 @@ def _plan(
     return todo, new, result
 
 
-def _grouped(todo: Sequence[Applied]) -> list[Statement]:
+def grouped(todo: Sequence[Applied]) -> list[Statement]:
     """The batch's row changes as ``executemany`` groups."""
     return statements((item.run_id, item.ops) for item in todo)
+
+
+_INSERT = re.compile(
+    r"(INSERT INTO \w+ \([^()]*\) VALUES )(\([^()]*\))((?: ON CONFLICT .*)?)", re.S
+)
+_UPDATE = re.compile(r"UPDATE \w+ SET .*? WHERE .*", re.S)
+#: Parameters per multi-row statement (SQLite allows 32,766): a few hundred rows each.
+_BULK_PARAMS = 8192
+
+
+def bulk_sql(sql: str, rows: int) -> str | None:
+    """``sql`` for ``rows`` parameter rows at once (multi-row ``VALUES``); None: no such form.
+
+    SQLite releases the GIL while it executes a statement, and ``executemany`` executes one per
+    row: a writer thread had to win the GIL back between every two rows, which it waits for while
+    another thread runs Python (up to the 5 ms switch interval each time). One statement per
+    group lets the writer run beside the thread that folds the next batch, and binds all the
+    parameters in one call. An insert's rows are inserted in order (its ``ON CONFLICT`` applies
+    to each as it comes); an update joins its rows by its ``WHERE`` (``statements`` groups rows
+    of one round, which change different rows of the table).
+    """
+    if sql == RECOMPUTE_STATUS:
+        return RECOMPUTE_STATUS_BULK.replace("(?)", ",".join(["(?)"] * rows))
+    if " FROM " in sql or "'?'" in sql:
+        return None
+    if (m := _INSERT.fullmatch(sql)) is not None:
+        head, values, conflict = m.groups()
+        return head + ",".join([values] * rows) + conflict
+    if _UPDATE.fullmatch(sql) is not None:
+        n = sql.count("?")
+        refs = iter(range(1, n + 1))
+        body = re.sub(r"\?", lambda _: f"v.column{next(refs)}", sql)
+        where = body.index(" WHERE ")
+        values = ",".join(["(" + ",".join("?" * n) + ")"] * rows)
+        return f"{body[:where]} FROM (VALUES {values}) AS v{body[where:]}"
+    return None
+
+
+def _statements(
+    todo: Sequence[Applied], batch: Sequence[Applied], given: list[Statement] | None
+) -> list[Statement]:
+    """``grouped(todo)``; ``given`` is ``grouped(batch)``, which it is when nothing was skipped."""
+    return given if given is not None and len(todo) == len(batch) else grouped(todo)
 
 
 class SqliteStore(SqlStore):
@@ -482,12 +538,20 @@ class SqliteStore(SqlStore):
         return [dict(r) for r in self._reader.execute(sql, tuple(params)).fetchall()]
 
     async def apply(
-        self, batch: Sequence[Applied], accept_gaps: dict[tuple[str, int], int] | None = None
+        self,
+        batch: Sequence[Applied],
+        accept_gaps: dict[tuple[str, int], int] | None = None,
+        *,
+        grouped: list[Statement] | None = None,
     ) -> ApplyResult:
-        return await asyncio.to_thread(self._apply, batch, accept_gaps or {})
+        """Apply ``batch`` in one transaction; ``grouped``: ``grouped(batch)``, made already."""
+        return await asyncio.to_thread(self._apply, batch, accept_gaps or {}, grouped)
 
     def _apply(
-        self, batch: Sequence[Applied], accept_gaps: dict[tuple[str, int], int]
+        self,
+        batch: Sequence[Applied],
+        accept_gaps: dict[tuple[str, int], int],
+        given: list[Statement] | None = None,
     ) -> ApplyResult:
         with self._lock:
             conn = self._writer
@@ -499,11 +563,14 @@ class SqliteStore(SqlStore):
                     for r in conn.execute("SELECT topic, part, next_offset FROM offsets")
                 }
                 todo, new, result = _plan(batch, stored, accept_gaps)
-                groups = _grouped(todo)
+                groups = _statements(todo, batch, given)
                 half = len(groups) // 2
                 for i, (sql, rows) in enumerate(groups):
                     if i == half and self._apply_delay_s:
                         time.sleep(self._apply_delay_s)  # test hook: a slow, interruptible batch
+                    if self._scratch:
+                        if self._execute_bulk(conn, sql, rows):
+                            continue
                     conn.executemany(sql, rows)
                 conn.executemany(
                     "INSERT INTO offsets (topic, part, next_offset) VALUES (?, ?, ?)"
@@ -515,6 +582,21 @@ class SqliteStore(SqlStore):
                 conn.execute("ROLLBACK")
                 raise
             return result
+
+    def _execute_bulk(self, conn: sqlite3.Connection, sql: str, rows: list[Params]) -> bool:
+        """Execute a group a few hundred rows per statement (``bulk_sql``); False if it can't."""
+        if len(rows) < 2:
+            return False
+        if sql == RECOMPUTE_STATUS:
+            rows = [row[:1] for row in rows]  # (run_id, run_id): the bulk form reads it once
+        per = max(1, _BULK_PARAMS // len(rows[0]))
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            bulk = bulk_sql(sql, len(chunk))
+            if bulk is None:
+                return False
+            conn.execute(bulk, list(itertools.chain.from_iterable(chunk)))
+        return True
 
     def finish_rebuild(self, target: Path) -> None:
         """Close this (fresh) store and move it over ``target`` (which must not be in use)."""
@@ -606,8 +688,13 @@ class PostgresStore(SqlStore):
             self._readers.put_nowait(conn)
 
     async def apply(
-        self, batch: Sequence[Applied], accept_gaps: dict[tuple[str, int], int] | None = None
+        self,
+        batch: Sequence[Applied],
+        accept_gaps: dict[tuple[str, int], int] | None = None,
+        *,
+        grouped: list[Statement] | None = None,
     ) -> ApplyResult:
+        """Apply ``batch`` in one transaction; ``grouped``: ``grouped(batch)``, made already."""
         conn = self._writer
         parts = sorted({(a.topic, a.partition) for a in batch})
         async with conn.transaction():
@@ -632,7 +719,7 @@ class PostgresStore(SqlStore):
                 row = await cur.fetchone()
                 stored[(topic, part)] = int(row["next_offset"])
             todo, new, result = _plan(batch, stored, accept_gaps or {})
-            groups = _grouped(todo)
+            groups = _statements(todo, batch, grouped)
             half = len(groups) // 2
             async with conn.pipeline(), conn.cursor() as cur:
                 for i, (sql, rows) in enumerate(groups):
