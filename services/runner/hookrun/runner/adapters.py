@@ -9,7 +9,12 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import threading
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +43,9 @@ TAIL_BYTES = 4096
 GRACE_S = 2.0
 #: A process that ends this soon is reported in one append (ExecutionStarted with its end).
 QUICK_S = 0.05
+#: Threads that spawn processes, so the event loop never waits for a vfork'd child's exec
+#: (0: spawn on the event loop itself).
+SPAWNERS = 4
 
 _PR_SET_PDEATHSIG = 1
 
@@ -57,11 +65,17 @@ class Executor(Protocol):
 
     def phase(self, execution_id: str) -> Phase: ...
 
-    def submit(self, spec: ExecutionSpec) -> None: ...
+    def submit(self, spec: ExecutionSpec, *, held: bool = False) -> None: ...
+
+    def release(self, execution_id: str) -> None: ...
+
+    def discard(self, execution_id: str) -> None: ...
 
     def cancel(self, execution_id: str) -> None: ...
 
     def backlog(self) -> int: ...
+
+    def running(self) -> int: ...
 
     async def room(self, limit: int) -> None: ...
 
@@ -71,17 +85,82 @@ class Executor(Protocol):
 
 
 class _Handle:
+    """One execution in this process: prepared, queued (maybe held), running, then reporting."""
+
+    __slots__ = (
+        "ack_waiter",
+        "acked",
+        "announce",
+        "base",
+        "env",
+        "err",
+        "heartbeat",
+        "held",
+        "kill_timer",
+        "out",
+        "phase",
+        "pidfd",
+        "proc",
+        "spawning",
+        "spec",
+        "started_at",
+        "status",
+        "timer",
+    )
+
     def __init__(self, spec: ExecutionSpec) -> None:
         self.spec = spec
+        #: "queued" until spawned (held: until its ExecutionCreated is acknowledged), then
+        #: "running" until its report is acknowledged; None once forgotten.
         self.phase: Phase = "queued"
-        self.task: asyncio.Task[None] | None = None
-        self.cancel = asyncio.Event()
-        #: The publication of ExecutionStarted, once the process is spawned.
-        self.starting: asyncio.Future[None] | None = None
+        self.held = False
+        self.base = ""
+        self.env: dict[str, str] = {}
+        #: stdout / stderr, open from preparation until the tails are read back.
+        self.out = -1
+        self.err = -1
+        self.proc: subprocess.Popen[bytes] | None = None
+        #: In the spawner thread right now.
+        self.spawning = False
+        self.pidfd = -1
+        self.started_at: Any = None
+        #: The quick window, then the timeout; the SIGKILL after SIGTERM's grace.
+        self.timer: asyncio.TimerHandle | None = None
+        self.kill_timer: asyncio.TimerHandle | None = None
+        #: TIMED_OUT or CANCELED once the runner stopped the process.
+        self.status: RunStatus | None = None
+        #: The append of ExecutionStarted of a process that outlived the quick window.
+        self.announce: asyncio.Task[None] | None = None
+        self.heartbeat: asyncio.Task[None] | None = None
+        #: ExecutionStarted is on the log (drop_partition waits for it).
+        self.acked = False
+        self.ack_waiter: asyncio.Future[None] | None = None
+
+    def close_files(self) -> None:
+        for fd in (self.out, self.err):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.out = self.err = -1
+
+    def settle(self) -> None:
+        """ExecutionStarted is acknowledged (or will never be): release drop_partition."""
+        self.acked = True
+        if self.ack_waiter is not None and not self.ack_waiter.done():
+            self.ack_waiter.set_result(None)
 
 
 class ProcessExecutor:
-    """Executions as subprocesses (argv, no shell), at most ``concurrency`` at once."""
+    """Executions as subprocesses (argv, no shell), at most ``concurrency`` at once.
+
+    No task per execution. The work directory is prepared when the execution is submitted,
+    which the runner does while its ExecutionCreated is still in flight to Kafka; the process
+    starts only once that append is acknowledged (``release``) and a slot is free. A spawner
+    thread runs ``Popen`` (vfork: the caller waits until the child has exec'd, milliseconds on
+    a busy machine, with the GIL released), the exit is a callback of the event loop (a pidfd),
+    and the slot passes straight to the next queued execution. Quick executions that end in the
+    same turn of the loop are reported in one append.
+    """
 
     def __init__(
         self,
@@ -93,17 +172,33 @@ class ProcessExecutor:
         emit: Emit,
         use_guard: bool = True,
         quick_s: float = QUICK_S,
+        spawners: int = SPAWNERS,
     ) -> None:
         self.data_dir = data_dir
+        self._root = str(data_dir / "executions")
         self.lease_s = lease_s
         self.quick_s = quick_s
         self.runner_id = runner_id
+        self.concurrency = concurrency
         self._emit = emit
-        self._sem = asyncio.Semaphore(concurrency)
         self._handles: dict[str, _Handle] = {}
+        #: Released executions waiting for a slot, oldest first (forgotten ones are skipped).
+        self._queue: deque[_Handle] = deque()
+        self._running = 0
+        #: Processes handed to the spawner thread and not back yet.
+        self._spawning = 0
         self._background: set[asyncio.Task[Any]] = set()
+        # Quick executions that ended in the same turn of the loop are reported in one append.
+        self._reports: list[Event] = []
+        self._reporting: list[_Handle] = []
+        self._stopping = False
         # Set whenever an execution stops waiting for a slot (see room()).
         self._moved = asyncio.Event()
+        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self._spawner = (
+            ThreadPoolExecutor(spawners, thread_name_prefix="hookrun-spawn") if spawners else None
+        )
+        self._pidfd = hasattr(os, "pidfd_open")
         # Executions must not outlive a killed runner. The guard process kills them when the
         # runner dies (see guard.py); without one, a parent-death signal per execution does:
         # util-linux `setpriv --pdeathsig KILL` (an extra exec per execution), else a preexec
@@ -118,6 +213,8 @@ class ProcessExecutor:
         self._wrapper: tuple[str, ...] = (
             (setpriv, "--pdeathsig", "KILL", "--") if setpriv and self._guard is None else ()
         )
+        self._preexec = None if self._guard or self._wrapper else _die_with_parent
+        self._guard_env = self._guard.env if self._guard is not None else {}
 
     def phase(self, execution_id: str) -> Phase:
         handle = self._handles.get(execution_id)
@@ -127,28 +224,54 @@ class ProcessExecutor:
         """Executions submitted that still wait for a slot."""
         return sum(1 for h in self._handles.values() if h.phase == "queued")
 
+    def running(self) -> int:
+        """Processes alive now (never more than ``concurrency``)."""
+        return self._running
+
     async def room(self, limit: int) -> None:
         """Return once fewer than ``limit`` executions wait for a slot."""
         while self.backlog() >= limit:
             self._moved.clear()
             await self._moved.wait()
 
-    def submit(self, spec: ExecutionSpec) -> None:
-        if spec.execution_id in self._handles:
+    def submit(self, spec: ExecutionSpec, *, held: bool = False) -> None:
+        """Prepare the work directory and queue the execution (``held``: until released)."""
+        if spec.execution_id in self._handles or self._stopping:
             return
         handle = _Handle(spec)
+        try:
+            self._prepare(handle)
+        except OSError:
+            # Not remembered: the sweeper's next full pass derives the start again.
+            handle.close_files()
+            log.exception("cannot prepare execution %s", spec.execution_id)
+            return
         self._handles[spec.execution_id] = handle
-        handle.task = asyncio.create_task(self._run(handle), name=f"exec-{spec.execution_id}")
+        handle.held = held
+        if not held:
+            self._enqueue(handle)
+
+    def release(self, execution_id: str) -> None:
+        """A held execution's ExecutionCreated is on the log: it may start."""
+        handle = self._handles.get(execution_id)
+        if handle is not None and handle.held and handle.phase == "queued":
+            handle.held = False
+            self._enqueue(handle)
+
+    def discard(self, execution_id: str) -> None:
+        """Forget a held execution whose ExecutionCreated was not appended."""
+        handle = self._handles.get(execution_id)
+        if handle is not None and handle.phase == "queued":
+            self._forget(handle)
 
     def cancel(self, execution_id: str) -> None:
         handle = self._handles.get(execution_id)
         if handle is None:
             return
-        if handle.phase == "queued" and handle.task is not None:
+        if handle.phase == "queued":
             # Never spawned: report it canceled now instead of when a slot frees up.
-            handle.task.cancel()
-            self._handles.pop(execution_id, None)
-            self._spawn(
+            self._forget(handle)
+            self._spawn_task(
                 self._emit(
                     [
                         self._finished(
@@ -160,8 +283,10 @@ class ProcessExecutor:
                     ]
                 )
             )
-        else:
-            handle.cancel.set()
+        elif handle.spawning:
+            handle.status = handle.status or RunStatus.CANCELED  # stopped once it is spawned
+        elif handle.proc is not None and handle.proc.returncode is None:
+            self._stop_process(handle, RunStatus.CANCELED)
 
     async def drop_partition(self, partition: int) -> None:
         """Forget queued executions of a revoked partition; running ones go on and report.
@@ -170,180 +295,342 @@ class ProcessExecutor:
         next owner, which replays to the log end, sees them and does not start them again.
         """
         starting = []
-        for eid, handle in list(self._handles.items()):
+        for handle in list(self._handles.values()):
             if handle.spec.partition != partition:
                 continue
-            if handle.phase == "queued" and handle.task is not None:
-                handle.task.cancel()
-                self._handles.pop(eid, None)
-            elif handle.starting is not None and not handle.starting.done():
-                starting.append(handle.starting)
+            if handle.phase == "queued":
+                self._forget(handle)
+            elif not handle.acked:
+                if handle.ack_waiter is None:
+                    handle.ack_waiter = asyncio.get_running_loop().create_future()
+                starting.append(handle.ack_waiter)
         if starting:
             await asyncio.wait(starting, timeout=10)
 
     async def stop(self) -> None:
         """Kill running executions (their leases expire; a new owner aborts or retries them)."""
+        self._stopping = True
         for handle in list(self._handles.values()):
-            if handle.task is not None:
-                handle.task.cancel()
-        tasks = [h.task for h in self._handles.values() if h.task is not None]
-        tasks += list(self._background)
-        if tasks:
-            await asyncio.wait(tasks, timeout=GRACE_S + 3)
+            if handle.phase == "queued":
+                self._forget(handle)
+            elif handle.proc is not None and handle.proc.returncode is None:
+                _killpg(handle.proc.pid, signal.SIGKILL)
+        for task in self._background:
+            task.cancel()
+        deadline = time.monotonic() + GRACE_S + 3
+        # Processes being spawned are killed as soon as they are (see _spawned).
+        while self._spawning or any(
+            h.proc is not None and h.proc.returncode is None for h in self._handles.values()
+        ):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=GRACE_S + 3)
+        if self._spawner is not None:
+            self._spawner.shutdown(wait=False)
+        with contextlib.suppress(OSError):
+            os.close(self._devnull)
         if self._guard is not None:
             await asyncio.to_thread(self._guard.close)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
-    async def _run(self, handle: _Handle) -> None:
-        try:
-            await self._execute(handle)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("execution %s failed in the runner", handle.spec.execution_id)
-        finally:
-            self._handles.pop(handle.spec.execution_id, None)
+    def _forget(self, handle: _Handle) -> None:
+        """Drop a handle that will not run (its place in the queue is skipped)."""
+        if handle.phase == "queued":
             self._moved.set()
+        handle.phase = None
+        handle.close_files()
+        if self._handles.get(handle.spec.execution_id) is handle:
+            del self._handles[handle.spec.execution_id]
 
-    def _prepare(self, spec: ExecutionSpec) -> tuple[Path, dict[str, str]]:
-        base = self.data_dir / "executions" / spec.execution_id
-        work, inputs, outputs = base / "work", base / "inputs", base / "outputs"
+    def _prepare(self, handle: _Handle) -> None:
+        spec = handle.spec
+        base = f"{self._root}/{spec.execution_id}"
+        inputs, outputs = f"{base}/inputs", f"{base}/outputs"
         # A retry or a re-start after a crash gets a fresh directory: nothing half-written stays.
         # (mkdir first and rmtree only when it exists: the common case is one syscall.)
         try:
-            base.mkdir(parents=True)
+            os.mkdir(base)
         except FileExistsError:
             shutil.rmtree(base)
-            base.mkdir()
-        for d in (work, inputs, outputs):
-            d.mkdir()
+            os.mkdir(base)
+        except FileNotFoundError:
+            os.makedirs(base)
+        os.mkdir(f"{base}/work")
+        os.mkdir(inputs)
+        os.mkdir(outputs)
         for source in spec.input_dirs:
             if source.is_dir():
                 for item in source.iterdir():
                     if item.is_file():
-                        shutil.copy2(item, inputs / item.name)
+                        shutil.copy2(item, f"{inputs}/{item.name}")
         for name, content in spec.inputs.items():
-            (inputs / name).write_bytes(content)
-        (base / "parameters.json").write_bytes(orjson.dumps(spec.params))
-        env = {
+            _write_file(f"{inputs}/{name}", content)
+        _write_file(f"{base}/parameters.json", orjson.dumps(spec.params))
+        handle.base = base
+        handle.env = {
             **spec.env,
             "HOOKRUN_RUN_ID": spec.run_id,
             "HOOKRUN_EXECUTION_ID": spec.execution_id,
             "HOOKRUN_TRIGGER_ID": spec.trigger_id,
-            "HOOKRUN_PARAMETERS": str(base / "parameters.json"),
-            "HOOKRUN_INPUTS": str(inputs),
-            "HOOKRUN_OUTPUTS": str(outputs),
-            "HOOKRUN_OUTPUT": str(base / "output.json"),
+            "HOOKRUN_PARAMETERS": f"{base}/parameters.json",
+            "HOOKRUN_INPUTS": inputs,
+            "HOOKRUN_OUTPUTS": outputs,
+            "HOOKRUN_OUTPUT": f"{base}/output.json",
+            **self._guard_env,
         }
-        return base, env
+        # Open while the process lives: the tails are read back through the same files.
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        handle.out = os.open(f"{base}/stdout", flags, 0o666)
+        handle.err = os.open(f"{base}/stderr", flags, 0o666)
 
-    async def _execute(self, handle: _Handle) -> None:
+    def _enqueue(self, handle: _Handle) -> None:
+        if self._running < self.concurrency:
+            self._start(handle)
+        else:
+            self._queue.append(handle)
+
+    def _next(self) -> None:
+        """Give free slots to the oldest queued executions."""
+        while self._queue and self._running < self.concurrency:
+            handle = self._queue.popleft()
+            if handle.phase == "queued" and not self._stopping:
+                self._start(handle)
+
+    def _start(self, handle: _Handle) -> None:
+        """Take a slot and spawn the process in the spawner thread.
+
+        ``Popen`` vforks: the calling thread waits until the child has exec'd, which on a busy
+        machine (the child waiting for a CPU) takes milliseconds. The spawner thread waits
+        instead of the event loop (Python drops the GIL around vfork since 3.11.6/3.12).
+        """
+        handle.phase = "running"
+        handle.spawning = True
+        self._running += 1
+        self._spawning += 1
+        self._moved.set()
+        loop = asyncio.get_running_loop()
+        if self._spawner is None:
+            self._popen(handle, loop, inline=True)
+        else:
+            self._spawner.submit(self._popen, handle, loop)
+
+    def _popen(
+        self, handle: _Handle, loop: asyncio.AbstractEventLoop, *, inline: bool = False
+    ) -> None:
+        """In the spawner thread: spawn, register with the guard, note the time."""
+        try:
+            proc: subprocess.Popen[bytes] | BaseException = self._spawn_process(handle)
+        except BaseException as exc:  # reported by _spawned
+            proc = exc
+        if inline:
+            self._spawned(handle, proc)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the runner is gone
+            loop.call_soon_threadsafe(self._spawned, handle, proc)
+
+    def _spawn_process(self, handle: _Handle) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [*self._wrapper, *handle.spec.argv],
+            cwd=f"{handle.base}/work",
+            env=handle.env,
+            stdin=self._devnull,
+            stdout=handle.out,
+            stderr=handle.err,
+            start_new_session=True,  # its own group: a timeout kills its children
+            preexec_fn=self._preexec,
+        )
+        handle.started_at = utcnow()
+        if self._guard is not None:
+            self._guard.register(proc.pid)
+        return proc
+
+    def _spawned(self, handle: _Handle, spawned: subprocess.Popen[bytes] | BaseException) -> None:
+        """Back on the loop: watch the process for its exit (or report why it did not start)."""
         spec = handle.spec
-        # The slot is held only while the process lives: reporting (Kafka round trips) happens
-        # outside it, so acknowledgements never limit how many processes run.
-        async with self._sem:
-            handle.phase = "running"
-            self._moved.set()
-            base, env = self._prepare(spec)
-            # Open while the process lives: the tails are read back through the same files
-            # (w+b) instead of being reopened.
-            with (base / "stdout").open("w+b") as out, (base / "stderr").open("w+b") as err:
-                guard = self._guard
-                try:
-                    proc = await asyncio.create_subprocess_exec(
-                        *self._wrapper,
-                        *spec.argv,
-                        cwd=base / "work",
-                        env={**env, **guard.env} if guard else env,
-                        stdin=asyncio.subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,  # its own group: a timeout kills its children
-                        preexec_fn=None if guard or self._wrapper else _die_with_parent,
-                    )
-                    if guard:
-                        guard.register(proc.pid)
-                except OSError as exc:
-                    proc = None
-                    error = f"cannot start: {exc}"
-                if proc is None:
-                    await self._emit([self._finished(spec, RunStatus.FAILURE, None, error=error)])
-                    return
-                started_at = utcnow()
-                started = ExecutionStarted(
-                    run_id=spec.run_id,
-                    execution_id=spec.execution_id,
-                    runner_id=self.runner_id,
-                    pid=proc.pid,
-                    lease_until=started_at + timedelta(seconds=self.lease_s),
-                    occurred_at=started_at,
-                )
-                # Settled once ExecutionStarted is on the log (drop_partition waits for it).
-                handle.starting = asyncio.get_running_loop().create_future()
-                status: RunStatus | None = None
-                waiter = asyncio.create_task(proc.wait())
-                canceller = asyncio.create_task(handle.cancel.wait())
-                announce: asyncio.Future[None] | None = None
-                heartbeat: asyncio.Task[None] | None = None
-                try:
-                    # A process that ends within QUICK_S is reported in one append, Started
-                    # together with Finished (and what they cause): one acknowledgement per
-                    # execution instead of two. Its lease would protect nothing in that time.
-                    done, _ = await asyncio.wait(
-                        {waiter, canceller},
-                        timeout=min(self.quick_s, spec.timeout_s),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    if not done:
-                        # Sent now, acknowledged in the background; Finished waits for it, so
-                        # the order on the partition stays Started, Heartbeat..., Finished.
-                        announce = asyncio.ensure_future(self._emit([started]))
-                        announce.add_done_callback(lambda _: _settle(handle.starting))
-                        heartbeat = asyncio.create_task(self._heartbeat(spec))
-                        done, _ = await asyncio.wait(
-                            {waiter, canceller},
-                            timeout=max(0.0, spec.timeout_s - self.quick_s),
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
-                    if waiter not in done:
-                        status = RunStatus.CANCELED if canceller in done else RunStatus.TIMED_OUT
-                        await _terminate(proc, waiter)
-                except asyncio.CancelledError:
-                    # The runner stops: the process must not outlive it unsupervised.
-                    _killpg(proc.pid, signal.SIGKILL)
-                    _settle(handle.starting)
-                    raise
-                finally:
-                    if heartbeat is not None:
-                        heartbeat.cancel()
-                    canceller.cancel()
-                    if guard:
-                        guard.release(proc.pid)
-                tails = _tail_of(out), _tail_of(err)
-        code = proc.returncode
+        handle.spawning = False
+        self._spawning -= 1
+        if isinstance(spawned, BaseException):
+            self._running -= 1
+            self._next()
+            handle.close_files()
+            if self._stopping:
+                self._forget(handle)
+                return
+            error = f"cannot start: {spawned}"
+            self._queue_report(handle, [self._finished(spec, RunStatus.FAILURE, None, error=error)])
+            return
+        proc = handle.proc = spawned
+        loop = asyncio.get_running_loop()
+        if self._pidfd:
+            try:
+                handle.pidfd = os.pidfd_open(proc.pid)
+            except OSError:
+                self._pidfd = False
+        if handle.pidfd >= 0:
+            loop.add_reader(handle.pidfd, self._exited, handle)
+        else:
+            threading.Thread(target=self._wait_thread, args=(handle, loop), daemon=True).start()
+        if self._stopping:
+            _killpg(proc.pid, signal.SIGKILL)
+            return
+        if handle.status is not None:  # canceled while it was being spawned
+            status, handle.status = handle.status, None
+            self._stop_process(handle, status)
+            return
+        # A process that ends within the quick window is reported in one append, Started
+        # together with Finished: its lease would protect nothing in that time.
+        handle.timer = loop.call_later(min(self.quick_s, spec.timeout_s), self._outlived, handle)
+
+    def _wait_thread(self, handle: _Handle, loop: asyncio.AbstractEventLoop) -> None:
+        """Without pidfds: wait in a thread, then continue on the loop."""
+        assert handle.proc is not None
+        handle.proc.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the runner is gone
+            loop.call_soon_threadsafe(self._exited, handle)
+
+    def _started(self, handle: _Handle) -> ExecutionStarted:
+        assert handle.proc is not None
+        return ExecutionStarted(
+            run_id=handle.spec.run_id,
+            execution_id=handle.spec.execution_id,
+            runner_id=self.runner_id,
+            pid=handle.proc.pid,
+            lease_until=handle.started_at + timedelta(seconds=self.lease_s),
+            occurred_at=handle.started_at,
+        )
+
+    def _outlived(self, handle: _Handle) -> None:
+        """The quick window passed: announce ExecutionStarted and lease, then watch the timeout."""
+        handle.timer = None
+        if self._stopping:
+            return
+        spec = handle.spec
+        # Sent now, acknowledged in the background; Finished waits for it, so the order on the
+        # partition stays Started, Heartbeat..., Finished.
+        handle.announce = self._spawn_task(self._announce(handle))
+        handle.heartbeat = self._spawn_task(self._heartbeat(spec))
+        remaining = spec.timeout_s - self.quick_s
+        if remaining <= 0:
+            self._stop_process(handle, RunStatus.TIMED_OUT)
+        else:
+            handle.timer = asyncio.get_running_loop().call_later(
+                remaining, self._stop_process, handle, RunStatus.TIMED_OUT
+            )
+
+    async def _announce(self, handle: _Handle) -> None:
+        try:
+            await self._emit([self._started(handle)])
+        finally:
+            handle.settle()
+
+    def _stop_process(self, handle: _Handle, status: RunStatus) -> None:
+        """SIGTERM the process group, give it GRACE_S, then SIGKILL it."""
+        proc = handle.proc
+        if proc is None or proc.returncode is not None or handle.status is not None:
+            return
+        handle.status = status
+        if handle.timer is not None:
+            handle.timer.cancel()
+            handle.timer = None
+        _killpg(proc.pid, signal.SIGTERM)
+        handle.kill_timer = asyncio.get_running_loop().call_later(
+            GRACE_S, _killpg, proc.pid, signal.SIGKILL
+        )
+
+    def _exited(self, handle: _Handle) -> None:
+        """The process ended: free its slot for the next one, then report it."""
+        proc = handle.proc
+        assert proc is not None
+        if handle.pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(handle.pidfd)
+            os.close(handle.pidfd)
+            handle.pidfd = -1
+        code = proc.poll()
+        if code is None:  # cannot happen after the pidfd said so; wait rather than guess
+            code = proc.wait()
+        if self._guard is not None:
+            self._guard.release(proc.pid)
+        for timer in (handle.timer, handle.kill_timer):
+            if timer is not None:
+                timer.cancel()
+        handle.timer = handle.kill_timer = None
+        if handle.heartbeat is not None:
+            handle.heartbeat.cancel()
+        self._running -= 1
+        self._next()
+        tails = _tail_fd(handle.out), _tail_fd(handle.err)
+        handle.close_files()
+        if self._stopping:
+            # The runner stops: nothing is reported (the lease, if any, expires).
+            self._forget(handle)
+            handle.settle()
+            return
+        try:
+            self._report_exit(handle, code, tails)
+        except Exception:
+            # Forgotten unreported: a lease (if announced) expires, else the sweeper's next full
+            # pass starts the execution again.
+            log.exception("execution %s failed in the runner", handle.spec.execution_id)
+            handle.settle()
+            self._forget(handle)
+
+    def _report_exit(self, handle: _Handle, code: int, tails: tuple[str, str]) -> None:
+        status = handle.status
         if status is None:
             status = RunStatus.SUCCESS if code == 0 else RunStatus.FAILURE
         error = {
             RunStatus.SUCCESS: None,
             RunStatus.FAILURE: f"exit code {code}",
-            RunStatus.TIMED_OUT: f"timed out after {spec.timeout_s:g} s",
+            RunStatus.TIMED_OUT: f"timed out after {handle.spec.timeout_s:g} s",
             RunStatus.CANCELED: "run canceled",
         }.get(status)
         finished = self._finished(
-            spec, status, code, error=error, started_at=started_at, tails=tails
+            handle.spec, status, code, error=error, started_at=handle.started_at, tails=tails
         )
-        if announce is None:
-            try:
-                await self._emit([started, finished])
-            finally:
-                _settle(handle.starting)
+        if handle.announce is None:
+            self._queue_report(handle, [self._started(handle), finished])
         else:
-            await announce
+            self._spawn_task(self._report_after_announce(handle, finished))
+
+    def _queue_report(self, handle: _Handle, events: list[Event]) -> None:
+        """Report at the end of this turn of the loop, with whatever else ended in it."""
+        if not self._reporting:
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+        self._reports.extend(events)
+        self._reporting.append(handle)
+
+    def _flush_reports(self) -> None:
+        events, handles = self._reports, self._reporting
+        self._reports, self._reporting = [], []
+        if events:
+            self._spawn_task(self._report(events, handles))
+
+    async def _report(self, events: list[Event], handles: list[_Handle]) -> None:
+        try:
+            await self._emit(events)
+        except Exception:
+            log.exception("executions %s not reported", [h.spec.execution_id for h in handles])
+        finally:
+            for handle in handles:
+                handle.settle()
+                self._forget(handle)
+
+    async def _report_after_announce(self, handle: _Handle, finished: ExecutionFinished) -> None:
+        try:
+            assert handle.announce is not None
+            await handle.announce
             await self._emit([finished])
+        except Exception:
+            log.exception("execution %s not reported", handle.spec.execution_id)
+        finally:
+            self._forget(handle)
 
     async def _heartbeat(self, spec: ExecutionSpec) -> None:
         while True:
@@ -372,14 +659,15 @@ class ProcessExecutor:
         started_at: Any = None,
         tails: tuple[str, str] | None = None,
     ) -> ExecutionFinished:
-        base = self.data_dir / "executions" / spec.execution_id
+        base = f"{self._root}/{spec.execution_id}"
         if tails is None:
-            tails = _tail(base / "stdout"), _tail(base / "stderr")
+            tails = _tail(f"{base}/stdout"), _tail(f"{base}/stderr")
         now = utcnow()
         output = None
         if status is RunStatus.SUCCESS:
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                output = orjson.loads((base / "output.json").read_bytes())
+            with contextlib.suppress(orjson.JSONDecodeError):
+                raw = _read_file(f"{base}/output.json")
+                output = orjson.loads(raw) if raw is not None else None
         return ExecutionFinished(
             run_id=spec.run_id,
             execution_id=spec.execution_id,
@@ -395,9 +683,29 @@ class ProcessExecutor:
         )
 
 
-def _settle(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
+def _write_file(path: str, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
+
+
+def _read_file(path: str) -> bytes | None:
+    """The file's content; None if it does not exist or cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _killpg(pid: int, sig: signal.Signals) -> None:
@@ -405,30 +713,24 @@ def _killpg(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-async def _terminate(proc: asyncio.subprocess.Process, waiter: asyncio.Task[int]) -> None:
-    """SIGTERM the process group, give it GRACE_S, then SIGKILL it."""
-    _killpg(proc.pid, signal.SIGTERM)
+def _tail(path: str) -> str:
     try:
-        await asyncio.wait_for(asyncio.shield(waiter), GRACE_S)
-    except TimeoutError:
-        _killpg(proc.pid, signal.SIGKILL)
-        await waiter
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            return _tail_of(f)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        return _tail_fd(fd)
+    finally:
+        os.close(fd)
 
 
-def _tail_of(f: Any) -> str:
+def _tail_fd(fd: int) -> str:
     """The last TAIL_BYTES of an open file, as text."""
     try:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - TAIL_BYTES))
-        return str(f.read().decode("utf-8", "replace"))
+        size = os.fstat(fd).st_size
+        if not size:
+            return ""
+        return os.pread(fd, TAIL_BYTES, max(0, size - TAIL_BYTES)).decode("utf-8", "replace")
     except OSError:
         return ""
 
@@ -440,19 +742,33 @@ class FakeExecutor:
         self.submitted: dict[str, ExecutionSpec] = {}
         self.canceled: list[str] = []
         self.dropped: list[int] = []
+        #: Submitted, but waiting for their ExecutionCreated to be acknowledged.
+        self.held: set[str] = set()
         self._emit = emit
 
     def phase(self, execution_id: str) -> Phase:
         return "running" if execution_id in self.submitted else None
 
-    def submit(self, spec: ExecutionSpec) -> None:
+    def submit(self, spec: ExecutionSpec, *, held: bool = False) -> None:
         self.submitted[spec.execution_id] = spec
+        if held:
+            self.held.add(spec.execution_id)
+
+    def release(self, execution_id: str) -> None:
+        self.held.discard(execution_id)
+
+    def discard(self, execution_id: str) -> None:
+        self.held.discard(execution_id)
+        self.submitted.pop(execution_id, None)
 
     def cancel(self, execution_id: str) -> None:
         self.canceled.append(execution_id)
 
     def backlog(self) -> int:
         return 0
+
+    def running(self) -> int:
+        return len(self.submitted) - len(self.held)
 
     async def room(self, limit: int) -> None:
         return None

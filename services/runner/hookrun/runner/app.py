@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,8 +156,14 @@ class Runner:
         part = self.parts.get(run.partition)
         return part is not None and part.live
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(
+        self, events: Sequence[Event], *, sent: Callable[[], None] | None = None
+    ) -> None:
         """Append events (acks=all), sending them again until Kafka acknowledges them.
+
+        ``sent`` is called once, as soon as the records are handed to the producer: work that
+        may happen while they are in flight (but must not be visible before they are
+        acknowledged) overlaps the round trip.
 
         A broker that restarts or loses leadership only delays the runner: what its executions
         reported is kept and appended once the broker is back, instead of being thrown away
@@ -167,6 +173,8 @@ class Runner:
         session: its successor replays.
         """
         if not events:
+            if sent is not None:
+                sent()
             return
         # Callers applied the events to the runs of the table without awaiting since, so a run
         # found here (owned, live) holds them; registered before the lock, which may wait.
@@ -187,6 +195,9 @@ class Runner:
             try:
                 async with self._send_lock:
                     futures = [await self.publisher.send_record(record) for record in records]
+                if sent is not None:
+                    sent()
+                    sent = None
                 await self.publisher.wait(futures)
                 return
             except KafkaUnavailable as exc:
@@ -228,37 +239,57 @@ class Runner:
         await self.reconcile(runs.values(), first=events)
 
     async def reconcile(self, runs: Iterable[RunState], *, first: Sequence[Event] = ()) -> None:
-        """Reconcile runs, append ``first`` and the events, then start and stop executions."""
+        """Reconcile runs, append ``first`` and the events, then start and stop executions.
+
+        The executions to start are prepared (work directory, files) while the append is in
+        flight, and held: a process starts only once its ExecutionCreated is acknowledged, so a
+        crash can never leave an execution running that the log does not know of.
+        """
         runs = list(runs)
         if any(needs_pipeline_lookup(r, self.config) for r in runs):
             await self.index.catch_up()
         ctx = self.context()
         plans = [(run, reconcile(run, ctx)) for run in runs]
-        await self.publish([*first, *(e for _, plan in plans for e in plan.events)])
-        for run, plan in plans:
+        held: list[str] = []
+        unstartable: list[Event] = []
+
+        def prepare() -> None:
+            for run, plan in plans:
+                for ex in plan.start:
+                    # Another reconcile may hold it already (its phase is set at submit).
+                    if ex.started or ex.finished or self.executor.phase(ex.id) or run.cancel:
+                        continue
+                    spec = execution_spec(run, ex, ctx, self.data_dir)
+                    if isinstance(spec, str):
+                        unstartable.append(
+                            ExecutionFinished(
+                                run_id=run.run_id,
+                                execution_id=ex.id,
+                                status=RunStatus.FAILURE,
+                                completed_at=utcnow(),
+                                error=spec,
+                            )
+                        )
+                    else:
+                        self.executor.submit(spec, held=True)
+                        held.append(ex.id)
+
+        try:
+            await self.publish(
+                [*first, *(e for _, plan in plans for e in plan.events)], sent=prepare
+            )
+        except BaseException:
+            for execution_id in held:
+                self.executor.discard(execution_id)
+            raise
+        for _, plan in plans:
             for execution_id in plan.cancel:
                 self.executor.cancel(execution_id)
-            for ex in plan.start:
-                # Re-checked after the await: another reconcile may have started it meanwhile.
-                if ex.started or ex.finished or self.executor.phase(ex.id) or run.cancel:
-                    continue
-                spec = execution_spec(run, ex, ctx, self.data_dir)
-                if isinstance(spec, str):
-                    self._spawn(
-                        self.report(
-                            [
-                                ExecutionFinished(
-                                    run_id=run.run_id,
-                                    execution_id=ex.id,
-                                    status=RunStatus.FAILURE,
-                                    completed_at=utcnow(),
-                                    error=spec,
-                                )
-                            ]
-                        )
-                    )
-                else:
-                    self.executor.submit(spec)
+        for execution_id in held:
+            self.executor.release(execution_id)
+        if unstartable:
+            self._spawn(self.report(unstartable))
+        for run, plan in plans:
             # Only the publish that carried the run's RunFinished may end it here: a concurrent
             # reconcile may have applied a RunFinished whose append is still unacknowledged, and
             # until it is acknowledged the run must hold the low watermark.
@@ -479,6 +510,7 @@ class Runner:
             "partitions": sorted(self.parts),
             "assigned": bool(self.parts) and all(p.live for p in self.parts.values()),
             "runs": len(self.table.runs),
+            "running": self.executor.running(),
             "backlog": self.executor.backlog(),
             "paused": self._paused,
         }
@@ -556,12 +588,6 @@ async def serve(settings: Settings, config: HookrunConfig) -> int:
         max_backlog=settings.hookrun_runner_max_backlog or None,
     )
     loop = asyncio.get_running_loop()
-    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-        # 3.11's default watcher runs one waitpid thread per child; pidfds need none (3.12
-        # chooses them by itself).
-        watcher = asyncio.PidfdChildWatcher()
-        watcher.attach_loop(loop)
-        asyncio.set_child_watcher(watcher)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stopping.set)
     health = None

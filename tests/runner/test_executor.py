@@ -1,0 +1,188 @@
+"""ProcessExecutor: real processes, slots, held starts, the quick report, timeouts and cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from hookrun.events.base import Event
+from hookrun.events.runs import ExecutionFinished, ExecutionStarted, RunStatus
+from hookrun.runner.adapters import ProcessExecutor
+from hookrun.runner.handlers import ExecutionSpec
+
+
+def _spec(n: int, argv: list[str], *, timeout_s: float = 30.0) -> ExecutionSpec:
+    return ExecutionSpec(
+        run_id=f"run-{n}",
+        execution_id=f"ex-{n}",
+        trigger_id="t",
+        step="s",
+        argv=argv,
+        env={"PATH": "/usr/bin:/bin"},
+        params={"n": n},
+        inputs={"payload": b"{}"},
+        input_dirs=[],
+        timeout_s=timeout_s,
+        partition=0,
+    )
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.emits: list[list[Event]] = []
+
+    async def __call__(self, events: list[Event]) -> None:
+        self.emits.append(list(events))
+
+    def finished(self) -> dict[str, ExecutionFinished]:
+        return {
+            e.execution_id: e
+            for batch in self.emits
+            for e in batch
+            if isinstance(e, ExecutionFinished)
+        }
+
+    async def wait(self, count: int, timeout_s: float = 10.0) -> dict[str, ExecutionFinished]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.finished()) < count:
+            assert time.monotonic() < deadline, f"{len(self.finished())} of {count} finished"
+            await asyncio.sleep(0.01)
+        return self.finished()
+
+
+def _executor(tmp_path: Path, reports: Reports, **kw: object) -> ProcessExecutor:
+    return ProcessExecutor(
+        tmp_path, lease_s=30, runner_id="runner-test", emit=reports, **{"concurrency": 2, **kw}
+    )
+
+
+@pytest.mark.parametrize("spawners", [0, 4], ids=["on-the-loop", "spawner-threads"])
+async def test_no_more_processes_run_at_once_than_slots_and_all_run(
+    tmp_path: Path, spawners: int
+) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports, concurrency=2, spawners=spawners)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, executor.running())
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    t0 = time.monotonic()
+    for n in range(6):
+        executor.submit(_spec(n, ["sleep", "0.2"]))
+    assert executor.backlog() == 4
+    finished = await reports.wait(6)
+    watcher.cancel()
+    await executor.stop()
+    assert all(f.status is RunStatus.SUCCESS for f in finished.values())
+    assert peak == 2
+    assert time.monotonic() - t0 >= 0.55  # three rounds of two
+
+
+async def test_a_held_execution_starts_only_once_released(tmp_path: Path) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports)
+    marker = tmp_path / "ran"
+    executor.submit(_spec(1, ["touch", str(marker)]), held=True)
+    executor.submit(_spec(2, ["touch", str(tmp_path / "never")]), held=True)
+    # Prepared while held (the runner does it while ExecutionCreated is in flight), not run.
+    assert (tmp_path / "executions" / "ex-1" / "parameters.json").read_bytes() == b'{"n":1}'
+    await asyncio.sleep(0.2)
+    assert not marker.exists() and reports.emits == []
+    assert executor.phase("ex-1") == "queued"
+    executor.discard("ex-2")
+    executor.release("ex-1")
+    finished = await reports.wait(1)
+    await asyncio.sleep(0.1)
+    await executor.stop()
+    assert marker.exists() and not (tmp_path / "never").exists()
+    assert set(finished) == {"ex-1"} and executor.phase("ex-2") is None
+
+
+async def test_a_quick_process_is_reported_in_one_append_a_slow_one_announces_itself(
+    tmp_path: Path,
+) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports, quick_s=0.05)
+    executor.submit(_spec(1, ["true"]))
+    await reports.wait(1)
+    executor.submit(_spec(2, ["sleep", "0.3"]))
+    await reports.wait(2)
+    await executor.stop()
+    quick = [b for b in reports.emits if any(e.execution_id == "ex-1" for e in b)]  # type: ignore[attr-defined]
+    assert [[type(e) for e in b] for b in quick] == [[ExecutionStarted, ExecutionFinished]]
+    slow = [b for b in reports.emits if any(e.execution_id == "ex-2" for e in b)]  # type: ignore[attr-defined]
+    assert [[type(e) for e in b] for b in slow] == [[ExecutionStarted], [ExecutionFinished]]
+    started = slow[0][0]
+    assert isinstance(started, ExecutionStarted) and started.runner_id == "runner-test"
+
+
+async def test_exit_code_tails_timeout_and_cancel(tmp_path: Path) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports, concurrency=4)
+    executor.submit(_spec(1, ["sh", "-c", "echo out; echo err >&2; exit 3"]))
+    executor.submit(_spec(2, ["sleep", "30"], timeout_s=0.3))
+    executor.submit(_spec(3, ["sleep", "30"]))
+    await asyncio.sleep(0.2)
+    executor.cancel("ex-3")
+    finished = await reports.wait(3)
+    await executor.stop()
+    failed = finished["ex-1"]
+    assert (failed.status, failed.exit_code, failed.error) == (RunStatus.FAILURE, 3, "exit code 3")
+    assert (failed.stdout_tail, failed.stderr_tail) == ("out\n", "err\n")
+    assert finished["ex-2"].status is RunStatus.TIMED_OUT
+    assert finished["ex-3"].status is RunStatus.CANCELED
+
+
+async def test_a_queued_execution_canceled_is_reported_without_running(tmp_path: Path) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports, concurrency=1)
+    executor.submit(_spec(1, ["sleep", "0.3"]))
+    executor.submit(_spec(2, ["touch", str(tmp_path / "never")]))
+    executor.cancel("ex-2")
+    finished = await reports.wait(2)
+    await executor.stop()
+    assert finished["ex-2"].status is RunStatus.CANCELED
+    assert finished["ex-2"].error == "run canceled before it started"
+    assert not (tmp_path / "never").exists()
+
+
+async def test_stop_kills_running_processes_without_reporting_them(tmp_path: Path) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports)
+    pidfile = tmp_path / "pid"
+    executor.submit(_spec(1, ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"]))
+    deadline = time.monotonic() + 5
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    pid = int(pidfile.read_text())
+    await executor.stop()
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert reports.finished() == {}
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("argv", [["/nonexistent/binary"]])
+async def test_a_command_that_cannot_start_fails(tmp_path: Path, argv: list[str]) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports)
+    executor.submit(_spec(1, argv))
+    finished = await reports.wait(1)
+    await executor.stop()
+    assert finished["ex-1"].status is RunStatus.FAILURE
+    assert finished["ex-1"].error is not None and finished["ex-1"].error.startswith("cannot start")
+    assert executor.running() == 0

@@ -1,0 +1,118 @@
+"""Runner.reconcile: an execution is prepared while its ExecutionCreated is in flight, and its
+process may start only once Kafka acknowledged that append."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookrun.config import parse_config
+from hookrun.events.codec import Record
+from hookrun.events.kafka import KafkaUnavailable
+from hookrun.events.runs import ExecutionCreated, LaunchRequest, RunStarted, TriggerLaunched
+from hookrun.runner.adapters import FakeExecutor, FakePipelineIndex
+from hookrun.runner.app import PartitionState, Runner
+
+CONFIG = """
+project: {id: p-1, slug: demo, name: Demo}
+organization: {id: o-1, slug: acme, title: Acme}
+environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+steps:
+  - {name: noop, command: ["true"]}
+triggers:
+  - {id: noop, title: noop, actions: [{action: run_execution, step: noop}]}
+"""
+
+
+class HeldAcks:
+    """A publisher whose acknowledgements the test gives (or refuses) by hand."""
+
+    source = "hookrun/runner/test"
+
+    def __init__(self) -> None:
+        self.sent: list[Record] = []
+        self.acks: list[asyncio.Future[Any]] = []
+
+    async def send_record(self, record: Record) -> asyncio.Future[Any]:
+        self.sent.append(record)
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+    async def wait(self, futures: list[asyncio.Future[Any]]) -> None:
+        try:
+            await asyncio.gather(*futures)
+        except RuntimeError as exc:
+            raise KafkaUnavailable("refused") from exc
+
+
+def _runner(tmp_path: Path) -> tuple[Runner, HeldAcks, FakeExecutor]:
+    publisher = HeldAcks()
+    executor = FakeExecutor()
+    runner = Runner(
+        config=parse_config(CONFIG, str(tmp_path / "hookrun.yaml")),
+        consumer=None,  # type: ignore[arg-type]
+        publisher=publisher,  # type: ignore[arg-type]
+        index=FakePipelineIndex(),
+        data_dir=tmp_path,
+        runner_id="runner-test",
+        lease_s=30,
+        concurrency=8,
+        executor=executor,
+    )
+    runner.parts[0] = PartitionState(None, position=1, replay_end=0, live=True)  # type: ignore[arg-type]
+    return runner, publisher, executor
+
+
+def _launch(runner: Runner) -> Any:
+    launched = TriggerLaunched(
+        run_id="run-1",
+        trigger_id="noop",
+        config_version="v",
+        request=LaunchRequest(method="POST", path="/", body_b64=base64.b64encode(b"{}").decode()),
+    )
+    return runner.table.apply(launched, 0, 0)
+
+
+async def _until(predicate: Any) -> None:
+    for _ in range(100):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def test_an_execution_is_prepared_in_flight_and_released_only_once_acknowledged(
+    tmp_path: Path,
+) -> None:
+    runner, publisher, executor = _runner(tmp_path)
+    run = _launch(runner)
+    task = asyncio.create_task(runner.reconcile([run]))
+    await _until(lambda: publisher.acks)
+    types = [dict(r.headers)["ce_type"].decode() for r in publisher.sent]
+    assert types == [RunStarted.type, ExecutionCreated.type]
+    # Submitted (prepared) while the append is in flight, but held: nothing may run yet.
+    (execution_id,) = executor.submitted
+    assert executor.held == {execution_id}
+    for ack in publisher.acks:
+        ack.set_result(None)
+    await task
+    assert executor.held == set()
+
+
+async def test_an_execution_whose_append_fails_for_good_never_starts(tmp_path: Path) -> None:
+    runner, publisher, executor = _runner(tmp_path)
+    run = _launch(runner)
+    task = asyncio.create_task(runner.reconcile([run]))
+    await _until(lambda: publisher.acks)
+    # A refused record (not retriable): the session stops, the held execution is discarded.
+    exc = RuntimeError("record refused")
+    for ack in publisher.acks:
+        ack.set_exception(exc)
+    with pytest.raises(KafkaUnavailable):
+        await task
+    assert executor.submitted == {} and executor.held == set()
