@@ -795,8 +795,14 @@ class KafkaPipelineIndex:
 
     def __init__(self, bootstrap: str, *, namespace: str = topics.NAMESPACE) -> None:
         self._defs: dict[str, PipelineDefined] = {}
+        # A fetch is answered as soon as records arrive: the long idle wait only makes the
+        # idle table cheaper (2 fetches/s instead of 50).
         self._table = TopicTable(
-            bootstrap, "runner", topics.named(topics.PIPELINES, namespace), self._apply
+            bootstrap,
+            "runner",
+            topics.named(topics.PIPELINES, namespace),
+            self._apply,
+            fetch_max_wait_ms=500,
         )
 
     def _apply(self, event: Event) -> None:
