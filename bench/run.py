@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from aiokafka.errors import KafkaError  # noqa: E402
+
 from hookrun.dev import kafka  # noqa: E402
 
 MODULES = ["gateway", "runner", "status", "notifier", "system"]
@@ -64,6 +67,34 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(out)
 
 
+async def _topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def _drop_new_bench_topics(bootstrap: str, before: set[str]) -> None:
+    """Delete the topics a benchmark module created (its ``bench-*`` namespace).
+
+    Left behind, they pile up on a reused dev broker (2,500 after a day of runs) and make every
+    later metadata request, and so the next benchmark, slower.
+    """
+    new = sorted(t for t in await _topics(bootstrap) - before if t.startswith("bench-"))
+    if not new:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(new)
+    except KafkaError as exc:
+        print(f"(could not delete the benchmark's topics: {exc!r})", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -84,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"(bench_{name}: not present in this checkout)", file=sys.stderr)
                 continue
             print(f"running bench_{name} ...", file=sys.stderr, flush=True)
+            before = asyncio.run(_topics(bootstrap))
             try:
                 rows += asyncio.run(module.run(bootstrap, args.seconds))
             except Exception:
                 traceback.print_exc()
                 failed.append(name)
+            finally:
+                asyncio.run(_drop_new_bench_topics(bootstrap, before))
     print(table(rows))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
