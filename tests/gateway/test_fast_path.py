@@ -68,6 +68,9 @@ class ExplodingLog(FakeEventLog):
     async def append(self, events):
         raise RuntimeError("a bug")
 
+    async def append_records(self, records):
+        raise RuntimeError("a bug")
+
 
 def test_an_unexpected_error_answers_500_like_fastapi_would():
     app = build(

@@ -31,11 +31,15 @@ DEFAULT_PORT = 9092
 DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_PORT}"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
+# ZGC rather than G1: on a 2-core machine G1's young collections stopped the broker for 7-46 ms
+# every few seconds under load (GC log), and every produce request in flight waited for it,
+# which made the gateway's p99; ZGC's pauses stayed under 9 ms (mostly under 4), with the same
+# broker CPU per produced record once warm. ZGC wants heap headroom, hence 1 GiB at most (it
+# gives back what it does not use).
 JVM_OPTS = (
     "-Xms256m",
-    "-Xmx768m",
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
+    "-Xmx1g",
+    "-XX:+UseZGC",
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
@@ -332,8 +336,13 @@ def _tail(path: Path, lines: int = 40) -> str:
 def cluster_id() -> str:
     """Return a new random Kafka cluster id."""
     # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars), the
-    # same as `kafka-storage random-uuid`, made here to save a JVM start.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # same as `kafka-storage random-uuid`, made here to save a JVM start. Like Kafka's own
+    # Uuid.randomUuid(), never one starting with "-": `format -t -abc...` takes it for an option
+    # and the broker does not start (one fresh data dir in 64).
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
 
 
 def configured_ports(data_dir: str | os.PathLike[str]) -> dict[str, int]:

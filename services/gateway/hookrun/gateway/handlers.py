@@ -8,19 +8,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
-from hookrun.config.conditions import (
-    check_conditions,
-    delivery_id,
-    recorded_request,
-)
+from hookrun.config.conditions import check_conditions, delivery_id, redact
 from hookrun.config.templating import render_response
-from hookrun.events import (
-    InboundDeliveryRecorded,
-    TriggerLaunched,
-    TriggerLogged,
-)
+from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
+from hookrun.gateway.records import launched_record
 
 #: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
 REJECTED_BODY = b'{"error":"launch rejected"}'
@@ -59,6 +52,8 @@ class Deps:
     retry_after_s: int = 5
     clock: Callable[[], float] = time.time
     new_run_id: Callable[[], str] = new_id
+    #: ``ce_source`` of the records the launch rules encode themselves (the publisher's).
+    source: str = "hookrun"
     triggers: dict[str, Trigger] = field(init=False)
     #: The config's version, read once: a pydantic private attribute is slow to read.
     config_version: str = field(init=False)
@@ -106,23 +101,30 @@ async def launch(
                 )
                 return accepted(trigger, original)
         run_id = deps.new_run_id()
-        launched = TriggerLaunched(
+        headers, query = redact(trigger, request)
+        launched = launched_record(
             event_id=new_id(),
+            source=deps.source,
             run_id=run_id,
             trigger_id=trigger.id,
             config_version=deps.config_version,
-            request=recorded_request(trigger, request),
+            method=request.method,
+            path=request.path,
+            query=query,
+            headers=headers,
+            remote_addr=request.remote_addr,
+            body=request.body,
             delivery_id=delivery,
             is_test=is_test,
             account=verdict.account,
         )
         if delivery is None:
-            await deps.log.append([launched])
+            await deps.log.append_records([launched])
         else:
             record = InboundDeliveryRecorded(
                 event_id=new_id(), trigger_id=trigger.id, delivery_id=delivery, run_id=run_id
             )
-            await deps.log.append([launched, record])
+            await deps.log.append_records([launched, encode(record, source=deps.source)])
             deps.deliveries.remember(trigger.id, delivery, run_id)
     except KafkaUnavailable:
         return Reply(
