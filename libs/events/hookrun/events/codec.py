@@ -56,17 +56,35 @@ def encode(event: Event, *, source: str | None = None) -> Record:
     if not cls.type:
         raise TypeError(f"{cls.__name__} is not registered")
     value = event.model_dump_json(exclude={"event_id", "occurred_at", "source"}).encode()
-    headers: Headers = [
+    key = event.key.encode()
+    headers = envelope(
+        cls,
+        event_id=event.event_id,
+        source=source or event.source,
+        occurred_at=event.occurred_at,
+        key=key,
+    )
+    return Record(cls.topic, key, value, headers)
+
+
+def envelope(
+    cls: type[Event], *, event_id: str, source: str, occurred_at: datetime, key: bytes
+) -> Headers:
+    """The CloudEvents headers of an event of the registered type ``cls`` keyed ``key``.
+
+    ``encode`` writes these; so does a producer that writes an event's JSON value itself (the
+    gateway's launch record) to get the same envelope.
+    """
+    return [
         ("ce_specversion", SPECVERSION),
-        ("ce_id", event.event_id.encode()),
-        ("ce_source", (source or event.source).encode()),
+        ("ce_id", event_id.encode()),
+        ("ce_source", source.encode()),
         ("ce_type", cls.type.encode()),
-        ("ce_time", _rfc3339(event.occurred_at).encode()),
-        ("ce_subject", event.key.encode()),
+        ("ce_time", _rfc3339(occurred_at).encode()),
+        ("ce_subject", key),
         ("ce_dataschema", dataschema(cls.type, cls.version).encode()),
         ("content-type", CONTENT_TYPE),
     ]
-    return Record(cls.topic, event.key.encode(), value, headers)
 
 
 def decode(value: bytes | None, headers: Any) -> Event:

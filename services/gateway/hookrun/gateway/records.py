@@ -4,9 +4,10 @@ Building and validating ``TriggerLaunched`` (and its ``LaunchRequest``) and dump
 about a tenth of the gateway's CPU per launch (py-spy under load). The gateway's inputs are
 already plain strings, so :func:`launched_record` writes the same bytes that
 ``hookrun.events.encode(TriggerLaunched(...), source=...)`` writes: the same JSON value (field
-order, compact separators, UTF-8) and the same CloudEvents headers. tests/gateway/test_records.py
-holds the two side by side, and the Fake event log decodes every record it is given with the
-real codec, so every other gateway test checks the bytes too.
+order, compact separators, UTF-8) and the same CloudEvents headers (``codec.envelope``, which
+``encode`` uses too). tests/gateway/test_records.py holds the two side by side, and the Fake
+event log decodes every record it is given with the real codec, so every other gateway test
+checks the bytes too.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from datetime import UTC, datetime
 import orjson
 
 from hookrun.events import TriggerLaunched
-from hookrun.events.codec import CONTENT_TYPE, SPECVERSION, Record, dataschema
-
-_TYPE = TriggerLaunched.type.encode()
-_SCHEMA = dataschema(TriggerLaunched.type, TriggerLaunched.version).encode()
-_TOPIC = TriggerLaunched.topic
+from hookrun.events.codec import Record, envelope
 
 
 def launched_record(
@@ -67,18 +64,7 @@ def launched_record(
         }
     )
     key = run_id.encode()
-    return Record(
-        _TOPIC,
-        key,
-        value,
-        [
-            ("ce_specversion", SPECVERSION),
-            ("ce_id", event_id.encode()),
-            ("ce_source", source.encode()),
-            ("ce_type", _TYPE),
-            ("ce_time", datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()),
-            ("ce_subject", key),
-            ("ce_dataschema", _SCHEMA),
-            ("content-type", CONTENT_TYPE),
-        ],
+    headers = envelope(
+        TriggerLaunched, event_id=event_id, source=source, occurred_at=datetime.now(UTC), key=key
     )
+    return Record(TriggerLaunched.topic, key, value, headers)
