@@ -186,3 +186,15 @@ async def test_a_command_that_cannot_start_fails(tmp_path: Path, argv: list[str]
     assert finished["ex-1"].status is RunStatus.FAILURE
     assert finished["ex-1"].error is not None and finished["ex-1"].error.startswith("cannot start")
     assert executor.running() == 0
+
+
+def test_a_file_is_written_whole_when_a_write_takes_less_than_it_was_given(tmp_path, monkeypatch):
+    import os
+
+    from hookrun.runner.adapters import _write_file
+
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:3])))
+    _write_file(str(tmp_path / "inputs.json"), b"0123456789")
+    monkeypatch.undo()
+    assert (tmp_path / "inputs.json").read_bytes() == b"0123456789"

@@ -665,9 +665,8 @@ class ProcessExecutor:
         now = utcnow()
         output = None
         if status is RunStatus.SUCCESS:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                raw = _read_file(f"{base}/output.json")
-                output = orjson.loads(raw) if raw is not None else None
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                output = orjson.loads(Path(f"{base}/output.json").read_bytes())
         return ExecutionFinished(
             run_id=spec.run_id,
             execution_id=spec.execution_id,
@@ -686,24 +685,9 @@ class ProcessExecutor:
 def _write_file(path: str, content: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        os.write(fd, content)
-    finally:
-        os.close(fd)
-
-
-def _read_file(path: str) -> bytes | None:
-    """The file's content; None if it does not exist or cannot be read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
+        view = memoryview(content)
+        while view:  # one write() may write less than it was given
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
