@@ -13,9 +13,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.loadgen import Result, build_request, closed_loop, open_loop
+from bench.loadgen import Result, build_request, open_loop, versus
 from bench.noop_app import noop_process
-from bench.procstat import cpu_s
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events import LaunchRequest, TriggerLaunched, encode, topics
 from hookrun.events.kafka import ensure_topics, producer_settings
@@ -105,15 +104,16 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
     try:
         noop.start(wait_s=30)
         gateway.start(wait_s=60)
-        for port, request in ((gw_port, launch), (noop_port, noop_req)):
-            await closed_loop("127.0.0.1", port, request, concurrency=8, seconds=1)
-            await closed_loop(
-                "127.0.0.1", port, request, concurrency=CONCURRENCY, seconds=WARM_UP_S
-            )
-        # As loadgen.versus: the baseline's and the service's maximum back to back, plus the
-        # CPU each server process spent per answered request meanwhile.
-        base_max, base_cpu = await _max_rate(noop, noop_port, noop_req, seconds)
-        gw_max, gw_cpu = await _max_rate(gateway, gw_port, launch, seconds)
+        gw_max, base_max = await versus(
+            gw_port,
+            launch,
+            noop_port,
+            noop_req,
+            concurrency=CONCURRENCY,
+            seconds=seconds,
+            warm_up_s=WARM_UP_S,
+            pids=(gateway.pid, noop.pid),
+        )
         _check(gw_max, 202, "gateway")
         half = max(gw_max.rate / 2, 10)
         gw_half = await open_loop("127.0.0.1", gw_port, launch, rate=half, seconds=seconds)
@@ -153,10 +153,10 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
         },
         {
             "name": "gateway: CPU per launch at max rate (gateway process)",
-            "value": gw_cpu,
+            "value": gw_max.server_cpu_us,
             "unit": "us",
             "baseline_name": "no-op FastAPI POST, CPU per request (its process)",
-            "baseline_value": base_cpu,
+            "baseline_value": base_max.server_cpu_us,
             "goal": "",
             "ok": None,
         },
@@ -170,16 +170,6 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
             "ok": None,
         },
     ]
-
-
-async def _max_rate(
-    server: ServiceProcess, port: int, request: bytes, seconds: float
-) -> tuple[Result, float]:
-    """Closed loop at CONCURRENCY; the result and the server's CPU us per answered request."""
-    before = cpu_s(server.pid)[0]
-    result = await closed_loop("127.0.0.1", port, request, concurrency=CONCURRENCY, seconds=seconds)
-    used = cpu_s(server.pid)[0] - before
-    return result, used * 1e6 / max(len(result.latencies_ms), 1)
 
 
 def _check(result: Result, status: int, what: str) -> None:

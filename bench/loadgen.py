@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.procstat import cpu_s
+
 
 @dataclass
 class Result:
@@ -17,6 +19,8 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0
+    #: CPU microseconds the server process spent per answered request (``versus`` with pids).
+    server_cpu_us: float | None = None
 
     @property
     def rate(self) -> float:
@@ -130,18 +134,35 @@ async def versus(
     *,
     concurrency: int,
     seconds: float,
+    warm_up_s: float = 0.0,
+    pids: tuple[int | None, int | None] = (None, None),
 ) -> tuple[Result, Result]:
     """Warm both servers up, then measure the baseline's and the service's maximum rate back to back.
 
     Returns (service, baseline). Same client, same concurrency, same machine state: the ratio
-    of the two rates is the figure to report.
+    of the two rates is the figure to report. ``warm_up_s``: both are also loaded at full
+    concurrency that long first. ``pids`` (service, baseline): each result's
+    ``server_cpu_us`` is filled in from that process's CPU time.
     """
-    await closed_loop("127.0.0.1", port, request, concurrency=8, seconds=1)
-    await closed_loop("127.0.0.1", base_port, base_request, concurrency=8, seconds=1)
-    base = await closed_loop(
-        "127.0.0.1", base_port, base_request, concurrency=concurrency, seconds=seconds
-    )
-    service = await closed_loop(
-        "127.0.0.1", port, request, concurrency=concurrency, seconds=seconds
-    )
+    targets = ((port, request), (base_port, base_request))
+    for target_port, target_request in targets:
+        await closed_loop("127.0.0.1", target_port, target_request, concurrency=8, seconds=1)
+    if warm_up_s:
+        for target_port, target_request in targets:
+            await closed_loop(
+                "127.0.0.1", target_port, target_request, concurrency=concurrency, seconds=warm_up_s
+            )
+    base = await _max_rate(base_port, base_request, pids[1], concurrency, seconds)
+    service = await _max_rate(port, request, pids[0], concurrency, seconds)
     return service, base
+
+
+async def _max_rate(
+    port: int, request: bytes, pid: int | None, concurrency: int, seconds: float
+) -> Result:
+    before = cpu_s(pid)[0] if pid is not None else 0.0
+    result = await closed_loop("127.0.0.1", port, request, concurrency=concurrency, seconds=seconds)
+    if pid is not None:
+        used = cpu_s(pid)[0] - before
+        result.server_cpu_us = used * 1e6 / max(len(result.latencies_ms), 1)
+    return result
