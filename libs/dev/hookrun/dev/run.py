@@ -59,7 +59,7 @@ class Restarts:
     first_s: float = 1.0
     max_s: float = 30.0
     stable_s: float = 60.0
-    _delay: dict[str, float] = field(default_factory=dict)
+    _delay: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def after_exit(self, name: str, up_s: float) -> float:
         """The delay before restarting ``name``, which ran for ``up_s`` seconds."""
