@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from aiokafka import AIOKafkaConsumer
 from bench.procstat import cpu_s
 from hookrun.dev.procs import ServiceProcess, free_port
 from hookrun.events import topics
-from hookrun.events.codec import decode
 from hookrun.events.kafka import Publisher, ensure_topics, partitions_of
 from hookrun.events.runs import LaunchRequest, TriggerLaunched
 
@@ -44,7 +44,11 @@ def _launch() -> TriggerLaunched:
 
 
 class _Watch:
-    """Reads the runs topic from its current end; remembers when each run's events appeared."""
+    """Reads the runs topic from its current end; remembers when each run's events appeared.
+
+    It reads the ``ce_type`` and ``ce_time`` headers and the key (the run id), never the value:
+    decoding every event took 1-3 ms of CPU per run on the two cores the runner needs.
+    """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -54,7 +58,8 @@ class _Watch:
             fetch_max_wait_ms=5,
         )
         self.topic = topic
-        self.events: dict[tuple[str, str], Any] = {}
+        #: (type, run id) -> the event's ce_time (when the producer says it happened)
+        self.events: dict[tuple[str, str], datetime] = {}
         self.arrived: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -73,10 +78,11 @@ class _Watch:
             now = time.perf_counter()
             for records in batches.values():
                 for r in records:
-                    event = decode(r.value, r.headers)
-                    key = (event.type, event.run_id)  # type: ignore[attr-defined]
-                    self.events.setdefault(key, event)
-                    self.arrived.setdefault(key, now)
+                    headers = dict(r.headers)
+                    key = (headers["ce_type"].decode(), r.key.decode())
+                    if key not in self.arrived:
+                        self.arrived[key] = now
+                        self.events[key] = datetime.fromisoformat(headers["ce_time"].decode())
 
     async def wait(self, type_: str, run_ids: list[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -152,8 +158,8 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
             event = _launch()
             await publisher.publish([event])
             await watch.wait("hookrun.execution.started", [event.run_id], 30)
-            started = watch.events[("hookrun.execution.started", event.run_id)]
-            overhead.append((started.occurred_at - event.occurred_at).total_seconds())
+            started_at = watch.events[("hookrun.execution.started", event.run_id)]
+            overhead.append((started_at - event.occurred_at).total_seconds())
 
         # (1) throughput: N launches at once, until N RunFinished
         launches = [_launch() for _ in range(n)]
