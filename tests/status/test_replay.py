@@ -28,6 +28,7 @@ from hookrun.events import (
     topics,
 )
 from hookrun.status import replay
+from hookrun.status.app import _shares
 from hookrun.status.projector import _prepare
 from hookrun.status.store import SCHEMA, SqliteStore, bulk_sql, grouped
 from tests.status.factories import T0, launched, rejected, run_events
@@ -210,6 +211,64 @@ async def test_a_rebuilt_store_has_the_rows_of_the_live_projection(tmp_path):
     finally:
         await live.close()
         await swapped.close()
+
+
+async def test_a_rebuild_split_by_partition_and_merged_has_the_rows_of_the_live_projection(
+    tmp_path,
+):
+    # what a parallel rebuild does: each share of the partitions into its own file, then one
+    # file holding them all
+    batches = as_batches(varied_events())
+    live = SqliteStore(tmp_path / "live.db")
+    await live.open()
+    for batch in batches:
+        await live.apply(_prepare(batch)[0])
+    parts = sorted({tp for batch in batches for tp in batch})
+    assert len(parts) >= 3
+    shares = [parts[0::3], parts[1::3], parts[2::3]]
+    files = [tmp_path / f"status.db.rebuild{i or ''}" for i in range(3)]
+    stores = [SqliteStore(file, scratch=True) for file in files]
+    for store, share in zip(stores, shares, strict=True):
+        await store.open()
+        for batch in batches:
+            mine = {tp: records for tp, records in batch.items() if tp in share}
+            await store.apply(_prepare(mine, trusted=True)[0])
+    for store in stores[1:]:
+        await store.close()
+    stores[0].merge_rebuilt(files[1:])
+    stores[0].finish_rebuild(tmp_path / "status.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "live.db",
+        "live.db-shm",
+        "live.db-wal",
+        "status.db",
+    ]
+    swapped = SqliteStore(tmp_path / "status.db")
+    await swapped.open()
+    try:
+        expected = await table_rows(live)
+        assert await table_rows(swapped) == expected
+        assert len(expected["offsets"]) == len(parts)
+    finally:
+        await live.close()
+        await swapped.close()
+
+
+def test_a_rebuild_deals_the_partitions_out_by_their_records():
+    ends = {TopicPartition("runs", p): n for p, n in enumerate([900, 100, 500, 480, 0, 20])}
+    ends[TopicPartition("triggers", 0)] = 60
+    two = _shares(ends, 2)
+    assert [sum(share.values()) for share in two] == [
+        1020,
+        1040,
+    ]  # largest first, each to the lightest share
+    assert sorted(tp for share in two for tp in share if ends[tp]) == sorted(
+        tp for tp in ends if ends[tp]
+    )
+    # never a process without records, never none at all
+    assert len(_shares(ends, 16)) == 6
+    assert _shares({TopicPartition("runs", 0): 0}, 4) == [{TopicPartition("runs", 0): 0}]
+    assert _shares(ends, 1) == [ends]
 
 
 def test_every_statement_of_the_projection_has_a_bulk_form():

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     hookrun_status_batch_records: PositiveInt = 2000
     #: TEST ONLY: sleep this long in the middle of every batch's transaction (lag, crash tests).
     hookrun_status_apply_delay_ms: NonNegativeInt = 0
+    #: Processes a rebuild projects with, each its share of the partitions (0: one per CPU).
+    hookrun_rebuild_workers: NonNegativeInt = 0
     hookrun_kafka_timeout_s: PositiveFloat = 5.0
     hookrun_access_log: bool = False
     log_level: str = "INFO"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -72,7 +72,9 @@ class Projector:
         batch_records: int = 2000,
         progress: Progress | None = None,
         trusted: bool = False,
+        partitions: Collection[TopicPartition] | None = None,
     ) -> None:
+        """``partitions``: project only these (a rebuild's share); else every partition."""
         self.store = store
         self.group = group
         self.topics = [
@@ -96,6 +98,7 @@ class Projector:
         #: Fold records straight from their JSON (``replay``): for a rebuild, which replays
         #: records validated when they were written.
         self._trusted = trusted
+        self._only = None if partitions is None else frozenset(partitions)
 
     @property
     def assignment(self) -> list[TopicPartition]:
@@ -115,6 +118,8 @@ class Projector:
                 parts = await partitions_of_topics(consumer, self.topics)
                 if len(parts) < len(self.topics):
                     raise KafkaError("topics do not exist yet")
+                if self._only is not None:
+                    parts = [tp for tp in parts if tp in self._only]
                 consumer.assign(parts)
                 await self.seek_to_stored(parts)
                 return consumer

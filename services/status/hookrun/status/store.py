@@ -92,6 +92,8 @@ SCHEMA = [
 
 #: Indexes that serve the queries only (the projection's writes go by primary key).
 SECONDARY_INDEXES = [ddl for ddl in SCHEMA if ddl.startswith("CREATE INDEX")]
+#: Every table, in SCHEMA's order.
+TABLES = [m[1] for ddl in SCHEMA if (m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl))]
 
 INFO_STATUSES = frozenset({"pending", "completed", "error", "complete_with_error"})
 
@@ -599,6 +601,35 @@ class SqliteStore(SqlStore):
                 return False
             conn.execute(bulk, list(itertools.chain.from_iterable(chunk)))
         return True
+
+    def merge_rebuilt(self, others: Sequence[Path]) -> None:
+        """Copy the rows of other rebuilt files into this (fresh) store, then delete them.
+
+        A parallel rebuild projects disjoint partitions into one file each. Every row belongs
+        to one run or one trigger-log entry, and each of those to one partition, so the files
+        share no key and their union is what one projector makes of all the partitions. SQLite
+        copies the rows itself, without Python in between.
+        """
+        conn = self._writer
+        assert conn is not None, "store is not open"
+        for other in others:
+            conn.execute("ATTACH DATABASE ? AS part", (str(other),))
+            try:
+                conn.execute("BEGIN")
+                for table in TABLES:
+                    # WHERE true: an INSERT ... SELECT followed by ON CONFLICT needs a WHERE
+                    # clause (sqlite.org/lang_upsert.html, "parsing ambiguity").
+                    conn.execute(
+                        f"INSERT INTO main.{table} SELECT * FROM part.{table} WHERE true"
+                        " ON CONFLICT DO NOTHING"
+                    )
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.execute("DETACH DATABASE part")
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(str(other) + suffix).unlink(missing_ok=True)
 
     def finish_rebuild(self, target: Path) -> None:
         """Close this (fresh) store and move it over ``target`` (which must not be in use)."""
