@@ -143,6 +143,8 @@ async def rebuild(settings: Settings) -> int:
     bootstrap = settings.kafka_bootstrap_servers
     ends = await log_ends(bootstrap, names)
     shares = _shares(ends, _workers(settings.hookrun_rebuild_workers))
+    # A core to spare per process: each also folds in a thread while it writes.
+    spare = len(shares) < _cpus()
     path = sqlite_path(settings.hookrun_database_url)
     fresh: SqlStore
     if path is not None:
@@ -166,13 +168,13 @@ async def rebuild(settings: Settings) -> int:
     # The other shares' processes are forked before this one opens its store or starts its
     # consumer: they inherit no connection of the rebuild.
     children = [
-        _fork_share(store, settings, share)
+        _fork_share(store, settings, share, spare)
         for store, share in zip(stores[1:], shares[1:], strict=True)
     ]
     fresh = stores[0]
     try:
         await fresh.open()
-        await _project_share(fresh, settings, shares[0])
+        await _project_share(fresh, settings, shares[0], spare)
         failed = [c.pid for c in await asyncio.gather(*map(_joined, children)) if c.exitcode]
         if failed:
             raise RuntimeError(f"rebuild worker(s) {failed} failed; the live store is unchanged")
@@ -196,7 +198,11 @@ def _workers(configured: int) -> int:
     """How many processes rebuild: ``configured``, else one per CPU; 1 where fork is missing."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    return configured or len(os.sched_getaffinity(0))
+    return configured or _cpus()
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _shares(ends: dict[TopicPartition, int], workers: int) -> list[dict[TopicPartition, int]]:
@@ -214,9 +220,12 @@ def _shares(ends: dict[TopicPartition, int], workers: int) -> list[dict[TopicPar
 
 
 async def _project_share(
-    store: SqlStore, settings: Settings, share: dict[TopicPartition, int]
+    store: SqlStore, settings: Settings, share: dict[TopicPartition, int], spare: bool
 ) -> None:
-    """Project the partitions of ``share`` into ``store`` (open) up to their log ends."""
+    """Project the partitions of ``share`` into ``store`` (open) up to their log ends.
+
+    ``spare``: there are more cores than rebuilding processes (fold in a thread).
+    """
     projector = Projector(
         store,
         settings.kafka_bootstrap_servers,
@@ -224,6 +233,7 @@ async def _project_share(
         batch_records=5000,
         trusted=True,
         partitions=share,
+        fold_in_thread=spare,
     )
 
     def done() -> bool:
@@ -235,7 +245,7 @@ async def _project_share(
 
 
 def _fork_share(
-    store: SqlStore, settings: Settings, share: dict[TopicPartition, int]
+    store: SqlStore, settings: Settings, share: dict[TopicPartition, int], spare: bool
 ) -> multiprocessing.process.BaseProcess:
     """A forked process projecting ``share`` into ``store``: imports and settings inherited.
 
@@ -246,7 +256,7 @@ def _fork_share(
     async def project() -> None:
         await store.open()
         try:
-            await _project_share(store, settings, share)
+            await _project_share(store, settings, share, spare)
         finally:
             await store.close()
 

@@ -73,8 +73,14 @@ class Projector:
         progress: Progress | None = None,
         trusted: bool = False,
         partitions: Collection[TopicPartition] | None = None,
+        fold_in_thread: bool = True,
     ) -> None:
-        """``partitions``: project only these (a rebuild's share); else every partition."""
+        """``partitions``: project only these (a rebuild's share); else every partition.
+
+        ``fold_in_thread=False``: decode and fold on the event loop. For a rebuild process that
+        has no spare core: the thread hand-offs then only cost (measured: 59-66 instead of
+        68-76 us of CPU per record, two rebuild processes on two busy cores).
+        """
         self.store = store
         self.group = group
         self.topics = [
@@ -99,6 +105,7 @@ class Projector:
         #: records validated when they were written.
         self._trusted = trusted
         self._only = None if partitions is None else frozenset(partitions)
+        self._fold_in_thread = fold_in_thread
 
     @property
     def assignment(self) -> list[TopicPartition]:
@@ -177,11 +184,12 @@ class Projector:
                             read[(tp.topic, tp.partition)] = records[-1].offset + 1
                 # Decoding and folding are pure CPU work: a worker thread does them so that
                 # the event loop keeps serving requests and fetching meanwhile.
-                prepared = (
-                    await asyncio.to_thread(_prepare_grouped, batches, self._trusted)
-                    if batches
-                    else None
-                )
+                if not batches:
+                    prepared = None
+                elif self._fold_in_thread:
+                    prepared = await asyncio.to_thread(_prepare_grouped, batches, self._trusted)
+                else:
+                    prepared = _prepare_grouped(batches, self._trusted)
                 if writing is not None:
                     result, writing = await writing, None
                     if result.gaps:
