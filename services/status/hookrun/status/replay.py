@@ -150,16 +150,20 @@ def _recompute(run_id: str) -> Op:
 def applied(topic: str, partition: int, record: Any) -> Applied | None:
     """The record's ``Applied``, exactly as decode + fold make it; None: take the full path."""
     value = record.value
-    envelope = _envelope(record.headers, value)
-    if envelope is None:
-        return None
-    specversion, event_id, type_, time, schema, cloudevent = envelope
-    fast = _FAST.get(type_)  # type: ignore[arg-type]
-    if fast is None or specversion != "1.0":
-        return None
-    fold, schemas = fast
-    if schema not in schemas:
-        return None
+    encoded = _encoder_envelope(record.headers, value)
+    if encoded is not None:
+        event_id, type_, time, fold, cloudevent = encoded
+    else:
+        envelope = _envelope(record.headers, value)
+        if envelope is None:
+            return None
+        specversion, event_id, type_, time, schema, cloudevent = envelope  # type: ignore[assignment]
+        fast = _FAST.get(type_)  # type: ignore[arg-type]
+        if fast is None or specversion != "1.0":
+            return None
+        fold, schemas = fast
+        if schema not in schemas:
+            return None
     offset = record.offset
     try:
         data = orjson.loads(value)
@@ -181,6 +185,47 @@ def applied(topic: str, partition: int, record: Any) -> Applied | None:
     except _FOLDED:
         return None
     return Applied(topic, partition, offset, ops, run_id)
+
+
+def _encoder_envelope(headers: Any, value: Any) -> tuple[str, str, Any, FastFold, str] | None:
+    """(id, type, time, fold, cloudevent) of a record with exactly the headers ``encode`` writes.
+
+    For a type with a fast fold at its current schema, specversion 1.0 and JSON content; None
+    for anything else (``_envelope`` then decides). Only the id, source, time and subject vary
+    from record to record, so only those are checked for characters JSON would escape; the
+    others are compared with the encoder's own values. About 2 us less per record than
+    ``_envelope`` (measured on the benchmark's records).
+    """
+    try:
+        (
+            (n0, spec),
+            (n1, event_id),
+            (n2, source),
+            (n3, type_),
+            (n4, time),
+            (n5, subject),
+            (n6, schema),
+            (n7, ctype),
+        ) = headers
+        if (n0, n1, n2, n3, n4, n5, n6, n7) != _ENCODED or spec != b"1.0" or ctype != _JSON:
+            return None
+        known = _ENCODER.get((type_, schema))
+        if known is None or _ESCAPED.search(event_id + source + time + subject) is not None:
+            return None
+        cloudevent = _CLOUDEVENT % (
+            spec,
+            event_id,
+            source,
+            type_,
+            time,
+            subject,
+            schema,
+            ctype,
+            value,
+        )
+        return event_id.decode(), known[0], time.decode(), known[1], cloudevent.decode()
+    except (TypeError, ValueError):  # not pairs, not bytes, not UTF-8
+        return None
 
 
 Envelope = tuple[str | None, str | None, str | None, str | None, str | None, str]
@@ -500,3 +545,11 @@ _FAST: dict[str, tuple[FastFold, frozenset[str | None]]] = {
         (DeliveryExhausted, _exhausted),
     )
 }
+#: (ce_type, ce_dataschema) as the encoder writes them -> (type, fast fold), for the types above.
+_ENCODER: dict[tuple[bytes, bytes], tuple[str, FastFold]] = {
+    (type_.encode(), schema.encode()): (type_, fold)
+    for type_, (fold, schemas) in _FAST.items()
+    for schema in schemas
+    if schema  # the encoder always writes one
+}
+_JSON = b"application/json"
