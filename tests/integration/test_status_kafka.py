@@ -376,3 +376,40 @@ async def test_two_instances_serve_every_run(start_status, publish, backend):
         for url in (url_a, url_b):
             r = info(url, "tok", run.run_id)
             assert (r.status_code, r.json()["status"]) == (200, "completed"), url
+
+
+async def test_a_rebuild_whose_worker_fails_leaves_the_live_store_as_it_was(
+    kafka_bootstrap, namespace, publish, tmp_path, monkeypatch
+):
+    import os
+
+    from hookrun.status import app
+    from hookrun.status.config import Settings
+
+    runs = [launched("tok") for _ in range(12)]  # spread over the partitions
+    await publish([e for run in runs for e in (run, *run_events(run, [OK]))])
+    live = tmp_path / "status.db"
+    live.write_bytes(b"the live store")
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        hookrun_namespace=namespace,
+        hookrun_database_url=f"sqlite:///{live}",
+        hookrun_rebuild_workers=2,
+    )
+    parent, project = os.getpid(), app._project_share
+
+    async def dies_in_the_forked_worker(*args: Any) -> None:
+        if os.getpid() != parent:
+            raise RuntimeError("a rebuild worker dies")
+        await project(*args)
+
+    monkeypatch.setattr(app, "_project_share", dies_in_the_forked_worker)
+    with pytest.raises(RuntimeError, match="failed; the live store is unchanged"):
+        await app.rebuild(settings)
+    assert live.read_bytes() == b"the live store"
+
+    monkeypatch.setattr(app, "_project_share", project)
+    assert await app.rebuild(settings) == 12 * len(run_events(runs[0], [OK])) + 12
+    with sqlite3.connect(live) as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (12,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.db"]
