@@ -186,7 +186,7 @@ class TestBatchedStatements:
 
         from hookrun.events import decode, encode
         from hookrun.status.projection import Position, cloudevent_json, fold
-        from hookrun.status.store import SCHEMA, SqliteStore
+        from hookrun.status.store import TABLES, SqliteStore
 
         runs = [launched() for _ in range(4)]
         per_run = [
@@ -211,8 +211,7 @@ class TestBatchedStatements:
             await store.open()
             for batch in batches:
                 await store.apply(batch)
-            tables = [ddl.split()[5] for ddl in SCHEMA if ddl.startswith("CREATE TABLE")]
-            out = {t: sorted(map(repr, await store._rows(f"SELECT * FROM {t}"))) for t in tables}
+            out = {t: sorted(map(repr, await store._rows(f"SELECT * FROM {t}"))) for t in TABLES}
             await store.close()
             return out
 

@@ -30,7 +30,7 @@ from hookrun.events import (
 from hookrun.status import replay
 from hookrun.status.app import _shares
 from hookrun.status.projector import _prepare
-from hookrun.status.store import SCHEMA, SqliteStore, bulk_sql, grouped
+from hookrun.status.store import TABLES, SqliteStore, bulk_sql, grouped
 from tests.status.factories import T0, launched, rejected, run_events
 
 OK, FAIL = RunStatus.SUCCESS, RunStatus.FAILURE
@@ -162,8 +162,7 @@ def as_batches(events: list[Event]) -> list[dict[TopicPartition, list[Record]]]:
 
 
 async def table_rows(store: SqliteStore) -> dict[str, list[str]]:
-    tables = [ddl.split()[5] for ddl in SCHEMA if ddl.startswith("CREATE TABLE")]
-    return {t: sorted(map(repr, await store._rows(f"SELECT * FROM {t}"))) for t in tables}
+    return {t: sorted(map(repr, await store._rows(f"SELECT * FROM {t}"))) for t in TABLES}
 
 
 def test_the_fast_path_makes_the_same_items_as_decode_and_fold():

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import uvicorn
 from aiokafka import TopicPartition
@@ -26,7 +25,13 @@ from hookrun.status import handlers, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
 from hookrun.status.config import Settings, sqlite_path
 from hookrun.status.projector import Progress, Projector, log_ends
-from hookrun.status.store import PostgresStore, SqliteStore, SqlStore, open_store
+from hookrun.status.store import (
+    PostgresStore,
+    SqliteStore,
+    SqlStore,
+    open_store,
+    remove_database,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +151,10 @@ async def rebuild(settings: Settings) -> int:
     # A core to spare per process: each also folds in a thread while it writes.
     spare = len(shares) < _cpus()
     path = sqlite_path(settings.hookrun_database_url)
-    fresh: SqlStore
     if path is not None:
         files = [path.with_name(f"{path.name}.rebuild{i or ''}") for i in range(len(shares))]
         for file in files:
-            for suffix in ("", "-journal", "-wal", "-shm"):
-                # A CLI command: nothing else is waiting on this event loop.
-                Path(str(file) + suffix).unlink(missing_ok=True)  # noqa: ASYNC240
+            remove_database(file)  # a CLI command: nothing else waits on this event loop
         stores: list[SqlStore] = [SqliteStore(file, scratch=True) for file in files]
     else:
         import psycopg

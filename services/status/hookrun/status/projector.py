@@ -183,7 +183,8 @@ class Projector:
                         if records:
                             read[(tp.topic, tp.partition)] = records[-1].offset + 1
                 # Decoding and folding are pure CPU work: a worker thread does them so that
-                # the event loop keeps serving requests and fetching meanwhile.
+                # the event loop keeps serving requests and fetching meanwhile (unless there
+                # is no core to spare for it, see fold_in_thread).
                 if not batches:
                     prepared = None
                 elif self._fold_in_thread:

@@ -476,6 +476,12 @@ def _statements(
     return given if given is not None and len(todo) == len(batch) else grouped(todo)
 
 
+def remove_database(path: Path) -> None:
+    """Delete a SQLite file and the journal, WAL and shared-memory files beside it, if any."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
 class SqliteStore(SqlStore):
     """One SQLite file (WAL): a writer connection used from a worker thread, reads on the loop.
 
@@ -628,8 +634,7 @@ class SqliteStore(SqlStore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 conn.execute("DETACH DATABASE part")
-            for suffix in ("", "-journal", "-wal", "-shm"):
-                Path(str(other) + suffix).unlink(missing_ok=True)
+            remove_database(other)
 
     def finish_rebuild(self, target: Path) -> None:
         """Close this (fresh) store and move it over ``target`` (which must not be in use)."""
