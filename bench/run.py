@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 
+from bench.warmup import warm_broker  # noqa: E402
 from hookrun.dev import kafka  # noqa: E402
 from hookrun.events.kafka import delete_topics  # noqa: E402
 
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", "5"))
     )
     parser.add_argument("--only", action="append", choices=MODULES, help="run only these modules")
+    parser.add_argument(
+        "--no-broker-warm-up",
+        action="store_true",
+        help="skip warming the broker's JVM first (bench/warmup.py); for a broker known warm",
+    )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     # Like `make run`: a configured or already running broker is used and left alone; one the
@@ -103,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     with kafka.broker() as bootstrap:
         rows: list[dict[str, object]] = []
         failed = []
+        if not args.no_broker_warm_up:
+            before = asyncio.run(_topics(bootstrap))
+            try:
+                print(asyncio.run(warm_broker(bootstrap)), file=sys.stderr, flush=True)
+            finally:
+                asyncio.run(_drop_new_bench_topics(bootstrap, before))
         for name in args.only or MODULES:
             try:
                 module = importlib.import_module(f"bench.bench_{name}")
