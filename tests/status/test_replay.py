@@ -303,7 +303,9 @@ async def test_a_rebuild_writes_a_batch_in_a_few_statements_leaving_the_live_row
     try:
         assert await table_rows(rebuilt) == await table_rows(live)
         rows = sum(len(a.ops) for a in items)
-        assert rows > 400 and len(executed) < rows / 5
+        # a group's rows go in statements of 2**k rows (each prepared once): at most a few
+        # per group, a fraction of one per row
+        assert rows > 400 and len(executed) < rows / 4
     finally:
         await live.close()
         await rebuilt.close()
