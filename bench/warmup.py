@@ -5,7 +5,9 @@ tens of thousands of requests. Measured on this project's local broker (acks=all
 records/s, a few records per produce request, ten runs of 12,000 records in a row), the broker's
 CPU per record went 379-476 -> 238 -> 223 -> 172 -> 149 us and settled at about 121 us after
 some 100,000 records; the p99 of a raw produce went 54 -> 10-17 -> 4-7 ms. After 90,000 records
-of this warm-up the same runs started at 253 -> 159 -> 121 us, hence 120,000.
+of this warm-up the same runs started at 253 -> 159 -> 121 us; after 120,000, the gateway's
+half-rate latency runs still measured 273-287 and then 172-194 us of broker CPU per launch
+(146-160 on a broker warm for an hour), hence 180,000.
 
 `make bench` usually starts its own broker just before the gateway rows, so without a warm-up
 those rows measured the JVM's start rather than the gateway. The no-op baselines never touch
@@ -26,7 +28,7 @@ from hookrun.events.kafka import consumer_settings, ensure_topics, producer_sett
 #: Records per second to produce, and for how long: a steady rate from a few producers, so
 #: requests carry one to a few records each, as the services' do under load.
 RATE = 3_000
-SECONDS = 40.0
+SECONDS = 60.0
 #: Producers sending at once (one connection, one request in flight each).
 PRODUCERS = 3
 
