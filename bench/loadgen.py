@@ -149,7 +149,6 @@ async def closed_loop(
     working = concurrency
 
     def answered(conn: _Connection, status: int) -> None:
-        nonlocal working
         now = time.perf_counter()
         assert conn.since is not None
         result.latencies_ms.append((now - conn.since) * 1000)
@@ -158,22 +157,23 @@ async def closed_loop(
             conn.send(request, now)
             return
         conn.since = None
+        stop_one()
+
+    def stop_one() -> None:
+        nonlocal working
         working -= 1
         if working == 0 and not finished.done():
             finished.set_result(None)
 
     async def watch(conn: _Connection) -> None:
         """Replace a connection the server closed mid-request, counting an error."""
-        nonlocal working
         while True:
             await conn.closed
             if conn.since is None:  # closed while idle: nothing was lost
                 return
             result.errors += 1
             if time.perf_counter() >= deadline:
-                working -= 1
-                if working == 0 and not finished.done():
-                    finished.set_result(None)
+                stop_one()
                 return
             conn = await _connect(host, port, answered)
             conns.append(conn)
@@ -187,12 +187,17 @@ async def closed_loop(
         for conn in conns:
             conn.send(request, now)
         await finished
+    _shut(watchers, conns)
+    return result
+
+
+def _shut(watchers: list[asyncio.Task[None]], conns: list[_Connection]) -> None:
+    """Stop watching the connections and close them (the run is over)."""
     for task in watchers:
         task.cancel()
     for conn in conns:
         if conn.transport is not None:
             conn.transport.close()
-    return result
 
 
 async def open_loop(
@@ -277,11 +282,7 @@ async def open_loop(
                 i += 1
         if n:
             await finished
-    for task in watchers:
-        task.cancel()
-    for conn in idle:
-        if conn.transport is not None:
-            conn.transport.close()
+    _shut(watchers, idle)
     return result
 
 
