@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from hookrun.config import parse_config
-from hookrun.events.codec import Record
+from hookrun.events.codec import Record, encode
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.runs import ExecutionCreated, LaunchRequest, RunStarted, TriggerLaunched
 from hookrun.runner.adapters import FakeExecutor, FakePipelineIndex
@@ -116,3 +118,60 @@ async def test_an_execution_whose_append_fails_for_good_never_starts(tmp_path: P
     with pytest.raises(KafkaUnavailable):
         await task
     assert executor.submitted == {} and executor.held == set()
+
+
+class SeekingConsumer:
+    """The consumer calls a replay makes: where it was sought to, and its position."""
+
+    def __init__(self) -> None:
+        self.sought: list[tuple[Any, int]] = []
+        self.positions: dict[Any, int] = {}
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.sought.append((tp, offset))
+        self.positions[tp] = offset
+
+    async def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+    async def commit(self, offsets: Any) -> None:
+        pass
+
+
+def _record(tp: TopicPartition, offset: int, event: Any) -> Any:
+    encoded = encode(event)
+    return SimpleNamespace(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        key=encoded.key,
+        value=encoded.value,
+        headers=encoded.headers,
+    )
+
+
+async def test_a_replay_that_meets_a_gap_reads_the_partition_again_from_its_position(
+    tmp_path: Path,
+) -> None:
+    # A fetch that raced the seek to the replay start answers from offset 1: taking that as the
+    # start would lose the run's TriggerLaunched at offset 0 and leave the run unfinished.
+    runner, _, _ = _runner(tmp_path)
+    consumer = SeekingConsumer()
+    runner.consumer = consumer  # type: ignore[assignment]
+    tp = TopicPartition("hookrun.runs", 0)
+    runner.parts = {0: PartitionState(tp, position=0, replay_end=5, live=False)}
+    launched = TriggerLaunched(
+        run_id="run-1",
+        trigger_id="noop",
+        config_version="v",
+        request=LaunchRequest(method="POST", path="/", body_b64=""),
+    )
+    started = RunStarted(run_id="run-1", trigger_id="noop", runner_id="runner-old", action_count=1)
+
+    await runner._handle({tp: [_record(tp, 1, started)]})
+    assert consumer.sought == [(tp, 0)]
+    assert runner.parts[0].position == 0 and "run-1" not in runner.table.runs
+
+    await runner._handle({tp: [_record(tp, 0, launched), _record(tp, 1, started)]})
+    assert runner.parts[0].position == 2
+    assert runner.table.runs["run-1"].launched is not None
