@@ -8,7 +8,7 @@ import contextlib
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bench.procstat import cpu_s
@@ -191,7 +191,7 @@ async def closed_loop(
     return result
 
 
-def _shut(watchers: list[asyncio.Task[None]], conns: list[_Connection]) -> None:
+def _shut(watchers: list[asyncio.Task[None]], conns: Iterable[_Connection]) -> None:
     """Stop watching the connections and close them (the run is over)."""
     for task in watchers:
         task.cancel()
@@ -219,7 +219,9 @@ async def open_loop(
     finished = loop.create_future()
     n = int(rate * seconds)
     outstanding = n
-    idle: list[_Connection] = []
+    # First in, first out: every connection stays in use, so none sits idle long enough for the
+    # server's keep-alive timeout (uvicorn: 5 s) to close it just as a request goes out on it.
+    idle: collections.deque[_Connection] = collections.deque()
     waiting: collections.deque[float] = collections.deque()  # due times without a connection
 
     def payload() -> bytes:
@@ -276,7 +278,7 @@ async def open_loop(
             while i < n and start + i * interval <= now:
                 due = start + i * interval
                 if idle:
-                    idle.pop().send(payload(), due)
+                    idle.popleft().send(payload(), due)
                 else:
                     waiting.append(due)
                 i += 1
