@@ -76,13 +76,17 @@ async def roundtrip(
 ) -> tuple[int, bytes]:
     """Send one request on a keep-alive connection; return the answer's status and body."""
     writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
+    status, length = _status_and_length(await reader.readuntil(b"\r\n\r\n"))
+    return status, (await reader.readexactly(length)) if length else b""
+
+
+def _status_and_length(head: bytes) -> tuple[int, int]:
+    """The status code and Content-Length (0 if there is none) of an answer's head."""
     length = 0
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    return status, (await reader.readexactly(length)) if length else b""
+    return int(head[9:12]), length
 
 
 class _Connection(asyncio.Protocol):
@@ -115,16 +119,11 @@ class _Connection(asyncio.Protocol):
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
             return
-        head = bytes(buffer[:end]).lower()
-        length = 0
-        at = head.find(b"\r\ncontent-length:")
-        if at >= 0:
-            line_end = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
+        status, length = _status_and_length(bytes(buffer[:end]))
         if len(buffer) < end + 4 + length:
             return
         del buffer[: end + 4 + length]
-        self._answered(self, int(head[9:12]))
+        self._answered(self, status)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -269,14 +268,12 @@ async def open_loop(
         start = time.perf_counter()
         i = 0
         while i < n:
-            due = start + i * interval
-            delay = due - time.perf_counter()
+            delay = start + i * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             # Everything due by now goes out, each counted from its own due time.
             now = time.perf_counter()
-            while i < n and start + i * interval <= now:
-                due = start + i * interval
+            while i < n and (due := start + i * interval) <= now:
                 if idle:
                     idle.popleft().send(payload(), due)
                 else:

@@ -17,6 +17,7 @@ the broker, so that error fell on one side of each ratio only. A production brok
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -81,6 +82,8 @@ async def warm_broker(bootstrap: str) -> str:
         await asyncio.gather(*acks)
     finally:
         fetcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetcher
         for producer in producers:
             await producer.stop()
         await consumer.stop()
