@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -28,7 +29,7 @@ from hookrun.events import (
     topics,
 )
 from hookrun.status import replay
-from hookrun.status.app import _shares
+from hookrun.status.app import _no_cyclic_collections, _shares
 from hookrun.status.projector import _prepare
 from hookrun.status.store import TABLES, SqliteStore, bulk_sql, grouped
 from tests.status.factories import T0, launched, rejected, run_events
@@ -268,6 +269,23 @@ def test_a_rebuild_deals_the_partitions_out_by_their_records():
     assert len(_shares(ends, 16)) == 6
     assert _shares({TopicPartition("runs", 0): 0}, 4) == [{TopicPartition("runs", 0): 0}]
     assert _shares(ends, 1) == [ends]
+
+
+def test_a_replay_turns_the_cyclic_collector_off_and_back_to_how_it_was():
+    assert gc.isenabled()
+    with _no_cyclic_collections():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _no_cyclic_collections():
+            pass
+        assert not gc.isenabled()  # the caller's choice stands
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), _no_cyclic_collections():
+        raise RuntimeError("a failed replay")
+    assert gc.isenabled()
 
 
 def test_every_statement_of_the_projection_has_a_bulk_form():
