@@ -164,6 +164,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
             "baseline_name": "raw aiokafka consume + JSON parse of the same topic",
             "baseline_value": raw,
             "goal": ">= 40% of baseline and >= 20000 events/s",
+            "ok": rebuild_rate >= 0.4 * raw and rebuild_rate >= 20_000,
             "events": total,
             "rounds": [
                 {"rebuild_events_per_s": total / a, "raw_events_per_s": total / b}
@@ -177,6 +178,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
             "baseline_name": "no-op FastAPI POST, same uvicorn settings",
             "baseline_value": base.rate,
             "goal": ">= 70% of baseline",
+            "ok": info.rate >= 0.7 * base.rate,
         },
         {
             "name": "status: run info p99 at full load",
