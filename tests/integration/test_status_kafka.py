@@ -351,6 +351,7 @@ async def test_rebuild_answers_every_query_exactly_as_the_live_store(
     )
     before = await snapshot(url, run_ids)
     env = {k: v for k, v in proc.env.items() if k != "HOOKRUN_STATUS_PORT"}
+    env["HOOKRUN_REBUILD_WORKERS"] = "2"  # the parallel rebuild, whatever the machine's cores
     if backend == "sqlite":
         proc.stop()  # a SQLite file is swapped while no instance has it open (docs/status.md)
         await run_rebuild(env)
