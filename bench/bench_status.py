@@ -25,9 +25,9 @@ from hookrun.status.config import Settings
 from tests.status.factories import CONFIG, launched, run_events
 
 CONCURRENCY = 32
-#: Raw consumes and rebuilds, taken in turn (raw, rebuild, rebuild, raw, ...): on a shared
-#: machine one of each, one after the other, gave ratios from 0.38 to 0.53 in six runs of the
-#: same code, mostly from the raw consume's swings (64,000-94,000 events/s).
+#: Raw consumes and rebuilds, taken in turn (raw, rebuild, rebuild, raw, ...). One of each, one
+#: after the other, gave ratios from 0.38 to 0.53 in six runs on this shared machine, mostly
+#: because the raw consume swung between 64,000 and 94,000 events/s.
 REBUILD_ROUNDS = 4
 
 

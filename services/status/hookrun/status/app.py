@@ -287,8 +287,8 @@ def _no_cyclic_collections() -> Iterator[None]:
     or two of records stay alive. Collecting every 700 allocations walked them again and again
     (about a fifth of a rebuild's CPU time); every 70,000 still made a collection or two that
     walked everything alive (70-84 ms of a 1.5-1.7 s share of 33,700 records, timed with
-    ``gc.callbacks``). A replay makes hardly any cycles (361 objects for 67,500 records, all
-    collected at the end), so the collector has nothing to find meanwhile.
+    ``gc.callbacks``). A replay makes hardly any cycles (361 unreachable objects after 67,500
+    records), so the collector has nothing to find meanwhile; they are collected afterwards.
     """
     enabled = gc.isenabled()
     gc.disable()
