@@ -5,10 +5,11 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from hookrun.dev.kafka import LocalKafka
-from hookrun.dev.pytest_kafka import NewTopic
+from hookrun.dev.pytest_kafka import NewTopic, delete_namespaces, new_namespace
 from hookrun.events.kafka import delete_topics, ensure_topics
 from hookrun.events.topics import TopicSpec
 
@@ -75,6 +76,34 @@ async def test_create_topics_is_idempotent(kafka_bootstrap: str) -> None:
         assert await ensure_topics(kafka_bootstrap, [TopicSpec(name, 1)]) == []
     finally:
         await delete_topics(kafka_bootstrap, [name])
+
+
+async def topic_names(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def test_a_test_namespace_is_deleted_with_every_topic_in_it_and_no_other(
+    kafka_bootstrap: str,
+) -> None:
+    ns, other = new_namespace(), new_namespace()
+    await ensure_topics(kafka_bootstrap, namespace=ns)
+    # a topic a service under test made in the namespace, and one of another namespace
+    await ensure_topics(kafka_bootstrap, [TopicSpec(f"{ns}.made-by-a-service", 1)])
+    await ensure_topics(kafka_bootstrap, [TopicSpec(f"{other}.runs", 1)])
+    mine = {name for name in await topic_names(kafka_bootstrap) if name.startswith(f"{ns}.")}
+    assert f"{ns}.runs" in mine and f"{ns}.made-by-a-service" in mine
+
+    assert await delete_namespaces(kafka_bootstrap, [ns]) == len(mine)
+    async with asyncio.timeout(30):
+        while (names := await topic_names(kafka_bootstrap)) & mine:
+            await asyncio.sleep(0.2)
+    assert f"{other}.runs" in names
+    await delete_namespaces(kafka_bootstrap, [other])
 
 
 async def test_a_stopped_broker_refuses_producers_and_keeps_its_data_after_a_restart(

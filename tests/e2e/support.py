@@ -189,10 +189,14 @@ class System:
         receiver: Receiver | None = None,
         env: dict[str, str] | None = None,
         namespace_prefix: str = "e2e",
+        namespace: str | None = None,
     ) -> None:
-        """``config``, ``receiver`` and ``env`` let the benchmark reuse the system with its own triggers."""
+        """``config``, ``receiver`` and ``env`` let the benchmark reuse the system with its own triggers.
+
+        ``namespace``: its topics' namespace; else a fresh ``<namespace_prefix>-<hex>``.
+        """
         self.root = root
-        self.namespace = f"{namespace_prefix}-{uuid.uuid4().hex[:8]}"
+        self.namespace = namespace or f"{namespace_prefix}-{uuid.uuid4().hex[:8]}"
         self.receiver = receiver if receiver is not None else Receiver([WHSEC])
         (root / "step.py").write_text(STEP)
         config_path = root / "hookrun.yaml"

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from hookrun.dev.pytest_kafka import new_namespace
 from tests.e2e.support import System, github_headers, run_id_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +24,9 @@ FLOOD_FACTOR = 5
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    started = System(kafka_bootstrap, tmp_path_factory.mktemp("flood"))
+    started = System(
+        kafka_bootstrap, tmp_path_factory.mktemp("flood"), namespace=new_namespace("e2e")
+    )
     try:
         yield started.start()
     finally:

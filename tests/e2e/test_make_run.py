@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hookrun.dev.procs import free_port
+from hookrun.dev.pytest_kafka import new_namespace
 from tests.e2e.support import REPO, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -100,7 +100,7 @@ def make_run(kafka_bootstrap: str, tmp_path: Path) -> Iterator[MakeRun]:
             # the status DB, the data dir and the logs of this run, not the repository's .hookrun
             "HOOKRUN_STATE_DIR": str(tmp_path / "state"),
             # passed through to every service: its own topics and consumer groups
-            "HOOKRUN_NAMESPACE": f"e2e-{uuid.uuid4().hex[:8]}",
+            "HOOKRUN_NAMESPACE": new_namespace("e2e"),
             "PYTHONUNBUFFERED": "1",
         }
     )

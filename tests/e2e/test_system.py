@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hookrun.dev.pytest_kafka import new_namespace
 from tests.e2e.support import WHSEC, System, github_headers, run_id_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +28,9 @@ OUTCOMES: dict[str, tuple[str, dict[str, Any], str, str | None]] = {
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    started = System(kafka_bootstrap, tmp_path_factory.mktemp("e2e"))
+    started = System(
+        kafka_bootstrap, tmp_path_factory.mktemp("e2e"), namespace=new_namespace("e2e")
+    )
     try:
         yield started.start()
     finally:

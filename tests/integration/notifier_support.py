@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,10 +56,6 @@ def start_notifier(
         health_url=f"http://127.0.0.1:{port}/healthz",
     )
     return proc.start(wait_s=60)
-
-
-def new_namespace() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
 
 
 async def publish(bootstrap: str, ns: str, events: list) -> None:

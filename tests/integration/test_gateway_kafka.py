@@ -9,6 +9,7 @@ import pytest
 
 from hookrun.dev.events import read_events
 from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import decode, topics
 
 pytestmark = pytest.mark.kafka
@@ -175,7 +176,7 @@ async def test_a_topic_table_asked_to_catch_up_while_still_connecting_waits_inst
 ):
     from hookrun.events.kafka import TopicTable, ensure_topics
 
-    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    namespace = new_namespace()
     await ensure_topics(kafka_bootstrap, namespace=namespace)
     table = TopicTable(
         kafka_bootstrap, "test", topics.named(topics.INBOUND_DELIVERIES, namespace), lambda e: None

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from hookrun.dev.events import read_events
+from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.dev.receiver import Answer, Receiver
 from hookrun.events import topics
 from hookrun.events.notifications import RedeliveryRequested
@@ -14,7 +15,6 @@ from tests.integration.notifier_support import (
     WHSEC_OLD,
     check_body,
     events_of,
-    new_namespace,
     of_type,
     publish,
     start_notifier,

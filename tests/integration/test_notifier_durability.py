@@ -2,13 +2,13 @@
 
 import pytest
 
+from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.dev.receiver import Answer, Receiver
 from tests.integration.notifier_support import (
     HEADER,
     WHSEC,
     check_body,
     events_of,
-    new_namespace,
     of_type,
     publish,
     start_notifier,

@@ -18,6 +18,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from hookrun.dev.events import RawEvent, read_events
 from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.codec import decode
@@ -122,7 +123,7 @@ class Harness:
 
     def __init__(self, bootstrap: str, tmp_path: Path) -> None:
         self.bootstrap = bootstrap
-        self.ns = f"t-{uuid.uuid4().hex[:8]}"
+        self.ns = new_namespace()
         self.topic = topics.named(topics.RUNS, self.ns)
         self.dir = tmp_path
         (tmp_path / "step.py").write_text(STEP)

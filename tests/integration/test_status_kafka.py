@@ -17,6 +17,7 @@ import pytest
 
 from hookrun.dev.events import read_events
 from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import Event, RunStatus, topics
 from hookrun.events.kafka import Publisher, ensure_topics
 from tests.integration.status_pg import new_database, postgres_server  # noqa: F401
@@ -43,7 +44,7 @@ def database_url(backend, request, tmp_path) -> str:
 
 @pytest.fixture
 async def namespace(kafka_bootstrap) -> str:
-    ns = f"t-{uuid.uuid4().hex[:8]}"
+    ns = new_namespace()
     await ensure_topics(kafka_bootstrap, namespace=ns)
     return ns
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -10,6 +11,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from hookrun.dev.kafka import (
     BROKER_SETTINGS,
@@ -57,6 +59,38 @@ class _KafkaRun:
 
 
 _RUN = pytest.StashKey[_KafkaRun]()
+
+#: Namespaces handed out by ``new_namespace`` in this process.
+_NAMESPACES: list[str] = []
+
+
+def new_namespace(prefix: str = "t") -> str:
+    """A fresh ``<prefix>-<hex>`` namespace for one test or module.
+
+    Its topics (``<namespace>.*``, whoever created them: the test or the services it started)
+    are deleted when the session ends, on a broker the session did not start itself: a reused
+    development broker otherwise piles them up (792 topics after a day slowed the gateway's
+    slowest launches from 24-34 to 40-55 ms).
+    """
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    _NAMESPACES.append(namespace)
+    return namespace
+
+
+async def delete_namespaces(bootstrap: str, namespaces: list[str], timeout_s: float = 30.0) -> int:
+    """Delete every topic of ``namespaces`` on the broker; return how many there were."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    await admin.start()
+    try:
+        names = await admin.list_topics()
+    finally:
+        await admin.close()
+    prefixes = tuple(f"{namespace}." for namespace in namespaces)
+    doomed = [name for name in names if name.startswith(prefixes)]
+    await delete_topics(bootstrap, doomed, timeout_s=timeout_s)
+    return len(doomed)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -149,7 +183,13 @@ def kafka_bootstrap(
         yield bootstrap
     finally:
         if stop is not None:
-            stop()
+            stop()  # a broker of the session's own: its topics go with it
+        elif _NAMESPACES:
+            try:
+                asyncio.run(delete_namespaces(bootstrap, _NAMESPACES))
+            except Exception:  # best effort: a broken broker must not fail the session now
+                pass
+            _NAMESPACES.clear()
 
 
 @pytest.fixture
