@@ -18,12 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 
 from bench.warmup import warm_broker  # noqa: E402
 from hookrun.dev import kafka  # noqa: E402
-from hookrun.events.kafka import delete_topics  # noqa: E402
+from hookrun.events.kafka import delete_topics, topic_names  # noqa: E402
 
 MODULES = ["gateway", "runner", "status", "notifier", "system"]
 
@@ -69,22 +68,13 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(out)
 
 
-async def _topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
 async def _drop_new_bench_topics(bootstrap: str, before: set[str]) -> None:
     """Delete the topics a benchmark module created (its ``bench-*`` namespace).
 
     Left behind, they pile up on a reused dev broker (8,000 partitions after a day of runs): its
     heap, GC pauses and every metadata request grow, and so every later benchmark slows.
     """
-    new = sorted(t for t in await _topics(bootstrap) - before if t.startswith("bench-"))
+    new = sorted(t for t in await topic_names(bootstrap) - before if t.startswith("bench-"))
     try:
         await delete_topics(bootstrap, new)
     except KafkaError as exc:
@@ -110,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, object]] = []
         failed = []
         if not args.no_broker_warm_up:
-            before = asyncio.run(_topics(bootstrap))
+            before = asyncio.run(topic_names(bootstrap))
             try:
                 print(asyncio.run(warm_broker(bootstrap)), file=sys.stderr, flush=True)
             finally:
@@ -122,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"(bench_{name}: not present in this checkout)", file=sys.stderr)
                 continue
             print(f"running bench_{name} ...", file=sys.stderr, flush=True)
-            before = asyncio.run(_topics(bootstrap))
+            before = asyncio.run(topic_names(bootstrap))
             try:
                 rows += asyncio.run(module.run(bootstrap, args.seconds))
             except Exception:

@@ -5,12 +5,11 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from hookrun.dev.kafka import LocalKafka
 from hookrun.dev.pytest_kafka import NewTopic, delete_namespaces, new_namespace
-from hookrun.events.kafka import delete_topics, ensure_topics
+from hookrun.events.kafka import delete_topics, ensure_topics, topic_names
 from hookrun.events.topics import TopicSpec
 
 
@@ -76,15 +75,6 @@ async def test_create_topics_is_idempotent(kafka_bootstrap: str) -> None:
         assert await ensure_topics(kafka_bootstrap, [TopicSpec(name, 1)]) == []
     finally:
         await delete_topics(kafka_bootstrap, [name])
-
-
-async def topic_names(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def test_a_test_namespace_is_deleted_with_every_topic_in_it_and_no_other(

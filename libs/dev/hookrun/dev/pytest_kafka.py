@@ -11,7 +11,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from hookrun.dev.kafka import (
     BROKER_SETTINGS,
@@ -24,7 +23,7 @@ from hookrun.dev.kafka import (
     free_port,
     wait_for_broker,
 )
-from hookrun.events.kafka import delete_topics, ensure_topics
+from hookrun.events.kafka import delete_topics, ensure_topics, topic_names
 from hookrun.events.topics import TopicSpec
 
 KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "new_topic", "spare_kafka"})
@@ -79,14 +78,7 @@ def new_namespace(prefix: str = "t") -> str:
 
 async def delete_namespaces(bootstrap: str, namespaces: list[str], timeout_s: float = 30.0) -> int:
     """Delete every topic of ``namespaces`` on the broker; return how many there were."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    await admin.start()
-    try:
-        names = await admin.list_topics()
-    finally:
-        await admin.close()
+    names = await topic_names(bootstrap, timeout_s=timeout_s)
     prefixes = tuple(f"{namespace}." for namespace in namespaces)
     doomed = [name for name in names if name.startswith(prefixes)]
     await delete_topics(bootstrap, doomed, timeout_s=timeout_s)

@@ -131,6 +131,18 @@ async def ensure_topics(
         await admin.close()
 
 
+async def topic_names(bootstrap: str, *, timeout_s: float = 30.0) -> set[str]:
+    """The names of every topic on the broker (internal ones such as ``__consumer_offsets`` too)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
     """Delete topics (tests clean up after themselves); missing ones are ignored."""
     doomed = list(names)
