@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
         config=_config,
         receiver=receiver,
         env={"LOG_LEVEL": "WARNING"},
-        namespace_prefix="bench",
+        namespace=f"bench-{uuid.uuid4().hex[:8]}",
     )
     noop, noop_port = noop_process(root)
     runs_topic = topics.named(topics.RUNS, system.namespace)

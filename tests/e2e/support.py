@@ -188,15 +188,14 @@ class System:
         config: Callable[[Receiver], str] = config_text,
         receiver: Receiver | None = None,
         env: dict[str, str] | None = None,
-        namespace_prefix: str = "e2e",
         namespace: str | None = None,
     ) -> None:
         """``config``, ``receiver`` and ``env`` let the benchmark reuse the system with its own triggers.
 
-        ``namespace``: its topics' namespace; else a fresh ``<namespace_prefix>-<hex>``.
+        ``namespace``: its topics' namespace; else a fresh ``e2e-<hex>``.
         """
         self.root = root
-        self.namespace = namespace or f"{namespace_prefix}-{uuid.uuid4().hex[:8]}"
+        self.namespace = namespace or f"e2e-{uuid.uuid4().hex[:8]}"
         self.receiver = receiver if receiver is not None else Receiver([WHSEC])
         (root / "step.py").write_text(STEP)
         config_path = root / "hookrun.yaml"
