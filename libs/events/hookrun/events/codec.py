@@ -8,7 +8,9 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
+from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.registry import lookup
 from hookrun.events.upcasters import upcast
@@ -22,6 +24,14 @@ _SCHEMA_PREFIX = "urn:hookrun:schema:"
 
 class InvalidEvent(Exception):
     """A message that cannot be decoded: not a CloudEvent, bad JSON, or data that fails validation."""
+
+
+class UnrecordableEvent(Exception):
+    """An event that cannot become a Kafka record: it does not serialise, or it is too large."""
+
+
+#: Largest record ``encode`` returns: the topics' message size less room for the batch framing.
+MAX_RECORD_BYTES = topics.MAX_MESSAGE_BYTES - 64 * 1024
 
 
 class UnknownEventType(Exception):
@@ -51,11 +61,20 @@ def encode(event: Event, *, source: str | None = None) -> Record:
     """Encode ``event`` as a Kafka record in CloudEvents binary content mode.
 
     ``source`` overrides the event's own ``source`` (the producing service stamps itself).
+    Raises :class:`UnrecordableEvent` when the event does not serialise (nested too deep) or
+    its value is over :data:`MAX_RECORD_BYTES`, which the broker would refuse.
     """
     cls = type(event)
     if not cls.type:
         raise TypeError(f"{cls.__name__} is not registered")
-    value = event.model_dump_json(exclude={"event_id", "occurred_at", "source"}).encode()
+    try:
+        value = event.model_dump_json(exclude={"event_id", "occurred_at", "source"}).encode()
+    except PydanticSerializationError as exc:
+        raise UnrecordableEvent(f"{cls.type} does not serialise: {exc}") from exc
+    if len(value) > MAX_RECORD_BYTES:
+        raise UnrecordableEvent(
+            f"{cls.type} is {len(value)} bytes, over the {MAX_RECORD_BYTES} a record may hold"
+        )
     key = event.key.encode()
     headers = envelope(
         cls,

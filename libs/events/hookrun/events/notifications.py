@@ -7,6 +7,7 @@ from typing import Literal
 
 from hookrun.events import topics
 from hookrun.events.base import Event
+from hookrun.events.limits import BoundedText, OptionalBoundedText
 from hookrun.events.registry import register
 
 
@@ -23,8 +24,8 @@ class DeliveryAttempted(Event):
     outcome: Literal["succeeded", "failed", "refused", "gone"]
     status_code: int | None = None
     duration_ms: int | None = None
-    response_excerpt: str = ""
-    error: str | None = None
+    response_excerpt: BoundedText = ""
+    error: OptionalBoundedText = None
     #: When the next attempt is due; None when no attempt follows this one.
     next_attempt_at: datetime | None = None
 
@@ -37,7 +38,7 @@ class DeliveryExhausted(Event):
     message_id: str
     subscription_id: str
     attempts: int
-    last_error: str | None = None
+    last_error: OptionalBoundedText = None
 
 
 @register("hookrun.delivery.redelivery_requested", version=1, topic=topics.RUNS)
@@ -58,6 +59,6 @@ class SubscriptionDisabled(Event):
     subscription_id: str
     trigger_id: str
     url: str
-    reason: str
+    reason: BoundedText
     #: The config version the subscription was disabled under; a new config version re-enables it.
     config_version: str | None = None

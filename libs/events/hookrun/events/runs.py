@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hookrun.events import topics
 from hookrun.events.base import Event
+from hookrun.events.limits import BoundedText, OptionalBoundedText
 from hookrun.events.registry import register
 
 
@@ -135,9 +136,9 @@ class ExecutionFinished(Event):
     duration_ms: int | None = None
     #: JSON the process wrote to HOOKRUN_OUTPUT, if any.
     output: Any = None
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    error: str | None = None
+    stdout_tail: BoundedText = ""
+    stderr_tail: BoundedText = ""
+    error: OptionalBoundedText = None
 
 
 @register("hookrun.pipeline.created", version=1, topic=topics.RUNS)
@@ -193,7 +194,7 @@ class PipelineNodeSkipped(Event):
     run_id: str
     pipeline_id: str
     node: str
-    reason: str
+    reason: BoundedText
 
 
 @register("hookrun.pipeline.finished", version=1, topic=topics.RUNS)
@@ -211,7 +212,7 @@ class RunCancelRequested(Event):
 
     run_id: str
     requested_by: str = "admin"
-    reason: str = ""
+    reason: BoundedText = ""
 
 
 @register("hookrun.action.completed", version=1, topic=topics.RUNS)
@@ -224,7 +225,7 @@ class ActionCompleted(Event):
     status: RunStatus
     #: The run-info result entry, e.g. {"action": "run_execution", "execution_step": ...}.
     result: dict[str, Any] | None = None
-    error: str | None = None
+    error: OptionalBoundedText = None
 
     @property
     def ok(self) -> bool:
@@ -235,9 +236,9 @@ class ActionCompleted(Event):
 class ErrorDetail(_Part):
     """Why a run or an execution failed (Trigger.dev's error shape)."""
 
-    message: str
+    message: BoundedText
     name: str | None = None
-    stack_trace: str | None = None
+    stack_trace: OptionalBoundedText = None
 
 
 class ExecutionSummary(_Part):

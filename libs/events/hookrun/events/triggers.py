@@ -6,6 +6,7 @@ from typing import Literal
 
 from hookrun.events import topics
 from hookrun.events.base import Event
+from hookrun.events.limits import BoundedText
 from hookrun.events.registry import register
 
 
@@ -21,7 +22,7 @@ class TriggerLogged(Event):
 
     trigger_id: str
     outcome: Literal["rejected", "duplicate"]
-    reason: str
+    reason: BoundedText
     status_code: int
     method: str
     remote_addr: str | None = None
