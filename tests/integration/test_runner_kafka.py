@@ -52,6 +52,8 @@ elif mode == "once":
         marker.write_text("x")
         time.sleep(60)
     out({"attempt": "retry"})
+elif mode == "big":
+    out("x" * int(sys.argv[2]))
 elif mode == "node":
     name = sys.argv[2]
     text = "".join(p.read_text() for p in sorted(inputs.iterdir()))
@@ -75,6 +77,8 @@ steps:
   - {name: once, command: ["python3", "{config_dir}/step.py", "once", "{config_dir}/marker"], retries: 1}
   - {name: authed, command: ["true"], env: {TOKEN: "${env:HOOKRUN_TEST_MISSING_TOKEN}"}}
   - {name: noop, command: ["true"]}
+  - {name: big, command: ["python3", "{config_dir}/step.py", "big", "1000000"]}
+  - {name: huge, command: ["python3", "{config_dir}/step.py", "big", "2000000"]}
   - {name: pause, command: ["python3", "{config_dir}/step.py", "sleep", "3"]}
   - {name: node_a, command: ["python3", "{config_dir}/step.py", "node", "a"], inputs: [{name: payload}]}
   - {name: node_b, command: ["python3", "{config_dir}/step.py", "node", "b"]}
@@ -99,6 +103,14 @@ triggers:
   - {id: once, title: o, actions: [{action: run_execution, step: once}]}
   - {id: authed, title: a, actions: [{action: run_execution, step: authed}]}
   - {id: noop, title: n, actions: [{action: run_execution, step: noop}]}
+  - {id: huge, title: h, actions: [{action: run_execution, step: huge}]}
+  - id: bulky
+    title: nine outputs of 1 MB each, more than one Kafka message holds
+    actions: [{action: run_execution, step: big}, {action: run_execution, step: big},
+              {action: run_execution, step: big}, {action: run_execution, step: big},
+              {action: run_execution, step: big}, {action: run_execution, step: big},
+              {action: run_execution, step: big}, {action: run_execution, step: big},
+              {action: run_execution, step: big}]
   - {id: pause, title: p, actions: [{action: run_execution, step: pause}]}
   - {id: chain, title: c, actions: [{action: run_pipeline, pipeline: chain, payload_input: a.payload}]}
   - {id: broken, title: b, actions: [{action: run_pipeline, pipeline: broken}]}
@@ -548,5 +560,39 @@ async def test_launches_beyond_the_backlog_wait_on_kafka_and_all_run(kafka_boots
         assert any(paused for _, _, paused in seen), seen
         found = await h.finished(run_ids, timeout_s=90)
         assert all(finish(evs).status == "SUCCESS" for evs in found.values())
+    finally:
+        await h.stop()
+
+
+async def test_runs_whose_events_cannot_be_recorded_fail_and_wedge_nothing_after_a_restart(
+    kafka_bootstrap, tmp_path
+):
+    h = await Harness(kafka_bootstrap, tmp_path).start()
+    try:
+        first = h.runner()
+        # A body nested past what any serialiser writes (an older gateway let it through),
+        # an output over HOOKRUN_MAX_OUTPUT_BYTES, and outputs that add up past a message.
+        deep = await h.launch("noop", b"[" * 300 + b"]" * 300)
+        huge = await h.launch("huge")
+        bulky = await h.launch("bulky")
+        found = await h.finished([deep, huge, bulky], timeout_s=60)
+        for run_id in (deep, bulky):
+            outcome = finish(found[run_id])
+            assert outcome.status == "FAILURE"
+            assert outcome.error.name == "UnrecordableEvent"
+            assert "cannot be recorded" in outcome.error.message
+            assert outcome.invocation.payload is None
+        assert [s.status for s in finish(found[bulky]).executions] == ["SUCCESS"] * 9
+        too_large = finish(found[huge])
+        assert too_large.status == "FAILURE"
+        assert "over HOOKRUN_MAX_OUTPUT_BYTES" in too_large.error.message
+        # a runner that replays the same partitions goes on finishing runs
+        first.kill()
+        h.runner()
+        after = await h.launch("noop", {"x": 1})
+        found = await h.finished([deep, huge, bulky, after], timeout_s=60)
+        assert finish(found[after]).status == "SUCCESS"
+        for run_id in (deep, huge, bulky):
+            one(found[run_id], FINISHED)
     finally:
         await h.stop()

@@ -198,3 +198,34 @@ def test_a_file_is_written_whole_when_a_write_takes_less_than_it_was_given(tmp_p
     _write_file(str(tmp_path / "inputs.json"), b"0123456789")
     monkeypatch.undo()
     assert (tmp_path / "inputs.json").read_bytes() == b"0123456789"
+
+
+_WRITE_OUTPUT = 'import os, sys; open(os.environ["HOOKRUN_OUTPUT"], "w").write(sys.argv[1])'
+
+
+@pytest.mark.parametrize(
+    ("written", "error"),
+    [
+        ('{"records": 8}', None),
+        ("x" * 2048, "over HOOKRUN_MAX_OUTPUT_BYTES (1024)"),
+        ("{not json", "HOOKRUN_OUTPUT is not JSON"),
+        ("[" * 10 + "]" * 10, "nests deeper than HOOKRUN_MAX_JSON_DEPTH (8)"),
+    ],
+    ids=["kept", "too-large", "not-json", "too-deep"],
+)
+async def test_an_output_no_event_could_carry_fails_the_execution_with_the_reason(
+    tmp_path: Path, written: str, error: str | None
+) -> None:
+    reports = Reports()
+    executor = _executor(tmp_path, reports, max_output_bytes=1024, max_json_depth=8)
+    executor.submit(_spec(1, ["python3", "-c", _WRITE_OUTPUT, written]))
+    try:
+        finished = (await reports.wait(1))["ex-1"]
+    finally:
+        await executor.stop()
+    if error is None:
+        assert (finished.status, finished.output) == (RunStatus.SUCCESS, {"records": 8})
+    else:
+        assert finished.status is RunStatus.FAILURE
+        assert finished.exit_code == 0 and finished.output is None
+        assert error in (finished.error or "")

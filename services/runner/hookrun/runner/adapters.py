@@ -24,6 +24,7 @@ import orjson
 from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
 from hookrun.events.kafka import TopicTable
+from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES, json_too_deep
 from hookrun.events.runs import (
     ExecutionFinished,
     ExecutionHeartbeat,
@@ -173,8 +174,12 @@ class ProcessExecutor:
         use_guard: bool = True,
         quick_s: float = QUICK_S,
         spawners: int = SPAWNERS,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_json_depth: int = MAX_JSON_DEPTH,
     ) -> None:
         self.data_dir = data_dir
+        self.max_output_bytes = max_output_bytes
+        self.max_json_depth = max_json_depth
         self._root = str(data_dir / "executions")
         self.lease_s = lease_s
         self.quick_s = quick_s
@@ -665,8 +670,9 @@ class ProcessExecutor:
         now = utcnow()
         output = None
         if status is RunStatus.SUCCESS:
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                output = orjson.loads(Path(f"{base}/output.json").read_bytes())
+            output, problem = self._output(f"{base}/output.json")
+            if problem is not None:
+                status, error = RunStatus.FAILURE, problem
         return ExecutionFinished(
             run_id=spec.run_id,
             execution_id=spec.execution_id,
@@ -680,6 +686,31 @@ class ProcessExecutor:
             stderr_tail=tails[1],
             error=error,
         )
+
+    def _output(self, path: str) -> tuple[Any, str | None]:
+        """The JSON an execution wrote to HOOKRUN_OUTPUT (None if it wrote none), or why it is
+        refused: over HOOKRUN_MAX_OUTPUT_BYTES, not JSON, or nested deeper than
+        HOOKRUN_MAX_JSON_DEPTH (no event could carry it)."""
+        limit = self.max_output_bytes
+        try:
+            with open(path, "rb") as file:
+                raw = file.read(limit + 1)
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"HOOKRUN_OUTPUT cannot be read: {exc}"
+        if len(raw) > limit:
+            size = max(len(raw), os.stat(path).st_size)
+            return None, f"HOOKRUN_OUTPUT is {size} bytes, over HOOKRUN_MAX_OUTPUT_BYTES ({limit})"
+        try:
+            output = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return None, f"HOOKRUN_OUTPUT is not JSON: {exc}"
+        if json_too_deep(raw, self.max_json_depth):
+            return None, (
+                f"HOOKRUN_OUTPUT nests deeper than HOOKRUN_MAX_JSON_DEPTH ({self.max_json_depth})"
+            )
+        return output, None
 
 
 def _write_file(path: str, content: bytes) -> None:

@@ -24,7 +24,7 @@ from aiokafka.structs import OffsetAndMetadata
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
-from hookrun.events.codec import encode
+from hookrun.events.codec import Record, UnrecordableEvent, encode
 from hookrun.events.kafka import (
     KafkaUnavailable,
     Publisher,
@@ -32,7 +32,14 @@ from hookrun.events.kafka import (
     decode_or_dead_letter,
     ensure_topics_forever,
 )
-from hookrun.events.runs import ExecutionFinished, PipelineDefined, RunStatus
+from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES
+from hookrun.events.runs import (
+    ErrorDetail,
+    ExecutionFinished,
+    PipelineDefined,
+    RunFinished,
+    RunStatus,
+)
 from hookrun.runner.adapters import (
     Executor,
     KafkaPipelineIndex,
@@ -43,7 +50,9 @@ from hookrun.runner.config import Settings
 from hookrun.runner.handlers import (
     HANDLERS,
     Context,
+    Plan,
     execution_spec,
+    forced_finish,
     needs_pipeline_lookup,
     reconcile,
 )
@@ -110,6 +119,8 @@ class Runner:
         environ: Mapping[str, str] | None = None,
         executor: Executor | None = None,
         max_backlog: int | None = None,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_json_depth: int = MAX_JSON_DEPTH,
     ) -> None:
         self.config = config
         self.consumer = consumer
@@ -127,6 +138,8 @@ class Runner:
             lease_s=lease_s,
             runner_id=runner_id,
             emit=self.report,
+            max_output_bytes=max_output_bytes,
+            max_json_depth=max_json_depth,
         )
         # Held while a batch, a rebalance step or a sweep changes partitions or commits.
         self._lock = asyncio.Lock()
@@ -164,7 +177,7 @@ class Runner:
 
     async def publish(
         self, events: Sequence[Event], *, sent: Callable[[], None] | None = None
-    ) -> None:
+    ) -> set[str]:
         """Append events (acks=all), sending them again until Kafka acknowledges them.
 
         ``sent`` is called once, as soon as the records are handed to the producer: work that
@@ -175,13 +188,14 @@ class Runner:
         reported is kept and appended once the broker is back, instead of being thrown away
         with the session (which would abort every run under way). A repeated send may append an
         event twice; every consumer applies events idempotently (by id, first writer wins).
-        Errors no retry can mend (a record too large, a producer fenced or closed) stop the
-        session: its successor replays.
+        Errors no retry can mend (a producer fenced or closed) stop the session: its successor
+        replays. An event that cannot be recorded at all (too large, too deep) ends its run
+        instead (see _records); returns the ids of the runs ended so.
         """
         if not events:
             if sent is not None:
                 sent()
-            return
+            return set()
         # Callers applied the events to the runs of the table without awaiting since, so a run
         # found here (owned, live) holds them; registered before the lock, which may wait.
         for event in events:
@@ -189,13 +203,7 @@ class Runner:
                 run = self.table.runs.get(getattr(event, "run_id", ""))
                 if run is not None and self.owns(run):
                     self._applied[event.event_id.encode()] = run.partition
-        stamp = self.publisher.source
-        records = []
-        for event in events:
-            if isinstance(event, PipelineDefined):
-                self.index.remember(event)
-            # The service stamps itself as the source while encoding (no model copy).
-            records.append(encode(event, source=stamp if event.source == "hookrun" else None))
+        records, ended = self._records(events)
         delay = 0.2
         while True:
             try:
@@ -205,7 +213,7 @@ class Runner:
                     sent()
                     sent = None
                 await self.publisher.wait(futures)
-                return
+                return ended
             except KafkaUnavailable as exc:
                 if self.stopping.is_set():
                     raise
@@ -220,6 +228,68 @@ class Runner:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _records(self, events: Sequence[Event]) -> tuple[list[Record], set[str]]:
+        """Encode ``events``; a run with an event that cannot be recorded ends as FAILURE.
+
+        Appending such an event would fail at every replay and wedge the partition, so the
+        run's RunFinished (without the payload and outputs) takes its place, and the run's later
+        events in ``events`` are dropped. Returns the records and the ids of the runs ended.
+        """
+        stamp = self.publisher.source
+        records: list[Record] = []
+        ended: set[str] = set()
+        for event in events:
+            run_id = getattr(event, "run_id", "")
+            if run_id in ended:
+                self._applied.pop(event.event_id.encode(), None)
+                continue
+            try:
+                # The service stamps itself as the source while encoding (no model copy).
+                record = encode(event, source=stamp if event.source == "hookrun" else None)
+            except UnrecordableEvent as exc:
+                self._applied.pop(event.event_id.encode(), None)
+                ended.add(run_id)
+                finish = self._end_unrecordable(event, str(exc))
+                if finish is None:
+                    continue
+                record = encode(finish, source=stamp)
+            if isinstance(event, PipelineDefined):
+                self.index.remember(event)
+            records.append(record)
+        return records, ended
+
+    def _end_unrecordable(self, event: Event, reason: str) -> RunFinished | None:
+        """The RunFinished that ends the run of an event that cannot be recorded (see _records)."""
+        run = self.table.runs.get(getattr(event, "run_id", ""))
+        if run is None or run.launched is None:
+            log.error("dropping an event that cannot be recorded: %s", reason)
+            return None
+        log.error("run %s ends as FAILURE: %s", run.run_id, reason)
+        error = ErrorDetail(
+            message=f"the run's events cannot be recorded: {reason}", name="UnrecordableEvent"
+        )
+        outcome = event if isinstance(event, RunFinished) else None
+        finish = forced_finish(run, error, utcnow(), outcome)
+        try:
+            encode(finish)
+        except UnrecordableEvent:  # too many executions to list
+            finish = finish.model_copy(update={"executions": []})
+        # Nothing more starts for it; the publish that carries the finish forgets it.
+        run.finished = finish
+        return finish
+
+    def _plan(self, run: RunState, ctx: Context) -> Plan:
+        """reconcile(), or a FAILURE RunFinished when it raises, so no run fails every replay."""
+        try:
+            return reconcile(run, ctx)
+        except Exception as exc:
+            log.exception("reconciling run %s failed: the run ends as FAILURE", run.run_id)
+            if run.launched is None:
+                return Plan()
+            error = ErrorDetail(message=f"internal error: {exc!r}", name="InternalError")
+            run.finished = forced_finish(run, error, ctx.now)
+            return Plan(events=[run.finished])
 
     def _fail(self, exc: BaseException) -> None:
         log.error("cannot append events (%r): stopping; another runner will replay", exc)
@@ -255,7 +325,7 @@ class Runner:
         if any(needs_pipeline_lookup(r, self.config) for r in runs):
             await self.index.catch_up()
         ctx = self.context()
-        plans = [(run, reconcile(run, ctx)) for run in runs]
+        plans = [(run, self._plan(run, ctx)) for run in runs]
         held: list[str] = []
         unstartable: list[Event] = []
 
@@ -263,7 +333,13 @@ class Runner:
             for run, plan in plans:
                 for ex in plan.start:
                     # Another reconcile may hold it already (its phase is set at submit).
-                    if ex.started or ex.finished or self.executor.phase(ex.id) or run.cancel:
+                    if (
+                        ex.started
+                        or ex.finished
+                        or self.executor.phase(ex.id)
+                        or run.cancel
+                        or run.finished
+                    ):
                         continue
                     spec = execution_spec(run, ex, ctx, self.data_dir)
                     if isinstance(spec, str):
@@ -281,7 +357,7 @@ class Runner:
                         held.append(ex.id)
 
         try:
-            await self.publish(
+            ended = await self.publish(
                 [*first, *(e for _, plan in plans for e in plan.events)], sent=prepare
             )
         except BaseException:
@@ -299,7 +375,9 @@ class Runner:
             # Only the publish that carried the run's RunFinished may end it here: a concurrent
             # reconcile may have applied a RunFinished whose append is still unacknowledged, and
             # until it is acknowledged the run must hold the low watermark.
-            if run.finished is not None and any(e is run.finished for e in plan.events):
+            if run.finished is not None and (
+                run.run_id in ended or any(e is run.finished for e in plan.events)
+            ):
                 self.table.forget(run.run_id, finished=True)
 
     def _spawn(self, coro: Any) -> None:
@@ -604,6 +682,8 @@ async def serve(settings: Settings, config: HookrunConfig) -> int:
         lease_s=settings.hookrun_runner_lease_s,
         concurrency=settings.hookrun_runner_concurrency,
         max_backlog=settings.hookrun_runner_max_backlog or None,
+        max_output_bytes=settings.hookrun_max_output_bytes,
+        max_json_depth=settings.hookrun_max_json_depth,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hookrun.events import topics
+from hookrun.events import limits, topics
 
 
 class Settings(BaseSettings):
@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     hookrun_runner_lease_s: PositiveFloat = 30.0
     #: Consumer session timeout: how soon a dead runner's partitions move to another instance.
     hookrun_runner_session_timeout_ms: PositiveInt = 10_000
+    #: Largest output.json an execution may write; a larger one fails the execution. At most
+    #: half a Kafka message: RunFinished carries the outputs of the run's executions.
+    hookrun_max_output_bytes: int = Field(
+        limits.MAX_OUTPUT_BYTES, ge=1, le=topics.MAX_MESSAGE_BYTES // 2
+    )
+    #: Deepest nesting of an execution's output.json; a deeper one fails the execution.
+    hookrun_max_json_depth: int = Field(
+        limits.MAX_JSON_DEPTH, ge=1, le=limits.MAX_JSON_DEPTH_CEILING
+    )
     #: HTTP health port (GET /healthz); 0 disables it.
     hookrun_runner_health_port: int = 0
     log_level: str = "INFO"

@@ -634,10 +634,43 @@ def _summary(ex: ExecutionState) -> ExecutionSummary:
     )
 
 
-def _invocation(launched: TriggerLaunched) -> Invocation:
+def forced_finish(
+    run: RunState, error: ErrorDetail, now: datetime, outcome: RunFinished | None = None
+) -> RunFinished:
+    """A FAILURE RunFinished for a run that cannot go on: one of its events cannot be recorded,
+    or reconciling it raised.
+
+    It leaves out the payload, outputs and parameters (what can make an event too large or too
+    deep to record) and keeps the executions' statuses, from ``outcome`` when the run's own
+    RunFinished is the event that cannot be recorded.
+    """
+    launched = run.launched
+    assert launched is not None
+    started_at = run.started.occurred_at if run.started is not None else launched.occurred_at
+    summaries = (
+        outcome.executions if outcome is not None else map(_summary, run.executions.values())
+    )
+    return RunFinished(
+        run_id=run.run_id,
+        trigger_id=launched.trigger_id,
+        config_version=launched.config_version,
+        status=RunStatus.FAILURE,
+        started_at=started_at,
+        completed_at=now,
+        duration_ms=_ms(started_at, now),
+        execution_count=len(run.executions),
+        invocation=_invocation(launched, with_payload=False),
+        is_test=launched.is_test,
+        account=launched.account,
+        error=error,
+        executions=[s.model_copy(update={"output": None, "params": {}}) for s in summaries],
+    )
+
+
+def _invocation(launched: TriggerLaunched, *, with_payload: bool = True) -> Invocation:
     request = launched.request
-    payload = request.payload()
-    if payload is None and request.body_b64:
+    payload = request.payload() if with_payload else None
+    if payload is None and request.body_b64 and with_payload:
         payload = request.body().decode("utf-8", "replace")
     return Invocation(
         id=launched.event_id,
