@@ -237,3 +237,48 @@ async def test_a_book_forgets_the_oldest_runs_done_deliveries_and_keeps_pending_
     assert runs[0].run_id not in left  # done and forgotten
     assert runs[1].run_id in left  # forgotten as a run, but its pending delivery stays
     assert set(book.keys_of_run) == {r.run_id for r in runs[2:]}
+
+
+async def test_a_notification_that_cannot_be_built_exhausts_its_delivery_with_the_reason(config):
+    sent = []
+    deps = deps_for(config, lambda u, b, h: sent.append(u) or SendResult(200, 1))
+    payload: list[object] = []
+    for _ in range(300):
+        payload = [payload]
+    run = make_run_finished()
+    run = run.model_copy(
+        update={"invocation": run.invocation.model_copy(update={"payload": payload})}
+    )
+    book = Book()
+    await apply([run], book, deps)
+    delivery = next(iter(book.deliveries.values()))
+    attempted, exhausted = await attempt_delivery(delivery, deps)
+    await apply([attempted, exhausted], book, deps)
+    assert sent == []
+    assert attempted.outcome == "failed" and "cannot be built" in (attempted.error or "")
+    assert isinstance(exhausted, DeliveryExhausted)
+    assert "cannot be built" in (exhausted.last_error or "")
+    assert delivery.done
+
+
+async def test_an_unexpected_error_retries_the_delivery_later_not_at_once(config, monkeypatch):
+    calls = []
+
+    async def broken(delivery, deps):
+        calls.append(time.monotonic())
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("hookrun.notifier.handlers.attempt_delivery", broken)
+    deps = deps_for(config)
+    notifier = Notifier(
+        deps, bootstrap="127.0.0.1:1", namespace="t-unit", publisher=_Publisher(), concurrency=1
+    )
+    book = await planned(config, deps)
+    delivery = next(iter(book.deliveries.values()))
+    notifier.schedule(delivery)
+    await asyncio.sleep(0.3)
+    for lane in notifier.lanes.values():
+        for worker in lane.workers:
+            worker.cancel()
+    assert len(calls) == 1
+    assert delivery.next_at >= time.time() + 4

@@ -38,6 +38,8 @@ log = logging.getLogger("hookrun.notifier")
 
 #: How often the low watermark of each partition is committed.
 COMMIT_EVERY_S = 0.5
+#: How long a delivery waits after an unexpected error before it is tried again.
+ERROR_RETRY_S = 5.0
 #: How long the subscriptions table's fetch waits at the broker when there is nothing new.
 IDLE_TABLE_FETCH_WAIT_MS = 500
 
@@ -61,7 +63,7 @@ class Lane:
             except Exception:
                 log.exception("attempt of %s failed unexpectedly", delivery.message_id)
                 delivery.in_flight = False
-                self._notifier.schedule(delivery)
+                self._notifier.retry_later(delivery)
                 continue
             # The delivery stays in flight until its events are durable (Recorder).
             await self._notifier.recorder.record(delivery, events)
@@ -123,7 +125,7 @@ class Recorder:
                 log.exception("recording %d attempts failed unexpectedly", len(batch))
                 for delivery, _ in batch:  # not recorded: the attempts are made again
                     delivery.in_flight = False
-                    self._notifier.schedule(delivery)
+                    self._notifier.retry_later(delivery)
             finally:
                 for _ in batch:
                     self._room.release()
@@ -281,6 +283,12 @@ class Notifier:
                 delay, lane.queue.put_nowait, delivery
             )
 
+    def retry_later(self, delivery: Delivery) -> None:
+        """Schedule a delivery again after an unexpected error, never at once: an error that
+        recurs must not spin a worker on the same delivery."""
+        delivery.next_at = max(delivery.next_at, self.deps.now() + ERROR_RETRY_S)
+        self.schedule(delivery)
+
     async def record(self, batch: Sequence[tuple[Delivery, list[Event]]]) -> None:
         """Append the events of finished attempts (one acks=all publish), then apply them."""
         events: list[Event] = []
@@ -299,9 +307,11 @@ class Notifier:
                 await self._apply_own(delivery, caused)
             except Exception:
                 log.exception("recording %s failed unexpectedly", delivery.message_id)
-            finally:
                 delivery.in_flight = False
-            self.schedule(delivery)
+                self.retry_later(delivery)
+            else:
+                delivery.in_flight = False
+                self.schedule(delivery)
 
     async def _apply_own(self, delivery: Delivery, events: Sequence[Event]) -> None:
         book = self.books.get(TopicPartition(self.topic, delivery.partition))

@@ -262,7 +262,20 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
     if deps.is_disabled(sub):
         # Disabled while this delivery waited: close it so a replay does not retry it.
         return [DeliveryAttempted(**base, outcome="gone", error="subscription is disabled")]
-    body = notification_body(run, deps.config)
+    try:
+        body = notification_body(run, deps.config)
+    except (TypeError, ValueError) as exc:  # orjson: nested too deep, or not serialisable
+        reason = f"the RunNotification cannot be built: {exc}"
+        return [
+            DeliveryAttempted(**base, outcome="failed", error=reason),
+            DeliveryExhausted(
+                run_id=run.run_id,
+                message_id=delivery.message_id,
+                subscription_id=sub.id,
+                attempts=attempt,
+                last_error=reason,
+            ),
+        ]
     headers = signed_headers(delivery.message_id, int(deps.now()), body, sub.keys, sub.first_secret)
     result = await deps.sender.send(sub.id, sub.url, body, headers)
     fields = {
