@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hookrun.events import topics
+from hookrun.events import limits, topics
 
 
 class Settings(BaseSettings):
@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     hookrun_port: PositiveInt = 8000
     #: Largest launch body accepted; larger ones get 413 before the body is read.
     hookrun_max_body_bytes: PositiveInt = 1024 * 1024
+    #: Deepest JSON body accepted; a deeper one is rejected (400) before anything is appended.
+    hookrun_max_json_depth: int = Field(
+        limits.MAX_JSON_DEPTH, ge=1, le=limits.MAX_JSON_DEPTH_CEILING
+    )
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     #: First segment of every topic name, so several systems (or test modules) share a broker.
     hookrun_namespace: str = topics.NAMESPACE

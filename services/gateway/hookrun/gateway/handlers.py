@@ -12,6 +12,7 @@ from hookrun.config.conditions import check_conditions, delivery_id, redact
 from hookrun.config.templating import render_response
 from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode
 from hookrun.events.kafka import KafkaUnavailable
+from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
 from hookrun.gateway.records import launched_record
 
@@ -50,6 +51,8 @@ class Deps:
     log: EventLog
     deliveries: DeliveryIndex
     retry_after_s: int = 5
+    #: Deepest JSON body accepted (HOOKRUN_MAX_JSON_DEPTH); a deeper one is rejected.
+    max_json_depth: int = MAX_JSON_DEPTH
     clock: Callable[[], float] = time.time
     new_run_id: Callable[[], str] = new_id
     #: ``ce_source`` of the records the launch rules encode themselves (the publisher's).
@@ -80,6 +83,10 @@ async def launch(
     verdict = check_conditions(trigger, request, deps.clock())
     if not verdict.ok:
         return reject(trigger_id, request, deps, verdict.reason)
+    # After the conditions, so that only an authenticated sender makes the gateway look.
+    if json_too_deep(request.body, deps.max_json_depth):
+        reason = f"JSON body nests deeper than HOOKRUN_MAX_JSON_DEPTH ({deps.max_json_depth})"
+        return reject(trigger_id, request, deps, reason)
 
     delivery = delivery_id(trigger, request)
     try:
