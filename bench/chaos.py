@@ -1,11 +1,15 @@
 """`make chaos`: signed launches at a steady rate while every service is killed -9 and the broker restarts.
 
-``python bench/chaos.py [--launches N] [--rate R] [--scale 1|2] [--report path]`` starts its own
+``python bench/chaos.py [--launches N] [--rate R] [--scale 1|2] [--poison N] [--report path]``
+starts its own
 broker (LocalKafka on free ports in a temp dir, never the dev broker on 127.0.0.1:9092) and the
 whole system as `make run` starts it (one process per service instance, a namespace of its own,
 a temp SQLite file per status instance, a no-op step, a recording receiver). It sends N signed
 launches open loop and, on a schedule, kills -9 and restarts each service once and restarts the
-broker once. With ``--scale 2`` runner, status and notifier run two instances each; the killed
+broker once. ``--poison N`` also sends N rounds of poisonous launches in the middle of the load
+(a body nested 300 deep, an output over HOOKRUN_MAX_OUTPUT_BYTES, an output nested too deep,
+outputs that add up past a Kafka message): the deep body must be refused, every other one must
+end as FAILURE and be notified like any run. With ``--scale 2`` runner, status and notifier run two instances each; the killed
 consumer instance stays down long enough for its group to rebalance onto the survivor, and
 comes back (a second rebalance). Then a bounded recovery window polls run info (through the
 gateway, signed) until every acknowledged run is terminal and notified, reads every RunFinished
@@ -52,23 +56,66 @@ TRIGGER = "chaos"
 FINISHED = b"hookrun.run.finished"
 
 
+POISON_TRIGGER = "chaos-poison"
+BULKY_TRIGGER = "chaos-bulky"
+#: Writes HOOKRUN_OUTPUT: a string of argv[1] bytes inside argv[2] nested lists.
+SPEW = (
+    "import json, os, sys\n"
+    "doc = 'x' * int(sys.argv[1])\n"
+    "for _ in range(int(sys.argv[2])): doc = [doc]\n"
+    "json.dump(doc, open(os.environ['HOOKRUN_OUTPUT'], 'w'))\n"
+)
+#: Poisonous launches: trigger, body, and whether the gateway must acknowledge them.
+POISON: dict[str, tuple[str, bytes, bool]] = {
+    "body nested 300 deep": (TRIGGER, b"[" * 300 + b"]" * 300, False),
+    "output over the size limit": (POISON_TRIGGER, b'{"bytes": 2000000, "depth": 0}', True),
+    "output nested 300 deep": (POISON_TRIGGER, b'{"bytes": 1, "depth": 300}', True),
+    "outputs past a Kafka message": (BULKY_TRIGGER, b"{}", True),
+}
+
+
 def config_text(receiver: Receiver) -> str:
-    """One trigger: GitHub HMAC, a no-op step, a notification to the recording receiver."""
+    """The chaos trigger (GitHub HMAC, a no-op step) and two that make poisonous outputs, each
+    notifying the recording receiver."""
+    notify = f'[{{url: "{receiver.url("/hooks/chaos")}", secret: "${{env:HOOKRUN_CHAOS_WHSEC}}"}}]'
+    github = '[{preset: github, secret: "${env:HOOKRUN_CHAOS_GH_SECRET}"}]'
+    spew = json.dumps(["python3", "-c", SPEW, "{parameters.bytes}", "{parameters.depth}"])
     return f"""
 project: {{id: p-chaos, slug: chaos, name: Chaos}}
 organization: {{id: o-chaos, slug: chaos, title: Chaos}}
 environment: {{id: e-chaos, slug: chaos, type: DEVELOPMENT}}
 steps:
   - {{name: noop, command: ["true"]}}
+  - name: spew
+    command: {spew}
+    parameters: [{{name: bytes, type: integer}}, {{name: depth, type: integer, default: 0}}]
 notifier:
   allow_private_targets: true
 triggers:
   - id: {TRIGGER}
     title: Chaos
-    conditions: [{{preset: github, secret: "${{env:HOOKRUN_CHAOS_GH_SECRET}}"}}]
+    conditions: {github}
     actions: [{{action: run_execution, step: noop}}]
     response: {{text: "Created run {{run_id}}"}}
-    notifications: [{{url: "{receiver.url("/hooks/chaos")}", secret: "${{env:HOOKRUN_CHAOS_WHSEC}}"}}]
+    notifications: {notify}
+  - id: {POISON_TRIGGER}
+    title: An output no event can carry
+    conditions: {github}
+    actions:
+      - {{action: run_execution, step: spew,
+          parameters: {{bytes: "{{payload.bytes}}", depth: "{{payload.depth}}"}}}}
+    response: {{text: "Created run {{run_id}}"}}
+    notifications: {notify}
+  - id: {BULKY_TRIGGER}
+    title: Nine outputs of 1 MB, more than one Kafka message holds
+    conditions: {github}
+    actions: {
+        json.dumps(
+            [{"action": "run_execution", "step": "spew", "parameters": {"bytes": 1000000}}] * 9
+        )
+    }
+    response: {{text: "Created run {{run_id}}"}}
+    notifications: {notify}
 """
 
 
@@ -93,6 +140,8 @@ class Plan:
     #: Seconds the broker stays stopped: longer than the producers' send timeout (11 s) with
     #: its start-up, so publishes do fail during the outage.
     broker_down_s: float = 5.0
+    #: Rounds of poisonous launches (one of each kind in POISON) sent mid-load.
+    poison: int = 0
 
     @property
     def load_s(self) -> float:
@@ -130,6 +179,9 @@ class Report:
     failures: list[str] = field(default_factory=list)
     #: On failure: hookrun's own warnings and errors from each service's log (last ones).
     service_warnings: dict[str, list[str]] = field(default_factory=dict)
+    #: Poisonous launches by kind: the gateway's answers, and the acknowledged runs' outcomes.
+    poison_answers: dict[str, dict[str, int]] = field(default_factory=dict)
+    poison_outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -154,6 +206,17 @@ class Report:
                 f"{self.conflicting_terminal_status} runs with two different terminal statuses",
             ),
             (self.unsigned_deliveries == 0, f"{self.unsigned_deliveries} unverified deliveries"),
+            (
+                all(
+                    POISON[kind][2] or "202" not in answers
+                    for kind, answers in self.poison_answers.items()
+                ),
+                "a poisonous body was acknowledged",
+            ),
+            (
+                all(set(o) == {"FAILURE"} for o in self.poison_outcomes.values()),
+                f"poisonous runs did not all end as FAILURE: {self.poison_outcomes}",
+            ),
             (
                 all(f.get("ok") for f in self.faults),
                 "a fault could not be injected: "
@@ -181,6 +244,8 @@ class Report:
             ("unacknowledged launches that ran anyway", self.unacknowledged_runs_finished),
             ("recovery window used (s)", round(self.recovery_seconds, 1)),
         ]
+        for kind, answers in self.poison_answers.items():
+            rows.append((f"poison: {kind}", f"{answers} -> {self.poison_outcomes.get(kind, '-')}"))
         width = max(len(k) for k, _ in rows)
         lines = [
             f"chaos: {self.launches} launches at {self.rate:g}/s, scale {self.scale}, "
@@ -408,18 +473,41 @@ async def send_launches(port: int, count: int, rate: float, *, connections: int 
     return load
 
 
+def send_poison(port: int, plan: Plan, started: float) -> list[tuple[str, str, str | None]]:
+    """Send ``plan.poison`` rounds of POISON spread over the middle fifth of the load.
+
+    Returns (kind, answer, run id if acknowledged) per launch.
+    """
+    sent: list[tuple[str, str, str | None]] = []
+    kinds = list(POISON.items()) * plan.poison
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        for i, (kind, (trigger, body, _)) in enumerate(kinds):
+            at = started + plan.load_s * (0.4 + 0.2 * i / max(1, len(kinds)))
+            time.sleep(max(0.0, at - time.monotonic()))
+            headers = {"content-type": "application/json", "X-Hub-Signature-256": signature(body)}
+            try:
+                r = client.post(f"/api/v0/launch/{trigger}/", content=body, headers=headers)
+            except httpx.HTTPError:
+                sent.append((kind, "error", None))
+                continue
+            run_id = r.text.removeprefix("Created run ") if r.status_code == 202 else None
+            sent.append((kind, str(r.status_code), run_id))
+    return sent
+
+
 async def poll_run_info(
-    base: str, run_ids: list[str], deliveries: Deliveries, deadline: float
+    base: str, runs: dict[str, str], deliveries: Deliveries, deadline: float
 ) -> dict[str, str]:
-    """Poll signed run info until every run is terminal and notified, or ``deadline``; run id -> status."""
-    statuses: dict[str, str] = dict.fromkeys(run_ids, "pending")
+    """Poll signed run info until every run (run id -> trigger id) is terminal and notified, or
+    ``deadline``; run id -> status."""
+    statuses: dict[str, str] = dict.fromkeys(runs, "pending")
     limit = asyncio.Semaphore(16)
-    url = f"{base}/api/v0/launch/{TRIGGER}/run/"
     async with httpx.AsyncClient(timeout=15) as client:
 
         async def ask(run_id: str) -> None:
             body = orjson.dumps({"run_id": run_id})
             headers = {"content-type": "application/json", "X-Hub-Signature-256": signature(body)}
+            url = f"{base}/api/v0/launch/{runs[run_id]}/run/"
             async with limit:
                 try:
                     r = await client.post(url, content=body, headers=headers)
@@ -432,7 +520,7 @@ async def poll_run_info(
             waiting = [r for r, s in statuses.items() if s == "pending"]
             await asyncio.gather(*(ask(r) for r in waiting))
             with deliveries.lock:
-                unnotified = [r for r in run_ids if r not in deliveries.statuses]
+                unnotified = [r for r in runs if r not in deliveries.statuses]
             if (
                 not any(s == "pending" for s in statuses.values()) and not unnotified
             ) or time.monotonic() > deadline:
@@ -553,19 +641,32 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
             daemon=True,
         )
         sender.start()
+        poisoned: list[tuple[str, str, str | None]] = []
+        poisoner = threading.Thread(
+            target=lambda: poisoned.extend(send_poison(system.port, plan, started)), daemon=True
+        )
+        poisoner.start()
         report.faults = inject(system, plan, started, log)
         sender.join()
+        poisoner.join()
         if not loads:
             raise RuntimeError("the load generator failed (see its traceback above)")
         [load] = loads
         log(f"load done in {load.seconds:.1f} s: {dict(load.statuses)}")
+        runs = dict.fromkeys(load.run_ids, TRIGGER)
+        for kind, answer, run_id in poisoned:
+            load.statuses[answer] += 1
+            report.poison_answers.setdefault(kind, {}).setdefault(answer, 0)
+            report.poison_answers[kind][answer] += 1
+            if run_id is not None:
+                runs[run_id] = POISON[kind][0]
         report.load_seconds = load.seconds
         report.accepted_202 = load.statuses.get("202", 0)
         report.non_202 = {k: v for k, v in sorted(load.statuses.items()) if k != "202"}
 
         t1 = time.monotonic()
         infos = asyncio.run(
-            poll_run_info(system.base, load.run_ids, system.deliveries, t1 + plan.recovery_s)
+            poll_run_info(system.base, runs, system.deliveries, t1 + plan.recovery_s)
         )
         report.recovery_seconds = time.monotonic() - t1
         log(f"recovery window: {report.recovery_seconds:.1f} s")
@@ -577,7 +678,7 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
             by_id = dict(system.deliveries.by_webhook_id)
             notified = dict(system.deliveries.statuses)
             report.unsigned_deliveries = system.deliveries.unverified
-        acked = set(load.run_ids)
+        acked = set(runs)
         report.deliveries = sum(by_id.values())
         report.duplicate_deliveries = sum(n - 1 for n in by_id.values() if n > 1)
         report.notified = len(acked & notified.keys())
@@ -598,6 +699,11 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
             {r for r, v in finished.items() if len(set(v)) > 1} | notified_conflicts
         )
         report.unacknowledged_runs_finished = len(finished.keys() - acked)
+        for kind, _, run_id in poisoned:
+            if run_id is not None:
+                outcomes = report.poison_outcomes.setdefault(kind, {})
+                for status in finished.get(run_id, ["none"]):
+                    outcomes[status] = outcomes.get(status, 0) + 1
         report.judge()
         if not report.passed:
             report.service_warnings = service_warnings(system.root / "logs")
@@ -628,6 +734,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovery-s", type=float, default=120.0)
     parser.add_argument("--lease-s", type=float, default=None, help="runner lease (default 30)")
     parser.add_argument("--broker-down-s", type=float, default=5.0)
+    parser.add_argument(
+        "--poison", type=int, default=0, help="rounds of poisonous launches sent mid-load"
+    )
     parser.add_argument("--report", type=Path, default=ROOT / "bench/results/chaos.json")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
@@ -638,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         args.recovery_s,
         args.lease_s,
         broker_down_s=args.broker_down_s,
+        poison=args.poison,
     )
     root = Path(tempfile.mkdtemp(prefix="hookrun-chaos-"))
     print(f"chaos: temp dir {root}", flush=True)

@@ -44,10 +44,19 @@ def assert_requirements(report: Report) -> None:
     assert report.passed, report.table()
 
 
-def test_every_acknowledged_run_finishes_once_and_is_notified_despite_kills(
+def test_every_acknowledged_run_finishes_once_and_is_notified_despite_kills_and_poison(
     tmp_path: Path,
 ) -> None:
-    assert_requirements(run(Plan(**SHORT, scale=1), tmp_path))
+    # One round of poisonous launches mid-load: a body nested too deep is refused, outputs no
+    # event can carry fail their runs, and nothing else is held up by them.
+    report = run(Plan(**SHORT, scale=1, poison=1), tmp_path)
+    assert_requirements(report)
+    assert report.poison_answers["body nested 300 deep"] == {"400": 1}, report.table()
+    assert report.poison_outcomes == {
+        "output over the size limit": {"FAILURE": 1},
+        "output nested 300 deep": {"FAILURE": 1},
+        "outputs past a Kafka message": {"FAILURE": 1},
+    }, report.table()
 
 
 def test_two_instances_per_consumer_keep_the_guarantees_through_rebalances(
