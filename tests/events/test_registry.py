@@ -115,7 +115,7 @@ def test_old_versions_are_upcast_to_the_newest_shape(monkeypatch):
 def test_a_second_class_cannot_take_a_registered_name():
     with pytest.raises(DuplicateEventType):
 
-        @register("hookrun.run.finished", version=1, topic="x")
+        @register("hookrun.run.finished", version=1, topic="x", producers=("runner",))
         class Impostor(TriggerLaunched):
             pass
 

@@ -91,6 +91,8 @@ def _asyncapi(types: dict[str, type[Event]]) -> str:
                 "kafka": {"key": {"type": "string", "description": f"the {cls.key_field}"}}
             },
             "examples": [{"name": f"v{cls.version}", "payload": example_of(cls)}],
+            "x-producers": list(cls.producers),
+            "x-consumers": list(cls.consumers),
         }
     for topic in _TOPIC_DOC:
         cid = topic.replace("hookrun.", "").replace("-", "_")
@@ -148,6 +150,20 @@ def _markdown(types: dict[str, type[Event]]) -> str:
         "| `<topic>.dlq` | Records that could not be decoded, with `dlq_reason`, `dlq_topic`, "
         "`dlq_partition`, `dlq_offset` headers added. |",
         "",
+        "## Who produces and who consumes each type",
+        "",
+        "Recorded in the registry (`@register(..., producers=..., consumers=...)`); each consuming",
+        "service's `EventMap` handles exactly these and ignores the other types of its topics,",
+        "which `tests/events/test_event_maps.py` checks.",
+        "",
+        "| type | topic | produced by | consumed by |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| `{c.type}` | `{c.topic}` | {', '.join(c.producers)} | "
+            f"{', '.join(c.consumers) or '-'} |"
+            for c in types.values()
+        ],
+        "",
         "## Versioning",
         "",
         "Adding an optional field keeps the version. A rename, a removal or a changed meaning bumps",
@@ -166,7 +182,8 @@ def _markdown(types: dict[str, type[Event]]) -> str:
             "",
             schema.get("description", ""),
             "",
-            f"Topic `{cls.topic}`, key: {cls.key_field}.",
+            f"Topic `{cls.topic}`, key: {cls.key_field}. Produced by "
+            f"{', '.join(cls.producers)}; consumed by {', '.join(cls.consumers) or 'no service'}.",
             "",
             "| field | type | required |",
             "| --- | --- | --- |",

@@ -36,6 +36,9 @@ class Event(BaseModel):
     type: ClassVar[str] = ""
     version: ClassVar[int] = 1
     topic: ClassVar[str] = ""
+    #: Services that append events of this type, and services that act on them.
+    producers: ClassVar[tuple[str, ...]] = ()
+    consumers: ClassVar[tuple[str, ...]] = ()
     key_field: ClassVar[str] = "run_id"
 
     event_id: str = Field(default_factory=new_id)

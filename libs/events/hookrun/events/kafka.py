@@ -343,6 +343,9 @@ async def dead_letter(publisher: Publisher, record: ConsumerRecord[Any, Any], re
     await publisher.wait([await publisher.send_record(dlq)])
 
 
+_UNKNOWN_TYPES_SEEN: set[str] = set()
+
+
 async def decode_or_dead_letter(
     publisher: Publisher, record: ConsumerRecord[Any, Any]
 ) -> Event | None:
@@ -354,9 +357,15 @@ async def decode_or_dead_letter(
     try:
         return decode(record.value, record.headers)
     except UnknownEventType as exc:
-        log.debug(
-            "skipping %s at %s/%s@%s", exc.type, record.topic, record.partition, record.offset
-        )
+        if exc.type not in _UNKNOWN_TYPES_SEEN:  # once per type: a newer producer's events
+            _UNKNOWN_TYPES_SEEN.add(exc.type)
+            log.warning(
+                "skipping events of unknown type %s (first at %s/%s@%s); is this service older?",
+                exc.type,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
     except InvalidEvent as exc:
         log.warning(
             "dead-lettering %s/%s@%s: %s", record.topic, record.partition, record.offset, exc

@@ -11,7 +11,13 @@ from hookrun.events.limits import BoundedText, OptionalBoundedText
 from hookrun.events.registry import register
 
 
-@register("hookrun.delivery.attempted", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.delivery.attempted",
+    version=1,
+    topic=topics.RUNS,
+    producers=("notifier",),
+    consumers=("notifier", "status"),
+)
 class DeliveryAttempted(Event):
     """One HTTP attempt to deliver a run's RunNotification to one subscription."""
 
@@ -30,7 +36,13 @@ class DeliveryAttempted(Event):
     next_attempt_at: datetime | None = None
 
 
-@register("hookrun.delivery.exhausted", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.delivery.exhausted",
+    version=1,
+    topic=topics.RUNS,
+    producers=("notifier",),
+    consumers=("notifier", "status"),
+)
 class DeliveryExhausted(Event):
     """Every attempt of the retry schedule failed; the delivery is given up (and visible)."""
 
@@ -41,7 +53,13 @@ class DeliveryExhausted(Event):
     last_error: OptionalBoundedText = None
 
 
-@register("hookrun.delivery.redelivery_requested", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.delivery.redelivery_requested",
+    version=1,
+    topic=topics.RUNS,
+    producers=("status",),
+    consumers=("notifier", "status"),
+)
 class RedeliveryRequested(Event):
     """Someone asked to send a run's notification again (admin API), to one or all subscriptions."""
 
@@ -50,7 +68,13 @@ class RedeliveryRequested(Event):
     requested_by: str = "admin"
 
 
-@register("hookrun.subscription.disabled", version=1, topic=topics.SUBSCRIPTIONS)
+@register(
+    "hookrun.subscription.disabled",
+    version=1,
+    topic=topics.SUBSCRIPTIONS,
+    producers=("notifier",),
+    consumers=("notifier",),
+)
 class SubscriptionDisabled(Event):
     """A subscriber answered 410 Gone: no more deliveries go to it until the config changes it."""
 

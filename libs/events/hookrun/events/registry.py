@@ -16,11 +16,20 @@ class DuplicateEventType(Exception):
     """Two classes claimed the same wire name."""
 
 
-def register(type_: str, *, version: int, topic: str) -> Callable[[E], E]:
+def register(
+    type_: str,
+    *,
+    version: int,
+    topic: str,
+    producers: tuple[str, ...],
+    consumers: tuple[str, ...] = (),
+) -> Callable[[E], E]:
     """Register an event class under a stable wire name.
 
     ``type_`` is the CloudEvents type (``hookrun.run.finished``); ``version`` is the newest
-    schema version of its data; ``topic`` is the Kafka topic the event is appended to.
+    schema version of its data; ``topic`` is the Kafka topic the event is appended to;
+    ``producers`` are the services that append it and ``consumers`` those that act on it (each
+    consumer's EventMap handles it; every other service reading the topic ignores it).
     Raises :class:`DuplicateEventType` if the name is taken by another class.
     """
 
@@ -31,6 +40,8 @@ def register(type_: str, *, version: int, topic: str) -> Callable[[E], E]:
         cls.type = type_
         cls.version = version
         cls.topic = topic
+        cls.producers = producers
+        cls.consumers = consumers
         _REGISTRY[type_] = cls
         return cls
 

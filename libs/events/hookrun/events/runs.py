@@ -63,7 +63,13 @@ class LaunchRequest(_Part):
             return None
 
 
-@register("hookrun.trigger.launched", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.trigger.launched",
+    version=1,
+    topic=topics.RUNS,
+    producers=("gateway", "status"),
+    consumers=("runner", "status"),
+)
 class TriggerLaunched(Event):
     """A launch passed every condition of its trigger; the run exists from now on."""
 
@@ -76,7 +82,13 @@ class TriggerLaunched(Event):
     account: str | None = None
 
 
-@register("hookrun.run.started", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.run.started",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class RunStarted(Event):
     """A runner took the run on: its actions are about to be performed."""
 
@@ -86,7 +98,13 @@ class RunStarted(Event):
     action_count: int
 
 
-@register("hookrun.execution.created", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.execution.created",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class ExecutionCreated(Event):
     """An execution of a step exists (queued): the run-info result entry appears now."""
 
@@ -102,7 +120,13 @@ class ExecutionCreated(Event):
     attempt: int = 1
 
 
-@register("hookrun.execution.started", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.execution.started",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class ExecutionStarted(Event):
     """The execution's process was spawned by ``runner_id``, which holds it until ``lease_until``."""
 
@@ -113,7 +137,13 @@ class ExecutionStarted(Event):
     lease_until: datetime
 
 
-@register("hookrun.execution.heartbeat", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.execution.heartbeat",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class ExecutionHeartbeat(Event):
     """The runner running the execution is alive and extends its lease."""
 
@@ -123,7 +153,13 @@ class ExecutionHeartbeat(Event):
     lease_until: datetime
 
 
-@register("hookrun.execution.finished", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.execution.finished",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class ExecutionFinished(Event):
     """The execution ended: exited, timed out, was canceled, or was aborted after its runner died."""
 
@@ -141,7 +177,13 @@ class ExecutionFinished(Event):
     error: OptionalBoundedText = None
 
 
-@register("hookrun.pipeline.created", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.pipeline.created",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class PipelineCreated(Event):
     """A pipeline (a DAG of executions) exists: its definition and parameters, enough to copy it."""
 
@@ -161,7 +203,13 @@ class PipelineCreated(Event):
     source_pipeline_id: str | None = None
 
 
-@register("hookrun.pipeline.defined", version=1, topic=topics.PIPELINES)
+@register(
+    "hookrun.pipeline.defined",
+    version=1,
+    topic=topics.PIPELINES,
+    producers=("runner",),
+    consumers=("runner",),
+)
 class PipelineDefined(Event):
     """A copy of PipelineCreated on the compacted pipelines topic, keyed by pipeline id.
 
@@ -187,7 +235,13 @@ class PipelineDefined(Event):
         return cls.model_validate(created.model_dump(exclude={"event_id", "occurred_at", "source"}))
 
 
-@register("hookrun.pipeline.node_skipped", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.pipeline.node_skipped",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class PipelineNodeSkipped(Event):
     """A node did not run because a node it depends on did not succeed."""
 
@@ -197,7 +251,13 @@ class PipelineNodeSkipped(Event):
     reason: BoundedText
 
 
-@register("hookrun.pipeline.finished", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.pipeline.finished",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class PipelineFinished(Event):
     """Every node of the pipeline succeeded, failed or was skipped."""
 
@@ -206,7 +266,13 @@ class PipelineFinished(Event):
     status: RunStatus
 
 
-@register("hookrun.run.cancel_requested", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.run.cancel_requested",
+    version=1,
+    topic=topics.RUNS,
+    producers=("status",),
+    consumers=("runner", "status"),
+)
 class RunCancelRequested(Event):
     """Someone asked to cancel the run (admin API); the runner stops its executions."""
 
@@ -215,7 +281,13 @@ class RunCancelRequested(Event):
     reason: BoundedText = ""
 
 
-@register("hookrun.action.completed", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.action.completed",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status"),
+)
 class ActionCompleted(Event):
     """One action of a run finished (all of its executions or its pipeline are done)."""
 
@@ -268,7 +340,13 @@ class Invocation(_Part):
     context: dict[str, Any] = {}
 
 
-@register("hookrun.run.finished", version=1, topic=topics.RUNS)
+@register(
+    "hookrun.run.finished",
+    version=1,
+    topic=topics.RUNS,
+    producers=("runner",),
+    consumers=("runner", "status", "notifier"),
+)
 class RunFinished(Event):
     """Every execution and pipeline of the run finished; the run's outcome is final."""
 

@@ -10,7 +10,13 @@ from hookrun.events.limits import BoundedText
 from hookrun.events.registry import register
 
 
-@register("hookrun.trigger.logged", version=1, topic=topics.TRIGGERS)
+@register(
+    "hookrun.trigger.logged",
+    version=1,
+    topic=topics.TRIGGERS,
+    producers=("gateway",),
+    consumers=("status",),
+)
 class TriggerLogged(Event):
     """A launch the gateway answered without starting a run: rejected, or a redelivery.
 
@@ -32,7 +38,13 @@ class TriggerLogged(Event):
     run_id: str | None = None
 
 
-@register("hookrun.inbound.recorded", version=1, topic=topics.INBOUND_DELIVERIES)
+@register(
+    "hookrun.inbound.recorded",
+    version=1,
+    topic=topics.INBOUND_DELIVERIES,
+    producers=("gateway",),
+    consumers=("gateway",),
+)
 class InboundDeliveryRecorded(Event):
     """A provider delivery id was accepted and started ``run_id``; redeliveries map to it."""
 

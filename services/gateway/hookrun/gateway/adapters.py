@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from hookrun.events import Event, InboundDeliveryRecorded, decode, topics
 from hookrun.events.codec import Record
 from hookrun.events.kafka import KafkaUnavailable, Publisher, TopicTable
+from hookrun.events.maps import EventMap
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,14 @@ class FakeDeliveryIndex:
 
     def remember(self, trigger_id: str, delivery_id: str, run_id: str) -> None:
         self.seen[f"{trigger_id}/{delivery_id}"] = run_id
+
+
+#: The gateway reads one topic: the inbound delivery ids of its dedupe index.
+EVENTS = EventMap(
+    "gateway",
+    frozenset({topics.INBOUND_DELIVERIES}),
+    {InboundDeliveryRecorded: "KafkaDeliveryIndex"},
+)
 
 
 class KafkaDeliveryIndex:

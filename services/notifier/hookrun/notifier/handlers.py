@@ -17,14 +17,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hookrun.config import HookrunConfig
+from hookrun.events import topics
 from hookrun.events.base import Event
+from hookrun.events.maps import EventMap
 from hookrun.events.notifications import (
     DeliveryAttempted,
     DeliveryExhausted,
     RedeliveryRequested,
     SubscriptionDisabled,
 )
-from hookrun.events.runs import RunFinished
+from hookrun.events.runs import (
+    ActionCompleted,
+    ExecutionCreated,
+    ExecutionFinished,
+    ExecutionHeartbeat,
+    ExecutionStarted,
+    PipelineCreated,
+    PipelineFinished,
+    PipelineNodeSkipped,
+    RunCancelRequested,
+    RunFinished,
+    RunStarted,
+    TriggerLaunched,
+)
 from hookrun.notifier.adapters import Sender
 from hookrun.notifier.payload import notification_body
 from hookrun.notifier.signing import message_id, signed_headers
@@ -328,3 +343,26 @@ HANDLERS: dict[type[Event], list[Handler]] = {
     DeliveryExhausted: [record_exhausted],
     RedeliveryRequested: [plan_redelivery],
 }
+
+#: The runs topic's other types are skipped undecoded (by their ce_type header); the
+#: subscriptions topic's SubscriptionDisabled is followed by the Notifier's table of disabled ones.
+EVENTS = EventMap(
+    "notifier",
+    frozenset({topics.RUNS, topics.SUBSCRIPTIONS}),
+    {**HANDLERS, SubscriptionDisabled: "Notifier.disabled"},
+    frozenset(
+        {
+            TriggerLaunched,
+            RunStarted,
+            ExecutionCreated,
+            ExecutionStarted,
+            ExecutionHeartbeat,
+            ExecutionFinished,
+            PipelineCreated,
+            PipelineNodeSkipped,
+            PipelineFinished,
+            RunCancelRequested,
+            ActionCompleted,
+        }
+    ),
+)

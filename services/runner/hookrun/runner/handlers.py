@@ -23,7 +23,10 @@ from hookrun.config import (
     resolve_parameters,
     resolve_template,
 )
+from hookrun.events import topics
 from hookrun.events.base import Event, new_id
+from hookrun.events.maps import EventMap
+from hookrun.events.notifications import DeliveryAttempted, DeliveryExhausted, RedeliveryRequested
 from hookrun.events.runs import (
     ActionCompleted,
     ErrorDetail,
@@ -756,3 +759,12 @@ HANDLERS: dict[type[Event], list[Callable[[RunState, Context], Plan]]] = {
     ActionCompleted: [reconcile],
     RunFinished: [],
 }
+
+#: PipelineDefined feeds the pipeline index that copy_pipeline looks sources up in; deliveries
+#: are the notifier's business.
+EVENTS = EventMap(
+    "runner",
+    frozenset({topics.RUNS, topics.PIPELINES}),
+    {**HANDLERS, PipelineDefined: "PipelineIndex.remember"},
+    frozenset({DeliveryAttempted, DeliveryExhausted, RedeliveryRequested}),
+)
