@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,8 +22,8 @@ class Settings(BaseSettings):
     #: Largest launch body accepted; larger ones get 413 before the body is read.
     hookrun_max_body_bytes: PositiveInt = 1024 * 1024
     #: Deepest JSON body accepted; a deeper one is rejected (400) before anything is appended.
-    hookrun_max_json_depth: int = Field(
-        limits.MAX_JSON_DEPTH, ge=1, le=limits.MAX_JSON_DEPTH_CEILING
+    hookrun_max_json_depth: Annotated[int, Field(ge=1, le=limits.MAX_JSON_DEPTH_CEILING)] = (
+        limits.MAX_JSON_DEPTH
     )
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     #: First segment of every topic name, so several systems (or test modules) share a broker.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,12 +33,12 @@ class Settings(BaseSettings):
     hookrun_runner_session_timeout_ms: PositiveInt = 10_000
     #: Largest output.json an execution may write; a larger one fails the execution. At most
     #: half a Kafka message: RunFinished carries the outputs of the run's executions.
-    hookrun_max_output_bytes: int = Field(
-        limits.MAX_OUTPUT_BYTES, ge=1, le=topics.MAX_MESSAGE_BYTES // 2
+    hookrun_max_output_bytes: Annotated[int, Field(ge=1, le=topics.MAX_MESSAGE_BYTES // 2)] = (
+        limits.MAX_OUTPUT_BYTES
     )
     #: Deepest nesting of an execution's output.json; a deeper one fails the execution.
-    hookrun_max_json_depth: int = Field(
-        limits.MAX_JSON_DEPTH, ge=1, le=limits.MAX_JSON_DEPTH_CEILING
+    hookrun_max_json_depth: Annotated[int, Field(ge=1, le=limits.MAX_JSON_DEPTH_CEILING)] = (
+        limits.MAX_JSON_DEPTH
     )
     #: HTTP health port (GET /healthz); 0 disables it.
     hookrun_runner_health_port: int = 0
