@@ -157,10 +157,10 @@ class ProcessExecutor:
     No task per execution. The work directory is prepared when the execution is submitted,
     which the runner does while its ExecutionCreated is still in flight to Kafka; the process
     starts only once that append is acknowledged (``release``) and a slot is free. A spawner
-    thread runs ``Popen`` (vfork: the caller waits until the child has exec'd, milliseconds on
-    a busy machine, with the GIL released), the exit is a callback of the event loop (a pidfd),
-    and the slot passes straight to the next queued execution. Quick executions that end in the
-    same turn of the loop are reported in one append.
+    thread runs ``Popen`` (vfork: the caller waits, with the GIL released, until the child has
+    exec'd, which on a busy machine means until the child gets a CPU), the exit is a callback
+    of the event loop (a pidfd), and the slot passes straight to the next queued execution.
+    Quick executions that end in the same turn of the loop are reported in one append.
     """
 
     def __init__(
@@ -412,8 +412,8 @@ class ProcessExecutor:
         """Take a slot and spawn the process in the spawner thread.
 
         ``Popen`` vforks: the calling thread waits until the child has exec'd, which on a busy
-        machine (the child waiting for a CPU) takes milliseconds. The spawner thread waits
-        instead of the event loop (Python drops the GIL around vfork since 3.11.6/3.12).
+        machine means until the child gets a CPU. The spawner thread waits instead of the
+        event loop (Python drops the GIL around vfork since 3.11.6/3.12).
         """
         handle.phase = "running"
         handle.spawning = True
@@ -810,8 +810,8 @@ class KafkaPipelineIndex:
 
     def __init__(self, bootstrap: str, *, namespace: str = topics.NAMESPACE) -> None:
         self._defs: dict[str, PipelineDefined] = {}
-        # A fetch is answered as soon as records arrive: the long idle wait only makes the
-        # idle table cheaper (2 fetches/s instead of 50).
+        # A fetch is answered as soon as records arrive, so a long wait adds no latency and
+        # keeps an idle table from polling the broker.
         self._table = TopicTable(
             bootstrap,
             "runner",

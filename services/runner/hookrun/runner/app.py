@@ -430,9 +430,9 @@ class Runner:
                     continue
                 if record.offset > part.position and not part.live:
                     # `runs` is neither compacted nor transactional, so a gap is a fetch that
-                    # raced the seek to the replay start (seen once in CI: a replay began one
-                    # record late, missed a run's TriggerLaunched and left the run unfinished).
-                    # Read again from the position; after a few tries it is a real gap.
+                    # raced the seek to the replay start; taking it as the start could miss a
+                    # run's TriggerLaunched and leave the run unfinished. Read again from the
+                    # position; after a few tries it is a real gap.
                     if part.rereads < MAX_REPLAY_REREADS:
                         part.rereads += 1
                         log.warning(

@@ -3,8 +3,8 @@
 Executions run in sessions of their own (so a timeout can kill a whole process group), which
 also means nothing takes them down with a killed runner. A parent-death signal would, but
 setting one costs either a ``preexec_fn`` (Python then forks instead of vforking the runner's
-whole address space) or an extra ``setpriv`` exec per execution: together about 1.6 ms of CPU
-per no-op run, as much as the rest of the spawn.
+whole address space) or an extra ``setpriv`` exec per execution, on every spawn; the guard
+costs a line on a pipe when an execution starts and one when it ends.
 
 The guard is one small process per runner, in its own session, started once. The runner writes
 ``+<pgid>`` when it spawns an execution and ``-<pgid>`` when it ends, on a pipe only the runner
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: Environment variable that marks the processes of one runner's executions.
 MARKER_VAR = "HOOKRUN_GUARD"
 
-# Run with `python -I -S -c`: no site, no hookrun imports, a few MB and a few ms to start.
+# Run with `python -I -S -c`: no site, no hookrun imports, so it is small and quick to start.
 _SOURCE = r"""
 import os, select, signal, sys
 marker = sys.argv[1].encode()
