@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from hookrun.events.base import Event
 from hookrun.events.runs import (
@@ -70,63 +71,11 @@ class RunState:
         """Apply ``event``; return True if it changed the state.
 
         Idempotent: a redelivered event, or the echo of an event this runner emitted and
-        applied already, changes nothing. The first of two conflicting events wins.
+        applied already, changes nothing. The first of two conflicting events wins. Types the
+        run does not track (see _APPLY) change nothing.
         """
-        if isinstance(event, TriggerLaunched):
-            if self.launched is None:
-                self.launched = event
-                return True
-        elif isinstance(event, RunStarted):
-            if self.started is None:
-                self.started = event
-                return True
-        elif isinstance(event, ExecutionCreated):
-            if event.execution_id not in self.executions:
-                self.executions[event.execution_id] = ExecutionState(event)
-                return True
-        elif isinstance(event, ExecutionStarted | ExecutionHeartbeat):
-            ex = self.executions.get(event.execution_id)
-            if ex is None or ex.finished is not None:
-                return False
-            changed = False
-            if isinstance(event, ExecutionStarted) and ex.started is None:
-                ex.started = event
-                changed = True
-            if ex.lease_until is None or event.lease_until > ex.lease_until:
-                ex.lease_until = event.lease_until
-                changed = True
-            return changed
-        elif isinstance(event, ExecutionFinished):
-            ex = self.executions.get(event.execution_id)
-            if ex is not None and ex.finished is None:
-                ex.finished = event
-                return True
-        elif isinstance(event, PipelineCreated):
-            if event.pipeline_id not in self.pipelines:
-                self.pipelines[event.pipeline_id] = PipelineState(event)
-                return True
-        elif isinstance(event, PipelineNodeSkipped):
-            pipe = self.pipelines.get(event.pipeline_id)
-            if pipe is not None and event.node not in pipe.skipped:
-                pipe.skipped[event.node] = event.reason
-                return True
-        elif isinstance(event, PipelineFinished):
-            pipe = self.pipelines.get(event.pipeline_id)
-            if pipe is not None and pipe.finished is None:
-                pipe.finished = event
-                return True
-        elif isinstance(event, ActionCompleted):
-            if event.action_index not in self.actions:
-                self.actions[event.action_index] = event
-                return True
-        elif isinstance(event, RunCancelRequested):
-            if self.cancel is None:
-                self.cancel = event
-                return True
-        elif isinstance(event, RunFinished) and self.finished is None:
-            self.finished = event
-            return True
-        return False
+        apply = _APPLY.get(type(event))
+        return apply is not None and apply(self, event)
 
     def latest(self) -> dict[tuple[int, str | None, str | None], ExecutionState]:
         """The newest attempt of each slot: a retry supersedes the attempt it replaces."""
@@ -139,6 +88,104 @@ class RunState:
 
     def unfinished_executions(self) -> Iterator[ExecutionState]:
         return (ex for ex in self.executions.values() if ex.finished is None)
+
+
+def _set_once(obj: Any, name: str, event: Event) -> bool:
+    """Set ``obj.<name>`` to ``event`` unless it is set already: the first writer wins."""
+    if getattr(obj, name) is not None:
+        return False
+    setattr(obj, name, event)
+    return True
+
+
+def _add_once(slots: dict[Any, Any], key: Any, value: Any) -> bool:
+    """Store ``value`` under ``key`` unless the key is taken: the first writer wins."""
+    if key in slots:
+        return False
+    slots[key] = value
+    return True
+
+
+def _record_launch(run: RunState, event: TriggerLaunched) -> bool:
+    return _set_once(run, "launched", event)
+
+
+def _record_start(run: RunState, event: RunStarted) -> bool:
+    return _set_once(run, "started", event)
+
+
+def _add_execution(run: RunState, event: ExecutionCreated) -> bool:
+    return _add_once(run.executions, event.execution_id, ExecutionState(event))
+
+
+def _start_execution(run: RunState, event: ExecutionStarted) -> bool:
+    ex = run.executions.get(event.execution_id)
+    if ex is None or ex.finished is not None:
+        return False
+    started = _set_once(ex, "started", event)
+    return _extend_lease(ex, event) or started
+
+
+def _renew_lease(run: RunState, event: ExecutionHeartbeat) -> bool:
+    ex = run.executions.get(event.execution_id)
+    return ex is not None and ex.finished is None and _extend_lease(ex, event)
+
+
+def _extend_lease(ex: ExecutionState, event: ExecutionStarted | ExecutionHeartbeat) -> bool:
+    """Keep the latest lease the execution's runner announced."""
+    if ex.lease_until is not None and event.lease_until <= ex.lease_until:
+        return False
+    ex.lease_until = event.lease_until
+    return True
+
+
+def _finish_execution(run: RunState, event: ExecutionFinished) -> bool:
+    ex = run.executions.get(event.execution_id)
+    return ex is not None and _set_once(ex, "finished", event)
+
+
+def _add_pipeline(run: RunState, event: PipelineCreated) -> bool:
+    return _add_once(run.pipelines, event.pipeline_id, PipelineState(event))
+
+
+def _skip_node(run: RunState, event: PipelineNodeSkipped) -> bool:
+    pipe = run.pipelines.get(event.pipeline_id)
+    return pipe is not None and _add_once(pipe.skipped, event.node, event.reason)
+
+
+def _finish_pipeline(run: RunState, event: PipelineFinished) -> bool:
+    pipe = run.pipelines.get(event.pipeline_id)
+    return pipe is not None and _set_once(pipe, "finished", event)
+
+
+def _complete_action(run: RunState, event: ActionCompleted) -> bool:
+    return _add_once(run.actions, event.action_index, event)
+
+
+def _request_cancel(run: RunState, event: RunCancelRequested) -> bool:
+    return _set_once(run, "cancel", event)
+
+
+def _record_finish(run: RunState, event: RunFinished) -> bool:
+    return _set_once(run, "finished", event)
+
+
+#: How each type of run event changes a run's state: one function per type, each taking an
+#: event of the type it is listed under and returning whether the state changed.
+_APPLY: dict[type[Event], Callable[[RunState, Any], bool]] = {
+    TriggerLaunched: _record_launch,
+    RunStarted: _record_start,
+    ExecutionCreated: _add_execution,
+    ExecutionStarted: _start_execution,
+    ExecutionHeartbeat: _renew_lease,
+    ExecutionFinished: _finish_execution,
+    PipelineCreated: _add_pipeline,
+    PipelineNodeSkipped: _skip_node,
+    PipelineFinished: _finish_pipeline,
+    ActionCompleted: _complete_action,
+    RunCancelRequested: _request_cancel,
+    RunFinished: _record_finish,
+}
 
 
 class RunTable:
