@@ -54,8 +54,8 @@ setup-postgres:
 	  echo "PostgreSQL not found: its status tests skip here and fail under CI=true (apt-get install postgresql)"; \
 	fi
 
-# pytest's session fixture reuses KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092, else starts a
-# broker for the run and stops it at the end.
+# pytest's session fixture uses KAFKA_BOOTSTRAP_SERVERS, else a broker container if Docker
+# answers, else the broker on 127.0.0.1:9092, else starts one for the run and stops it at the end.
 test: setup setup-postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -56,7 +56,7 @@ def generate() -> dict[Path, str]:
     for cls in types.values():
         path = EVENTS_DIR / "schemas" / cls.type / f"v{cls.version}.json"
         out[path] = json.dumps(json_schema(cls), indent=2, sort_keys=False) + "\n"
-    # The completion webhook body is no event but is contract too (DESIGN.md section 7).
+    # The completion webhook body is no event but is contract too (docs/notifier.md, Payload).
     out[EVENTS_DIR / "schemas" / "run-notification.json"] = (
         json.dumps(RUN_NOTIFICATION_SCHEMA, indent=2) + "\n"
     )

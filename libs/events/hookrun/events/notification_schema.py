@@ -1,4 +1,4 @@
-"""The JSON Schema of the RunNotification body the notifier POSTs (DESIGN.md section 7)."""
+"""The JSON Schema of the RunNotification body the notifier POSTs (docs/notifier.md, "Payload")."""
 
 from __future__ import annotations
 

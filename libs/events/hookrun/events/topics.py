@@ -39,7 +39,7 @@ def dlq(topic: str) -> str:
 #: HOOKRUN_MAX_BODY_BYTES) plus headers; 8 MiB leaves room for a body limit of up to ~5 MiB.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
-#: How long an inbound delivery id is remembered for redelivery dedupe (DESIGN.md: 6 h).
+#: How long an inbound delivery id is remembered for redelivery dedupe: 6 h.
 DEDUPE_WINDOW_S = 6 * 3600
 
 
