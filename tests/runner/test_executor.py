@@ -11,7 +11,7 @@ import pytest
 from hookrun.events.base import Event
 from hookrun.events.runs import ExecutionFinished, ExecutionStarted, RunStatus
 from hookrun.runner.adapters import ProcessExecutor
-from hookrun.runner.handlers import ExecutionSpec
+from hookrun.runner.specs import ExecutionSpec
 
 
 def _spec(n: int, argv: list[str], *, timeout_s: float = 30.0) -> ExecutionSpec:

@@ -20,7 +20,9 @@ from hookrun.events.runs import (
     TriggerLaunched,
 )
 from hookrun.runner.adapters import FakePipelineIndex
-from hookrun.runner.handlers import Context, execution_spec, reconcile
+from hookrun.runner.context import Context
+from hookrun.runner.reconcile import reconcile
+from hookrun.runner.specs import execution_spec
 from hookrun.runner.state import RunState, RunTable
 
 CONFIG = """

@@ -32,8 +32,9 @@ from hookrun.events.runs import (
     PipelineDefined,
     RunStatus,
 )
+from hookrun.runner.context import Phase
 from hookrun.runner.guard import Guard
-from hookrun.runner.handlers import ExecutionSpec, Phase
+from hookrun.runner.specs import ExecutionSpec
 
 log = logging.getLogger(__name__)
 

@@ -47,15 +47,11 @@ from hookrun.runner.adapters import (
     ProcessExecutor,
 )
 from hookrun.runner.config import Settings
-from hookrun.runner.handlers import (
-    HANDLERS,
-    Context,
-    Plan,
-    execution_spec,
-    forced_finish,
-    needs_pipeline_lookup,
-    reconcile,
-)
+from hookrun.runner.context import Context, Plan
+from hookrun.runner.handlers import HANDLERS
+from hookrun.runner.outcomes import forced_finish
+from hookrun.runner.reconcile import needs_pipeline_lookup, reconcile
+from hookrun.runner.specs import execution_spec
 from hookrun.runner.state import RunState, RunTable
 
 log = logging.getLogger("hookrun.runner")

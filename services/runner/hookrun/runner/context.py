@@ -1,0 +1,39 @@
+"""What reconciling a run is given (Context) and what it returns (Plan)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from hookrun.config import HookrunConfig
+from hookrun.events.base import Event
+from hookrun.events.runs import PipelineDefined
+from hookrun.runner.state import ExecutionState
+
+#: Whether this process holds an execution: waiting for a slot, or its process is running.
+Phase = Literal["queued", "running"] | None
+
+
+@dataclass
+class Context:
+    """What reconciling needs besides the run: config, clock, identity and lookups."""
+
+    config: HookrunConfig
+    runner_id: str
+    now: datetime
+    environ: Mapping[str, str]
+    #: Phase of an execution in this process (None: not here).
+    phase: Callable[[str], Phase] = lambda _id: None
+    #: A pipeline definition by id (copy_pipeline), or None if unknown.
+    lookup_pipeline: Callable[[str], PipelineDefined | None] = lambda _id: None
+
+
+@dataclass
+class Plan:
+    """The result of reconciling: events to append, then executions to start and to stop."""
+
+    events: list[Event] = field(default_factory=list)
+    start: list[ExecutionState] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
