@@ -48,17 +48,8 @@ def start_run(run: RunState, ctx: Context) -> list[Event]:
     trigger = ctx.config.trigger(launched.trigger_id)
     if trigger is None:
         started = _run_started(launched, ctx, 0)
-        return [
-            started,
-            decided_finish(
-                run,
-                launched,
-                started,
-                RunStatus.FAILURE,
-                f"unknown trigger {launched.trigger_id!r}",
-                ctx,
-            ),
-        ]
+        unknown = f"unknown trigger {launched.trigger_id!r}"
+        return [started, decided_finish(run, started, RunStatus.FAILURE, unknown, ctx)]
     started = _run_started(launched, ctx, len(trigger.actions))
     payload = launched.request.payload()
     created: list[list[Event]] = []
@@ -83,7 +74,7 @@ def start_run(run: RunState, ctx: Context) -> list[Event]:
                     error=decided.message,
                 )
             )
-        events.append(decided_finish(run, launched, started, decided.status, decided.message, ctx))
+        events.append(decided_finish(run, started, decided.status, decided.message, ctx))
         return events
     return [started, *(e for group in created for e in group)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from hookrun.events.runs import (
     ErrorDetail,
@@ -57,18 +58,12 @@ def finish_run(run: RunState, ctx: Context) -> RunFinished:
         and ex.finished.status is RunStatus.SUCCESS
         and ex.finished.output is not None
     }
-    return RunFinished(
-        run_id=run.run_id,
-        trigger_id=launched.trigger_id,
-        config_version=launched.config_version,
-        status=status,
-        started_at=started.occurred_at,
-        completed_at=ctx.now,
-        duration_ms=elapsed_ms(started.occurred_at, ctx.now),
+    return _run_finished(
+        run,
+        status,
+        started.occurred_at,
+        ctx.now,
         execution_count=len(run.executions),
-        invocation=_invocation(launched),
-        is_test=launched.is_test,
-        account=launched.account,
         output=outputs or None,
         error=error,
         executions=summaries,
@@ -119,45 +114,50 @@ def forced_finish(
     summaries = (
         outcome.executions if outcome is not None else map(_summary, run.executions.values())
     )
-    return RunFinished(
-        run_id=run.run_id,
-        trigger_id=launched.trigger_id,
-        config_version=launched.config_version,
-        status=RunStatus.FAILURE,
-        started_at=started_at,
-        completed_at=now,
-        duration_ms=elapsed_ms(started_at, now),
+    return _run_finished(
+        run,
+        RunStatus.FAILURE,
+        started_at,
+        now,
+        with_payload=False,
         execution_count=len(run.executions),
-        invocation=_invocation(launched, with_payload=False),
-        is_test=launched.is_test,
-        account=launched.account,
         error=error,
         executions=[s.model_copy(update={"output": None, "params": {}}) for s in summaries],
     )
 
 
 def decided_finish(
-    run: RunState,
-    launched: TriggerLaunched,
-    started: RunStarted,
-    status: RunStatus,
-    message: str,
-    ctx: Context,
+    run: RunState, started: RunStarted, status: RunStatus, message: str, ctx: Context
 ) -> RunFinished:
     """The RunFinished of a run decided before anything ran (see actions.start_run)."""
+    error = ErrorDetail(message=message, name=status.value)
+    return _run_finished(run, status, started.occurred_at, ctx.now, execution_count=0, error=error)
+
+
+def _run_finished(
+    run: RunState,
+    status: RunStatus,
+    started_at: datetime,
+    now: datetime,
+    *,
+    with_payload: bool = True,
+    **details: Any,
+) -> RunFinished:
+    """The fields every RunFinished of ``run`` has; ``details`` are the rest."""
+    launched = run.launched
+    assert launched is not None
     return RunFinished(
         run_id=run.run_id,
         trigger_id=launched.trigger_id,
         config_version=launched.config_version,
         status=status,
-        started_at=started.occurred_at,
-        completed_at=ctx.now,
-        duration_ms=elapsed_ms(started.occurred_at, ctx.now),
-        execution_count=0,
-        invocation=_invocation(launched),
+        started_at=started_at,
+        completed_at=now,
+        duration_ms=elapsed_ms(started_at, now),
+        invocation=_invocation(launched, with_payload=with_payload),
         is_test=launched.is_test,
         account=launched.account,
-        error=ErrorDetail(message=message, name=status.value),
+        **details,
     )
 
 
