@@ -1,6 +1,9 @@
-"""Kafka I/O for hookrun events: client settings, topic creation, publishing, the consume loop, DLQ.
+"""Kafka I/O for hookrun events: the publisher, the dead-letter path and topic tables.
 
-This is the only module of ``hookrun.events`` that imports aiokafka.
+Client settings are in :mod:`hookrun.events.clients`, topic administration in
+:mod:`hookrun.events.admin` and the consume loop in :mod:`hookrun.events.consumer`; the names
+that services import from here are re-exported (see ``__all__``). Only these Kafka modules of
+``hookrun.events`` import aiokafka, so importing the events needs no broker client.
 """
 
 from __future__ import annotations
@@ -9,20 +12,46 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.cluster import ClusterMetadata
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.protocol.metadata import MetadataRequest
 
 from hookrun.events import topics
+from hookrun.events.admin import (
+    delete_topics,
+    ensure_topics,
+    ensure_topics_forever,
+    partitions_of,
+    partitions_of_topics,
+    topic_names,
+)
 from hookrun.events.base import Event
+from hookrun.events.clients import consumer_settings, producer_settings
 from hookrun.events.codec import InvalidEvent, Record, UnknownEventType, decode, encode
 from hookrun.events.murmur import murmur2
+
+#: Re-exported names (admin, clients) are imported from here by the gateway, runner and status
+#: services, hookrun.dev, the benchmarks and tests.
+__all__ = [
+    "KafkaUnavailable",
+    "KeyHashPartitioner",
+    "Publisher",
+    "RecordSender",
+    "TopicTable",
+    "consumer_settings",
+    "dead_letter",
+    "decode_or_dead_letter",
+    "delete_topics",
+    "ensure_topics",
+    "ensure_topics_forever",
+    "partitions_of",
+    "partitions_of_topics",
+    "producer_settings",
+    "topic_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,165 +60,12 @@ class KafkaUnavailable(Exception):
     """The broker did not acknowledge in time; nothing was promised to the caller."""
 
 
-def client_id(service: str) -> str:
-    """Return ``<service>-<hostname>``, the client id every hookrun client uses."""
-    return f"{service}-{socket.gethostname()}"
-
-
-def producer_settings(
-    bootstrap: str, service: str, *, request_timeout_ms: int = 10_000, linger_ms: int = 0
-) -> dict[str, Any]:
-    """Return producer settings chosen on purpose rather than aiokafka's defaults.
-
-    acks=all with idempotence: an acknowledged event survives a broker failover and a retried
-    send is not duplicated. linger_ms=0: records that arrive while a produce request is in
-    flight still leave together in the next one, and aiokafka's linger timer is coarse (measured
-    on a local broker at 500 sends/s: linger 1 ms gave p50 2.2 / p99 14.1 ms, linger 0 gave
-    0.9 / 2.9 ms). Awaiting each send separately is fine because sends are concurrent.
-    """
-    return {
-        "bootstrap_servers": bootstrap,
-        "client_id": client_id(service),
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": linger_ms,
-        "max_batch_size": 1024 * 1024,
-        "max_request_size": topics.MAX_MESSAGE_BYTES,
-        "request_timeout_ms": request_timeout_ms,
-        "retry_backoff_ms": 50,
-    }
-
-
-def consumer_settings(bootstrap: str, service: str, *, group: str | None) -> dict[str, Any]:
-    """Return consumer settings chosen on purpose rather than aiokafka's defaults.
-
-    Offsets are committed by hand after the work is durable (no auto-commit), a new group starts
-    from the beginning (``earliest``: a run launched before the consumer existed still runs), and
-    ``fetch_max_wait_ms`` is short so an idle partition does not add half a second per hop.
-    """
-    return {
-        "bootstrap_servers": bootstrap,
-        "client_id": client_id(service),
-        "group_id": group,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": 20,
-        "max_partition_fetch_bytes": topics.MAX_MESSAGE_BYTES,
-        "fetch_max_bytes": 4 * topics.MAX_MESSAGE_BYTES,
-        "isolation_level": "read_committed",
-        "session_timeout_ms": 10_000,
-        "heartbeat_interval_ms": 1_000,
-    }
-
-
-async def ensure_topics(
-    bootstrap: str,
-    specs: Iterable[topics.TopicSpec] | None = None,
-    *,
-    namespace: str = topics.NAMESPACE,
-    timeout_s: float = 30.0,
-) -> list[str]:
-    """Create the topics that are missing and wait until every partition of each has a leader.
-
-    ``specs`` defaults to every topic hookrun needs in ``namespace``. Existing topics are left as
-    they are. Returns the names newly created. Raises KafkaError for a refused creation and
-    TimeoutError when partitions have no leader after ``timeout_s``.
-    """
-    wanted = list(specs if specs is not None else topics.specs(namespace=namespace))
-    if not wanted:
-        return []
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id=client_id("hookrun-admin"),
-        request_timeout_ms=int(timeout_s * 1000),
-    )
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [
-            NewTopic(
-                s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.configs
-            )
-            for s in wanted
-            if s.name not in existing
-        ]
-        created = []
-        if new:
-            response = await admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
-            # CreateTopics reports errors per topic in the response instead of raising.
-            for topic, code, *rest in response.topic_errors:
-                error = for_code(code) if code else None
-                if error is None:
-                    created.append(topic)
-                elif error is not TopicAlreadyExistsError:  # a concurrent creator won the race
-                    raise error(
-                        f"creating topic {topic!r}: {rest[0] if rest and rest[0] else error.description}"
-                    )
-        await _wait_for_leaders(admin, [s.name for s in wanted], timeout_s)
-        return created
-    finally:
-        await admin.close()
-
-
-async def topic_names(bootstrap: str, *, timeout_s: float = 30.0) -> set[str]:
-    """The names of every topic on the broker (internal ones such as ``__consumer_offsets`` too)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
-    """Delete topics (tests clean up after themselves); missing ones are ignored."""
-    doomed = list(names)
-    if not doomed:
-        return
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    await admin.start()
-    try:
-        await admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
-    finally:
-        await admin.close()
-
-
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
-    # CreateTopics returns once the controller recorded the topic; the broker may take a moment
-    # to load the partitions, and producing right away then fails with NOT_LEADER retries.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            described = await admin.describe_topics(names)
-        except KafkaError:
-            described = []
-        ready = {
-            t["topic"]
-            for t in described
-            if t["error_code"] == 0
-            and t["partitions"]
-            and all(p["leader"] >= 0 for p in t["partitions"])
-        }
-        if ready >= set(names):
-            return
-        if loop.time() >= deadline:
-            raise TimeoutError(
-                f"topics without a partition leader after {timeout_s} s: {sorted(set(names) - ready)}"
-            )
-        await asyncio.sleep(0.05)
-
-
 class KeyHashPartitioner:
     """aiokafka's default partitioning (murmur2 of the key, as the Java client), hashes cached.
 
-    Every event of an aggregate carries the same key, and aiokafka's murmur2 is pure Python:
-    the profile of the runner showed it at 3% of the process. The cache is bounded (cleared
-    when full); keyless records go to a random partition as with the default partitioner.
+    Every event of an aggregate carries the same key, and aiokafka's murmur2 is pure Python,
+    costly enough to show in a profile. The cache is bounded (cleared when full); keyless
+    records go to a random partition as with the default partitioner.
     """
 
     def __init__(self, max_keys: int = 65_536) -> None:
@@ -276,9 +152,9 @@ class Publisher:
         """Queue one record; return the future of its acknowledgement.
 
         aiokafka appends it to the partition's open batch, so records sent while a produce
-        request is in flight leave together in the next one. (Building our own batches with
-        ``send_batch`` was measured slower: aiokafka keeps one request in flight per broker, so
-        held-back batches wait a round trip each; see docs/architecture.md.)
+        request is in flight leave together in the next one. (Not our own batches with
+        ``send_batch``: aiokafka keeps one request in flight per broker, so held-back batches
+        would wait a round trip each; see docs/architecture.md.)
         Raises :class:`KafkaUnavailable` when the producer is not connected.
         """
         if self._producer is None:
@@ -325,10 +201,19 @@ class Publisher:
             raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
 
 
-Handler = Callable[[Event], Awaitable[Sequence[Event]]]
+class RecordSender(Protocol):
+    """What the dead-letter path needs of a publisher: :class:`Publisher` or an in-memory one."""
+
+    namespace: str
+
+    async def send_record(self, record: Record) -> asyncio.Future[Any]: ...
+
+    async def wait(self, futures: Sequence[asyncio.Future[Any]]) -> None: ...
 
 
-async def dead_letter(publisher: Publisher, record: ConsumerRecord[Any, Any], reason: str) -> None:
+async def dead_letter(
+    publisher: RecordSender, record: ConsumerRecord[Any, Any], reason: str
+) -> None:
     """Copy an undecodable record to ``<topic>.dlq`` with where it came from and why."""
     headers = [
         *(record.headers or ()),
@@ -347,7 +232,7 @@ _UNKNOWN_TYPES_SEEN: set[str] = set()
 
 
 async def decode_or_dead_letter(
-    publisher: Publisher, record: ConsumerRecord[Any, Any]
+    publisher: RecordSender, record: ConsumerRecord[Any, Any]
 ) -> Event | None:
     """Decode ``record``; send it to the DLQ (and return None) when it cannot be decoded.
 
@@ -374,80 +259,6 @@ async def decode_or_dead_letter(
     return None
 
 
-async def consume(
-    consumer: AIOKafkaConsumer,
-    publisher: Publisher,
-    handle: Handler,
-    *,
-    max_records: int = 500,
-    stopping: asyncio.Event | None = None,
-) -> None:
-    """Run the at-least-once loop: decode, handle, publish what the handler returns, commit.
-
-    Offsets are committed only after the events a batch caused are acknowledged, so a crash
-    redelivers (handlers are idempotent) and never loses. Undecodable records go to the DLQ.
-    """
-    stopping = stopping or asyncio.Event()
-    while not stopping.is_set():
-        batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
-        for tp, records in batches.items():
-            out: list[Event] = []
-            for record in records:
-                event = await decode_or_dead_letter(publisher, record)
-                if event is not None:
-                    out.extend(await handle(event))
-            await publisher.publish(out)
-            await consumer.commit({tp: records[-1].offset + 1})
-
-
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """Return every partition of ``topic`` (empty if it does not exist), asking the broker."""
-    return await partitions_of_topics(consumer, [topic])
-
-
-async def partitions_of_topics(
-    consumer: AIOKafkaConsumer, names: Sequence[str]
-) -> list[TopicPartition]:
-    """Every partition of the topics ``names`` (none of a topic that does not exist).
-
-    ``consumer.partitions_for_topic`` only knows topics the consumer already tracks, so this
-    asks the broker, for these topics only: the metadata of every topic in the cluster took
-    0.1-0.4 s per call on a broker holding 2,500 topics. Never creates a topic (a broker with
-    ``auto.create.topics.enable`` would, for a plain metadata request).
-    """
-    client = consumer._client  # no public call returns fresh partitions
-    response = await client.send(client.get_random_node(), MetadataRequest(list(names), False))
-    cluster = ClusterMetadata()
-    cluster.update_metadata(response)
-    return [
-        TopicPartition(name, p)
-        for name in names
-        for p in sorted(cluster.partitions_for_topic(name) or ())
-    ]
-
-
-async def end_offsets(
-    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
-) -> dict[TopicPartition, int]:
-    """Return the log-end offsets of ``partitions`` (for read-your-writes catch-up)."""
-    return dict(await consumer.end_offsets(list(partitions)))
-
-
-async def ensure_topics_forever(
-    bootstrap: str, *, namespace: str = topics.NAMESPACE, max_delay_s: float = 5.0
-) -> None:
-    """Create hookrun's topics, retrying until Kafka answers (services start before the broker)."""
-    delay = 0.2
-    while True:
-        try:
-            await ensure_topics(bootstrap, namespace=namespace)
-            return
-        except (KafkaError, OSError) as exc:
-            log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
-
-
 class TopicTable:
     """Follows every partition of a (compacted) topic from the beginning, without a consumer group.
 
@@ -468,8 +279,8 @@ class TopicTable:
         """``fetch_max_wait_ms`` overrides how long an idle fetch waits at the broker.
 
         A fetch is answered as soon as records arrive, so a longer wait does not delay
-        :meth:`catch_up`; it only makes an idle table cheaper (the default, 20 ms, costs the
-        broker about a tenth of a core per table, measured on a local broker).
+        :meth:`catch_up`; it only makes an idle table cheaper for the broker, which answers
+        an idle fetch every 20 ms by default.
         """
         self.topic = topic
         self._settings = consumer_settings(bootstrap, service, group=None)

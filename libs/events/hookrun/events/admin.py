@@ -1,0 +1,161 @@
+"""Topics on the broker: create the missing ones, list and delete them, and find partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
+
+from hookrun.events import topics
+from hookrun.events.clients import client_id
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(
+    bootstrap: str,
+    specs: Iterable[topics.TopicSpec] | None = None,
+    *,
+    namespace: str = topics.NAMESPACE,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the topics that are missing and wait until every partition of each has a leader.
+
+    ``specs`` defaults to every topic hookrun needs in ``namespace``. Existing topics are left as
+    they are. Returns the names newly created. Raises KafkaError for a refused creation and
+    TimeoutError when partitions have no leader after ``timeout_s``.
+    """
+    wanted = list(specs if specs is not None else topics.specs(namespace=namespace))
+    if not wanted:
+        return []
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=client_id("hookrun-admin"),
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.configs
+            )
+            for s in wanted
+            if s.name not in existing
+        ]
+        created = []
+        if new:
+            response = await admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
+            # CreateTopics reports errors per topic in the response instead of raising.
+            for topic, code, *rest in response.topic_errors:
+                error = for_code(code) if code else None
+                if error is None:
+                    created.append(topic)
+                elif error is not TopicAlreadyExistsError:  # a concurrent creator won the race
+                    raise error(
+                        f"creating topic {topic!r}: {rest[0] if rest and rest[0] else error.description}"
+                    )
+        await _wait_for_leaders(admin, [s.name for s in wanted], timeout_s)
+        return created
+    finally:
+        await admin.close()
+
+
+async def ensure_topics_forever(
+    bootstrap: str, *, namespace: str = topics.NAMESPACE, max_delay_s: float = 5.0
+) -> None:
+    """Create hookrun's topics, retrying until Kafka answers (services start before the broker)."""
+    delay = 0.2
+    while True:
+        try:
+            await ensure_topics(bootstrap, namespace=namespace)
+            return
+        except (KafkaError, OSError) as exc:
+            log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+
+
+async def topic_names(bootstrap: str, *, timeout_s: float = 30.0) -> set[str]:
+    """The names of every topic on the broker (internal ones such as ``__consumer_offsets`` too)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
+    """Delete topics (tests clean up after themselves); missing ones are ignored."""
+    doomed = list(names)
+    if not doomed:
+        return
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    await admin.start()
+    try:
+        await admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    # CreateTopics returns once the controller recorded the topic; the broker may take a moment
+    # to load the partitions, and producing right away then fails with NOT_LEADER retries.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            described = await admin.describe_topics(names)
+        except KafkaError:
+            described = []
+        ready = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        if ready >= set(names):
+            return
+        if loop.time() >= deadline:
+            raise TimeoutError(
+                f"topics without a partition leader after {timeout_s} s: {sorted(set(names) - ready)}"
+            )
+        await asyncio.sleep(0.05)
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Return every partition of ``topic`` (empty if it does not exist), asking the broker."""
+    return await partitions_of_topics(consumer, [topic])
+
+
+async def partitions_of_topics(
+    consumer: AIOKafkaConsumer, names: Sequence[str]
+) -> list[TopicPartition]:
+    """Every partition of the topics ``names`` (none of a topic that does not exist).
+
+    ``consumer.partitions_for_topic`` only knows topics the consumer already tracks, so this
+    asks the broker, for these topics only: the metadata of every topic in the cluster is slow
+    to fetch on a broker holding thousands of topics. Never creates a topic (a broker with
+    ``auto.create.topics.enable`` would, for a plain metadata request).
+    """
+    client = consumer._client  # no public call returns fresh partitions
+    response = await client.send(client.get_random_node(), MetadataRequest(list(names), False))
+    cluster = ClusterMetadata()
+    cluster.update_metadata(response)
+    return [
+        TopicPartition(name, p)
+        for name in names
+        for p in sorted(cluster.partitions_for_topic(name) or ())
+    ]

@@ -1,0 +1,59 @@
+"""Settings of hookrun's Kafka clients, chosen on purpose rather than aiokafka's defaults."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from hookrun.events import topics
+
+
+def client_id(service: str) -> str:
+    """Return ``<service>-<hostname>``, the client id every hookrun client uses."""
+    return f"{service}-{socket.gethostname()}"
+
+
+def producer_settings(
+    bootstrap: str, service: str, *, request_timeout_ms: int = 10_000, linger_ms: int = 0
+) -> dict[str, Any]:
+    """Return the settings of a producer of ``service``.
+
+    acks=all with idempotence: an acknowledged event survives a broker failover and a retried
+    send is not duplicated. linger_ms=0: records that arrive while a produce request is in
+    flight still leave together in the next one, and aiokafka's linger timer is coarse enough
+    to add milliseconds to every send. Awaiting each send separately is fine because sends are
+    concurrent.
+    """
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id(service),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": linger_ms,
+        "max_batch_size": 1024 * 1024,
+        "max_request_size": topics.MAX_MESSAGE_BYTES,
+        "request_timeout_ms": request_timeout_ms,
+        "retry_backoff_ms": 50,
+    }
+
+
+def consumer_settings(bootstrap: str, service: str, *, group: str | None) -> dict[str, Any]:
+    """Return the settings of a consumer of ``service`` in ``group`` (None: no group).
+
+    Offsets are committed by hand after the work is durable (no auto-commit), a new group starts
+    from the beginning (``earliest``: a run launched before the consumer existed still runs), and
+    ``fetch_max_wait_ms`` is short so an idle partition does not add half a second per hop.
+    """
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id(service),
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": 20,
+        "max_partition_fetch_bytes": topics.MAX_MESSAGE_BYTES,
+        "fetch_max_bytes": 4 * topics.MAX_MESSAGE_BYTES,
+        "isolation_level": "read_committed",
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+    }
