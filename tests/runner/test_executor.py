@@ -10,7 +10,7 @@ import pytest
 
 from hookrun.events.base import Event
 from hookrun.events.runs import ExecutionFinished, ExecutionStarted, RunStatus
-from hookrun.runner.adapters import ProcessExecutor
+from hookrun.runner.processes import ProcessExecutor
 from hookrun.runner.specs import ExecutionSpec
 
 
@@ -191,7 +191,7 @@ async def test_a_command_that_cannot_start_fails(tmp_path: Path, argv: list[str]
 def test_a_file_is_written_whole_when_a_write_takes_less_than_it_was_given(tmp_path, monkeypatch):
     import os
 
-    from hookrun.runner.adapters import _write_file
+    from hookrun.runner.workdirs import _write_file
 
     real = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:3])))

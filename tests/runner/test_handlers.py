@@ -19,8 +19,8 @@ from hookrun.events.runs import (
     RunStatus,
     TriggerLaunched,
 )
-from hookrun.runner.adapters import FakePipelineIndex
 from hookrun.runner.context import Context
+from hookrun.runner.pipelines import FakePipelineIndex
 from hookrun.runner.reconcile import reconcile
 from hookrun.runner.specs import execution_spec
 from hookrun.runner.state import RunState, RunTable

@@ -40,16 +40,13 @@ from hookrun.events.runs import (
     RunFinished,
     RunStatus,
 )
-from hookrun.runner.adapters import (
-    Executor,
-    KafkaPipelineIndex,
-    PipelineIndex,
-    ProcessExecutor,
-)
 from hookrun.runner.config import Settings
 from hookrun.runner.context import Context, Plan
+from hookrun.runner.executor import Executor
 from hookrun.runner.handlers import HANDLERS
 from hookrun.runner.outcomes import forced_finish
+from hookrun.runner.pipelines import KafkaPipelineIndex, PipelineIndex
+from hookrun.runner.processes import ProcessExecutor
 from hookrun.runner.reconcile import needs_pipeline_lookup, reconcile
 from hookrun.runner.specs import execution_spec
 from hookrun.runner.state import RunState, RunTable

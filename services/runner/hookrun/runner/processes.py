@@ -1,89 +1,36 @@
-"""I/O of the runner: executions as processes (and a fake), and the pipeline definition index."""
+"""ProcessExecutor: executions as subprocesses, at most ``concurrency`` at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
-
-from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
-from hookrun.events.kafka import TopicTable
-from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES, json_too_deep
-from hookrun.events.runs import (
-    ExecutionFinished,
-    ExecutionHeartbeat,
-    ExecutionStarted,
-    PipelineDefined,
-    RunStatus,
-)
+from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES
+from hookrun.events.runs import ExecutionFinished, ExecutionHeartbeat, ExecutionStarted, RunStatus
 from hookrun.runner.context import Phase
-from hookrun.runner.guard import Guard
+from hookrun.runner.executor import Emit
+from hookrun.runner.spawning import SPAWNERS, Spawned, Spawner, kill_group
 from hookrun.runner.specs import ExecutionSpec
+from hookrun.runner.workdirs import Workdirs, open_logs, tail_fd
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[list[Event]], Awaitable[None]]
-
-TAIL_BYTES = 4096
 #: Time a process gets between SIGTERM and SIGKILL when it times out or is canceled.
 GRACE_S = 2.0
 #: A process that ends this soon is reported in one append (ExecutionStarted with its end).
 QUICK_S = 0.05
-#: Threads that spawn processes, so the event loop never waits for a vfork'd child's exec
-#: (0: spawn on the event loop itself).
-SPAWNERS = 4
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGKILL it when the runner dies (kill -9 included).
-
-    Without it an execution of a killed runner would live on unsupervised while another runner
-    aborts or retries it.
-    """
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-class Executor(Protocol):
-    """Runs executions; reports ExecutionStarted/Heartbeat/Finished through its emit callback."""
-
-    def phase(self, execution_id: str) -> Phase: ...
-
-    def submit(self, spec: ExecutionSpec, *, held: bool = False) -> None: ...
-
-    def release(self, execution_id: str) -> None: ...
-
-    def discard(self, execution_id: str) -> None: ...
-
-    def cancel(self, execution_id: str) -> None: ...
-
-    def backlog(self) -> int: ...
-
-    def running(self) -> int: ...
-
-    async def room(self, limit: int) -> None: ...
-
-    async def drop_partition(self, partition: int) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class _Handle:
@@ -179,9 +126,9 @@ class ProcessExecutor:
         max_json_depth: int = MAX_JSON_DEPTH,
     ) -> None:
         self.data_dir = data_dir
-        self.max_output_bytes = max_output_bytes
-        self.max_json_depth = max_json_depth
-        self._root = str(data_dir / "executions")
+        self._workdirs = Workdirs(
+            data_dir, max_output_bytes=max_output_bytes, max_json_depth=max_json_depth
+        )
         self.lease_s = lease_s
         self.quick_s = quick_s
         self.runner_id = runner_id
@@ -200,27 +147,7 @@ class ProcessExecutor:
         self._stopping = False
         # Set whenever an execution stops waiting for a slot (see room()).
         self._moved = asyncio.Event()
-        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._spawner = (
-            ThreadPoolExecutor(spawners, thread_name_prefix="hookrun-spawn") if spawners else None
-        )
-        self._pidfd = hasattr(os, "pidfd_open")
-        # Executions must not outlive a killed runner. The guard process kills them when the
-        # runner dies (see guard.py); without one, a parent-death signal per execution does:
-        # util-linux `setpriv --pdeathsig KILL` (an extra exec per execution), else a preexec
-        # hook (which makes Python fork the runner instead of vforking it).
-        self._guard: Guard | None = None
-        if use_guard:
-            try:
-                self._guard = Guard()
-            except OSError as exc:
-                log.warning("no execution guard (%r): using a parent-death signal instead", exc)
-        setpriv = shutil.which("setpriv")
-        self._wrapper: tuple[str, ...] = (
-            (setpriv, "--pdeathsig", "KILL", "--") if setpriv and self._guard is None else ()
-        )
-        self._preexec = None if self._guard or self._wrapper else _die_with_parent
-        self._guard_env = self._guard.env if self._guard is not None else {}
+        self._spawner = Spawner(use_guard=use_guard, threads=spawners)
 
     def phase(self, execution_id: str) -> Phase:
         handle = self._handles.get(execution_id)
@@ -277,18 +204,9 @@ class ProcessExecutor:
         if handle.phase == "queued":
             # Never spawned: report it canceled now instead of when a slot frees up.
             self._forget(handle)
-            self._spawn_task(
-                self._emit(
-                    [
-                        self._finished(
-                            handle.spec,
-                            RunStatus.CANCELED,
-                            None,
-                            error="run canceled before it started",
-                        )
-                    ]
-                )
-            )
+            error = "run canceled before it started"
+            canceled = self._workdirs.finished(handle.spec, RunStatus.CANCELED, None, error=error)
+            self._spawn_task(self._emit([canceled]))
         elif handle.spawning:
             handle.status = handle.status or RunStatus.CANCELED  # stopped once it is spawned
         elif handle.proc is not None and handle.proc.returncode is None:
@@ -320,7 +238,7 @@ class ProcessExecutor:
             if handle.phase == "queued":
                 self._forget(handle)
             elif handle.proc is not None and handle.proc.returncode is None:
-                _killpg(handle.proc.pid, signal.SIGKILL)
+                kill_group(handle.proc.pid, signal.SIGKILL)
         for task in self._background:
             task.cancel()
         deadline = time.monotonic() + GRACE_S + 3
@@ -333,12 +251,7 @@ class ProcessExecutor:
             await asyncio.sleep(0.02)
         if self._background:
             await asyncio.wait(list(self._background), timeout=GRACE_S + 3)
-        if self._spawner is not None:
-            self._spawner.shutdown(wait=False)
-        with contextlib.suppress(OSError):
-            os.close(self._devnull)
-        if self._guard is not None:
-            await asyncio.to_thread(self._guard.close)
+        await self._spawner.close()
 
     def _spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -356,45 +269,8 @@ class ProcessExecutor:
             del self._handles[handle.spec.execution_id]
 
     def _prepare(self, handle: _Handle) -> None:
-        spec = handle.spec
-        base = f"{self._root}/{spec.execution_id}"
-        inputs, outputs = f"{base}/inputs", f"{base}/outputs"
-        # A retry or a re-start after a crash gets a fresh directory: nothing half-written stays.
-        # (mkdir first and rmtree only when it exists: the common case is one syscall.)
-        try:
-            os.mkdir(base)
-        except FileExistsError:
-            shutil.rmtree(base)
-            os.mkdir(base)
-        except FileNotFoundError:
-            os.makedirs(base)
-        os.mkdir(f"{base}/work")
-        os.mkdir(inputs)
-        os.mkdir(outputs)
-        for source in spec.input_dirs:
-            if source.is_dir():
-                for item in source.iterdir():
-                    if item.is_file():
-                        shutil.copy2(item, f"{inputs}/{item.name}")
-        for name, content in spec.inputs.items():
-            _write_file(f"{inputs}/{name}", content)
-        _write_file(f"{base}/parameters.json", orjson.dumps(spec.params))
-        handle.base = base
-        handle.env = {
-            **spec.env,
-            "HOOKRUN_RUN_ID": spec.run_id,
-            "HOOKRUN_EXECUTION_ID": spec.execution_id,
-            "HOOKRUN_TRIGGER_ID": spec.trigger_id,
-            "HOOKRUN_PARAMETERS": f"{base}/parameters.json",
-            "HOOKRUN_INPUTS": inputs,
-            "HOOKRUN_OUTPUTS": outputs,
-            "HOOKRUN_OUTPUT": f"{base}/output.json",
-            **self._guard_env,
-        }
-        # Open while the process lives: the tails are read back through the same files.
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        handle.out = os.open(f"{base}/stdout", flags, 0o666)
-        handle.err = os.open(f"{base}/stderr", flags, 0o666)
+        handle.base, handle.env = self._workdirs.prepare(handle.spec, self._spawner.env)
+        handle.out, handle.err = open_logs(handle.base)
 
     def _enqueue(self, handle: _Handle) -> None:
         if self._running < self.concurrency:
@@ -410,54 +286,22 @@ class ProcessExecutor:
                 self._start(handle)
 
     def _start(self, handle: _Handle) -> None:
-        """Take a slot and spawn the process in the spawner thread.
-
-        ``Popen`` vforks: the calling thread waits until the child has exec'd, which on a busy
-        machine means until the child gets a CPU. The spawner thread waits instead of the
-        event loop (Python drops the GIL around vfork since 3.11.6/3.12).
-        """
+        """Take a slot and spawn the process (in a spawner thread, see Spawner.start)."""
         handle.phase = "running"
         handle.spawning = True
         self._running += 1
         self._spawning += 1
         self._moved.set()
-        loop = asyncio.get_running_loop()
-        if self._spawner is None:
-            self._popen(handle, loop, inline=True)
-        else:
-            self._spawner.submit(self._popen, handle, loop)
-
-    def _popen(
-        self, handle: _Handle, loop: asyncio.AbstractEventLoop, *, inline: bool = False
-    ) -> None:
-        """In the spawner thread: spawn, register with the guard, note the time."""
-        try:
-            proc: subprocess.Popen[bytes] | BaseException = self._spawn_process(handle)
-        except BaseException as exc:  # reported by _spawned
-            proc = exc
-        if inline:
-            self._spawned(handle, proc)
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the runner is gone
-            loop.call_soon_threadsafe(self._spawned, handle, proc)
-
-    def _spawn_process(self, handle: _Handle) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [*self._wrapper, *handle.spec.argv],
+        self._spawner.start(
+            handle.spec.argv,
             cwd=f"{handle.base}/work",
             env=handle.env,
-            stdin=self._devnull,
             stdout=handle.out,
             stderr=handle.err,
-            start_new_session=True,  # its own group: a timeout kills its children
-            preexec_fn=self._preexec,
+            done=partial(self._spawned, handle),
         )
-        handle.started_at = utcnow()
-        if self._guard is not None:
-            self._guard.register(proc.pid)
-        return proc
 
-    def _spawned(self, handle: _Handle, spawned: subprocess.Popen[bytes] | BaseException) -> None:
+    def _spawned(self, handle: _Handle, spawned: Spawned) -> None:
         """Back on the loop: watch the process for its exit (or report why it did not start)."""
         spec = handle.spec
         handle.spawning = False
@@ -470,21 +314,15 @@ class ProcessExecutor:
                 self._forget(handle)
                 return
             error = f"cannot start: {spawned}"
-            self._queue_report(handle, [self._finished(spec, RunStatus.FAILURE, None, error=error)])
+            self._queue_report(
+                handle, [self._workdirs.finished(spec, RunStatus.FAILURE, None, error=error)]
+            )
             return
-        proc = handle.proc = spawned
-        loop = asyncio.get_running_loop()
-        if self._pidfd:
-            try:
-                handle.pidfd = os.pidfd_open(proc.pid)
-            except OSError:
-                self._pidfd = False
-        if handle.pidfd >= 0:
-            loop.add_reader(handle.pidfd, self._exited, handle)
-        else:
-            threading.Thread(target=self._wait_thread, args=(handle, loop), daemon=True).start()
+        proc, handle.started_at = spawned
+        handle.proc = proc
+        handle.pidfd = self._spawner.watch(proc, partial(self._exited, handle))
         if self._stopping:
-            _killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             return
         if handle.status is not None:  # canceled while it was being spawned
             status, handle.status = handle.status, None
@@ -492,14 +330,8 @@ class ProcessExecutor:
             return
         # A process that ends within the quick window is reported in one append, Started
         # together with Finished: its lease would protect nothing in that time.
+        loop = asyncio.get_running_loop()
         handle.timer = loop.call_later(min(self.quick_s, spec.timeout_s), self._outlived, handle)
-
-    def _wait_thread(self, handle: _Handle, loop: asyncio.AbstractEventLoop) -> None:
-        """Without pidfds: wait in a thread, then continue on the loop."""
-        assert handle.proc is not None
-        handle.proc.wait()
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the runner is gone
-            loop.call_soon_threadsafe(self._exited, handle)
 
     def _started(self, handle: _Handle) -> ExecutionStarted:
         assert handle.proc is not None
@@ -545,24 +377,17 @@ class ProcessExecutor:
         if handle.timer is not None:
             handle.timer.cancel()
             handle.timer = None
-        _killpg(proc.pid, signal.SIGTERM)
+        kill_group(proc.pid, signal.SIGTERM)
         handle.kill_timer = asyncio.get_running_loop().call_later(
-            GRACE_S, _killpg, proc.pid, signal.SIGKILL
+            GRACE_S, kill_group, proc.pid, signal.SIGKILL
         )
 
     def _exited(self, handle: _Handle) -> None:
         """The process ended: free its slot for the next one, then report it."""
         proc = handle.proc
         assert proc is not None
-        if handle.pidfd >= 0:
-            asyncio.get_running_loop().remove_reader(handle.pidfd)
-            os.close(handle.pidfd)
-            handle.pidfd = -1
-        code = proc.poll()
-        if code is None:  # cannot happen after the pidfd said so; wait rather than guess
-            code = proc.wait()
-        if self._guard is not None:
-            self._guard.release(proc.pid)
+        code = self._spawner.reap(proc, handle.pidfd)
+        handle.pidfd = -1
         for timer in (handle.timer, handle.kill_timer):
             if timer is not None:
                 timer.cancel()
@@ -571,7 +396,7 @@ class ProcessExecutor:
             handle.heartbeat.cancel()
         self._running -= 1
         self._next()
-        tails = _tail_fd(handle.out), _tail_fd(handle.err)
+        tails = tail_fd(handle.out), tail_fd(handle.err)
         handle.close_files()
         if self._stopping:
             # The runner stops: nothing is reported (the lease, if any, expires).
@@ -597,7 +422,7 @@ class ProcessExecutor:
             RunStatus.TIMED_OUT: f"timed out after {handle.spec.timeout_s:g} s",
             RunStatus.CANCELED: "run canceled",
         }.get(status)
-        finished = self._finished(
+        finished = self._workdirs.finished(
             handle.spec, status, code, error=error, started_at=handle.started_at, tails=tails
         )
         if handle.announce is None:
@@ -654,202 +479,3 @@ class ProcessExecutor:
                 )
             except Exception as exc:  # a missed beat only shortens the lease; keep beating
                 log.warning("heartbeat of %s not sent: %r", spec.execution_id, exc)
-
-    def _finished(
-        self,
-        spec: ExecutionSpec,
-        status: RunStatus,
-        code: int | None,
-        *,
-        error: str | None,
-        started_at: Any = None,
-        tails: tuple[str, str] | None = None,
-    ) -> ExecutionFinished:
-        base = f"{self._root}/{spec.execution_id}"
-        if tails is None:
-            tails = _tail(f"{base}/stdout"), _tail(f"{base}/stderr")
-        now = utcnow()
-        output = None
-        if status is RunStatus.SUCCESS:
-            output, problem = self._output(f"{base}/output.json")
-            if problem is not None:
-                status, error = RunStatus.FAILURE, problem
-        return ExecutionFinished(
-            run_id=spec.run_id,
-            execution_id=spec.execution_id,
-            status=status,
-            exit_code=code,
-            started_at=started_at,
-            completed_at=now,
-            duration_ms=int((now - started_at).total_seconds() * 1000) if started_at else None,
-            output=output,
-            stdout_tail=tails[0],
-            stderr_tail=tails[1],
-            error=error,
-        )
-
-    def _output(self, path: str) -> tuple[Any, str | None]:
-        """The JSON an execution wrote to HOOKRUN_OUTPUT (None if it wrote none), or why it is
-        refused: over HOOKRUN_MAX_OUTPUT_BYTES, not JSON, or nested deeper than
-        HOOKRUN_MAX_JSON_DEPTH (no event could carry it)."""
-        limit = self.max_output_bytes
-        try:
-            with open(path, "rb") as file:
-                raw = file.read(limit + 1)
-        except FileNotFoundError:
-            return None, None
-        except OSError as exc:
-            return None, f"HOOKRUN_OUTPUT cannot be read: {exc}"
-        if len(raw) > limit:
-            size = max(len(raw), os.stat(path).st_size)
-            return None, f"HOOKRUN_OUTPUT is {size} bytes, over HOOKRUN_MAX_OUTPUT_BYTES ({limit})"
-        try:
-            output = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return None, f"HOOKRUN_OUTPUT is not JSON: {exc}"
-        if json_too_deep(raw, self.max_json_depth):
-            return None, (
-                f"HOOKRUN_OUTPUT nests deeper than HOOKRUN_MAX_JSON_DEPTH ({self.max_json_depth})"
-            )
-        return output, None
-
-
-def _write_file(path: str, content: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-    try:
-        view = memoryview(content)
-        while view:  # one write() may write less than it was given
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-def _killpg(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _tail(path: str) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return ""
-    try:
-        return _tail_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def _tail_fd(fd: int) -> str:
-    """The last TAIL_BYTES of an open file, as text."""
-    try:
-        size = os.fstat(fd).st_size
-        if not size:
-            return ""
-        return os.pread(fd, TAIL_BYTES, max(0, size - TAIL_BYTES)).decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-class FakeExecutor:
-    """Records what would run; tests finish executions by hand through ``finish``."""
-
-    def __init__(self, emit: Emit | None = None) -> None:
-        self.submitted: dict[str, ExecutionSpec] = {}
-        self.canceled: list[str] = []
-        self.dropped: list[int] = []
-        #: Submitted, but waiting for their ExecutionCreated to be acknowledged.
-        self.held: set[str] = set()
-        self._emit = emit
-
-    def phase(self, execution_id: str) -> Phase:
-        return "running" if execution_id in self.submitted else None
-
-    def submit(self, spec: ExecutionSpec, *, held: bool = False) -> None:
-        self.submitted[spec.execution_id] = spec
-        if held:
-            self.held.add(spec.execution_id)
-
-    def release(self, execution_id: str) -> None:
-        self.held.discard(execution_id)
-
-    def discard(self, execution_id: str) -> None:
-        self.held.discard(execution_id)
-        self.submitted.pop(execution_id, None)
-
-    def cancel(self, execution_id: str) -> None:
-        self.canceled.append(execution_id)
-
-    def backlog(self) -> int:
-        return 0
-
-    def running(self) -> int:
-        return len(self.submitted) - len(self.held)
-
-    async def room(self, limit: int) -> None:
-        return None
-
-    async def drop_partition(self, partition: int) -> None:
-        self.dropped.append(partition)
-
-    async def stop(self) -> None:
-        self.submitted.clear()
-
-
-class PipelineIndex(Protocol):
-    """Pipeline definitions by id, across every run (copy_pipeline's source)."""
-
-    async def catch_up(self) -> None: ...
-
-    def lookup(self, pipeline_id: str) -> PipelineDefined | None: ...
-
-    def remember(self, definition: PipelineDefined) -> None: ...
-
-
-class KafkaPipelineIndex:
-    """Follows the compacted pipelines topic; catch_up gives read-your-writes across runners."""
-
-    def __init__(self, bootstrap: str, *, namespace: str = topics.NAMESPACE) -> None:
-        self._defs: dict[str, PipelineDefined] = {}
-        # A fetch is answered as soon as records arrive, so a long wait adds no latency and
-        # keeps an idle table from polling the broker.
-        self._table = TopicTable(
-            bootstrap,
-            "runner",
-            topics.named(topics.PIPELINES, namespace),
-            self._apply,
-            fetch_max_wait_ms=500,
-        )
-
-    def _apply(self, event: Event) -> None:
-        if isinstance(event, PipelineDefined):
-            self._defs[event.pipeline_id] = event
-
-    async def start(self) -> None:
-        await self._table.start()
-
-    async def stop(self) -> None:
-        await self._table.stop()
-
-    async def catch_up(self) -> None:
-        await self._table.catch_up()
-
-    def lookup(self, pipeline_id: str) -> PipelineDefined | None:
-        return self._defs.get(pipeline_id)
-
-    def remember(self, definition: PipelineDefined) -> None:
-        self._defs[definition.pipeline_id] = definition
-
-
-class FakePipelineIndex:
-    def __init__(self) -> None:
-        self._defs: dict[str, PipelineDefined] = {}
-
-    async def catch_up(self) -> None:
-        return None
-
-    def lookup(self, pipeline_id: str) -> PipelineDefined | None:
-        return self._defs.get(pipeline_id)
-
-    def remember(self, definition: PipelineDefined) -> None:
-        self._defs[definition.pipeline_id] = definition
