@@ -16,8 +16,9 @@ from hookrun.config import parse_config
 from hookrun.events.codec import Record, encode
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.runs import ExecutionCreated, LaunchRequest, RunStarted, TriggerLaunched
-from hookrun.runner.app import PartitionState, Runner
+from hookrun.runner.consumer import Runner
 from hookrun.runner.executor import FakeExecutor
+from hookrun.runner.partitions import PartitionState
 from hookrun.runner.pipelines import FakePipelineIndex
 
 CONFIG = """

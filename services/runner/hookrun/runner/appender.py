@@ -1,0 +1,166 @@
+"""Appending the events the runner decided on: sent until Kafka acknowledges them, and a run
+whose event cannot be recorded ended instead."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from aiokafka.errors import KafkaTimeoutError
+
+from hookrun.events import topics
+from hookrun.events.base import Event, utcnow
+from hookrun.events.codec import Record, UnrecordableEvent, encode
+from hookrun.events.kafka import KafkaUnavailable, Publisher
+from hookrun.events.runs import ErrorDetail, PipelineDefined, RunFinished
+from hookrun.runner.outcomes import forced_finish
+from hookrun.runner.pipelines import PipelineIndex
+from hookrun.runner.state import RunState, RunTable
+
+log = logging.getLogger("hookrun.runner")
+
+
+class Appender:
+    """Appends a runner's events in the order its reconciles produced them."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        table: RunTable,
+        index: PipelineIndex,
+        *,
+        owns: Callable[[RunState], bool],
+        stopping: asyncio.Event,
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        self.publisher = publisher
+        # ce_id -> partition of events this process applied to a live run before sending them:
+        # their echo from the log changes nothing, so it is neither decoded nor applied again.
+        self.applied: dict[bytes, int] = {}
+        self._table = table
+        self._index = index
+        self._owns = owns
+        self._stopping = stopping
+        self._fail = fail
+        # Held only while records are handed to the producer, so sends keep the order in
+        # which reconciles produced them (per key, Kafka keeps that order).
+        self._send_lock = asyncio.Lock()
+
+    async def append(
+        self, events: Sequence[Event], *, sent: Callable[[], None] | None = None
+    ) -> set[str]:
+        """Append events (acks=all), sending them again until Kafka acknowledges them.
+
+        ``sent`` is called once, as soon as the records are handed to the producer: work that
+        may happen while they are in flight (but must not be visible before they are
+        acknowledged) overlaps the round trip.
+
+        A broker that restarts or loses leadership only delays the runner: what its executions
+        reported is kept and appended once the broker is back, instead of being thrown away
+        with the session (which would abort every run under way). A repeated send may append an
+        event twice; every consumer applies events idempotently (by id, first writer wins).
+        Errors no retry can mend (a producer fenced or closed) stop the session: its successor
+        replays. An event that cannot be recorded at all (too large, too deep) ends its run
+        instead (see _records); returns the ids of the runs ended so.
+        """
+        if not events:
+            if sent is not None:
+                sent()
+            return set()
+        # Callers applied the events to the runs of the table without awaiting since, so a run
+        # found here (owned, live) holds them; registered before the lock, which may wait.
+        for event in events:
+            if type(event).topic == topics.RUNS:
+                run = self._table.runs.get(getattr(event, "run_id", ""))
+                if run is not None and self._owns(run):
+                    self.applied[event.event_id.encode()] = run.partition
+        records, ended = self._records(events)
+        delay = 0.2
+        while True:
+            try:
+                async with self._send_lock:
+                    futures = [await self.publisher.send_record(record) for record in records]
+                if sent is not None:
+                    sent()
+                    sent = None
+                await self.publisher.wait(futures)
+                return ended
+            except KafkaUnavailable as exc:
+                if self._stopping.is_set():
+                    raise
+                if not _retriable(exc):
+                    self._fail(exc)
+                    raise
+                log.warning(
+                    "kafka did not acknowledge %d events (%s); sending them again in %.1f s",
+                    len(records),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def forget(self, partition: int) -> None:
+        """A partition changes hands: its echoes must be applied again (the replay needs them)."""
+        for key in [k for k, p in self.applied.items() if p == partition]:
+            del self.applied[key]
+
+    def _records(self, events: Sequence[Event]) -> tuple[list[Record], set[str]]:
+        """Encode ``events``; a run with an event that cannot be recorded ends as FAILURE.
+
+        Appending such an event would fail at every replay and wedge the partition, so the
+        run's RunFinished (without the payload and outputs) takes its place, and the run's later
+        events in ``events`` are dropped. Returns the records and the ids of the runs ended.
+        """
+        stamp = self.publisher.source
+        records: list[Record] = []
+        ended: set[str] = set()
+        for event in events:
+            run_id = getattr(event, "run_id", "")
+            if run_id in ended:
+                self.applied.pop(event.event_id.encode(), None)
+                continue
+            try:
+                # The service stamps itself as the source while encoding (no model copy).
+                record = encode(event, source=stamp if event.source == "hookrun" else None)
+            except UnrecordableEvent as exc:
+                self.applied.pop(event.event_id.encode(), None)
+                ended.add(run_id)
+                finish = self._end_unrecordable(event, str(exc))
+                if finish is None:
+                    continue
+                record = encode(finish, source=stamp)
+            if isinstance(event, PipelineDefined):
+                self._index.remember(event)
+            records.append(record)
+        return records, ended
+
+    def _end_unrecordable(self, event: Event, reason: str) -> RunFinished | None:
+        """The RunFinished that ends the run of an event that cannot be recorded (see _records)."""
+        run = self._table.runs.get(getattr(event, "run_id", ""))
+        if run is None or run.launched is None:
+            log.error("dropping an event that cannot be recorded: %s", reason)
+            return None
+        log.error("run %s ends as FAILURE: %s", run.run_id, reason)
+        error = ErrorDetail(
+            message=f"the run's events cannot be recorded: {reason}", name="UnrecordableEvent"
+        )
+        outcome = event if isinstance(event, RunFinished) else None
+        finish = forced_finish(run, error, utcnow(), outcome)
+        try:
+            encode(finish)
+        except UnrecordableEvent:  # too many executions to list
+            finish = finish.model_copy(update={"executions": []})
+        # Nothing more starts for it; the reconcile whose append carries the finish forgets it.
+        run.finished = finish
+        return finish
+
+
+def _retriable(exc: KafkaUnavailable) -> bool:
+    """Whether sending again can succeed: timeouts and lost leaders/connections, not a fenced or
+    closed producer or a record the broker refuses."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, TimeoutError | KafkaTimeoutError):
+        return True
+    return bool(getattr(cause, "retriable", False))
