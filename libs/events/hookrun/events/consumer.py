@@ -1,0 +1,490 @@
+"""The consume loop, written once: every consuming service plugs its state and table into it.
+
+A service is a :class:`Service` (per-partition state and a few hooks) with a handler table; the
+:class:`ConsumeLoop` owns the rest: the subscription and its rebalances, replaying each assigned
+partition from where the service says it must start up to the log end at assignment, going live
+there, skipping undecoded the types the service does not handle, decoding with the dead-letter
+path, dispatching, skipping the echoes of events the service applied before publishing them,
+publishing with retry, committing only what the service declares safe, backpressure, a periodic
+sweep and a graceful stop. The loop runs on anything with the consumer and publisher calls it
+uses: aiokafka (:class:`GroupConsumer`, :class:`~hookrun.events.kafka.Publisher`) or the
+in-memory broker of :mod:`hookrun.events.memory` in unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from hookrun.events.base import Event
+from hookrun.events.kafka import KafkaUnavailable, RecordSender, decode_or_dead_letter
+from hookrun.events.maps import EventMap
+from hookrun.events.topics import named
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+#: A handler of the table: ``(event, offset, partition state) -> events it caused``. The loop
+#: publishes what the handlers of a batch return before it moves on.
+Handler = Callable[[Event, int, S], Awaitable[Sequence[Event]]]
+
+
+class Commit(NamedTuple):
+    """An offset to commit, and the metadata stored with it (e.g. where a replay must start)."""
+
+    offset: int
+    metadata: str = ""
+
+
+class ConsumerClient(Protocol):
+    """The consumer calls the loop makes: aiokafka's, plus :meth:`committed_offsets`."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topics: list[str], listener: Any) -> None: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    async def position(self, partition: TopicPartition) -> int: ...
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+    async def committed_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Commit]: ...
+
+    async def commit(self, offsets: dict[TopicPartition, Commit]) -> None: ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
+
+
+class PublisherClient(RecordSender, Protocol):
+    """The publisher calls the loop makes (:class:`~hookrun.events.kafka.Publisher`'s)."""
+
+    async def publish(self, events: Sequence[Event]) -> None: ...
+
+
+class GroupConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
+    """aiokafka's consumer with :meth:`committed_offsets`, which it has no public call for."""
+
+    async def committed_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Commit]:
+        """The group's committed offset and metadata of each partition that has one.
+
+        One request for all of them (``committed()`` makes one per partition and drops the
+        metadata).
+        """
+        found = await self._coordinator.fetch_committed_offsets(list(partitions))
+        return {
+            tp: Commit(om.offset, om.metadata or "") for tp, om in found.items() if om.offset >= 0
+        }
+
+
+@dataclass(eq=False)
+class Partition(Generic[S]):
+    """An assigned partition: the service's state of it, and where the loop stands in it."""
+
+    tp: TopicPartition
+    state: S
+    #: The next offset to read.
+    position: int
+    #: The log end at assignment: the partition is replayed (the service acts on nothing)
+    #: until the position reaches it.
+    replay_end: int
+    live: bool = False
+    #: The last commit: at assignment the group's, then the loop's own.
+    committed: Commit | None = None
+    #: Times the replay met a gap and read the partition again from its position.
+    rereads: int = 0
+    assigned_at: float = field(default_factory=time.monotonic)
+
+
+class Service(Generic[S]):
+    """What a service plugs into the loop. Only :meth:`open` must be overridden.
+
+    Every hook runs under the loop's lock: batches, rebalances and sweeps never interleave.
+    """
+
+    def open(self, tp: TopicPartition) -> S:
+        """Return the state of a partition just assigned; the replay rebuilds it."""
+        raise NotImplementedError
+
+    def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
+        """Where the replay of ``tp`` starts, given the group's commit; None: the log start.
+
+        The default resumes at the committed offset. The loop keeps the answer within the log.
+        """
+        return None if committed is None else committed.offset
+
+    async def went_live(self, part: Partition[S]) -> None:
+        """``part`` is replayed to its end at assignment: act on what its state holds."""
+
+    async def handled(self, parts: Sequence[Partition[S]]) -> None:
+        """A batch was dispatched: ``parts`` got records or went live (e.g. schedule work)."""
+
+    async def revoked(self, part: Partition[S]) -> None:
+        """``part`` is taken away: stop acting on its state. Its last commit follows."""
+
+    def safe(self, part: Partition[S]) -> Commit:
+        """What may be committed for the live ``part``: all its effects below are durable.
+
+        The default is the position, for a service whose effects are done once dispatched.
+        """
+        return Commit(part.position)
+
+    async def room(self) -> int | None:
+        """How many records the service can take now; None: no limit, 0: pause every partition.
+
+        When there is no room, wait for some (up to about a second) before answering 0.
+        """
+        return None
+
+    async def sweep(self) -> None:
+        """Periodic work (every ``sweep_every_s`` of the loop), followed by a commit."""
+
+    async def drain(self) -> None:
+        """The loop stops: finish or record what is under way (bounded) before the last commit."""
+
+
+class Echoes:
+    """The ce_ids of events a service applied before publishing them, by partition.
+
+    Their echo from the log changes nothing, so it is neither decoded nor applied again; once
+    the partition changes hands it is forgotten, and the echo is replayed like any record.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[bytes, TopicPartition] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def expect(self, tp: TopicPartition, ce_id: bytes) -> None:
+        """Remember that the event ``ce_id`` was applied to ``tp``'s state."""
+        self._ids[ce_id] = tp
+
+    def seen(self, tp: TopicPartition, ce_id: bytes) -> bool:
+        """True (once) for the echo of an event applied to ``tp``'s state."""
+        return bool(self._ids.pop(ce_id, None) == tp)
+
+    def forget(self, tp: TopicPartition) -> None:
+        """``tp`` changes hands: its state is rebuilt, so its echoes must be applied again."""
+        self._ids = {k: v for k, v in self._ids.items() if v != tp}
+
+
+class ConsumeLoop(Generic[S]):
+    """Consumes ``topics`` in the consumer's group for one :class:`Service`.
+
+    ``topics`` are logical names (``topics.RUNS``) in the publisher's namespace. Only the types
+    ``events`` handles on them are decoded (picked by the ``ce_type`` header; a record without
+    one is decoded, and so dead-lettered); ``handlers`` is the table they are dispatched through.
+    Offsets are committed at most every ``commit_every_s``, at revocation and at the stop, and
+    only what :meth:`Service.safe` returns.
+    """
+
+    def __init__(
+        self,
+        service: Service[S],
+        *,
+        consumer: ConsumerClient,
+        publisher: PublisherClient,
+        topics: Sequence[str],
+        events: EventMap,
+        handlers: Mapping[type[Event], Sequence[Handler[S]]],
+        max_records: int = 500,
+        fetch_timeout_ms: int = 200,
+        commit_every_s: float = 0.5,
+        sweep_every_s: float | None = None,
+        max_rereads: int = 3,
+    ) -> None:
+        strays = [cls.type for cls in handlers if not events.handles(cls)]
+        if strays:
+            raise ValueError(f"{events.service}: handlers for types its EventMap lacks: {strays}")
+        self.service = service
+        self.namespace = publisher.namespace
+        self.topics = [named(t, self.namespace) for t in topics]
+        self.parts: dict[TopicPartition, Partition[S]] = {}
+        self.echoes = Echoes()
+        self._consumer = consumer
+        self._publisher = publisher
+        self._handlers = handlers
+        self._accepted = frozenset(
+            cls.type.encode()
+            for cls in events.handlers
+            if named(cls.topic, self.namespace) in self.topics
+        )
+        self._max_records = max_records
+        self._fetch_timeout_ms = fetch_timeout_ms
+        self._commit_every_s = commit_every_s
+        self._sweep_every_s = sweep_every_s
+        self._max_rereads = max_rereads
+        self._lock = asyncio.Lock()
+        self._committed_at = 0.0
+        self._paused = False
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once partitions are assigned and every one has replayed to its log end."""
+        return bool(self.parts) and all(p.live for p in self.parts.values())
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until ``stopping`` is set, then stop gracefully (:meth:`close`)."""
+        await self.start()
+        try:
+            while not stopping.is_set():
+                await self.step()
+        finally:
+            await self.close()
+
+    async def start(self) -> None:
+        """Start the consumer and join the group (the first :meth:`step` gets the partitions)."""
+        await self._consumer.start()
+        self._consumer.subscribe(self.topics, listener=_Listener(self))
+        if self._sweep_every_s:
+            self._sweeper = asyncio.create_task(self._sweep_forever(self._sweep_every_s))
+
+    async def step(self) -> None:
+        """Fetch one batch, dispatch it, and commit if the last commit is old enough."""
+        room = await self.service.room()
+        self._pause(room == 0)
+        limit = self._max_records if room is None else max(1, min(room, self._max_records))
+        batches = await self._consumer.getmany(
+            timeout_ms=0 if self._paused else self._fetch_timeout_ms, max_records=limit
+        )
+        async with self._lock:
+            await self._handle(batches)
+            if time.monotonic() - self._committed_at >= self._commit_every_s:
+                await self.commit()
+
+    async def close(self) -> None:
+        """Let the service finish (:meth:`Service.drain`), commit, and stop the consumer."""
+        try:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sweeper
+            await self.service.drain()
+            async with self._lock:
+                await self.commit()
+        finally:
+            await self._consumer.stop()
+
+    def expect_echo(self, tp: TopicPartition, event: Event) -> None:
+        """``event`` was applied to ``tp``'s state before its publishing: skip its echo."""
+        if tp in self.parts and named(type(event).topic, self.namespace) == tp.topic:
+            self.echoes.expect(tp, event.event_id.encode())
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append ``events`` (acks=all), sending them again until Kafka acknowledges them."""
+        delay = 0.2
+        while True:
+            try:
+                await self._publisher.publish(events)
+                return
+            except KafkaUnavailable as exc:
+                log.warning(
+                    "kafka did not acknowledge %d events (%s); sending them again in %.1fs",
+                    len(events),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def dispatch(self, tp: TopicPartition, event: Event, offset: int) -> None:
+        """Dispatch an event of ``tp`` found outside the fetch (e.g. by a scan of the log)."""
+        async with self._lock:
+            part = self.parts.get(tp)
+            if part is None:
+                return
+            out = await self._apply(event, offset, part.state)
+            if out:
+                await self.publish(out)
+            await self.service.handled([part])
+
+    async def commit(self, parts: Iterable[Partition[S]] | None = None) -> None:
+        """Commit what the service declares safe for each live partition, if it moved."""
+        self._committed_at = time.monotonic()
+        moved: dict[Partition[S], Commit] = {}
+        for part in self.parts.values() if parts is None else parts:
+            if part.live:
+                safe = self.service.safe(part)
+                if safe != part.committed:
+                    moved[part] = safe
+        if not moved:
+            return
+        try:
+            await self._consumer.commit({part.tp: c for part, c in moved.items()})
+        except KafkaError as exc:  # e.g. a rebalance under way: the next owner replays more
+            log.warning("commit of %s failed: %s", list(moved.values()), exc)
+            return
+        for part, c in moved.items():
+            part.committed = c
+
+    async def _handle(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        out: list[Event] = []
+        touched: list[Partition[S]] = []
+        for tp, records in batches.items():
+            part = self.parts.get(tp)
+            if part is not None and records:
+                touched.append(part)
+                await self._read(part, records, out)
+        if out:
+            await self.publish(out)
+        for part in list(self.parts.values()):
+            if not part.live and await self._reached_end(part):
+                part.live = True
+                log.info("%s: replayed to %s, live", _name(part.tp), part.replay_end)
+                await self.service.went_live(part)
+                if part not in touched:
+                    touched.append(part)
+        if touched:
+            await self.service.handled(touched)
+
+    async def _read(self, part: Partition[S], records: Sequence[Any], out: list[Event]) -> None:
+        position, live, state = part.position, part.live, part.state
+        accepted, echoes = self._accepted, self.echoes
+        for record in records:
+            offset = record.offset
+            if offset != position:
+                if offset < position:  # read again after a seek back
+                    continue
+                if not live and self._gap(part, position, offset):
+                    break
+            position = offset + 1
+            ce_id = ce_type = None
+            for name, value in record.headers:
+                if name == "ce_type":
+                    ce_type = value
+                    if ce_id is not None:
+                        break
+                elif name == "ce_id":
+                    ce_id = value
+            if ce_type is not None and ce_type not in accepted:
+                continue  # a type the service does not handle: skipped undecoded
+            if echoes and ce_id is not None and echoes.seen(part.tp, ce_id):
+                continue
+            event = await decode_or_dead_letter(self._publisher, record)
+            if event is not None:
+                out.extend(await self._apply(event, offset, state))
+        part.position = position
+
+    async def _apply(self, event: Event, offset: int, state: S) -> list[Event]:
+        out: list[Event] = []
+        for handler in self._handlers.get(type(event), ()):
+            out.extend(await handler(event, offset, state))
+        return out
+
+    def _gap(self, part: Partition[S], position: int, offset: int) -> bool:
+        """A replay met ``offset`` at ``position``: True to read again from the position.
+
+        On a topic that is neither compacted nor transactional a gap is a fetch that raced the
+        seek to the replay start, and replaying on would miss records. After a few tries the
+        gap is taken as real (compaction, control records).
+        """
+        if part.rereads < self._max_rereads:
+            part.rereads += 1
+            log.warning(
+                "%s: replay got offset %s at position %s: reading again",
+                _name(part.tp),
+                offset,
+                position,
+            )
+            self._consumer.seek(part.tp, position)
+            return True
+        log.warning("%s: replay skipped offsets %s..%s", _name(part.tp), position, offset - 1)
+        return False
+
+    async def _reached_end(self, part: Partition[S]) -> bool:
+        # The position can pass the last record read (control records, compaction).
+        part.position = max(part.position, await self._consumer.position(part.tp))
+        return part.position >= part.replay_end
+
+    def _pause(self, full: bool) -> None:
+        """Pause every assigned partition while ``full`` (again after a rebalance), else resume."""
+        if full:
+            self._consumer.pause(*self._consumer.assignment())
+        elif self._paused:
+            self._consumer.resume(*self._consumer.assignment())
+        self._paused = full
+
+    async def _assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Seek each new partition to where the service says its replay starts."""
+        new = [tp for tp in assigned if tp not in self.parts]
+        if not new:
+            return
+        async with self._lock:
+            committed = await self._consumer.committed_offsets(new)
+            begins = await self._consumer.beginning_offsets(new)
+            ends = await self._consumer.end_offsets(new)
+            for tp in new:
+                start = self.service.replay_start(tp, committed.get(tp))
+                start = begins[tp] if start is None else min(max(start, begins[tp]), ends[tp])
+                self._consumer.seek(tp, start)
+                self.echoes.forget(tp)
+                self.parts[tp] = Partition(
+                    tp, self.service.open(tp), start, ends[tp], committed=committed.get(tp)
+                )
+                log.info("%s: replaying %s..%s", _name(tp), start, ends[tp])
+
+    async def _revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Let the service drop revoked partitions, then commit them one last time."""
+        async with self._lock:
+            parts = [self.parts[tp] for tp in revoked if tp in self.parts]
+            for part in parts:
+                await self.service.revoked(part)
+            await self.commit(parts)
+            for part in parts:
+                del self.parts[part.tp]
+                self.echoes.forget(part.tp)
+                log.info("%s: revoked", _name(part.tp))
+
+    async def _sweep_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                async with self._lock:
+                    await self.service.sweep()
+                    await self.commit()
+            except Exception:
+                log.exception("sweep failed")
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, loop: ConsumeLoop[Any]) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._loop._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._loop._assigned(list(assigned))
+
+
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
