@@ -1,5 +1,6 @@
-"""Runner.reconcile: an execution is prepared while its ExecutionCreated is in flight, and its
-process may start only once Kafka acknowledged that append."""
+"""The Runner's consume path: an execution is prepared while its ExecutionCreated is in flight
+and may start only once Kafka acknowledged that append; a replay reads a gap again; events
+reach the handlers the table names."""
 
 from __future__ import annotations
 
@@ -13,11 +14,21 @@ import pytest
 from aiokafka import TopicPartition
 
 from hookrun.config import parse_config
+from hookrun.events.base import utcnow
 from hookrun.events.codec import Record, encode
 from hookrun.events.kafka import KafkaUnavailable
-from hookrun.events.runs import ExecutionCreated, LaunchRequest, RunStarted, TriggerLaunched
+from hookrun.events.runs import (
+    ExecutionCreated,
+    ExecutionHeartbeat,
+    LaunchRequest,
+    RunFinished,
+    RunStarted,
+    TriggerLaunched,
+)
 from hookrun.runner.consumer import Runner
+from hookrun.runner.context import Plan
 from hookrun.runner.executor import FakeExecutor
+from hookrun.runner.handlers import HANDLERS, RECONCILE
 from hookrun.runner.partitions import PartitionState
 from hookrun.runner.pipelines import FakePipelineIndex
 
@@ -152,6 +163,18 @@ def _record(tp: TopicPartition, offset: int, event: Any) -> Any:
     )
 
 
+def _launched_and_started() -> tuple[TriggerLaunched, RunStarted]:
+    """run-1's launch and start, as another runner appended them."""
+    launched = TriggerLaunched(
+        run_id="run-1",
+        trigger_id="noop",
+        config_version="v",
+        request=LaunchRequest(method="POST", path="/", body_b64=""),
+    )
+    started = RunStarted(run_id="run-1", trigger_id="noop", runner_id="runner-old", action_count=1)
+    return launched, started
+
+
 async def test_a_replay_that_meets_a_gap_reads_the_partition_again_from_its_position(
     tmp_path: Path,
 ) -> None:
@@ -162,13 +185,7 @@ async def test_a_replay_that_meets_a_gap_reads_the_partition_again_from_its_posi
     runner.consumer = consumer  # type: ignore[assignment]
     tp = TopicPartition("hookrun.runs", 0)
     runner.parts = {0: PartitionState(tp, position=0, replay_end=5, live=False)}
-    launched = TriggerLaunched(
-        run_id="run-1",
-        trigger_id="noop",
-        config_version="v",
-        request=LaunchRequest(method="POST", path="/", body_b64=""),
-    )
-    started = RunStarted(run_id="run-1", trigger_id="noop", runner_id="runner-old", action_count=1)
+    launched, started = _launched_and_started()
 
     await runner._handle({tp: [_record(tp, 1, started)]})
     assert consumer.sought == [(tp, 0)]
@@ -177,3 +194,37 @@ async def test_a_replay_that_meets_a_gap_reads_the_partition_again_from_its_posi
     await runner._handle({tp: [_record(tp, 0, launched), _record(tp, 1, started)]})
     assert runner.parts[0].position == 2
     assert runner.table.runs["run-1"].launched is not None
+
+
+class TestDispatch:
+    def test_heartbeats_and_run_finished_trigger_nothing_every_other_run_event_reconciles(self):
+        assert HANDLERS[ExecutionHeartbeat] == () and HANDLERS[RunFinished] == ()
+        others = {cls for cls in HANDLERS if cls not in (ExecutionHeartbeat, RunFinished)}
+        assert {HANDLERS[cls] for cls in others} == {RECONCILE}
+
+    async def test_the_loop_runs_the_handlers_the_table_names_once_per_run_and_batch(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        runner, _, _ = _runner(tmp_path)
+        runner.consumer = SeekingConsumer()  # type: ignore[assignment]
+        tp = TopicPartition("hookrun.runs", 0)
+        runner.parts = {0: PartitionState(tp, position=0, replay_end=0, live=True)}
+        calls: list[str] = []
+
+        def spy(run: Any, ctx: Any) -> Plan:
+            calls.append(run.run_id)
+            return Plan()
+
+        table = {TriggerLaunched: (spy,), RunStarted: (spy,), ExecutionHeartbeat: ()}
+        monkeypatch.setattr("hookrun.runner.consumer.HANDLERS", table)
+        launched, started = _launched_and_started()
+        beat = ExecutionHeartbeat(
+            run_id="run-1", execution_id="ex", runner_id="r", lease_until=utcnow()
+        )
+
+        # two events of one run in one batch: its handler runs once
+        await runner._handle({tp: [_record(tp, 0, launched), _record(tp, 1, started)]})
+        assert calls == ["run-1"]
+        # a heartbeat triggers no handler
+        await runner._handle({tp: [_record(tp, 2, beat)]})
+        assert calls == ["run-1"]

@@ -23,7 +23,7 @@ from hookrun.events.runs import ErrorDetail, ExecutionFinished, RunStatus
 from hookrun.runner.appender import Appender
 from hookrun.runner.context import Context, Plan
 from hookrun.runner.executor import Executor
-from hookrun.runner.handlers import HANDLERS
+from hookrun.runner.handlers import HANDLERS, RECONCILE, Handlers
 from hookrun.runner.outcomes import forced_finish
 from hookrun.runner.partitions import (
     MAX_REPLAY_REREADS,
@@ -34,7 +34,7 @@ from hookrun.runner.partitions import (
 )
 from hookrun.runner.pipelines import PipelineIndex
 from hookrun.runner.processes import ProcessExecutor
-from hookrun.runner.reconcile import needs_pipeline_lookup, reconcile
+from hookrun.runner.reconcile import needs_pipeline_lookup
 from hookrun.runner.specs import execution_spec
 from hookrun.runner.state import RunState, RunTable
 
@@ -44,6 +44,9 @@ log = logging.getLogger("hookrun.runner")
 COMMIT_INTERVAL_S = 0.5
 #: Records per getmany at most (fewer when the executions' queue is nearly full).
 MAX_RECORDS = 256
+
+#: Runs with handlers to run, by run id: each run with the handlers its events triggered.
+Due = dict[str, tuple[RunState, Handlers]]
 
 
 class Runner:
@@ -116,10 +119,14 @@ class Runner:
         part = self.parts.get(run.partition)
         return part is not None and part.live
 
-    def _plan(self, run: RunState, ctx: Context) -> Plan:
-        """reconcile(), or a FAILURE RunFinished when it raises, so no run fails every replay."""
+    def _plan(self, run: RunState, handlers: Handlers, ctx: Context) -> Plan:
+        """What ``handlers`` plan for ``run``, or a FAILURE RunFinished when one raises, so no
+        run fails every replay."""
+        plan = Plan()
         try:
-            return reconcile(run, ctx)
+            for handler in handlers:
+                plan.add(handler(run, ctx))
+            return plan
         except Exception as exc:
             log.exception("reconciling run %s failed: the run ends as FAILURE", run.run_id)
             if run.launched is None:
@@ -141,28 +148,36 @@ class Runner:
         one acknowledgement instead of two. A finished run leaves the table (and so the low
         watermark) only once its RunFinished is acknowledged.
         """
-        runs: dict[str, RunState] = {}
+        due: Due = {}
         for event in events:
             run = self.table.runs.get(getattr(event, "run_id", ""))
             if run is None:
                 continue
             run.apply(event)
-            if HANDLERS.get(type(event)) and self.owns(run):
-                runs[run.run_id] = run
-        await self.reconcile(runs.values(), first=events)
+            handlers = HANDLERS.get(type(event))
+            if handlers and self.owns(run):
+                _trigger(due, run, handlers)
+        await self.dispatch(due.values(), first=events)
 
-    async def reconcile(self, runs: Iterable[RunState], *, first: Sequence[Event] = ()) -> None:
-        """Reconcile runs, append ``first`` and the events, then start and stop executions.
+    async def reconcile(self, runs: Iterable[RunState]) -> None:
+        """Reconcile ``runs`` whatever their events were (a takeover, an expired lease)."""
+        await self.dispatch([(run, RECONCILE) for run in runs])
+
+    async def dispatch(
+        self, due: Iterable[tuple[RunState, Handlers]], *, first: Sequence[Event] = ()
+    ) -> None:
+        """Run each run's handlers, append ``first`` and the events they planned, then start and
+        stop executions.
 
         The executions to start are prepared (work directory, files) while the append is in
         flight, and held: a process starts only once its ExecutionCreated is acknowledged, so a
         crash can never leave an execution running that the log does not know of.
         """
-        runs = list(runs)
-        if any(needs_pipeline_lookup(r, self.config) for r in runs):
+        due = list(due)
+        if any(needs_pipeline_lookup(r, self.config) for r, _ in due):
             await self.index.catch_up()
         ctx = self.context()
-        plans = [(run, self._plan(run, ctx)) for run in runs]
+        plans = [(run, self._plan(run, handlers, ctx)) for run, handlers in due]
         held: list[str] = []
         unstartable: list[Event] = []
 
@@ -257,7 +272,7 @@ class Runner:
         self._paused = full
 
     async def _handle(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
-        touched: dict[str, RunState] = {}
+        due: Due = {}
         applied = self.appender.applied
         for tp, records in batches.items():
             part = self.parts.get(tp.partition)
@@ -294,8 +309,13 @@ class Runner:
                 if event is None:
                     continue
                 run = self.table.apply(event, tp.partition, record.offset)
-                if run is not None and part.live and HANDLERS.get(type(event)):
-                    touched[run.run_id] = run
+                if run is None or not part.live:
+                    continue
+                handlers = HANDLERS.get(type(event))
+                if handlers:
+                    seen = due.get(run.run_id)
+                    if seen is None or seen[1] is not handlers:  # else noted already
+                        _trigger(due, run, handlers)
         for part in self.parts.values():
             if part.live:
                 continue
@@ -314,9 +334,9 @@ class Runner:
                     if run.launched is None:
                         self.table.forget(run.run_id, finished=False)
                     else:
-                        touched[run.run_id] = run
-        if touched:
-            await self.reconcile(touched.values())
+                        _trigger(due, run, RECONCILE)
+        if due:
+            await self.dispatch(due.values())
         # A commit is a round trip to the coordinator that every later launch would wait for;
         # at most one per COMMIT_INTERVAL_S here (the sweeper commits too). Committing less
         # often only lengthens a successor's replay: the watermark, not the position, keeps
@@ -367,13 +387,13 @@ class Runner:
                     if full:
                         last_full = time.monotonic()
                         self._warn_stalled_replays()
-                    due = [
+                    runs = [
                         run
                         for run in self.table.runs.values()
                         if self.owns(run) and (full or self._lease_expired(run, now))
                     ]
-                    if due:
-                        await self.reconcile(due)
+                    if runs:
+                        await self.reconcile(runs)
                     await self._commit()
             except asyncio.CancelledError:
                 raise
@@ -452,3 +472,13 @@ def _is_own_echo(record: Any, applied: dict[bytes, int]) -> bool:
         if name == "ce_id":
             return applied.pop(bytes(value), None) is not None
     return False
+
+
+def _trigger(due: Due, run: RunState, handlers: Handlers) -> None:
+    """Note that ``handlers`` are to run for ``run``: once each, however many events of the
+    batch triggered them, in the order they were first triggered."""
+    seen = due.get(run.run_id)
+    if seen is None:
+        due[run.run_id] = (run, handlers)
+    elif seen[1] is not handlers:
+        due[run.run_id] = (run, (*seen[1], *(h for h in handlers if h not in seen[1])))

@@ -37,3 +37,9 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     start: list[ExecutionState] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)
+
+    def add(self, other: Plan) -> None:
+        """Take in what another handler planned for the same run, after what this plan holds."""
+        self.events += other.events
+        self.start += other.start
+        self.cancel += other.cancel

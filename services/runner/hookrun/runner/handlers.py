@@ -1,4 +1,4 @@
-"""The runner's handler table: what each event it reads triggers, and its EventMap."""
+"""The runner's handler table: which handlers each event it reads triggers, and its EventMap."""
 
 from __future__ import annotations
 
@@ -27,21 +27,31 @@ from hookrun.runner.context import Context, Plan
 from hookrun.runner.reconcile import reconcile
 from hookrun.runner.state import RunState
 
-#: Which handlers react to which event. Every run event may move its run on, so it reconciles
-#: the run; a heartbeat only extends a lease, which the lease sweeper looks at.
-HANDLERS: dict[type[Event], list[Callable[[RunState, Context], Plan]]] = {
-    TriggerLaunched: [reconcile],
-    RunStarted: [reconcile],
-    ExecutionCreated: [reconcile],
-    ExecutionStarted: [reconcile],
-    ExecutionHeartbeat: [],
-    ExecutionFinished: [reconcile],
-    PipelineCreated: [reconcile],
-    PipelineNodeSkipped: [reconcile],
-    PipelineFinished: [reconcile],
-    RunCancelRequested: [reconcile],
-    ActionCompleted: [reconcile],
-    RunFinished: [],
+#: A handler derives from a run's state what moves the run on: events to append, executions to
+#: start and to stop. The consume loop runs it once per run and batch, after the batch's events
+#: are applied to the run (see Runner.dispatch).
+Handler = Callable[[RunState, Context], Plan]
+Handlers = tuple[Handler, ...]
+
+#: reconcile derives every next step from the state, so it serves every event that can move a
+#: run on, and a takeover or an expired lease as well.
+RECONCILE: Handlers = (reconcile,)
+
+#: Which handlers each event triggers once it is applied to its run. A heartbeat only extends a
+#: lease, which the lease sweeper looks at; a RunFinished ends the run.
+HANDLERS: dict[type[Event], Handlers] = {
+    TriggerLaunched: RECONCILE,
+    RunStarted: RECONCILE,
+    ExecutionCreated: RECONCILE,
+    ExecutionStarted: RECONCILE,
+    ExecutionHeartbeat: (),
+    ExecutionFinished: RECONCILE,
+    PipelineCreated: RECONCILE,
+    PipelineNodeSkipped: RECONCILE,
+    PipelineFinished: RECONCILE,
+    RunCancelRequested: RECONCILE,
+    ActionCompleted: RECONCILE,
+    RunFinished: (),
 }
 
 
