@@ -1,4 +1,4 @@
-"""Start a run: validate its payload, resolve each action and create its executions and pipelines."""
+"""Start a run: validate its payload, resolve its actions, create their executions and pipelines."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Composition root of the runner: wires the consumer, publisher, pipeline index and runner;
-the health endpoint; the process entry point."""
+"""Composition root of the runner: wires it to Kafka, serves its health, runs the process."""
 
 from __future__ import annotations
 

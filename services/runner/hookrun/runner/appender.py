@@ -1,5 +1,4 @@
-"""Appending the events the runner decided on: sent until Kafka acknowledges them, and a run
-whose event cannot be recorded ended instead."""
+"""Appends the runner's events until Kafka acknowledges them; an unrecordable one ends its run."""
 
 from __future__ import annotations
 

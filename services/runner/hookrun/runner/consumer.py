@@ -1,5 +1,4 @@
-"""The runner's consume loop: partitions replayed on assignment, runs reconciled live, echoes
-of its own events skipped, leases swept, offsets committed with their low watermark."""
+"""The runner's consume loop: replay, live dispatch, echo skipping, lease sweeps, commits."""
 
 from __future__ import annotations
 

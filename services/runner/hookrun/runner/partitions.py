@@ -1,5 +1,4 @@
-"""The partitions a runner owns: their replay, the low watermark kept with each commit, and
-the rebalance listener."""
+"""Owned partitions: replay state, the low watermark in each commit, the rebalance listener."""
 
 from __future__ import annotations
 

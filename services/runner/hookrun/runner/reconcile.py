@@ -1,4 +1,4 @@
-"""Reconcile a run: from its state, the events that move it on and the executions to start or stop."""
+"""Reconcile a run: from its state, the events that move it on and executions to start or stop."""
 
 from __future__ import annotations
 

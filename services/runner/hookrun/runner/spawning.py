@@ -1,5 +1,4 @@
-"""Processes for executions: spawned off the event loop, unable to outlive the runner, watched
-for their exit."""
+"""Execution processes: spawned off the loop, unable to outlive the runner, watched to their end."""
 
 from __future__ import annotations
 
