@@ -284,7 +284,7 @@ class Runner:
                     # `runs` is neither compacted nor transactional, so a gap is a fetch that
                     # raced the seek to the replay start; taking it as the start could miss a
                     # run's TriggerLaunched and leave the run unfinished. Read again from the
-                    # position; after a few tries it is a real gap.
+                    # position; after a few tries it is a real gap (docs/decisions/0016).
                     if part.rereads < MAX_REPLAY_REREADS:
                         part.rereads += 1
                         log.warning(

@@ -4,7 +4,7 @@ Executions run in sessions of their own (so a timeout can kill a whole process g
 also means nothing takes them down with a killed runner. A parent-death signal would, but
 setting one costs either a ``preexec_fn`` (Python then forks instead of vforking the runner's
 whole address space) or an extra ``setpriv`` exec per execution, on every spawn; the guard
-costs a line on a pipe when an execution starts and one when it ends.
+costs a line on a pipe when an execution starts and one when it ends (docs/decisions/0011).
 
 The guard is one small process per runner, in its own session, started once. The runner writes
 ``+<pgid>`` when it spawns an execution and ``-<pgid>`` when it ends, on a pipe only the runner

@@ -26,7 +26,7 @@ class KafkaPipelineIndex:
     def __init__(self, bootstrap: str, *, namespace: str = topics.NAMESPACE) -> None:
         self._defs: dict[str, PipelineDefined] = {}
         # A fetch is answered as soon as records arrive, so a long wait adds no latency and
-        # keeps an idle table from polling the broker.
+        # keeps an idle table from polling the broker (docs/decisions/0008).
         self._table = TopicTable(
             bootstrap,
             "runner",

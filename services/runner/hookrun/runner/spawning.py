@@ -90,8 +90,8 @@ class Spawner:
 
         ``Popen`` vforks: the calling thread waits until the child has exec'd, which on a busy
         machine means until the child gets a CPU. The spawner thread waits instead of the
-        event loop (Python drops the GIL around vfork since 3.11.6/3.12). Without threads,
-        ``done`` is called before this returns.
+        event loop (Python drops the GIL around vfork since 3.11.6/3.12; docs/decisions/0012).
+        Without threads, ``done`` is called before this returns.
         """
         spawn = partial(self._spawn, argv, cwd, env, stdout, stderr)
         if self._threads is None:
