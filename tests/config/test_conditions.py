@@ -18,6 +18,7 @@ from hookrun.config import (
     StandardWebhooksCondition,
     StripeCondition,
     Trigger,
+    Verdict,
     check_conditions,
     delivery_id,
     redacted_headers,
@@ -315,6 +316,59 @@ class TestSlack:
         assert check_conditions(trigger, request(headers), NOW).reason == (
             "conditions[0] (slack): missing header X-Slack-Signature"
         )
+
+
+class TestNumbersInHeaders:
+    """A timestamp no sender makes is a failed condition, whatever int() or float() make of it."""
+
+    @pytest.fixture(
+        params=[
+            pytest.param("9" * 5000, id="over-int-digit-limit"),
+            pytest.param("1" + "0" * 400, id="over-float-range"),
+        ]
+    )
+    def timestamp(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    def test_standard_webhooks(self, trigger_with: Callable[..., Trigger], timestamp: str) -> None:
+        trigger = trigger_with([{"type": "standard_webhooks", "secret": WHSEC}])
+        signed = f"msg_1.{timestamp}.".encode() + BODY
+        key = base64.b64decode(WHSEC.removeprefix("whsec_"))
+        signature = base64.b64encode(hmac.digest(key, signed, "sha256")).decode()
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": timestamp,
+            "webhook-signature": f"v1,{signature}",
+        }
+        verdict = check_conditions(trigger, request(headers), NOW)
+        assert verdict == Verdict(False, "conditions[0] (standard_webhooks): invalid timestamp")
+
+    def test_stripe(self, trigger_with: Callable[..., Trigger], timestamp: str) -> None:
+        trigger = trigger_with([{"type": "stripe", "secret": "sk"}])
+        signature = hmac.new(b"sk", f"{timestamp}.".encode() + BODY, hashlib.sha256).hexdigest()
+        headers = {"Stripe-Signature": f"t={timestamp},v1={signature}"}
+        verdict = check_conditions(trigger, request(headers), NOW)
+        assert verdict == Verdict(
+            False, "conditions[0] (stripe): malformed Stripe-Signature header"
+        )
+
+    def test_slack(self, trigger_with: Callable[..., Trigger], timestamp: str) -> None:
+        trigger = trigger_with([{"type": "slack", "secret": "ss"}])
+        signed = f"v0:{timestamp}:".encode() + BODY
+        headers = {
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": "v0=" + hmac.new(b"ss", signed, hashlib.sha256).hexdigest(),
+        }
+        verdict = check_conditions(trigger, request(headers), NOW)
+        assert verdict == Verdict(False, "conditions[0] (slack): invalid timestamp")
+
+    def test_a_timestamp_with_surrounding_spaces_still_passes(
+        self, trigger_with: Callable[..., Trigger]
+    ) -> None:
+        trigger = trigger_with([{"type": "slack", "secret": "ss"}])
+        headers = slack_headers("ss", BODY, NOW)
+        headers["X-Slack-Request-Timestamp"] = f" {headers['X-Slack-Request-Timestamp']} "
+        assert check_conditions(trigger, request(headers), NOW).ok
 
 
 class TestIpAllow:

@@ -153,10 +153,18 @@ def _check_static_secret(
     return None if hmac.compare_digest(_bytes(provided), c._key) else "secret mismatch"
 
 
+# Unix seconds have 10 digits until the year 2286, so 15 leave room to spare. Thousands of
+# digits are more than int() converts (ValueError), hundreds more than a float holds
+# (OverflowError).
+_MAX_TIMESTAMP_DIGITS = 15
+
+
 def _timestamp(raw: str) -> int | None:
     raw = raw.strip()
     # isascii() keeps out digits like "²" that isdigit() accepts but int() rejects.
-    return int(raw) if raw.isascii() and raw.isdigit() else None
+    if len(raw) > _MAX_TIMESTAMP_DIGITS or not (raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
 
 
 def _outside_tolerance(timestamp: int, now: float, tolerance_s: int) -> str | None:

@@ -8,7 +8,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -297,11 +297,17 @@ def _find_cycle(names: list[str], edges: tuple[Edge, ...]) -> list[str]:
 
 
 class _ConditionBase(_Frozen):
+    #: Whether the condition checks a signature over the request body. Run info then takes its
+    #: run_id from the signed body only: an empty body's signature is one replayable constant.
+    signs_body: ClassVar[bool] = False
+
     # A fixed sender identity reported as the run's `account` when this condition passes.
     account: str | None = None
 
 
 class HmacCondition(_ConditionBase):
+    signs_body: ClassVar[bool] = True
+
     type: Literal["hmac"]
     header: NonEmptyStr
     secret: Secret
@@ -336,6 +342,8 @@ class StaticSecretCondition(_ConditionBase):
 
 
 class _TimestampedCondition(_ConditionBase):
+    signs_body: ClassVar[bool] = True
+
     secret: Secret
     tolerance_s: int = Field(default=300, gt=0)
 
@@ -576,6 +584,7 @@ class Trigger(_Frozen):
     _validator: Draft202012Validator | None = PrivateAttr(None)
     _redacted_headers: frozenset[str] = PrivateAttr(_ALWAYS_REDACTED_HEADERS)
     _redacted_query: frozenset[str] = PrivateAttr(frozenset())
+    _signs_body: bool = PrivateAttr(False)
 
     @model_validator(mode="before")
     @classmethod
@@ -623,11 +632,17 @@ class Trigger(_Frozen):
             for c in self.conditions
             if isinstance(c, StaticSecretCondition) and c.query is not None
         )
+        self._signs_body = any(c.signs_body for c in self.conditions)
 
     @property
     def payload_validator(self) -> Draft202012Validator | None:
         """A ready validator for `payload_schema` (built once at load), or None."""
         return self._validator
+
+    @property
+    def signs_body(self) -> bool:
+        """Whether any of the conditions checks a signature over the request body."""
+        return self._signs_body
 
 
 class NotifierConfig(_Frozen):
