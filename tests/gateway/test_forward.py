@@ -1,5 +1,7 @@
 """Run info and the admin API are forwarded to the status service unchanged."""
 
+from urllib.parse import unquote
+
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -81,3 +83,90 @@ def test_an_oversized_run_info_body_is_refused_before_forwarding(seen):
         r = c.post("/api/v0/launch/gh/run/", content=b"x" * 2000)
     assert r.status_code == 413
     assert seen == []
+
+
+def sent_as(app, raw_path: bytes):
+    """``app`` receiving ``raw_path`` as the request target: httpx would resolve its dots first.
+
+    The ASGI scope gets what uvicorn puts there: the raw path, and the path percent-decoded.
+    """
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "http":
+            scope = {**scope, "raw_path": raw_path, "path": unquote(raw_path.decode("latin-1"))}
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def raw_client_for(transport: httpx.AsyncBaseTransport, raw_path: bytes) -> TestClient:
+    settings = Settings(hookrun_max_body_bytes=1024)
+    app = build(
+        settings,
+        parse_config(CONFIG, "test.yaml"),
+        event_log=FakeEventLog(),
+        deliveries=FakeDeliveryIndex(),
+        status_transport=transport,
+    )
+    return TestClient(sent_as(app, raw_path))
+
+
+class TestOnlyNormalisedPathsAreForwarded:
+    def status(self, seen):
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return httpx.Response(200, json={"status": "pending", "result": []})
+
+        return httpx.MockTransport(answer)
+
+    @pytest.mark.parametrize(
+        "raw_path",
+        [
+            b"/api/v1/../../openapi.json",
+            b"/api/v1/runs/../../../docs",
+            b"/api/v1/%2e%2e/%2e%2e/openapi.json",
+            b"/api/v1/%2E%2e/%2e%2E/openapi.json",
+            b"/api/v1/.%2e/%2e./openapi.json",
+            b"/api/v1/./../../openapi.json",
+            b"/api/v1/../v0/launch/./run/",
+            b"/api/v1/..%2f..%2fopenapi.json",
+            b"/api/v1/..%2F..%2Fopenapi.json",
+            b"/api%2fv1/runs",
+            b"/api/v1/..\\..\\openapi.json",
+            b"/api/v1/..%5c..%5copenapi.json",
+            b"/api/v1//..//..//openapi.json",
+            b"/api/v0/launch/%2e%2e/run/",
+            b"/api/v1/..#/../openapi.json",
+        ],
+    )
+    @pytest.mark.parametrize("method", ["GET", "POST"])
+    def test_a_path_that_leaves_the_forwarded_routes_is_404_and_never_reaches_status(
+        self, seen, raw_path, method
+    ):
+        with raw_client_for(self.status(seen), raw_path) as c:
+            r = c.request(method, "/anything", headers={"X-Token": "tok"})
+        assert r.status_code == 404
+        assert seen == []
+
+    @pytest.mark.parametrize(
+        ("raw_path", "forwarded"),
+        [
+            (b"/api/v1/runs", "/api/v1/runs"),
+            (b"/api/v1/runs/r-1/events", "/api/v1/runs/r-1/events"),
+            (b"/api/v1/runs/r-1/../r-2", "/api/v1/runs/r-2"),
+            (b"/api/v1/runs/r-1/%2e%2e/r-2", "/api/v1/runs/r-2"),
+            (b"/api/v0/launch/gh/run/", "/api/v0/launch/gh/run/"),
+            (b"/api/v0/launch/gh/run", "/api/v0/launch/gh/run"),
+            (b"/api/v0/launch/a%1Fb/run/", "/api/v0/launch/a%1Fb/run/"),
+            (b"/api/v0/launch/caf%C3%A9/run/", "/api/v0/launch/caf%C3%A9/run/"),
+        ],
+    )
+    def test_admin_and_run_info_paths_reach_the_status_service_normalised(
+        self, seen, raw_path, forwarded
+    ):
+        with raw_client_for(self.status(seen), raw_path) as c:
+            r = c.get("/anything?run_id=r-1", headers={"X-Token": "tok"})
+        assert r.status_code == 200
+        [req] = seen
+        assert req.url.raw_path == f"{forwarded}?run_id=r-1".encode()
+        assert req.headers["x-token"] == "tok"

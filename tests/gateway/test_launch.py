@@ -226,6 +226,39 @@ class TestRejectedLaunch:
         assert r.status_code == 400
         assert "tolerance" in rejections(log)[0].reason
 
+    @pytest.mark.parametrize(
+        "timestamp", ["9" * 5000, "1" + "0" * 400], ids=["5000-digits", "over-float-range"]
+    )
+    def test_a_timestamp_of_hundreds_of_digits_is_a_failed_condition_not_a_500(
+        self, client, log, timestamp
+    ):
+        # correctly signed, so only the number itself is at fault
+        signed = f"msg_3.{timestamp}.".encode() + BODY
+        key = base64.b64decode(WHSEC.removeprefix("whsec_"))
+        sig = base64.b64encode(hmac.digest(key, signed, "sha256")).decode()
+        r = client.post(
+            "/api/v0/launch/sw/",
+            content=BODY,
+            headers={
+                "webhook-id": "msg_3",
+                "webhook-timestamp": timestamp,
+                "webhook-signature": f"v1,{sig}",
+            },
+        )
+        assert (r.status_code, r.content) == (400, b'{"error":"launch rejected"}')
+        assert launched(log) == []
+        [entry] = rejections(log)
+        assert entry.reason == "conditions[0] (standard_webhooks): invalid timestamp"
+
+    def test_a_content_length_of_thousands_of_digits_is_over_the_limit(self, client, log):
+        r = client.post(
+            "/api/v0/launch/query/?token=qtok",
+            content=b"x",
+            headers={"content-length": "9" * 5000},
+        )
+        assert r.status_code == 413
+        assert launched(log) == []
+
     def test_a_declared_oversized_body_gets_413_and_is_logged(self, client, log):
         r = client.post("/api/v0/launch/query/?token=qtok", content=b"x" * 1025)
         assert r.status_code == 413

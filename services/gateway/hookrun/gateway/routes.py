@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl, quote
+import string
+from urllib.parse import parse_qsl, quote, unquote
 
 import httpx
 from fastapi import APIRouter, Request, Response
@@ -23,6 +24,16 @@ class BodyTooLarge(Exception):
     """The request body is over HOOKRUN_MAX_BODY_BYTES."""
 
 
+def declares_over(content_length: str, limit: int) -> bool:
+    """Whether a Content-Length value declares more than ``limit`` bytes (False if no number)."""
+    # isascii() keeps out digits like "²" that isdigit() accepts but int() rejects.
+    if not (content_length.isascii() and content_length.isdigit()):
+        return False
+    digits = content_length.lstrip("0")
+    # int() refuses thousands of digits (ValueError); far fewer are over any limit already.
+    return len(digits) > 18 or int(digits or "0") > limit
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing one over ``limit`` bytes before it is read whole.
 
@@ -30,7 +41,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     body is refused as soon as the bytes read pass the limit.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declares_over(declared, limit):
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -136,7 +147,7 @@ async def _receive_body(headers: list[tuple[bytes, bytes]], receive: Receive, li
     """
     for name, value in headers:
         if name.lower() == b"content-length":
-            if value.isdigit() and int(value) > limit:
+            if declares_over(value.decode("latin-1"), limit):
                 raise BodyTooLarge
             break
     chunks: list[bytes] = []
@@ -210,7 +221,10 @@ RUN_INFO_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": '{"status": "pending|completed|error|complete_with_error", "result": [...]}'
     },
-    400: {"description": "A condition failed (the same body as a rejected launch)"},
+    400: {
+        "description": "A condition failed, or run_id is outside a body the conditions sign"
+        " (the same body as a rejected launch)"
+    },
     404: {"description": "No such run for this trigger"},
 }
 
@@ -220,9 +234,61 @@ _NOT_FORWARDED = frozenset(
 )
 _NOT_FORWARDED_RAW = frozenset(name.encode() for name in _NOT_FORWARDED)
 
+# What a path may hold as sent (RFC 3986 pchar, "/" and "%" escapes). Anything else ("#", "?",
+# backslashes, spaces, bytes over 0x7f) is read differently by the clients and servers behind.
+_PATH_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@%/")
+_NOT_FOUND = b'{"detail":"Not Found"}'
+
+
+def forwarded_path(raw_path: str) -> str | None:
+    """The path to forward to the status service for ``raw_path`` (as sent, percent-encoded).
+
+    Dot segments are resolved, "%2e%2e" as "..": the result must be under /api/v1/ or be a
+    run-info path /api/v0/launch/<one segment>/run[/], else None. None too for a segment that
+    holds a slash or a backslash, escaped or not, and for an empty one ("//"). Segments keep
+    their escapes: decoded, "%1F" would be a control character that httpx refuses.
+    """
+    if not raw_path.startswith("/") or not _PATH_CHARACTERS.issuperset(raw_path):
+        return None
+    parts = raw_path[1:].split("/")
+    segments: list[str] = []
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        decoded = unquote(part)
+        if decoded in (".", ".."):
+            if decoded == ".." and segments:
+                segments.pop()
+            if last:
+                segments.append("")  # "/a/b/.." is "/a/", a directory
+        elif "/" in decoded or "\\" in decoded or (not decoded and not last):
+            return None
+        else:
+            segments.append(part)
+    if len(segments) >= 3 and segments[:2] == ["api", "v1"]:
+        return "/" + "/".join(segments)
+    if (
+        len(segments) in (5, 6)
+        and segments[:3] == ["api", "v0", "launch"]
+        and segments[3]
+        and segments[4] == "run"
+        and segments[5:] in ([], [""])
+    ):
+        return "/" + "/".join(segments)
+    return None
+
 
 async def forward(request: Request) -> Response:
-    """Forward a run-info or admin request to the status service, body limit enforced first."""
+    """Forward a run-info or admin request to the status service once its path and size pass.
+
+    Only a normalised admin or run-info path is forwarded (see forwarded_path); any other gets
+    the 404 of a path the gateway does not serve, so "/api/v1/../../openapi.json" and its
+    escaped forms never reach the status service's other pages.
+    """
+    # The path as the client sent it (still percent-encoded).
+    raw_path = request.scope.get("raw_path")
+    path = forwarded_path(raw_path.decode("latin-1") if raw_path else quote(request.url.path))
+    if path is None:
+        return Response(_NOT_FOUND, 404, media_type="application/json")
     try:
         body = await read_body(request, request.app.state.max_body_bytes)
     except BodyTooLarge:
@@ -235,10 +301,6 @@ async def forward(request: Request) -> Response:
     if request.client is not None:
         # The status service checks conditions such as an IP allow-list against the sender.
         headers.append((b"x-forwarded-for", request.client.host.encode()))
-    # The path as the client sent it (still percent-encoded): decoded, "%1F" is a control
-    # character that httpx refuses.
-    raw_path = request.scope.get("raw_path")
-    path = raw_path.decode("latin-1") if raw_path else quote(request.url.path)
     url = path + (f"?{request.url.query}" if request.url.query else "")
     client: httpx.AsyncClient = request.app.state.status_client
     try:
@@ -259,7 +321,8 @@ async def forward(request: Request) -> Response:
 @router.get(
     "/api/v0/launch/{trigger_id}/run/",
     operation_id="run_info_get",
-    summary="Run info (Valohai contract) with ?run_id=, answered by the status service",
+    summary="Run info (Valohai contract) with ?run_id= for conditions that do not sign the body,"
+    " answered by the status service",
     responses=RUN_INFO_RESPONSES,
 )
 @router.post(
@@ -270,7 +333,7 @@ async def forward(request: Request) -> Response:
         200: {
             "description": '{"status": "pending|completed|error|complete_with_error", "result": [...]}'
         },
-        400: {"description": "A condition failed (the same body as a rejected launch)"},
+        400: RUN_INFO_RESPONSES[400],
         404: {"description": "No such run for this trigger"},
     },
 )
