@@ -46,6 +46,10 @@ triggers:
     title: GitHub
     conditions: [{preset: github, secret: gh-secret}]
     actions: [{action: run_execution, step: noop}]
+  - id: sw
+    title: Standard Webhooks
+    conditions: [{type: standard_webhooks, secret: whsec_c3ctc2VjcmV0}]
+    actions: [{action: run_execution, step: noop}]
   - id: other
     title: Another trigger
     conditions: [{type: static_secret, header: X-Token, secret: tok}]

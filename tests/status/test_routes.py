@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import logging
+import time
 
 import orjson
 import pytest
@@ -113,6 +116,82 @@ async def test_auth_failures_get_one_uniform_400(client, app, path, headers):
     await app.state.feed([run])
     r = client.get(path, params={"run_id": run.run_id}, headers=headers)
     assert (r.status_code, r.json()) == (400, {"error": "request rejected"})
+
+
+class TestRunIdOfTriggersThatSignTheBody:
+    """An empty body's signature is one constant per secret: anyone who saw it could replay it."""
+
+    @pytest.fixture(autouse=True)
+    def _info_logs(self, caplog):
+        caplog.set_level(logging.INFO, logger="hookrun.status.handlers")
+
+    async def test_a_replayed_empty_body_signature_with_a_run_id_in_the_query_reveals_nothing(
+        self, client, app, caplog
+    ):
+        run = launched("gh")
+        await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS])])
+        for method in ("POST", "GET"):
+            r = client.request(
+                method,
+                "/api/v0/launch/gh/run/",
+                params={"run_id": run.run_id},
+                headers=gh_sig(b""),
+            )
+            assert (r.status_code, r.json()) == (400, {"error": "request rejected"}), method
+        assert "run_id in the query string" in caplog.text
+
+    async def test_a_run_id_in_the_query_is_refused_beside_a_signed_body_too(
+        self, client, app, caplog
+    ):
+        mine, other = launched("gh"), launched("gh")
+        await app.state.feed([mine, other])
+        body = orjson.dumps({"run_id": mine.run_id})
+        r = client.post(
+            "/api/v0/launch/gh/run/",
+            params={"run_id": other.run_id},
+            content=body,
+            headers={**gh_sig(body), "content-type": "application/json"},
+        )
+        assert (r.status_code, r.json()) == (400, {"error": "request rejected"})
+        assert "run_id in the query string" in caplog.text
+
+    def test_a_get_gets_the_uniform_400_as_it_has_no_body_to_sign(self, client, caplog):
+        r = client.get("/api/v0/launch/gh/run/", headers=gh_sig(b""))
+        assert (r.status_code, r.json()) == (400, {"error": "request rejected"})
+        assert "GET has no body to sign" in caplog.text
+
+
+def sw_sig(body: bytes, timestamp: str) -> dict[str, str]:
+    signed = f"msg_1.{timestamp}.".encode() + body
+    sig = base64.b64encode(hmac.digest(b"sw-secret", signed, "sha256")).decode()
+    return {"webhook-id": "msg_1", "webhook-timestamp": timestamp, "webhook-signature": f"v1,{sig}"}
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["9" * 5000, "1" + "0" * 400], ids=["5000-digits", "over-float-range"]
+)
+async def test_a_timestamp_of_hundreds_of_digits_is_a_failed_condition_not_a_500(
+    client, app, timestamp
+):
+    run = launched("sw")
+    await app.state.feed([run])
+    body = orjson.dumps({"run_id": run.run_id})
+    r = client.post("/api/v0/launch/sw/run/", content=body, headers=sw_sig(body, timestamp))
+    assert (r.status_code, r.json()) == (400, {"error": "request rejected"})
+    # the same request with a current timestamp is answered
+    r = client.post(
+        "/api/v0/launch/sw/run/", content=body, headers=sw_sig(body, str(int(time.time())))
+    )
+    assert r.status_code == 200
+
+
+def test_a_content_length_of_thousands_of_digits_is_over_the_limit(client):
+    r = client.post(
+        "/api/v0/launch/tok/run/",
+        content=b"x",
+        headers={"X-Token": "tok", "content-length": "9" * 5000},
+    )
+    assert r.status_code == 413
 
 
 async def test_unknown_runs_and_other_triggers_runs_are_404(client, app):

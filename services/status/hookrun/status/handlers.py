@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,10 @@ from hookrun.status.adapters import EventLog, LogEnds
 from hookrun.status.projector import Progress
 from hookrun.status.store import SqlStore
 
-#: One answer for unknown and disabled triggers and failed conditions, as the launch gives.
+log = logging.getLogger(__name__)
+
+#: One answer for unknown and disabled triggers, failed conditions and a run_id outside the
+#: signed body, as the launch gives; the log says which.
 REJECTED = {"error": "request rejected"}
 NOT_FOUND = {"error": "run not found"}
 
@@ -62,8 +66,11 @@ class Deps:
         self.triggers = {t.id: t for t in self.config.triggers}
 
 
-def run_id_from(request: InboundRequest) -> str | None:
-    """``run_id`` from a POST's form or JSON body (top level), else from the query string."""
+def run_id_from(request: InboundRequest, *, signed_body: bool = False) -> str | None:
+    """``run_id`` from a POST's form or JSON body (top level), else from the query string.
+
+    With ``signed_body`` (the trigger's conditions sign the body) only the body counts.
+    """
     if request.method == "POST" and request.body:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         data: Any = None
@@ -76,6 +83,8 @@ def run_id_from(request: InboundRequest) -> str | None:
                 data = dict(parse_qsl(request.body.decode("utf-8", "replace")))
         if isinstance(data, dict) and data.get("run_id") not in (None, ""):
             return str(data["run_id"])
+    if signed_body:
+        return None
     value = request.query.get("run_id")
     return value or None
 
@@ -108,14 +117,43 @@ def _lagging(deps: Deps) -> ApiError:
     )
 
 
+def _rejected(trigger_id: str, request: InboundRequest, reason: str) -> ApiError:
+    """Log why a run-info request was refused and return the uniform 400."""
+    log.info(
+        "run info for trigger %.200r rejected (%s from %s): %s",
+        trigger_id,
+        request.method,
+        request.remote_addr,
+        reason,
+    )
+    return ApiError(400, REJECTED)
+
+
 async def run_info(trigger_id: str, request: InboundRequest, deps: Deps) -> dict[str, Any]:
-    """Authenticate like the launch, then answer Valohai's run info for a run of this trigger."""
+    """Authenticate like the launch, then answer Valohai's run info for a run of this trigger.
+
+    When a condition signs the body, run_id comes from that signed body only: the signature of
+    an empty body is one constant per secret, so a run_id beside it (in the query string) would
+    let anyone who saw it once read every run of the trigger.
+    """
     trigger = deps.triggers.get(trigger_id)
-    if trigger is None or not trigger.enabled:
-        raise ApiError(400, REJECTED)
-    if not check_conditions(trigger, request, deps.clock()).ok:
-        raise ApiError(400, REJECTED)
-    run_id = run_id_from(request)
+    if trigger is None:
+        raise _rejected(trigger_id, request, "unknown trigger")
+    if not trigger.enabled:
+        raise _rejected(trigger_id, request, "trigger is disabled")
+    if trigger.signs_body:
+        if request.method != "POST":
+            raise _rejected(
+                trigger_id, request, f"{request.method} has no body to sign; run_id needs a POST"
+            )
+        if "run_id" in request.query:
+            raise _rejected(
+                trigger_id, request, "run_id in the query string; it must be in the signed body"
+            )
+    verdict = check_conditions(trigger, request, deps.clock())
+    if not verdict.ok:
+        raise _rejected(trigger_id, request, verdict.reason)
+    run_id = run_id_from(request, signed_body=trigger.signs_body)
     if run_id is None:
         raise ApiError(400, {"error": "run_id is required"})
     info = await deps.store.run_info(run_id)

@@ -24,10 +24,20 @@ def json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
+def declares_over(content_length: str, limit: int) -> bool:
+    """Whether a Content-Length value declares more than ``limit`` bytes (False if no number)."""
+    # isascii() keeps out digits like "²" that isdigit() accepts but int() rejects.
+    if not (content_length.isascii() and content_length.isdigit()):
+        return False
+    digits = content_length.lstrip("0")
+    # int() refuses thousands of digits (ValueError); far fewer are over any limit already.
+    return len(digits) > 18 or int(digits or "0") > limit
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing one over ``limit`` bytes (413) before it is read whole."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declares_over(declared, limit):
         raise ApiError(413, {"error": "request body too large"})
     chunks: list[bytes] = []
     size = 0
@@ -128,7 +138,8 @@ _RUN_INFO_RESPONSES: Responses = {
         "description": '{"status": "pending"|"completed"|"error"|"complete_with_error", "result": [...]}'
     },
     400: {
-        "description": "Unknown or disabled trigger, failed condition (one body for all), or no run_id"
+        "description": "Unknown or disabled trigger, failed condition, run_id outside the signed"
+        " body of a trigger whose conditions sign it (one body for all), or no run_id"
     },
     404: {"description": '{"error": "run not found"}: unknown run or another trigger\'s run'},
     413: {"description": "Body over HOOKRUN_MAX_BODY_BYTES"},
