@@ -85,7 +85,10 @@ triggers:
 #: client's address is "testclient").
 SIGNABLE = ("gh", "token", "query", "sw", "b64", "sha1", "stripe", "slack", "open")
 KNOWN = (*SIGNABLE, "ip", "disabled-one")
-#: Headers the conditions read; random extra headers never use these names.
+#: Triggers whose conditions sign the body: their run info takes run_id from a POST's body only.
+SIGN_THE_BODY = frozenset({"gh", "sw", "b64", "sha1", "stripe", "slack"})
+#: Headers the conditions read, and those the gateway sets itself or does not forward; random
+#: extra headers never use these names.
 CONDITION_HEADERS = frozenset(
     {
         "x-hub-signature-256",
@@ -109,6 +112,8 @@ CONDITION_HEADERS = frozenset(
         "content-type",
         "expect",
         "connection",
+        "keep-alive",
+        "x-forwarded-for",
     }
 )
 
@@ -162,6 +167,14 @@ header_value = st.one_of(
     st.integers(min_value=0, max_value=12).map(lambda n: "a" * (10**n % 20000)),
     st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()),
     st.binary(max_size=64).map(lambda b: b.hex()),
+)
+#: Numbers no sender makes, for timestamp and signature headers: past int()'s 4300-digit limit,
+#: past a float's range, and zero-padded.
+huge_numbers = st.one_of(
+    st.integers(min_value=4301, max_value=12000).map(lambda n: "9" * n),
+    st.integers(min_value=309, max_value=400).map(lambda n: "1" + "0" * n),
+    st.integers(min_value=16, max_value=300).map(lambda n: "9" * n),
+    st.integers(min_value=1, max_value=5000).map(lambda n: "0" * n + "1700000000"),
 )
 header_name = st.text(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_!#$%&'*+.^`|~",
@@ -243,8 +256,11 @@ def _b64key(whsec: str) -> bytes:
     return base64.b64decode(whsec.removeprefix("whsec_"))
 
 
-def signed_headers(trigger_id: str, body: bytes, msg_id: str, now: int) -> dict[str, str]:
-    """Headers that pass ``trigger_id``'s conditions for ``body`` (see CONFIG)."""
+def signed_headers(trigger_id: str, body: bytes, msg_id: str, now: int | str) -> dict[str, str]:
+    """Headers that pass ``trigger_id``'s conditions for ``body`` (see CONFIG) at time ``now``.
+
+    ``now`` may be any string of digits: the signature then covers it as written.
+    """
     if trigger_id == "gh":
         return {
             "X-Hub-Signature-256": "sha256="
@@ -277,24 +293,43 @@ def signed_headers(trigger_id: str, body: bytes, msg_id: str, now: int) -> dict[
 garbage_signatures = st.fixed_dictionaries(
     {},
     optional={
-        "X-Hub-Signature-256": st.one_of(header_value, header_value.map(lambda v: "sha256=" + v)),
+        "X-Hub-Signature-256": st.one_of(
+            header_value,
+            header_value.map(lambda v: "sha256=" + v),
+            huge_numbers.map(lambda v: "sha256=" + v),
+        ),
         "X-Hub-Signature": st.one_of(header_value, header_value.map(lambda v: "sha1=" + v)),
         "X-Token": header_value,
         "X-Sig": header_value,
         "webhook-id": header_value,
-        "webhook-timestamp": st.one_of(header_value, st.integers(-(2**70), 2**70).map(str)),
-        "webhook-signature": st.one_of(header_value, header_value.map(lambda v: "v1," + v)),
+        "webhook-timestamp": st.one_of(
+            header_value, st.integers(-(2**70), 2**70).map(str), huge_numbers
+        ),
+        "webhook-signature": st.one_of(
+            header_value,
+            header_value.map(lambda v: "v1," + v),
+            huge_numbers.map(lambda v: "v1," + v),
+        ),
         "svix-id": header_value,
-        "svix-timestamp": header_value,
+        "svix-timestamp": st.one_of(header_value, huge_numbers),
         "svix-signature": header_value,
         "Stripe-Signature": st.one_of(
             header_value,
             st.tuples(st.integers(-(2**40), 2**70), header_value).map(
                 lambda t: f"t={t[0]},v1={t[1]}"
             ),
+            st.tuples(huge_numbers, st.one_of(header_value, huge_numbers)).map(
+                lambda t: f"t={t[0]},v1={t[1]}"
+            ),
         ),
-        "X-Slack-Signature": st.one_of(header_value, header_value.map(lambda v: "v0=" + v)),
-        "X-Slack-Request-Timestamp": st.one_of(header_value, st.integers(-(2**40), 2**70).map(str)),
+        "X-Slack-Signature": st.one_of(
+            header_value,
+            header_value.map(lambda v: "v0=" + v),
+            huge_numbers.map(lambda v: "v0=" + v),
+        ),
+        "X-Slack-Request-Timestamp": st.one_of(
+            header_value, st.integers(-(2**40), 2**70).map(str), huge_numbers
+        ),
         "X-GitHub-Delivery": header_value,
         "Idempotency-Key": header_value,
     },
@@ -339,7 +374,7 @@ def launches(draw: Any) -> Launch:
         if trigger_id == "query":
             query["token"] = "qtok"
         launch = Launch(trigger_id, body, headers, query, signed=True)
-        tamper = draw(st.sampled_from(["none", "none", "body", "drop", "stale"]))
+        tamper = draw(st.sampled_from(["none", "none", "body", "drop", "stale", "huge"]))
         if tamper == "body" and trigger_id not in {"token", "query", "open"}:
             launch.body = Body(body.data + b"!", body.content_type)
             launch.signed = False
@@ -350,6 +385,11 @@ def launches(draw: Any) -> Launch:
         elif tamper == "stale" and trigger_id in {"sw", "stripe", "slack"}:
             stale = signed_headers(trigger_id, body.data, msg_id, now - 3600)
             launch.headers = {**extra, **stale}
+            launch.signed = False
+        elif tamper == "huge" and trigger_id in {"sw", "stripe", "slack"}:
+            # correctly signed over a timestamp no sender makes
+            huge = signed_headers(trigger_id, body.data, msg_id, draw(huge_numbers))
+            launch.headers = {**extra, **huge}
             launch.signed = False
         launch.notes.append(tamper)
         return launch

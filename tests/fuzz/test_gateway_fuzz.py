@@ -2,7 +2,8 @@
 
 Properties: never a 5xx; a rejected launch appends no TriggerLaunched and exactly one
 TriggerLogged with its reason; an accepted launch exactly one TriggerLaunched and nothing else;
-run-info requests reach the status service unchanged and append nothing.
+run-info requests reach the status service unchanged (unless their path holds a backslash)
+and append nothing.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def test_run_info_reaches_the_status_service_unchanged_and_appends_nothing(
     r = client.request(method, url, content=launch.body.data, headers=launch.all_headers())
     assert r.status_code < 500, (r.status_code, r.text)
     assert log.events == []
+    if "\\" in launch.trigger_id:
+        # a backslash, escaped or not, is a separator to some servers: never forwarded
+        assert r.status_code == 404
+        assert upstream.seen == []
+        return
     if len(launch.body.data) > LIMIT:
         assert r.status_code == 413
         assert upstream.seen == []
@@ -107,7 +113,9 @@ def test_run_info_reaches_the_status_service_unchanged_and_appends_nothing(
     [forwarded] = upstream.seen
     assert forwarded.method == method
     assert forwarded.content == launch.body.data
-    received = {k.lower(): v for k, v in forwarded.headers.raw}
+    received: dict[bytes, list[bytes]] = {}
+    for k, v in forwarded.headers.raw:
+        received.setdefault(k.lower(), []).append(v)  # "S" and "s" may both be sent
     for name, value in launch.all_headers().items():
         if value.isascii():  # TestClient re-encodes other latin-1 values as UTF-8
-            assert received.get(name.lower().encode()) == value, name
+            assert value in received.get(name.lower().encode(), []), name

@@ -1,8 +1,9 @@
 """Hostile run-info requests against the status service in-process (SQLite store, Fake adapters).
 
 Properties: never a 5xx; nothing appended; a request that fails the trigger's conditions gets
-the uniform 400; a correctly signed request for a run of that trigger gets its run info, and one
-for any other run id a 404.
+the uniform 400, and so does one with run_id outside the signed body of a trigger that signs
+bodies; a correctly signed request for a run of that trigger gets its run info, and one for any
+other run id a 404.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hookrun.status.config import Settings
 from hookrun.status.store import SqliteStore
 from tests.fuzz.strategies import (
     CONFIG,
+    SIGN_THE_BODY,
     SIGNABLE,
     Body,
     Launch,
@@ -32,6 +34,7 @@ from tests.fuzz.strategies import (
     garbage_signatures,
     header_name,
     header_value,
+    huge_numbers,
     queries,
     signed_headers,
     trigger_ids,
@@ -111,11 +114,16 @@ def run_info_requests(draw, run_ids: list[str]) -> tuple[str, Launch, str | None
     if draw(st.booleans()):
         trigger_id = draw(st.sampled_from(SIGNABLE))
         msg_id = "msg_" + draw(st.text("abcdef0123456789", min_size=1, max_size=12))
-        headers = {**extra, **signed_headers(trigger_id, body.data, msg_id, int(time.time()))}
+        now: int | str = int(time.time())
+        signed = True
+        if trigger_id in {"sw", "stripe", "slack"} and draw(st.booleans()):
+            # correctly signed over a timestamp no sender makes
+            now, signed = draw(huge_numbers), False
+        headers = {**extra, **signed_headers(trigger_id, body.data, msg_id, now)}
         query.pop("token", None)
         if trigger_id == "query":
             query["token"] = "qtok"
-        return method, Launch(trigger_id, body, headers, query, signed=True), canonical
+        return method, Launch(trigger_id, body, headers, query, signed=signed), canonical
     headers = {**extra, **draw(garbage_signatures)}
     return method, Launch(draw(trigger_ids), body, headers, query, signed=False), canonical
 
@@ -130,7 +138,10 @@ def test_run_info_never_fails_and_answers_only_the_triggers_own_runs(status, dat
     )
     assert r.status_code < 500, (r.status_code, r.text)
     assert event_log.events == []
-    if request.signed or request.trigger_id == "open":
+    if request.trigger_id in SIGN_THE_BODY and (method == "GET" or "run_id" in request.query):
+        # a run_id beside a body signature (or with no body at all) is not signed
+        assert (r.status_code, r.json()) == (400, REJECTED)
+    elif request.signed or request.trigger_id == "open":
         if canonical is not None and canonical != "":
             if runs.trigger_of.get(canonical) == request.trigger_id:
                 assert r.status_code == 200, r.text
