@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import orjson
+
 from hookrun.events import (
     ExecutionCreated,
     ExecutionFinished,
     PipelineCreated,
     RunStatus,
+    decode,
+    encode,
     topics,
 )
+from hookrun.status.projection import Position, fold
 from hookrun.status.store import Applied, RunFilter
 from tests.status.factories import launched, rejected, run_events
 
@@ -93,6 +98,24 @@ class TestRunInfoStatus:
             {"action": "run_pipeline", "pipeline_name": "Nightly", "pipeline_id": "p1"},
             {"action": "copy_pipeline", "source_pipeline_id": "p1", "pipeline_id": "p2"},
         ]
+
+
+class TestLiveFold:
+    def test_a_field_no_rule_stores_is_not_serialised_on_the_way(self):
+        # a run's invocation payload nested deeper than orjson and pydantic serialise (254
+        # levels) still decodes; the projection stores none of it and must fold the event
+        run = launched()
+        record = encode(run_events(run, [OK])[-1])
+        data = orjson.loads(record.value)
+        data["invocation"]["payload"] = None
+        deep = b'"x"'
+        for _ in range(300):
+            deep = b"[" + deep + b"]"
+        value = orjson.dumps(data).replace(b'"payload":null', b'"payload":' + deep)
+        at = Position(topics.RUNS, 0, 7, "{}")
+        expected = fold(decode(orjson.dumps(data), record.headers), at)
+        assert len(expected) == 3
+        assert fold(decode(value, record.headers), at) == expected
 
 
 class TestIdempotence:

@@ -28,9 +28,11 @@ from hookrun.events import (
     encode,
     topics,
 )
+from hookrun.events.limits import MAX_TEXT_CHARS, clip
 from hookrun.status import replay
 from hookrun.status.app import _no_cyclic_collections, _shares
 from hookrun.status.projector import _prepare
+from hookrun.status.statements import INSERT_EVENT
 from hookrun.status.store import TABLES, SqliteStore, bulk_sql, grouped
 from tests.status.factories import T0, launched, rejected, run_events
 
@@ -386,6 +388,32 @@ def test_headers_unlike_the_encoders_make_the_same_items():
         assert replay.applied(topics.RUNS, 0, r) is not None
         batch = {TopicPartition(topics.RUNS, 0): [r]}
         assert _prepare(batch, trusted=True) == _prepare(batch, trusted=False)
+
+
+LONG = "x" * (MAX_TEXT_CHARS + 100)
+OVER_BOUND = {
+    "an execution's output tails and error": (
+        topics.RUNS,
+        _record(_FINISHED, data={"stdout_tail": LONG, "stderr_tail": LONG, "error": LONG}),
+    ),
+    "an action's error": (topics.RUNS, _record(_ACTION, data={"error": LONG})),
+    "a run's error message": (
+        topics.RUNS,
+        _record(_RUN_FINISHED, data={"error": {"message": LONG}}),
+    ),
+    "a rejected launch's reason": (topics.TRIGGERS, _record(rejected(), data={"reason": LONG})),
+}
+
+
+@pytest.mark.parametrize(("topic", "record"), OVER_BOUND.values(), ids=OVER_BOUND.keys())
+def test_a_text_over_its_bound_is_cut_as_the_live_projection_cuts_it(topic, record):
+    # written by a producer that did not cut it: decoding cuts it, and so must the fast path
+    batch = {TopicPartition(topic, 0): [record]}
+    fast = _prepare(batch, trusted=True)
+    assert replay.applied(topic, 0, record) is not None
+    assert fast == _prepare(batch, trusted=False)
+    stored = [p for item in fast[0] for op in item.ops if op.sql != INSERT_EVENT for p in op.params]
+    assert clip(LONG) in stored and LONG not in stored
 
 
 def test_offsets_count_every_record_of_a_batch():

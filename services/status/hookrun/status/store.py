@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from hookrun.status.projection import (
+from hookrun.status.statements import (
     RECOMPUTE_STATUS,
     RECOMPUTE_STATUS_BULK,
     Op,
@@ -102,7 +102,7 @@ INFO_STATUSES = frozenset({"pending", "completed", "error", "complete_with_error
 class Applied(NamedTuple):
     """One consumed record: where it is and the row changes it produces (none if undecodable).
 
-    ``run_id`` names the run whose rows the ops change (see ``projection.statements``).
+    ``run_id`` names the run whose rows the ops change (see ``statements.statements``).
     """
 
     topic: str
