@@ -209,7 +209,8 @@ class TestBatchedStatements:
 
         from hookrun.events import decode, encode
         from hookrun.status.projection import Position, cloudevent_json, fold
-        from hookrun.status.store import TABLES, SqliteStore
+        from hookrun.status.sqlite import SqliteStore
+        from hookrun.status.store import TABLES
 
         runs = [launched() for _ in range(4)]
         per_run = [

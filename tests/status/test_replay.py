@@ -32,8 +32,9 @@ from hookrun.events.limits import MAX_TEXT_CHARS, clip
 from hookrun.status import replay
 from hookrun.status.app import _no_cyclic_collections, _shares
 from hookrun.status.projector import _prepare
+from hookrun.status.sqlite import SqliteStore, bulk_sql
 from hookrun.status.statements import INSERT_EVENT
-from hookrun.status.store import TABLES, SqliteStore, bulk_sql, grouped
+from hookrun.status.store import TABLES, grouped
 from tests.status.factories import T0, launched, rejected, run_events
 
 OK, FAIL = RunStatus.SUCCESS, RunStatus.FAILURE

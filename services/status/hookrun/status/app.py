@@ -24,16 +24,22 @@ from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.status import handlers, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
 from hookrun.status.config import Settings, sqlite_path
+from hookrun.status.postgres import PostgresStore
 from hookrun.status.projector import Progress, Projector, log_ends
-from hookrun.status.store import (
-    PostgresStore,
-    SqliteStore,
-    SqlStore,
-    open_store,
-    remove_database,
-)
+from hookrun.status.sqlite import SqliteStore, remove_database
+from hookrun.status.store import SqlStore
 
 log = logging.getLogger(__name__)
+
+
+def open_store(url: str, *, apply_delay_s: float = 0.0) -> SqlStore:
+    """The store a database URL names: ``sqlite:///path`` or ``postgresql://...``."""
+    path = sqlite_path(url)
+    if path is not None:
+        return SqliteStore(path, apply_delay_s=apply_delay_s)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url, apply_delay_s=apply_delay_s)
+    raise ValueError(f"HOOKRUN_DATABASE_URL must be sqlite:///... or postgresql://..., not {url!r}")
 
 
 def build(

@@ -21,7 +21,8 @@ from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
 from hookrun.events.kafka import Publisher, consumer_settings, dead_letter, partitions_of_topics
 from hookrun.status import replay
 from hookrun.status.projection import Position, cloudevent_json, fold
-from hookrun.status.store import Applied, ApplyResult, SqlStore, Statement, grouped
+from hookrun.status.statements import Statement
+from hookrun.status.store import Applied, ApplyResult, SqlStore, grouped
 
 log = logging.getLogger(__name__)
 

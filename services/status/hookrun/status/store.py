@@ -1,36 +1,21 @@
-"""The status store: a Store port with SQLite and PostgreSQL adapters sharing one schema and queries.
+"""The status store: its port (``SqlStore``), schema and the queries its SQLite and PostgreSQL adapters share.
 
 Consumed offsets live in the ``offsets`` table and are written in the same transaction as the rows
-the records produced, so a crash neither loses nor double-applies an event.
+the records produced, so a crash neither loses nor double-applies an event. The adapters are
+``sqlite.SqliteStore`` and ``postgres.PostgresStore``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import functools
-import itertools
-import os
 import re
-import sqlite3
-import threading
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import orjson
 
-from hookrun.status.statements import (
-    RECOMPUTE_STATUS,
-    RECOMPUTE_STATUS_BULK,
-    Op,
-    Params,
-    Statement,
-    statements,
-)
+from hookrun.status.statements import Op, Statement, statements
 
 #: Portable DDL: TEXT timestamps (fixed-width UTC), TEXT JSON, BIGINT counters and offsets.
 SCHEMA = [
@@ -102,7 +87,7 @@ INFO_STATUSES = frozenset({"pending", "completed", "error", "complete_with_error
 class Applied(NamedTuple):
     """One consumed record: where it is and the row changes it produces (none if undecodable).
 
-    ``run_id`` names the run whose rows the ops change (see ``statements.statements``).
+    ``run_id`` names the run whose rows the ops change (see ``projection.statements``).
     """
 
     topic: str
@@ -155,34 +140,77 @@ def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-class Store(Protocol):
-    """What the projection writes to and the routes read from."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def apply(
-        self,
-        batch: Sequence[Applied],
-        accept_gaps: dict[tuple[str, int], int] | None = None,
-        *,
-        grouped: list[Statement] | None = None,
-    ) -> ApplyResult: ...
-    async def offsets(self, topic: str) -> dict[int, int]: ...
-    async def next_offset(self, topic: str, partition: int) -> int: ...
-    async def run_info(self, run_id: str) -> dict[str, Any] | None: ...
-    async def list_runs(self, f: RunFilter) -> dict[str, Any]: ...
-    async def run_detail(self, run_id: str) -> dict[str, Any] | None: ...
-    async def run_events(self, run_id: str) -> list[dict[str, Any]]: ...
-    async def trigger_log(
-        self, trigger_id: str, after: tuple[str, str] | None, limit: int
-    ) -> dict[str, Any]: ...
+#: ``grouped(batch)`` when the caller made it already.
+Grouped = list[Statement] | None
+#: Offsets at which a gap is accepted, by (topic, partition): see ``SqlStore._plan``.
+Gaps = dict[tuple[str, int], int]
 
 
 class SqlStore:
-    """Queries shared by both databases; subclasses provide ``_rows`` and ``apply``."""
+    """What the projection writes to and the routes read from: the queries both databases share.
+
+    Subclasses provide ``open``, ``close``, ``_rows`` and ``_apply`` (which uses ``_plan`` in its
+    transaction).
+    """
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    async def apply(
+        self,
+        batch: Sequence[Applied],
+        accept_gaps: Gaps | None = None,
+        *,
+        grouped: list[Statement] | None = None,
+    ) -> ApplyResult:
+        """Apply ``batch`` and the offsets it reaches in one transaction.
+
+        Records below a partition's stored offset are skipped; a partition whose records start
+        past it is left out and reported in ``gaps``, unless ``accept_gaps`` accepts that gap.
+        ``grouped``: ``grouped(batch)``, made already.
+        """
+        return await self._apply(batch, accept_gaps or {}, grouped)
+
+    async def _apply(self, batch: Sequence[Applied], accept: Gaps, given: Grouped) -> ApplyResult:
+        raise NotImplementedError
+
+    @staticmethod
+    def _plan(
+        batch: Sequence[Applied], stored: dict[tuple[str, int], int], accept: Gaps, given: Grouped
+    ) -> tuple[list[Statement], dict[tuple[str, int], int], ApplyResult]:
+        """The statements of the records to apply, their partitions' next offsets, the result.
+
+        Skips records applied already and stops a partition at a gap; ``given`` is
+        ``grouped(batch)``, which the statements are when no record was skipped.
+        """
+        result = ApplyResult()
+        todo: list[Applied] = []
+        new: dict[tuple[str, int], int] = {}
+        for item in batch:
+            tp = (item.topic, item.partition)
+            if tp in result.gaps:
+                continue
+            expected = new.get(tp, stored.get(tp, 0))
+            if item.offset < expected:
+                continue  # applied already: a redelivery after a crash or a rebalance
+            if item.offset > expected and accept.get(tp) != expected:
+                # Records between what the store holds and this one were never applied here (a
+                # swapped-in store, another instance's stale position): re-read from the store's
+                # offset. A gap seen again right after that seek is the log's own (retention).
+                result.gaps[tp] = expected
+                continue
+            todo.append(item)
+            new[tp] = item.offset + 1
+        result.applied = len(todo)
+        result.offsets = new
+        groups = given if given is not None and len(todo) == len(batch) else grouped(todo)
+        return groups, new, result
 
     async def offsets(self, topic: str) -> dict[int, int]:
         rows = await self._rows("SELECT part, next_offset FROM offsets WHERE topic = ?", (topic,))
@@ -400,424 +428,15 @@ def _run(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _plan(
-    batch: Sequence[Applied],
-    stored: dict[tuple[str, int], int],
-    accept_gaps: dict[tuple[str, int], int],
-) -> tuple[list[Applied], dict[tuple[str, int], int], ApplyResult]:
-    """Pick the records to apply: skip those already applied, stop a partition at a gap."""
-    result = ApplyResult()
-    todo: list[Applied] = []
-    new: dict[tuple[str, int], int] = {}
-    for item in batch:
-        tp = (item.topic, item.partition)
-        if tp in result.gaps:
-            continue
-        expected = new.get(tp, stored.get(tp, 0))
-        if item.offset < expected:
-            continue  # applied already: a redelivery after a crash or a rebalance
-        if item.offset > expected and accept_gaps.get(tp) != expected:
-            # Records between what the store holds and this one were never applied here (a
-            # swapped-in store, another instance's stale position): re-read from the store's
-            # offset. A gap seen again right after that seek is the log's own (retention).
-            result.gaps[tp] = expected
-            continue
-        todo.append(item)
-        new[tp] = item.offset + 1
-    result.applied = len(todo)
-    result.offsets = new
-    return todo, new, result
-
-
 def grouped(todo: Sequence[Applied]) -> list[Statement]:
     """The batch's row changes as ``executemany`` groups."""
     return statements((item.run_id, item.ops) for item in todo)
 
 
-_INSERT = re.compile(
-    r"(INSERT INTO \w+ \([^()]*\) VALUES )(\([^()]*\))((?: ON CONFLICT .*)?)", re.S
-)
-_UPDATE = re.compile(r"UPDATE \w+ SET .*? WHERE .*", re.S)
-#: Parameters per multi-row statement (SQLite allows 32,766): a few hundred rows each.
-_BULK_PARAMS = 8192
-#: Rows per multi-row statement at most (see SqliteStore._execute_bulk).
-_BULK_ROWS = 256
+def __getattr__(name: str) -> Any:
+    # The adapters used to live here: ``from hookrun.status.store import SqliteStore`` still works.
+    if name == "SqliteStore":
+        from hookrun.status.sqlite import SqliteStore
 
-
-def bulk_sql(sql: str, rows: int) -> str | None:
-    """``sql`` for ``rows`` parameter rows at once (multi-row ``VALUES``); None: no such form.
-
-    SQLite releases the GIL while it executes a statement, and ``executemany`` executes one per
-    row: a writer thread had to win the GIL back between every two rows, which it waits for while
-    another thread runs Python (up to the 5 ms switch interval each time). One statement per
-    group lets the writer run beside the thread that folds the next batch, and binds all the
-    parameters in one call. An insert's rows are inserted in order (its ``ON CONFLICT`` applies
-    to each as it comes); an update joins its rows by its ``WHERE`` (``statements`` groups rows
-    of one round, which change different rows of the table).
-    """
-    if sql == RECOMPUTE_STATUS:
-        return RECOMPUTE_STATUS_BULK.replace("(?)", ",".join(["(?)"] * rows))
-    if " FROM " in sql or "'?'" in sql:
-        return None
-    if (m := _INSERT.fullmatch(sql)) is not None:
-        head, values, conflict = m.groups()
-        return head + ",".join([values] * rows) + conflict
-    if _UPDATE.fullmatch(sql) is not None:
-        n = sql.count("?")
-        refs = iter(range(1, n + 1))
-        body = re.sub(r"\?", lambda _: f"v.column{next(refs)}", sql)
-        where = body.index(" WHERE ")
-        values = ",".join(["(" + ",".join("?" * n) + ")"] * rows)
-        return f"{body[:where]} FROM (VALUES {values}) AS v{body[where:]}"
-    return None
-
-
-_bulk_sql = functools.lru_cache(maxsize=1024)(bulk_sql)
-
-
-def _statements(
-    todo: Sequence[Applied], batch: Sequence[Applied], given: list[Statement] | None
-) -> list[Statement]:
-    """``grouped(todo)``; ``given`` is ``grouped(batch)``, which it is when nothing was skipped."""
-    return given if given is not None and len(todo) == len(batch) else grouped(todo)
-
-
-def remove_database(path: Path) -> None:
-    """Delete a SQLite file and the journal, WAL and shared-memory files beside it, if any."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-
-
-class SqliteStore(SqlStore):
-    """One SQLite file (WAL): a writer connection used from a worker thread, reads on the loop.
-
-    Reads are primary-key or index lookups that take microseconds, less than a thread hop, so
-    they run inline; WAL lets them proceed while a batch is being written.
-
-    ``scratch=True`` is for a rebuild's fresh file, which is deleted unless the rebuild
-    completes: its rollback journal stays in memory and nothing is synced until
-    ``finish_rebuild`` (a crash leaves a file the next rebuild throws away). That halves the
-    writes (no WAL copy) and must not be used for a file anything else reads meanwhile. Its
-    ``SECONDARY_INDEXES`` are created by ``finish_rebuild``, in one pass each.
-    """
-
-    def __init__(
-        self, path: Path | str, *, apply_delay_s: float = 0.0, scratch: bool = False
-    ) -> None:
-        self.path = Path(path)
-        self._apply_delay_s = apply_delay_s
-        self._scratch = scratch
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        # A rebuild's writer executes ~20 statements in up to 11 sizes each (_execute_bulk).
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=512 if self._scratch else 128,
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 10000")
-        return conn
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = self._connect()
-        if self._scratch:
-            writer.execute("PRAGMA journal_mode = MEMORY")
-            writer.execute("PRAGMA synchronous = OFF")
-        else:
-            writer.execute("PRAGMA journal_mode = WAL")
-            # WAL + NORMAL: a committed batch survives a process crash (kill -9); only an OS
-            # crash can lose the last batches, and those are re-read from Kafka (their offsets
-            # roll back with them): fine for a projection that can always be rebuilt.
-            writer.execute("PRAGMA synchronous = NORMAL")
-        # Batches update rows all over the run-id indexes: a bigger page cache than the default
-        # 2 MiB keeps them in memory. Only the writer gets it; reads are point lookups. A live
-        # store's batches touch recent runs only: 32 MiB (64 MiB held the service at 143 MB of
-        # RSS once full, against a goal of 150); a rebuild writes every run: 64 MiB.
-        writer.execute(f"PRAGMA cache_size = -{65536 if self._scratch else 32768}")
-        for ddl in SCHEMA:
-            # A rebuild builds the indexes only the queries use once, at the end: cheaper than
-            # keeping them sorted through every batch. The projection's writes use primary keys.
-            if not (self._scratch and ddl in SECONDARY_INDEXES):
-                writer.execute(ddl)
-        self._writer = writer
-        self._reader = self._connect()
-
-    async def close(self) -> None:
-        with self._lock:
-            for conn in (self._reader, self._writer):
-                if conn is not None:
-                    conn.close()
-            self._reader = self._writer = None
-
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        assert self._reader is not None, "store is not open"
-        return [dict(r) for r in self._reader.execute(sql, tuple(params)).fetchall()]
-
-    async def apply(
-        self,
-        batch: Sequence[Applied],
-        accept_gaps: dict[tuple[str, int], int] | None = None,
-        *,
-        grouped: list[Statement] | None = None,
-    ) -> ApplyResult:
-        """Apply ``batch`` in one transaction; ``grouped``: ``grouped(batch)``, made already."""
-        return await asyncio.to_thread(self._apply, batch, accept_gaps or {}, grouped)
-
-    def _apply(
-        self,
-        batch: Sequence[Applied],
-        accept_gaps: dict[tuple[str, int], int],
-        given: list[Statement] | None = None,
-    ) -> ApplyResult:
-        with self._lock:
-            conn = self._writer
-            assert conn is not None, "store is not open"
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                stored = {
-                    (r[0], r[1]): r[2]
-                    for r in conn.execute("SELECT topic, part, next_offset FROM offsets")
-                }
-                todo, new, result = _plan(batch, stored, accept_gaps)
-                groups = _statements(todo, batch, given)
-                half = len(groups) // 2
-                for i, (sql, rows) in enumerate(groups):
-                    if i == half and self._apply_delay_s:
-                        time.sleep(self._apply_delay_s)  # test hook: a slow, interruptible batch
-                    if self._scratch:
-                        if self._execute_bulk(conn, sql, rows):
-                            continue
-                    conn.executemany(sql, rows)
-                conn.executemany(
-                    "INSERT INTO offsets (topic, part, next_offset) VALUES (?, ?, ?)"
-                    " ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
-                    [(t, p, o) for (t, p), o in new.items()],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return result
-
-    def _execute_bulk(self, conn: sqlite3.Connection, sql: str, rows: list[Params]) -> bool:
-        """Execute a group a few hundred rows per statement (``bulk_sql``); False if it can't."""
-        if len(rows) < 2:
-            return False
-        if sql == RECOMPUTE_STATUS:
-            rows = [row[:1] for row in rows]  # (run_id, run_id): the bulk form reads it once
-        # Statements of 2**k rows only (the largest that fit _BULK_PARAMS, then the remainder's
-        # binary digits), so that each is prepared once and then found in the statement cache:
-        # preparing a statement of hundreds of rows costs about as much as executing it.
-        per = min(_BULK_ROWS, 1 << max(0, (_BULK_PARAMS // len(rows[0])).bit_length() - 1))
-        start, left = 0, len(rows)
-        while left:
-            n = per if left >= per else 1 << (left.bit_length() - 1)
-            bulk = _bulk_sql(sql, n)
-            if bulk is None:
-                return False
-            conn.execute(bulk, list(itertools.chain.from_iterable(rows[start : start + n])))
-            start += n
-            left -= n
-        return True
-
-    def merge_rebuilt(self, others: Sequence[Path]) -> None:
-        """Copy the rows of other rebuilt files into this (fresh) store, then delete them.
-
-        A parallel rebuild projects disjoint partitions into one file each. Every row belongs
-        to one run or one trigger-log entry, and each of those to one partition, so the files
-        share no key and their union is what one projector makes of all the partitions. SQLite
-        copies the rows itself, without Python in between.
-        """
-        conn = self._writer
-        assert conn is not None, "store is not open"
-        for other in others:
-            conn.execute("ATTACH DATABASE ? AS part", (str(other),))
-            try:
-                conn.execute("BEGIN")
-                for table in TABLES:
-                    # WHERE true: an INSERT ... SELECT followed by ON CONFLICT needs a WHERE
-                    # clause (sqlite.org/lang_upsert.html, "parsing ambiguity").
-                    conn.execute(
-                        f"INSERT INTO main.{table} SELECT * FROM part.{table} WHERE true"
-                        " ON CONFLICT DO NOTHING"
-                    )
-                conn.execute("COMMIT")
-            finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                conn.execute("DETACH DATABASE part")
-            remove_database(other)
-
-    def finish_rebuild(self, target: Path) -> None:
-        """Close this (fresh) store and move it over ``target`` (which must not be in use)."""
-        assert self._writer is not None
-        if self._reader is not None:
-            self._reader.close()  # leaving WAL mode needs the only connection
-        for ddl in SECONDARY_INDEXES:
-            self._writer.execute(ddl)
-        self._writer.execute("PRAGMA journal_mode = DELETE")  # no -wal file travels with it
-        self._writer.close()
-        self._reader = self._writer = None
-        # Written unsynced (scratch) or with synchronous=NORMAL: make it durable before it
-        # becomes the live file.
-        with self.path.open("rb+") as f:
-            os.fsync(f.fileno())
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                Path(str(target) + suffix).unlink()
-        self.path.replace(target)
-
-
-class PostgresStore(SqlStore):
-    """PostgreSQL via psycopg 3 (async): one writer connection and a few reader connections.
-
-    Tables live in their own schema so that a rebuild can fill a fresh schema and swap it in
-    with two renames in one transaction while instances keep serving.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        schema: str = "hookrun_status",
-        readers: int = 4,
-        apply_delay_s: float = 0.0,
-    ) -> None:
-        self.url = url
-        self.schema = schema
-        self._n_readers = readers
-        self._apply_delay_s = apply_delay_s
-        self._writer: Any = None
-        self._readers: asyncio.Queue[Any] = asyncio.Queue()
-        self._all: list[Any] = []
-        self._sql: dict[str, str] = {}
-
-    def _pg(self, sql: str) -> str:
-        out = self._sql.get(sql)
-        if out is None:
-            out = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
-        return out
-
-    async def _connect(self, *, autocommit: bool) -> Any:
-        import psycopg
-        from psycopg.rows import dict_row
-
-        return await psycopg.AsyncConnection.connect(
-            self.url,
-            autocommit=autocommit,
-            row_factory=dict_row,
-            options=f"-c search_path={self.schema}",
-        )
-
-    async def open(self) -> None:
-        self._writer = await self._connect(autocommit=False)
-        self._all.append(self._writer)
-        async with self._writer.transaction():
-            # Concurrent first starts of several instances would race on CREATE IF NOT EXISTS.
-            await self._writer.execute("SELECT pg_advisory_xact_lock(7160301)")
-            await self._writer.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            for ddl in SCHEMA:
-                await self._writer.execute(ddl)
-        for _ in range(self._n_readers):
-            conn = await self._connect(autocommit=True)
-            self._all.append(conn)
-            self._readers.put_nowait(conn)
-
-    async def close(self) -> None:
-        for conn in self._all:
-            with contextlib.suppress(Exception):
-                await conn.close()
-        self._all.clear()
-
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        conn = await self._readers.get()
-        try:
-            cur = await conn.execute(self._pg(sql), tuple(params))
-            return list(await cur.fetchall())
-        finally:
-            self._readers.put_nowait(conn)
-
-    async def apply(
-        self,
-        batch: Sequence[Applied],
-        accept_gaps: dict[tuple[str, int], int] | None = None,
-        *,
-        grouped: list[Statement] | None = None,
-    ) -> ApplyResult:
-        """Apply ``batch`` in one transaction; ``grouped``: ``grouped(batch)``, made already."""
-        conn = self._writer
-        parts = sorted({(a.topic, a.partition) for a in batch})
-        async with conn.transaction():
-            # Lock this batch's offset rows: another instance that still believes it owns a
-            # partition (mid-rebalance) waits here, then sees the new offsets and skips.
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    self._pg(
-                        "INSERT INTO offsets (topic, part, next_offset) VALUES (?, ?, 0)"
-                        " ON CONFLICT DO NOTHING"
-                    ),
-                    parts,
-                )
-            stored: dict[tuple[str, int], int] = {}
-            for topic, part in parts:
-                cur = await conn.execute(
-                    self._pg(
-                        "SELECT next_offset FROM offsets WHERE topic = ? AND part = ? FOR UPDATE"
-                    ),
-                    (topic, part),
-                )
-                row = await cur.fetchone()
-                stored[(topic, part)] = int(row["next_offset"])
-            todo, new, result = _plan(batch, stored, accept_gaps or {})
-            groups = _statements(todo, batch, grouped)
-            half = len(groups) // 2
-            async with conn.pipeline(), conn.cursor() as cur:
-                for i, (sql, rows) in enumerate(groups):
-                    if i == half and self._apply_delay_s:
-                        await asyncio.sleep(self._apply_delay_s)
-                    await cur.executemany(self._pg(sql), rows)
-                for (topic, part), off in new.items():
-                    await conn.execute(
-                        self._pg("UPDATE offsets SET next_offset = ? WHERE topic = ? AND part = ?"),
-                        (off, topic, part),
-                    )
-        return result
-
-    async def swap_into(self, live_schema: str) -> None:
-        """Make this (rebuilt) schema the live one, atomically for readers."""
-        old = f"{live_schema}_old"
-        async with self._writer.transaction():
-            await self._writer.execute(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
-            await self._writer.execute(f'ALTER SCHEMA "{live_schema}" RENAME TO "{old}"')
-            await self._writer.execute(f'ALTER SCHEMA "{self.schema}" RENAME TO "{live_schema}"')
-            await self._writer.execute(f'DROP SCHEMA "{old}" CASCADE')
-
-
-def open_store(url: str, *, apply_delay_s: float = 0.0, schema: str | None = None) -> SqlStore:
-    """The store a database URL names: ``sqlite:///path`` or ``postgresql://...``."""
-    from hookrun.status.config import sqlite_path
-
-    path = sqlite_path(url)
-    if path is not None:
-        return SqliteStore(path, apply_delay_s=apply_delay_s)
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url, apply_delay_s=apply_delay_s, schema=schema or "hookrun_status")
-    raise ValueError(f"HOOKRUN_DATABASE_URL must be sqlite:///... or postgresql://..., not {url!r}")
-
-
-def chunks(items: Iterable[Applied], size: int) -> Iterable[list[Applied]]:
-    """Split ``items`` into lists of at most ``size``."""
-    batch: list[Applied] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        return SqliteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
