@@ -385,7 +385,7 @@ async def test_a_rebuild_whose_worker_fails_leaves_the_live_store_as_it_was(
 ):
     import os
 
-    from hookrun.status import app
+    from hookrun.status import rebuild
     from hookrun.status.config import Settings
 
     runs = [launched("tok") for _ in range(12)]  # spread over the partitions
@@ -398,20 +398,20 @@ async def test_a_rebuild_whose_worker_fails_leaves_the_live_store_as_it_was(
         hookrun_database_url=f"sqlite:///{live}",
         hookrun_rebuild_workers=2,
     )
-    parent, project = os.getpid(), app._project_share
+    parent, project = os.getpid(), rebuild._project_share
 
     async def dies_in_the_forked_worker(*args: Any) -> None:
         if os.getpid() != parent:
             raise RuntimeError("a rebuild worker dies")
         await project(*args)
 
-    monkeypatch.setattr(app, "_project_share", dies_in_the_forked_worker)
+    monkeypatch.setattr(rebuild, "_project_share", dies_in_the_forked_worker)
     with pytest.raises(RuntimeError, match="failed; the live store is unchanged"):
-        await app.rebuild(settings)
+        await rebuild.rebuild(settings)
     assert live.read_bytes() == b"the live store"
 
-    monkeypatch.setattr(app, "_project_share", project)
-    assert await app.rebuild(settings) == 12 * len(run_events(runs[0], [OK])) + 12
+    monkeypatch.setattr(rebuild, "_project_share", project)
+    assert await rebuild.rebuild(settings) == 12 * len(run_events(runs[0], [OK])) + 12
     with sqlite3.connect(live) as db:
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (12,)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.db"]

@@ -30,8 +30,8 @@ from hookrun.events import (
 )
 from hookrun.events.limits import MAX_TEXT_CHARS, clip
 from hookrun.status import replay
-from hookrun.status.app import _no_cyclic_collections, _shares
 from hookrun.status.projector import _prepare
+from hookrun.status.rebuild import _no_cyclic_collections, _shares
 from hookrun.status.sqlite import SqliteStore, bulk_sql
 from hookrun.status.statements import INSERT_EVENT
 from hookrun.status.store import TABLES, grouped

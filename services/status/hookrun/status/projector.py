@@ -300,17 +300,3 @@ def _prepare(
                 Applied(topic, part, record.offset, fold(event, at), getattr(event, "run_id", None))
             )
     return items, invalid
-
-
-async def log_ends(bootstrap: str, names: list[str]) -> dict[TopicPartition, int]:
-    """The current log-end offset of every partition of ``names`` (what a rebuild replays to)."""
-    consumer = AIOKafkaConsumer(**consumer_settings(bootstrap, "status-rebuild", group=None))
-    await consumer.start()
-    try:
-        parts = await partitions_of_topics(consumer, names)
-        # Tracking them makes the consumer fetch their metadata now (end_offsets waits for it);
-        # without it end_offsets finds no leader and retries after 100 ms, once per topic.
-        consumer.assign(parts)
-        return dict(await consumer.end_offsets(parts))
-    finally:
-        await consumer.stop()
