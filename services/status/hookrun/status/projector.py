@@ -79,8 +79,7 @@ class Projector:
         """``partitions``: project only these (a rebuild's share); else every partition.
 
         ``fold_in_thread=False``: decode and fold on the event loop. For a rebuild process that
-        has no spare core: the thread hand-offs then only cost (measured: 59-66 instead of
-        68-76 us of CPU per record, two rebuild processes on two busy cores).
+        has no spare core: the thread hand-offs would then only cost CPU.
         """
         self.store = store
         self.group = group
@@ -163,8 +162,8 @@ class Projector:
         previous transaction committed, and thrown away (re-read) if that one found a gap.
 
         ``read_to`` (a rebuild's log ends): while a batch is written, wait for the next records
-        instead of polling, until every partition was read up to there. Polling found the fetch
-        still in flight about every other batch, and then the write ran alone.
+        instead of polling, until every partition was read up to there, so that the next batch
+        is folded while this one is written rather than after it.
         """
         consumer = await self._connect()
         self.running = True

@@ -139,8 +139,7 @@ def _fork_share(
 ) -> multiprocessing.process.BaseProcess:
     """A forked process projecting ``share`` into ``store``: imports and settings inherited.
 
-    Spawning one would import the service again first (about a second, a third of a
-    rebuild of 70,000 records).
+    Spawning one would import the service again first, a large part of a rebuild's time.
     """
 
     async def project() -> None:
@@ -172,11 +171,9 @@ def _no_cyclic_collections() -> Iterator[None]:
     """Leave the cyclic garbage collector off meanwhile; reference counting frees the rest.
 
     A replay allocates a few objects per record that reference counting frees, while a batch
-    or two of records stay alive. Collecting every 700 allocations walked them again and again
-    (about a fifth of a rebuild's CPU time); every 70,000 still made a collection or two that
-    walked everything alive (70-84 ms of a 1.5-1.7 s share of 33,700 records, timed with
-    ``gc.callbacks``). A replay makes hardly any cycles (361 unreachable objects after 67,500
-    records), so the collector has nothing to find meanwhile; they are collected afterwards.
+    or two of records stay alive: each collection would walk all of them again. A replay makes
+    hardly any reference cycles, so the collector has nothing to find meanwhile; they are
+    collected afterwards.
     """
     enabled = gc.isenabled()
     gc.disable()
