@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -59,7 +60,10 @@ def config(tmp_path):
     return parse_config(CONFIG, str(tmp_path / "hookrun.yaml"))
 
 
-def ctx(config, now=NOW, running=(), index=None, environ=None) -> Context:
+def ctx(config, now=NOW, running=(), index=None, environ=None, elapsed_s=None) -> Context:
+    """A context ``now``; this host's monotonic clock has moved as far (or ``elapsed_s``)."""
+    moved = (now - NOW).total_seconds() if elapsed_s is None else elapsed_s
+    base = time.monotonic()
     return Context(
         config=config,
         runner_id="runner-me",
@@ -67,6 +71,7 @@ def ctx(config, now=NOW, running=(), index=None, environ=None) -> Context:
         environ=environ if environ is not None else {"PATH": "/bin"},
         phase=lambda eid: "running" if eid in running else None,
         lookup_pipeline=(index or FakePipelineIndex()).lookup,
+        monotonic=lambda: base + moved,
     )
 
 
@@ -100,6 +105,7 @@ def start(run: RunState, ex_id: str, runner: str = "runner-other", lease_s: floa
             run_id=run.run_id,
             execution_id=ex_id,
             runner_id=runner,
+            occurred_at=NOW,
             lease_until=NOW + timedelta(seconds=lease_s),
         )
     )
@@ -184,6 +190,7 @@ class TestLeases:
                 run_id="run-1",
                 execution_id=created.execution_id,
                 runner_id="runner-other",
+                occurred_at=NOW,
                 lease_until=NOW + timedelta(seconds=10),
             )
         )
@@ -205,6 +212,24 @@ class TestLeases:
         assert types(plan.events) == ["ExecutionFinished", "ActionCompleted", "RunFinished"]
         assert plan.events[-1].status is RunStatus.ABORTED
         assert plan.events[-1].execution_count == 2
+
+    def test_a_lease_is_judged_by_elapsed_time_not_by_another_hosts_clock(self, config):
+        run = new_run("flaky")
+        created = reconcile(run, ctx(config)).events[1]
+        # started by a runner whose clock is an hour behind this host's
+        behind = NOW - timedelta(hours=1)
+        run.apply(
+            ExecutionStarted(
+                run_id=run.run_id,
+                execution_id=created.execution_id,
+                runner_id="runner-other",
+                occurred_at=behind,
+                lease_until=behind + timedelta(seconds=30),
+            )
+        )
+        # one second later here: the lease of 30 s is live, whatever the wall clocks say
+        assert reconcile(run, ctx(config, now=NOW, elapsed_s=1)).events == []
+        assert reconcile(run, ctx(config, now=NOW, elapsed_s=31)).events != []
 
     def test_this_runners_own_execution_is_never_reclaimed(self, config):
         run = new_run("flaky")

@@ -381,10 +381,10 @@ class Runner:
             await asyncio.sleep(interval)
             try:
                 async with self._lock:
-                    now = utcnow()
-                    full = time.monotonic() - last_full >= full_every
+                    now = time.monotonic()
+                    full = now - last_full >= full_every
                     if full:
-                        last_full = time.monotonic()
+                        last_full = now
                         self._warn_stalled_replays()
                     runs = [
                         run
@@ -399,12 +399,11 @@ class Runner:
             except Exception:
                 log.exception("lease sweep failed")
 
-    def _lease_expired(self, run: RunState, now: Any) -> bool:
+    def _lease_expired(self, run: RunState, monotonic: float) -> bool:
         """An execution of ``run`` that no live process of this runner holds lost its lease."""
         return any(
             ex.started is not None
-            and ex.lease_until is not None
-            and ex.lease_until < now
+            and ex.lease_expired(monotonic)
             and self.executor.phase(ex.id) is None
             for ex in run.unfinished_executions()
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,8 @@ class Context:
     phase: Callable[[str], Phase] = lambda _id: None
     #: A pipeline definition by id (copy_pipeline), or None if unknown.
     lookup_pipeline: Callable[[str], PipelineDefined | None] = lambda _id: None
+    #: This host's monotonic clock, which leases are judged by (``now`` is wall time).
+    monotonic: Callable[[], float] = time.monotonic
 
 
 @dataclass

@@ -72,10 +72,6 @@ def _step(run: RunState, ctx: Context, plan: Plan) -> list[Event]:
     return []
 
 
-def _lease_expired(ex: ExecutionState, ctx: Context) -> bool:
-    return ex.lease_until is not None and ex.lease_until < ctx.now
-
-
 def _stop_or_reclaim(run: RunState, ctx: Context, plan: Plan) -> list[Event]:
     """Cancel what a cancel request stops; abort (and maybe retry) executions of dead runners."""
     events: list[Event] = []
@@ -91,7 +87,7 @@ def _stop_or_reclaim(run: RunState, ctx: Context, plan: Plan) -> list[Event]:
                     _finished(ex, RunStatus.CANCELED, ctx, "run canceled before it started")
                 )
             continue
-        if not _lease_expired(ex, ctx):
+        if not ex.lease_expired(ctx.monotonic()):
             continue
         # Its runner stopped heartbeating: the process died with it (PDEATHSIG) or is gone.
         events.append(_finished(ex, RunStatus.ABORTED, ctx, "runner lost"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +32,18 @@ class ExecutionState:
 
     created: ExecutionCreated
     started: ExecutionStarted | None = None
+    #: The latest lease its runner announced, by that runner's clock: only compared with
+    #: other leases of the same runner.
     lease_until: datetime | None = None
+    #: How long that lease lasts, and when (time.monotonic() here) this process learned of it:
+    #: a lease is judged by this host's own elapsed time, never by comparing two hosts' clocks.
+    lease_s: float | None = None
+    lease_seen: float = 0.0
     finished: ExecutionFinished | None = None
+
+    def lease_expired(self, monotonic: float) -> bool:
+        """True once the latest lease has run out by this host's monotonic clock."""
+        return self.lease_s is not None and monotonic - self.lease_seen > self.lease_s
 
     @property
     def id(self) -> str:
@@ -136,6 +147,8 @@ def _extend_lease(ex: ExecutionState, event: ExecutionStarted | ExecutionHeartbe
     if ex.lease_until is not None and event.lease_until <= ex.lease_until:
         return False
     ex.lease_until = event.lease_until
+    ex.lease_s = (event.lease_until - event.occurred_at).total_seconds()
+    ex.lease_seen = time.monotonic()
     return True
 
 
