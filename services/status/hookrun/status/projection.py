@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 from pydantic import TypeAdapter
@@ -113,7 +113,7 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 @functools.cache
 def _json_form(cls: type[Event], name: str) -> TypeAdapter[Any]:
     """Serialises the field ``name`` of ``cls`` to JSON values as the model does; KeyError: none."""
-    return TypeAdapter(cls.model_fields[name].annotation)
+    return TypeAdapter(cast(Any, cls.model_fields[name].annotation))
 
 
 def fold(event: Event, at: Position) -> list[Op]:
@@ -123,9 +123,10 @@ def fold(event: Event, at: Position) -> list[Op]:
         return []
     data = EventData(event)
     occurred = data["occurred_at"]
-    return apply_rule(
+    applied = apply_rule(
         cls.type, data, at.topic, at.partition, at.offset, event.event_id, occurred, at.cloudevent
-    ).ops
+    )
+    return cast(list[Op], applied.ops)
 
 
 EVENTS = EventMap("status", frozenset({topics.RUNS, topics.TRIGGERS}), HANDLERS)

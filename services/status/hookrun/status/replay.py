@@ -128,7 +128,7 @@ def _envelope(headers: Any, value: Any) -> Envelope | None:
         if names == _ENCODED and _ESCAPED.search(b"".join(raw)) is None:
             # The encoder's headers: format the bytes, decode once (UTF-8 checked there).
             cloudevent = (_CLOUDEVENT % (*raw, value)).decode()
-            get = dict(zip(_ENVELOPE, (r.decode() for r in raw), strict=True)).get
+            doc: dict[str, str] = dict(zip(_ENVELOPE, (r.decode() for r in raw), strict=True))
         else:
             doc = {}
             ctype = "application/json"
@@ -139,9 +139,9 @@ def _envelope(headers: Any, value: Any) -> Envelope | None:
                     ctype = text
             doc["datacontenttype"] = ctype
             cloudevent = (orjson.dumps(doc)[:-1] + b',"data":' + value + b"}").decode()
-            get = doc.get
     except (AttributeError, TypeError, ValueError):
         return None
+    get = doc.get
     type_, schema = get("type"), get("dataschema")
     if get("specversion") != "1.0" or type_ not in _READ or schema not in _READ[type_]:
         return None
