@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,3 +67,36 @@ def make_run_finished(ok: bool = True, **overrides: Any) -> RunFinished:
     }
     data.update(overrides)
     return RunFinished.model_validate(data)
+
+
+NAMESPACE = "t-unit"
+
+
+async def live_notifier(deps, publisher, concurrency: int = 4, broker=None, **options):
+    """A Notifier on an in-memory broker whose one runs partition is assigned and live.
+
+    Returns the notifier, the partition and the broker (its group is ``notifier``).
+    ``options`` go to the Notifier.
+    """
+    from aiokafka import TopicPartition
+
+    from hookrun.events.memory import MemoryBroker
+    from hookrun.notifier.app import Notifier
+
+    if broker is None:
+        broker = MemoryBroker()
+        broker.create_topics(NAMESPACE, partitions=1)
+    notifier = Notifier(
+        deps,
+        consumer=broker.consumer("notifier"),
+        publisher=publisher,
+        bootstrap="127.0.0.1:1",
+        namespace=NAMESPACE,
+        concurrency=concurrency,
+        **options,
+    )
+    await notifier.loop.start()
+    async with asyncio.timeout(2):
+        while not notifier.ready:
+            await notifier.loop.step()
+    return notifier, TopicPartition(notifier.topic, 0), broker

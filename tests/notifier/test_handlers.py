@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hookrun.events.memory import MemoryBroker
 from hookrun.events.notifications import (
     DeliveryAttempted,
     DeliveryExhausted,
@@ -22,7 +23,7 @@ from hookrun.notifier.handlers import (
     retry_delay,
     subscriptions_of,
 )
-from tests.notifier.conftest import make_run_finished
+from tests.notifier.conftest import NAMESPACE, live_notifier, make_run_finished
 
 SVIX = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -175,6 +176,8 @@ class TestReplay:
 
 
 class _Publisher:
+    namespace = NAMESPACE
+
     def __init__(self):
         self.events = []
 
@@ -194,22 +197,11 @@ class TestIsolation:
                 return SendResult(200, 1)
 
         deps = Deps(config=config, schedule=(0.0,), jitter=0.0, sender=Sender())
-        notifier = Notifier(
-            deps,
-            bootstrap="127.0.0.1:1",
-            namespace="t-unit",
-            publisher=_Publisher(),
-            concurrency=4,
-        )
-        from aiokafka import TopicPartition
-
-        tp = TopicPartition(notifier.topic, 0)
-        notifier.assign([tp])
-        notifier.live.add(tp)
+        notifier, tp, _ = await live_notifier(deps, _Publisher())
         started = time.monotonic()
         # many runs: /a's lane fills with stuck attempts, /b's lane is untouched by them
         for n in range(20):
-            await notifier._handle(tp, make_run_finished(run_id=f"run-{n}"), n)
+            await notifier.loop.dispatch(tp, make_run_finished(run_id=f"run-{n}"), n)
         while len([e for e in notifier.publisher.events if e.url.endswith("/b")]) < 20:
             await asyncio.sleep(0.01)
             assert time.monotonic() - started < 2
@@ -271,7 +263,12 @@ async def test_an_unexpected_error_retries_the_delivery_later_not_at_once(config
     monkeypatch.setattr("hookrun.notifier.handlers.attempt_delivery", broken)
     deps = deps_for(config)
     notifier = Notifier(
-        deps, bootstrap="127.0.0.1:1", namespace="t-unit", publisher=_Publisher(), concurrency=1
+        deps,
+        consumer=MemoryBroker().consumer("notifier"),
+        publisher=_Publisher(),
+        bootstrap="127.0.0.1:1",
+        namespace=NAMESPACE,
+        concurrency=1,
     )
     book = await planned(config, deps)
     delivery = next(iter(book.deliveries.values()))

@@ -2,17 +2,16 @@
 
 import asyncio
 
-from aiokafka import TopicPartition
-
 from hookrun.events.codec import encode
 from hookrun.notifier.adapters import FakeSender
-from hookrun.notifier.app import Notifier
 from hookrun.notifier.handlers import Deps
-from tests.notifier.conftest import make_run_finished
+from tests.notifier.conftest import NAMESPACE, live_notifier, make_run_finished
 
 
 class GatedPublisher:
     """Records each publish call; acknowledges only when the test opens the gate."""
+
+    namespace = NAMESPACE
 
     def __init__(self) -> None:
         self.calls: list[list] = []
@@ -23,18 +22,14 @@ class GatedPublisher:
         await self.gate.wait()
 
 
-def notifier_for(config, publisher) -> tuple[Notifier, TopicPartition]:
+async def notifier_for(config, publisher):
+    """A notifier whose partition 0 is assigned and live, its partition and its broker; its
+    publishes go to ``publisher``."""
     deps = Deps(config=config, schedule=(0.0, 60.0), jitter=0.0, sender=FakeSender())
-    notifier = Notifier(
-        deps, bootstrap="127.0.0.1:1", namespace="t-unit", publisher=publisher, concurrency=4
-    )
-    tp = TopicPartition(notifier.topic, 0)
-    notifier.assign([tp])
-    notifier.live.add(tp)
-    return notifier, tp
+    return await live_notifier(deps, publisher)
 
 
-def stop(notifier: Notifier) -> None:
+def stop(notifier) -> None:
     for lane in notifier.lanes.values():
         for worker in lane.workers:
             worker.cancel()
@@ -52,9 +47,9 @@ class TestRecorder:
         self, config
     ):
         publisher = GatedPublisher()
-        notifier, tp = notifier_for(config, publisher)
+        notifier, tp, _ = await notifier_for(config, publisher)
         try:
-            await notifier._handle(tp, make_run_finished(), 5)
+            await notifier.loop.dispatch(tp, make_run_finished(), 5)
             book = notifier.books[tp]
             await wait_until(lambda: sum(len(c) for c in publisher.calls) == 2)
             # both attempts were made, but not yet durable: nothing moved, nothing re-sent
@@ -73,12 +68,12 @@ class TestRecorder:
         self, config
     ):
         publisher = GatedPublisher()
-        notifier, tp = notifier_for(config, publisher)
+        notifier, tp, _ = await notifier_for(config, publisher)
         try:
-            await notifier._handle(tp, make_run_finished(run_id="run-0"), 0)
+            await notifier.loop.dispatch(tp, make_run_finished(run_id="run-0"), 0)
             await wait_until(lambda: publisher.calls)
             for n in range(1, 6):
-                await notifier._handle(tp, make_run_finished(run_id=f"run-{n}"), n)
+                await notifier.loop.dispatch(tp, make_run_finished(run_id=f"run-{n}"), n)
             await wait_until(lambda: len(notifier.deps.sender.sent) == 12)
             publisher.gate.set()
             await notifier.recorder.drain()
@@ -93,10 +88,11 @@ class TestRecorder:
         self, config
     ):
         publisher = GatedPublisher()
-        notifier, tp = notifier_for(config, publisher)  # 4 workers per lane, 8 may wait
+        # 4 workers per lane, 8 may wait
+        notifier, tp, _ = await notifier_for(config, publisher)
         try:
             for n in range(20):
-                await notifier._handle(tp, make_run_finished(run_id=f"run-{n}"), n)
+                await notifier.loop.dispatch(tp, make_run_finished(run_id=f"run-{n}"), n)
             await asyncio.sleep(0.2)
             # 8 waiting to be recorded + at most the 8 workers blocked handing theirs over
             assert len(notifier.deps.sender.sent) <= 16
@@ -112,27 +108,35 @@ class TestRecorder:
     ):
         publisher = GatedPublisher()
         publisher.gate.set()
-        notifier, tp = notifier_for(config, publisher)
+        notifier, tp, broker = await notifier_for(config, publisher)
         try:
-            await notifier._handle(tp, make_run_finished(), 0)
+            await notifier.loop.dispatch(tp, make_run_finished(), 0)
             await wait_until(lambda: len(publisher.calls) and not notifier.recorder._pending)
             await notifier.recorder.drain()
             first, second = (e for call in publisher.calls for e in call)
-            assert notifier._is_own_echo(tp, encode(first).headers)
-            assert not notifier._is_own_echo(tp, encode(first).headers)  # once only
+            assert notifier.loop.echoes.seen(tp, ce_id(first))
+            assert not notifier.loop.echoes.seen(tp, ce_id(first))  # once only
             # after a rebalance the partition has a new Book: the echo must be replayed
-            await notifier.revoke([tp])
-            notifier.assign([tp])
-            assert not notifier._is_own_echo(tp, encode(second).headers)
+            await broker.rebalance("notifier")
+            assert not notifier.loop.echoes.seen(tp, ce_id(second))
         finally:
             stop(notifier)
 
 
-def test_only_the_types_it_acts_on_are_decoded() -> None:
-    from hookrun.events import RedeliveryRequested, TriggerLaunched
-    from hookrun.events.runs import LaunchRequest
-    from hookrun.notifier.app import _acts_on
+def ce_id(event) -> bytes:
+    return dict(encode(event).headers)["ce_id"]
 
+
+async def test_only_the_types_it_acts_on_are_decoded(config) -> None:
+    from hookrun.events import RedeliveryRequested, TriggerLaunched, topics
+    from hookrun.events.memory import MemoryBroker
+    from hookrun.events.runs import LaunchRequest
+
+    broker = MemoryBroker()
+    broker.create_topics(NAMESPACE, partitions=1)
+    publisher = broker.publisher(NAMESPACE)
+    deps = Deps(config=config, schedule=(0.0,), jitter=0.0, sender=FakeSender())
+    notifier, tp, _ = await live_notifier(deps, publisher, broker=broker)
     finished = make_run_finished()
     launched = TriggerLaunched(
         run_id=finished.run_id,
@@ -140,8 +144,28 @@ def test_only_the_types_it_acts_on_are_decoded() -> None:
         config_version="v",
         request=LaunchRequest(method="POST", path="/", body_b64=""),
     )
-    redeliver = RedeliveryRequested(run_id=finished.run_id, requested_by="admin")
-    assert _acts_on(encode(finished).headers) and _acts_on(encode(redeliver).headers)
-    assert not _acts_on(encode(launched).headers)
-    # a record without a CloudEvent type is decoded, so that it is dead-lettered
-    assert _acts_on([("content-type", b"application/json")])
+    key = finished.run_id.encode()
+
+    async def steps_until(predicate) -> None:
+        async with asyncio.timeout(5):
+            while not predicate():
+                await notifier.loop.step()
+
+    try:
+        # a malformed launch is not decoded here: the runner and the status service act on
+        # launches, and dead-letter a malformed one
+        broker.append(notifier.topic, b"not json", key=key, headers=encode(launched).headers)
+        # a record without a CloudEvent type is decoded, so that it is dead-lettered
+        broker.append(
+            notifier.topic, b"{}", key=key, headers=[("content-type", b"application/json")]
+        )
+        await publisher.publish([finished])
+        book = notifier.books[tp]
+        await steps_until(lambda: book.deliveries and all(d.done for d in book.deliveries.values()))
+        assert len(deps.sender.sent) == 2  # the RunFinished was decoded
+        await publisher.publish([RedeliveryRequested(run_id=finished.run_id, requested_by="admin")])
+        await steps_until(lambda: len(deps.sender.sent) == 4)  # and so was the redelivery
+        letters = broker.records(topics.named(topics.dlq(topics.RUNS), NAMESPACE))
+        assert [dict(r.headers)["dlq_offset"] for r in letters] == [b"1"]
+    finally:
+        stop(notifier)

@@ -45,8 +45,8 @@ from hookrun.notifier.payload import notification_body
 from hookrun.notifier.signing import message_id, signed_headers
 
 #: How many finished runs a Book (a partition) remembers for redelivery without a scan of the
-#: partition. About 3.5 KiB each with its deliveries: 10,000 took the notifier past 150 MB of
-#: RSS within a minute at 160 runs/s; an older run's redelivery reads its partition instead.
+#: partition: each holds its RunFinished and deliveries, so memory grows with the run rate
+#: times this; an older run's redelivery reads its partition instead.
 REMEMBERED_RUNS = 1_000
 
 
@@ -148,6 +148,8 @@ class Deps:
 class Book:
     """The deliveries of one partition, and the runs seen there (for redelivery)."""
 
+    #: The hookrun.runs partition (its deliveries belong to it).
+    partition: int = -1
     deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
     runs: OrderedDict[str, tuple[RunFinished, int]] = field(default_factory=OrderedDict)
     #: Deliveries whose state changed and may need scheduling.
@@ -201,7 +203,9 @@ def _deliver_to(
 ) -> Delivery:
     delivery = book.deliveries.get((run.run_id, sub.id))
     if delivery is None:
-        delivery = Delivery(run, offset, sub, message_id(run.run_id, sub.id), next_at=at)
+        delivery = Delivery(
+            run, offset, sub, message_id(run.run_id, sub.id), next_at=at, partition=book.partition
+        )
         book.deliveries[delivery.key] = delivery
         book.keys_of_run.setdefault(run.run_id, []).append(delivery.key)
     return delivery
