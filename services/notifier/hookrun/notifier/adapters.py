@@ -94,8 +94,9 @@ class HttpSender:
         self._ssl: ssl.SSLContext | None = None
 
     def _ssl_context(self) -> ssl.SSLContext:
-        # Made on the first https target only (loading the CA bundle costs ~0.2 s of CPU),
-        # and shared by every subscription. Verification and CAs as httpx's defaults.
+        # Made on the first https target only (loading the CA bundle costs CPU that a notifier
+        # with http targets only never needs), and shared by every subscription. Verification
+        # and CAs as httpx's defaults.
         if self._ssl is None:
             self._ssl = httpx.create_ssl_context(trust_env=False)
         return self._ssl
