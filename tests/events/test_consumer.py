@@ -166,12 +166,18 @@ class TestPublishing:
         assert len(broker.records(RUNS)) == 1
 
 
+async def live_with_work_at_1():
+    """A live loop (committing at every step) over r0, r1 (work not done yet) and r2."""
+    broker = broker_with()
+    await broker.publisher(NS).publish([request("r0"), request("r1", by="work"), request("r2")])
+    loop = await started(broker, commit_every_s=0)
+    await steps_until(loop, lambda: loop.ready)
+    return broker, loop
+
+
 class TestCommits:
     async def test_only_what_the_service_declares_safe_is_committed_with_its_metadata(self):
-        broker = broker_with()
-        await broker.publisher(NS).publish([request("r0"), request("r1", by="work"), request("r2")])
-        loop = await started(broker, commit_every_s=0)
-        await steps_until(loop, lambda: loop.ready)
+        broker, loop = await live_with_work_at_1()
         await loop.step()
         # read up to 3, but the work of offset 1 is not done
         assert broker.committed(GROUP, TP0) == Commit(3, "lw=1")
@@ -187,10 +193,7 @@ class TestCommits:
         assert not loop.ready and broker.committed(GROUP, TP0) is None
 
     async def test_a_new_owner_starts_where_the_committed_metadata_says(self):
-        broker = broker_with()
-        await broker.publisher(NS).publish([request("r0"), request("r1", by="work"), request("r2")])
-        loop = await started(broker, commit_every_s=0)
-        await steps_until(loop, lambda: loop.ready)
+        broker, loop = await live_with_work_at_1()
         await loop.close()
         assert broker.committed(GROUP, TP0) == Commit(3, "lw=1")
         successor = await started(broker)
