@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from starlette.requests import ClientDisconnect
 
 from hookrun.config import parse_config
-from hookrun.events import TriggerLaunched, encode
+from hookrun.events import TriggerLaunched, encode, new_id
 from hookrun.events.kafka import KafkaUnavailable, Publisher
 from hookrun.gateway import app as app_module
 from hookrun.gateway.adapters import (
@@ -21,7 +21,6 @@ from hookrun.gateway.adapters import (
 )
 from hookrun.gateway.app import build
 from hookrun.gateway.config import Settings
-from hookrun.gateway.handlers import new_id
 from hookrun.gateway.routes import BodyTooLarge, _receive_body, launch_target
 
 from .test_launch import CONFIG
