@@ -11,9 +11,9 @@ from hookrun.config.conditions import check_conditions, delivery_id, redact
 from hookrun.config.templating import render_response
 from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_id
 from hookrun.events.kafka import KafkaUnavailable
+from hookrun.events.launches import launched_record
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
-from hookrun.gateway.records import launched_record
 
 #: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
 REJECTED_BODY = b'{"error":"launch rejected"}'

@@ -1,14 +1,4 @@
-"""TriggerLaunched encoded straight to its Kafka record, without building the pydantic model.
-
-Building and validating ``TriggerLaunched`` (and its ``LaunchRequest``) and dumping it again cost
-about a tenth of the gateway's CPU per launch (py-spy under load). The gateway's inputs are
-already plain strings, so :func:`launched_record` writes the same bytes that
-``hookrun.events.encode(TriggerLaunched(...), source=...)`` writes: the same JSON value (field
-order, compact separators, UTF-8) and the same CloudEvents headers (``codec.envelope``, which
-``encode`` uses too). tests/gateway/test_records.py holds the two side by side, and the Fake
-event log decodes every record it is given with the real codec, so every other gateway test
-checks the bytes too.
-"""
+"""TriggerLaunched encoded straight to its Kafka record from plain values, without the model."""
 
 from __future__ import annotations
 
@@ -18,8 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from hookrun.events import TriggerLaunched
-from hookrun.events.codec import Record, envelope
+from hookrun.events.codec import MAX_RECORD_BYTES, Record, UnrecordableEvent, envelope
+from hookrun.events.runs import TriggerLaunched
 
 
 def launched_record(
@@ -39,10 +29,15 @@ def launched_record(
     is_test: bool = False,
     account: str | None = None,
 ) -> Record:
-    """The record of a ``TriggerLaunched`` with these fields, as ``encode`` would write it.
+    """Return the record ``encode(TriggerLaunched(...), source=source)`` would return.
 
-    ``headers`` and ``query`` are stored as given (already redacted, header names lowercased);
-    the content type is the ``content-type`` header's value, as ``recorded_request`` keeps it.
+    The same value bytes (field order, compact JSON, UTF-8) and the same CloudEvents headers
+    (:func:`~hookrun.events.codec.envelope`), stamped with the current time, without building
+    and validating the pydantic model: the launch is the gateway's hot path, and its inputs are
+    plain strings already. ``headers`` and ``query`` are stored as given (redacted, header names
+    lowercased); the content type is the ``content-type`` header's value.
+    Raises :class:`~hookrun.events.codec.UnrecordableEvent` when the value is over
+    :data:`~hookrun.events.codec.MAX_RECORD_BYTES`, as ``encode`` does.
     """
     value = orjson.dumps(
         {
@@ -63,8 +58,13 @@ def launched_record(
             "account": account,
         }
     )
+    if len(value) > MAX_RECORD_BYTES:
+        raise UnrecordableEvent(
+            f"{TriggerLaunched.type} is {len(value)} bytes, over the {MAX_RECORD_BYTES} a record"
+            " may hold"
+        )
     key = run_id.encode()
-    headers = envelope(
+    ce_headers = envelope(
         TriggerLaunched, event_id=event_id, source=source, occurred_at=datetime.now(UTC), key=key
     )
-    return Record(TriggerLaunched.topic, key, value, headers)
+    return Record(TriggerLaunched.topic, key, value, ce_headers)
