@@ -9,7 +9,8 @@ from aiokafka import TopicPartition
 
 from hookrun.events import topics
 from hookrun.events.base import Event
-from hookrun.events.consumer import Commit, ConsumeLoop, Partition, Service
+from hookrun.events.clients import Commit
+from hookrun.events.consumer import ConsumeLoop, Partition, Service
 from hookrun.events.maps import EventMap
 from hookrun.events.notifications import DeliveryExhausted, RedeliveryRequested
 from hookrun.events.runs import RunCancelRequested

@@ -4,10 +4,12 @@ import asyncio
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from hookrun.events import topics
+from hookrun.events.clients import Commit
 from hookrun.events.codec import encode
-from hookrun.events.consumer import Commit, ConsumeLoop
+from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.memory import MemoryBroker
 from hookrun.events.notifications import RedeliveryRequested, SubscriptionDisabled
 from hookrun.events.runs import RunCancelRequested
@@ -69,6 +71,26 @@ class TestReplayThenLive:
         part = loop.parts[TP0]
         assert part.rereads == 2
         assert [offset for offset, _, _ in part.state.seen] == [0, 2, 3]
+
+    async def test_a_partition_whose_start_cannot_be_read_waits_paused_and_loses_nothing(self):
+        broker = broker_with()
+        await broker.publisher(NS).publish([request(f"r{n}") for n in range(3)])
+        loop = tally_loop(Tally(), broker.consumer(GROUP), broker.publisher(NS))
+        consumer, real = loop._consumer, loop._consumer.end_offsets
+        outage = [KafkaConnectionError()]
+
+        async def end_offsets(partitions):
+            if outage:
+                raise outage.pop()
+            return await real(partitions)
+
+        consumer.end_offsets = end_offsets
+        await loop.start()
+        await loop.step()  # assigned, but the broker did not answer
+        assert not loop.ready and loop.parts == {} and consumer.paused() == {TP0}
+        await steps_until(loop, lambda: loop.ready)
+        assert [o for o, _, _ in loop.parts[TP0].state.seen] == [0, 1, 2]
+        assert consumer.paused() == set()
 
 
 class TestWhatIsDecoded:

@@ -5,8 +5,7 @@ from aiokafka import TopicPartition
 
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import topics
-from hookrun.events.clients import consumer_settings
-from hookrun.events.consumer import Commit, GroupConsumer
+from hookrun.events.clients import Commit, GroupConsumer, consumer_settings
 from hookrun.events.kafka import Publisher, ensure_topics
 from tests.events.tally import Tally, request, steps_until, tally_loop
 

@@ -4,7 +4,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from hookrun.events.consumer import Commit
+from hookrun.events.clients import Commit
 from hookrun.events.memory import MemoryBroker
 from hookrun.events.notifications import DeliveryAttempted, RedeliveryRequested
 from hookrun.notifier import handlers

@@ -1,9 +1,16 @@
-"""Settings of hookrun's Kafka clients, chosen on purpose rather than aiokafka's defaults."""
+"""hookrun's Kafka clients: their settings, and the consumer calls the consume loop makes.
+
+The settings are chosen on purpose rather than aiokafka's defaults. :class:`ConsumerClient` is
+what :mod:`hookrun.events.consumer` needs of a consumer: :class:`GroupConsumer` (aiokafka) or
+the in-memory one of :mod:`hookrun.events.memory`.
+"""
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, NamedTuple, Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hookrun.events import topics
 
@@ -57,3 +64,63 @@ def consumer_settings(bootstrap: str, service: str, *, group: str | None) -> dic
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
     }
+
+
+class Commit(NamedTuple):
+    """An offset to commit, and the metadata stored with it (e.g. where a replay must start)."""
+
+    offset: int
+    metadata: str = ""
+
+
+class ConsumerClient(Protocol):
+    """The consumer calls the loop makes: aiokafka's, plus :meth:`committed_offsets`."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topics: list[str], listener: Any) -> None: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    async def position(self, partition: TopicPartition) -> int: ...
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+    async def committed_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Commit]: ...
+
+    async def commit(self, offsets: dict[TopicPartition, Commit]) -> None: ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
+
+
+class GroupConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
+    """aiokafka's consumer with :meth:`committed_offsets`, which it has no public call for."""
+
+    async def committed_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Commit]:
+        """The group's committed offset and metadata of each partition that has one.
+
+        One request for all of them (``committed()`` makes one per partition and drops the
+        metadata).
+        """
+        found = await self._coordinator.fetch_committed_offsets(list(partitions))
+        return {
+            tp: Commit(om.offset, om.metadata or "") for tp, om in found.items() if om.offset >= 0
+        }

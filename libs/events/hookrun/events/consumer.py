@@ -7,8 +7,9 @@ there, skipping undecoded the types the service does not handle, decoding with t
 path, dispatching, skipping the echoes of events the service applied before publishing them,
 publishing with retry, committing only what the service declares safe, backpressure, a periodic
 sweep and a graceful stop. The loop runs on anything with the consumer and publisher calls it
-uses: aiokafka (:class:`GroupConsumer`, :class:`~hookrun.events.kafka.Publisher`) or the
-in-memory broker of :mod:`hookrun.events.memory` in unit tests.
+makes: aiokafka's (:class:`~hookrun.events.clients.GroupConsumer`,
+:class:`~hookrun.events.kafka.Publisher`) or the in-memory broker's of
+:mod:`hookrun.events.memory` in unit tests.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from hookrun.events.base import Event
+from hookrun.events.clients import Commit, ConsumerClient
 from hookrun.events.kafka import KafkaUnavailable, RecordSender, decode_or_dead_letter
 from hookrun.events.maps import EventMap
 from hookrun.events.topics import named
@@ -38,70 +40,10 @@ S = TypeVar("S")
 Handler = Callable[[Event, int, S], Awaitable[Sequence[Event]]]
 
 
-class Commit(NamedTuple):
-    """An offset to commit, and the metadata stored with it (e.g. where a replay must start)."""
-
-    offset: int
-    metadata: str = ""
-
-
-class ConsumerClient(Protocol):
-    """The consumer calls the loop makes: aiokafka's, plus :meth:`committed_offsets`."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def subscribe(self, topics: list[str], listener: Any) -> None: ...
-
-    def assignment(self) -> set[TopicPartition]: ...
-
-    async def getmany(
-        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[Any]]: ...
-
-    def seek(self, partition: TopicPartition, offset: int) -> None: ...
-
-    async def position(self, partition: TopicPartition) -> int: ...
-
-    async def beginning_offsets(
-        self, partitions: list[TopicPartition]
-    ) -> dict[TopicPartition, int]: ...
-
-    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
-
-    async def committed_offsets(
-        self, partitions: list[TopicPartition]
-    ) -> dict[TopicPartition, Commit]: ...
-
-    async def commit(self, offsets: dict[TopicPartition, Commit]) -> None: ...
-
-    def pause(self, *partitions: TopicPartition) -> None: ...
-
-    def resume(self, *partitions: TopicPartition) -> None: ...
-
-
 class PublisherClient(RecordSender, Protocol):
     """The publisher calls the loop makes (:class:`~hookrun.events.kafka.Publisher`'s)."""
 
     async def publish(self, events: Sequence[Event]) -> None: ...
-
-
-class GroupConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
-    """aiokafka's consumer with :meth:`committed_offsets`, which it has no public call for."""
-
-    async def committed_offsets(
-        self, partitions: list[TopicPartition]
-    ) -> dict[TopicPartition, Commit]:
-        """The group's committed offset and metadata of each partition that has one.
-
-        One request for all of them (``committed()`` makes one per partition and drops the
-        metadata).
-        """
-        found = await self._coordinator.fetch_committed_offsets(list(partitions))
-        return {
-            tp: Commit(om.offset, om.metadata or "") for tp, om in found.items() if om.offset >= 0
-        }
 
 
 @dataclass(eq=False)
@@ -245,12 +187,14 @@ class ConsumeLoop(Generic[S]):
         self._lock = asyncio.Lock()
         self._committed_at = 0.0
         self._paused = False
+        #: Assigned partitions whose replay start could not be read yet: paused until it is.
+        self._unopened: set[TopicPartition] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
         """True once partitions are assigned and every one has replayed to its log end."""
-        return bool(self.parts) and all(p.live for p in self.parts.values())
+        return bool(self.parts) and not self._unopened and all(p.live for p in self.parts.values())
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping`` is set, then stop gracefully (:meth:`close`)."""
@@ -270,6 +214,10 @@ class ConsumeLoop(Generic[S]):
 
     async def step(self) -> None:
         """Fetch one batch, dispatch it, and commit if the last commit is old enough."""
+        if self._unopened:
+            async with self._lock:
+                self._unopened &= self._consumer.assignment()
+                await self._open(list(self._unopened))
         room = await self.service.room()
         self._pause(room == 0)
         limit = self._max_records if room is None else max(1, min(room, self._max_records))
@@ -430,31 +378,49 @@ class ConsumeLoop(Generic[S]):
         if full:
             self._consumer.pause(*self._consumer.assignment())
         elif self._paused:
-            self._consumer.resume(*self._consumer.assignment())
+            self._consumer.resume(*(self._consumer.assignment() - self._unopened))
         self._paused = full
 
     async def _assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        """Seek each new partition to where the service says its replay starts."""
         new = [tp for tp in assigned if tp not in self.parts]
-        if not new:
+        if new:
+            async with self._lock:
+                await self._open(new)
+
+    async def _open(self, tps: list[TopicPartition]) -> None:
+        """Seek each new partition to where the service says its replay starts.
+
+        Where the offsets cannot be read now (the broker is away), the partitions stay paused
+        and are tried again at the next step: fetching them unopened would lose their records.
+        """
+        if not tps:
             return
-        async with self._lock:
-            committed = await self._consumer.committed_offsets(new)
-            begins = await self._consumer.beginning_offsets(new)
-            ends = await self._consumer.end_offsets(new)
-            for tp in new:
-                start = self.service.replay_start(tp, committed.get(tp))
-                start = begins[tp] if start is None else min(max(start, begins[tp]), ends[tp])
-                self._consumer.seek(tp, start)
-                self.echoes.forget(tp)
-                self.parts[tp] = Partition(
-                    tp, self.service.open(tp), start, ends[tp], committed=committed.get(tp)
-                )
-                log.info("%s: replaying %s..%s", _name(tp), start, ends[tp])
+        try:
+            committed = await self._consumer.committed_offsets(tps)
+            begins = await self._consumer.beginning_offsets(tps)
+            ends = await self._consumer.end_offsets(tps)
+        except KafkaError as exc:
+            log.warning("cannot read where %s start (%r); trying again", sorted(tps), exc)
+            self._unopened.update(tps)
+            self._consumer.pause(*tps)
+            return
+        self._unopened.difference_update(tps)
+        for tp in tps:
+            start = self.service.replay_start(tp, committed.get(tp))
+            start = begins[tp] if start is None else min(max(start, begins[tp]), ends[tp])
+            self._consumer.seek(tp, start)
+            self.echoes.forget(tp)
+            self.parts[tp] = Partition(
+                tp, self.service.open(tp), start, ends[tp], committed=committed.get(tp)
+            )
+            log.info("%s: replaying %s..%s", _name(tp), start, ends[tp])
+        if not self._paused:
+            self._consumer.resume(*tps)
 
     async def _revoked(self, revoked: Sequence[TopicPartition]) -> None:
         """Let the service drop revoked partitions, then commit them one last time."""
         async with self._lock:
+            self._unopened.difference_update(revoked)
             parts = [self.parts[tp] for tp in revoked if tp in self.parts]
             for part in parts:
                 await self.service.revoked(part)

@@ -21,12 +21,13 @@ from aiokafka.errors import IllegalStateError, UnknownTopicOrPartitionError
 
 from hookrun.events import topics
 from hookrun.events.base import Event
+from hookrun.events.clients import Commit
 from hookrun.events.codec import Record, encode
-from hookrun.events.consumer import Commit
 from hookrun.events.kafka import KafkaUnavailable, KeyHashPartitioner
 
 if TYPE_CHECKING:
-    from hookrun.events.consumer import ConsumerClient, PublisherClient
+    from hookrun.events.clients import ConsumerClient
+    from hookrun.events.consumer import PublisherClient
 
 
 @dataclass

@@ -20,17 +20,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events import topics
 from hookrun.events.base import Event
+from hookrun.events.clients import Commit, ConsumerClient, GroupConsumer
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
-from hookrun.events.consumer import (
-    Commit,
-    ConsumeLoop,
-    ConsumerClient,
-    GroupConsumer,
-    Handler,
-    Partition,
-    PublisherClient,
-    Service,
-)
+from hookrun.events.consumer import ConsumeLoop, Handler, Partition, PublisherClient, Service
 from hookrun.events.health import serve_health
 from hookrun.events.kafka import Publisher, TopicTable, consumer_settings, ensure_topics_forever
 from hookrun.events.notifications import RedeliveryRequested, SubscriptionDisabled
