@@ -18,7 +18,6 @@ from hookrun.events import RunStatus
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.app import build as build_gateway
 from hookrun.gateway.config import Settings as GatewaySettings
-from hookrun.status.adapters import FakeEventLog as FakeStatusLog
 from hookrun.status.adapters import FakeLogEnds
 from hookrun.status.app import build as build_status
 from hookrun.status.config import Settings as StatusSettings
@@ -66,7 +65,7 @@ def status_schema(tmp_path_factory):
         settings,
         parse_config(CONFIG, "fuzz.yaml"),
         store=store,
-        event_log=FakeStatusLog(),
+        event_log=FakeEventLog(),
         ends=FakeLogEnds(),
     )
     with TestClient(app) as client:

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from hookrun.config import parse_config
 from hookrun.events import RunStatus
-from hookrun.status.adapters import FakeEventLog, FakeLogEnds
+from hookrun.gateway.adapters import FakeEventLog
+from hookrun.status.adapters import FakeLogEnds
 from hookrun.status.app import build
 from hookrun.status.config import Settings
 from hookrun.status.store import SqliteStore

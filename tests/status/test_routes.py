@@ -19,7 +19,8 @@ from hookrun.events import (
     TriggerLaunched,
     topics,
 )
-from hookrun.status.adapters import FakeEventLog, FakeLogEnds
+from hookrun.gateway.adapters import FakeEventLog
+from hookrun.status.adapters import FakeLogEnds
 from hookrun.status.app import build
 from hookrun.status.config import Settings
 from tests.status.factories import launched, run_events

@@ -22,7 +22,8 @@ from hookrun.config.model import (
     Trigger,
 )
 from hookrun.config.templating import PayloadPathError, lookup_path
-from hookrun.events.runs import LaunchRequest
+from hookrun.events import Record, new_id
+from hookrun.events.launches import launched_record
 
 __all__ = [
     "FALLBACK_DELIVERY_HEADERS",
@@ -31,6 +32,7 @@ __all__ = [
     "Verdict",
     "check_conditions",
     "delivery_id",
+    "recorded_launch",
     "redacted_headers",
     "redacted_query",
 ]
@@ -343,15 +345,36 @@ def redact(trigger: Trigger, request: InboundRequest) -> tuple[dict[str, str], d
     return headers, query
 
 
-def recorded_request(trigger: Trigger, request: InboundRequest) -> LaunchRequest:
-    """The request as TriggerLaunched keeps it: raw body, secrets that authenticated it redacted."""
+def recorded_launch(
+    trigger: Trigger,
+    request: InboundRequest,
+    *,
+    source: str,
+    run_id: str,
+    config_version: str,
+    delivery_id: str | None = None,
+    is_test: bool = False,
+    account: str | None = None,
+) -> Record:
+    """The ``TriggerLaunched`` record of ``request``: raw body, secrets that authenticated it redacted.
+
+    Encoded by :func:`hookrun.events.launches.launched_record` with a fresh event id and
+    ``source`` as its ``ce_source``; raises ``UnrecordableEvent`` as that does.
+    """
     headers, query = redact(trigger, request)
-    return LaunchRequest(
+    return launched_record(
+        event_id=new_id(),
+        source=source,
+        run_id=run_id,
+        trigger_id=trigger.id,
+        config_version=config_version,
         method=request.method,
         path=request.path,
         query=query,
         headers=headers,
-        content_type=headers.get("content-type"),
         remote_addr=request.remote_addr,
-        body_b64=base64.b64encode(request.body).decode(),
+        body=request.body,
+        delivery_id=delivery_id,
+        is_test=is_test,
+        account=account,
     )

@@ -22,7 +22,10 @@ IDLE_FETCH_WAIT_MS = 500
 
 
 class EventLog(Protocol):
-    """Where the gateway appends events."""
+    """Where the gateway, and the status service's admin API, append events."""
+
+    #: ``ce_source`` of the records callers encode themselves (the publisher's).
+    source: str
 
     async def append(self, events: Sequence[Event]) -> None:
         """Append and wait for acks=all; raise KafkaUnavailable if not acknowledged in time."""
@@ -40,6 +43,7 @@ class KafkaEventLog:
     def __init__(self, publisher: Publisher, *, ack_timeout_s: float) -> None:
         self._publisher = publisher
         self._ack_timeout_s = ack_timeout_s
+        self.source = publisher.source
         self._pending: set[asyncio.Task[None]] = set()
 
     async def append(self, events: Sequence[Event]) -> None:
@@ -88,11 +92,15 @@ def _expire(futures: Sequence[asyncio.Future[Any]]) -> None:
 
 
 class FakeEventLog:
-    """EventLog that records what was appended; ``down`` makes appends fail like a dead broker."""
+    """EventLog that records what was appended; ``down`` makes appends fail like a dead broker.
+
+    The status service's tests use it too: its admin API appends through the same port.
+    """
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.down = False
+        self.source = "hookrun"
 
     async def append(self, events: Sequence[Event]) -> None:
         if self.down:

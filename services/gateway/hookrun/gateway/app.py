@@ -118,7 +118,6 @@ def build(
         deliveries=index,
         retry_after_s=settings.hookrun_retry_after_s,
         max_json_depth=settings.hookrun_max_json_depth,
-        source="hookrun" if publisher is None else publisher.source,
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.publisher = publisher

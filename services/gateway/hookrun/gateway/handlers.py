@@ -7,11 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
-from hookrun.config.conditions import check_conditions, delivery_id, redact
+from hookrun.config.conditions import check_conditions, delivery_id, recorded_launch
 from hookrun.config.templating import render_response
 from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_id
 from hookrun.events.kafka import KafkaUnavailable
-from hookrun.events.launches import launched_record
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
 
@@ -41,8 +40,6 @@ class Deps:
     max_json_depth: int = MAX_JSON_DEPTH
     clock: Callable[[], float] = time.time
     new_run_id: Callable[[], str] = new_id
-    #: ``ce_source`` of the records the launch rules encode themselves (the publisher's).
-    source: str = "hookrun"
     triggers: dict[str, Trigger] = field(init=False)
     #: The config's version, read once: a pydantic private attribute is slow to read.
     config_version: str = field(init=False)
@@ -94,19 +91,12 @@ async def launch(
                 )
                 return accepted(trigger, original)
         run_id = deps.new_run_id()
-        headers, query = redact(trigger, request)
-        launched = launched_record(
-            event_id=new_id(),
-            source=deps.source,
+        launched = recorded_launch(
+            trigger,
+            request,
+            source=deps.log.source,
             run_id=run_id,
-            trigger_id=trigger.id,
             config_version=deps.config_version,
-            method=request.method,
-            path=request.path,
-            query=query,
-            headers=headers,
-            remote_addr=request.remote_addr,
-            body=request.body,
             delivery_id=delivery,
             is_test=is_test,
             account=verdict.account,
@@ -115,9 +105,9 @@ async def launch(
             await deps.log.append_records([launched])
         else:
             record = InboundDeliveryRecorded(
-                event_id=new_id(), trigger_id=trigger.id, delivery_id=delivery, run_id=run_id
+                trigger_id=trigger.id, delivery_id=delivery, run_id=run_id
             )
-            await deps.log.append_records([launched, encode(record, source=deps.source)])
+            await deps.log.append_records([launched, encode(record, source=deps.log.source)])
             deps.deliveries.remember(trigger.id, delivery, run_id)
     except KafkaUnavailable:
         return Reply(

@@ -1,4 +1,4 @@
-"""The status service's I/O besides the store: appending admin events and log-end lookups, with Fakes."""
+"""The status service's I/O besides the store: appending admin events and log-end lookups."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from hookrun.events import Event
+from hookrun.events import Event, Record
 from hookrun.events.kafka import KafkaUnavailable, Publisher, consumer_settings, partitions_of
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,20 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 class EventLog(Protocol):
-    """Where the admin API appends events (cancel, test launch, redeliver)."""
+    """Where the admin API appends events (cancel, test launch, redeliver).
+
+    The gateway appends through the same port, and tests use its Fake twin for both services
+    (``hookrun.gateway.adapters.FakeEventLog``).
+    """
+
+    #: ``ce_source`` of the records callers encode themselves (the publisher's).
+    source: str
 
     async def append(self, events: Sequence[Event]) -> None:
         """Append and wait for acks=all; raise KafkaUnavailable if not acknowledged in time."""
+
+    async def append_records(self, records: Sequence[Record]) -> None:
+        """As :meth:`append`, for events already encoded (``ce_source`` stamped by the caller)."""
 
 
 class KafkaEventLog:
@@ -35,22 +45,14 @@ class KafkaEventLog:
 
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
+        self.source = publisher.source
 
     async def append(self, events: Sequence[Event]) -> None:
         await self._publisher.publish(events)
 
-
-class FakeEventLog:
-    """EventLog that records what was appended; ``down`` fails like a dead broker."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.down = False
-
-    async def append(self, events: Sequence[Event]) -> None:
-        if self.down:
-            raise KafkaUnavailable("fake broker is down")
-        self.events.extend(events)
+    async def append_records(self, records: Sequence[Record]) -> None:
+        publisher = self._publisher
+        await publisher.wait([await publisher.send_record(record) for record in records])
 
 
 class LogEnds(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -12,14 +12,8 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
-from hookrun.config.conditions import check_conditions, recorded_request
-from hookrun.events import (
-    RedeliveryRequested,
-    RunCancelRequested,
-    TriggerLaunched,
-    new_id,
-    topics,
-)
+from hookrun.config.conditions import check_conditions, recorded_launch
+from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.status.adapters import EventLog, LogEnds
 from hookrun.status.projector import Progress
@@ -179,9 +173,10 @@ async def known_run(run_id: str, deps: Deps) -> dict[str, Any]:
     return detail
 
 
-async def _append(deps: Deps, events: list[Any]) -> None:
+async def _appended(append: Awaitable[None], deps: Deps) -> None:
+    """Wait for an append to the event log; 503 with Retry-After when Kafka does not ack it."""
     try:
-        await deps.log.append(events)
+        await append
     except KafkaUnavailable as exc:
         raise ApiError(
             503,
@@ -195,7 +190,8 @@ async def cancel(run_id: str, reason: str, deps: Deps) -> dict[str, Any]:
     run = await known_run(run_id, deps)
     if run["status"] is not None:
         raise ApiError(409, {"error": f"run already finished ({run['status']})"})
-    await _append(deps, [RunCancelRequested(run_id=run_id, requested_by="admin", reason=reason)])
+    cancel = RunCancelRequested(run_id=run_id, requested_by="admin", reason=reason)
+    await _appended(deps.log.append([cancel]), deps)
     return {"run_id": run_id, "cancel_requested": True}
 
 
@@ -204,10 +200,10 @@ async def redeliver(run_id: str, subscription_id: str | None, deps: Deps) -> dic
     run = await known_run(run_id, deps)
     if run["status"] is None:
         raise ApiError(409, {"error": "run has not finished; there is nothing to redeliver"})
-    await _append(
-        deps,
-        [RedeliveryRequested(run_id=run_id, subscription_id=subscription_id, requested_by="admin")],
+    again = RedeliveryRequested(
+        run_id=run_id, subscription_id=subscription_id, requested_by="admin"
     )
+    await _appended(deps.log.append([again]), deps)
     return {"run_id": run_id, "redelivery_requested": True, "subscription_id": subscription_id}
 
 
@@ -219,13 +215,13 @@ async def launch_test_run(trigger_id: str, request: InboundRequest, deps: Deps) 
     if not trigger.enabled:
         raise ApiError(409, {"error": "trigger is disabled"})
     run_id = deps.new_run_id()
-    launched = TriggerLaunched(
+    launched = recorded_launch(
+        trigger,
+        request,
+        source=deps.log.source,
         run_id=run_id,
-        trigger_id=trigger.id,
         config_version=deps.config.config_version,
-        request=recorded_request(trigger, request),
-        delivery_id=None,
         is_test=True,
     )
-    await _append(deps, [launched])
+    await _appended(deps.log.append_records([launched]), deps)
     return {"run_id": run_id, "isTest": True}
