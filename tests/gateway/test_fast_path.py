@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from starlette.requests import ClientDisconnect
 
 from hookrun.config import parse_config
 from hookrun.events import TriggerLaunched, encode, new_id
@@ -21,7 +20,7 @@ from hookrun.gateway.adapters import (
 )
 from hookrun.gateway.app import build
 from hookrun.gateway.config import Settings
-from hookrun.gateway.routes import BodyTooLarge, _receive_body, launch_target
+from hookrun.gateway.routes import launch_target
 
 from .test_launch import CONFIG
 
@@ -90,39 +89,6 @@ def test_a_launch_under_a_root_path_is_served_by_the_fastapi_route():
         r = client.post("/gw/api/v0/launch/query/?token=qtok", content=b"x")
     assert r.status_code == 202
     assert len([e for e in log.events if isinstance(e, TriggerLaunched)]) == 1
-
-
-class TestReceiveBody:
-    @staticmethod
-    def receiver(*messages):
-        queue = list(messages)
-
-        async def receive():
-            return queue.pop(0)
-
-        return receive
-
-    def test_chunks_are_joined(self):
-        receive = self.receiver(
-            {"type": "http.request", "body": b"ab", "more_body": True},
-            {"type": "http.request", "body": b"cd", "more_body": False},
-        )
-        assert asyncio.run(_receive_body([], receive, 10)) == b"abcd"
-
-    def test_a_declared_length_over_the_limit_reads_nothing(self):
-        async def receive():
-            raise AssertionError("read the body")
-
-        with pytest.raises(BodyTooLarge):
-            asyncio.run(_receive_body([(b"content-length", b"11")], receive, 10))
-
-    def test_a_client_that_goes_away_mid_body_is_a_disconnect(self):
-        receive = self.receiver(
-            {"type": "http.request", "body": b"ab", "more_body": True},
-            {"type": "http.disconnect"},
-        )
-        with pytest.raises(ClientDisconnect):
-            asyncio.run(_receive_body([], receive, 10))
 
 
 def test_new_id_is_a_canonical_random_uuid4():

@@ -1,11 +1,13 @@
-"""hookrun config: the config file's models, loader, request conditions and templating."""
+"""hookrun config: the config file's models, loader, request conditions, templating and body reader."""
 
+from hookrun.config.bodies import BodyTooLarge, ClientDisconnected, read_body, receive_body
 from hookrun.config.conditions import (
     Headers,
     InboundRequest,
     Verdict,
     check_conditions,
     delivery_id,
+    recorded_launch,
     redacted_headers,
     redacted_query,
 )
@@ -57,6 +59,8 @@ from hookrun.config.templating import (
 
 __all__ = [
     "Action",
+    "BodyTooLarge",
+    "ClientDisconnected",
     "Condition",
     "ConfigError",
     "CopyPipelineAction",
@@ -95,6 +99,9 @@ __all__ = [
     "delivery_id",
     "load_config",
     "parse_config",
+    "read_body",
+    "receive_body",
+    "recorded_launch",
     "redacted_headers",
     "redacted_query",
     "render_command",

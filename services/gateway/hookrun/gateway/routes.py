@@ -8,49 +8,16 @@ from urllib.parse import parse_qsl, quote, unquote
 
 import httpx
 from fastapi import APIRouter, Request, Response
-from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from hookrun.config import InboundRequest
+from hookrun.config.bodies import BodyTooLarge, ClientDisconnected, read_body, receive_body
 from hookrun.config.conditions import Headers
 from hookrun.gateway import handlers
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
-
-
-class BodyTooLarge(Exception):
-    """The request body is over HOOKRUN_MAX_BODY_BYTES."""
-
-
-def declares_over(content_length: str, limit: int) -> bool:
-    """Whether a Content-Length value declares more than ``limit`` bytes (False if no number)."""
-    # isascii() keeps out digits like "²" that isdigit() accepts but int() rejects.
-    if not (content_length.isascii() and content_length.isdigit()):
-        return False
-    digits = content_length.lstrip("0")
-    # int() refuses thousands of digits (ValueError); far fewer are over any limit already.
-    return len(digits) > 18 or int(digits or "0") > limit
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing one over ``limit`` bytes before it is read whole.
-
-    A declared Content-Length over the limit is refused without reading anything; a chunked
-    body is refused as soon as the bytes read pass the limit.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declares_over(declared, limit):
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def inbound(request: Request, body: bytes) -> InboundRequest:
@@ -118,14 +85,14 @@ class LaunchEndpoint:
         try:
             raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
             try:
-                body = await _receive_body(raw_headers, receive, self.max_body_bytes)
+                body = await receive_body(raw_headers, receive, self.max_body_bytes)
             except BodyTooLarge:
                 request = _inbound(scope, raw_headers, b"")
                 await send_reply(
                     handlers.reject(trigger_id, request, self.deps, "body too large", 413)
                 )
                 return
-            except ClientDisconnect:
+            except ClientDisconnected:
                 return
             reply = await handlers.launch(trigger_id, _inbound(scope, raw_headers, body), self.deps)
             await send_reply(reply)
@@ -137,35 +104,6 @@ class LaunchEndpoint:
                     handlers.Reply(500, b"Internal Server Error", "text/plain; charset=utf-8")
                 )
             raise
-
-
-async def _receive_body(headers: list[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
-    """The body, refused (BodyTooLarge) before it is read whole when it is over ``limit`` bytes.
-
-    As read_body: a declared Content-Length over the limit reads nothing; a chunked body is
-    refused as soon as the bytes received pass the limit.
-    """
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            if declares_over(value.decode("latin-1"), limit):
-                raise BodyTooLarge
-            break
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        if not message.get("more_body", False):
-            if not chunks:
-                return chunk
-            chunks.append(chunk)
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 def _inbound(scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes) -> InboundRequest:

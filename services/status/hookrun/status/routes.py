@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hookrun.config import InboundRequest
+from hookrun.config.bodies import BodyTooLarge, read_body
 from hookrun.events import RunStatus
 from hookrun.status import handlers
 from hookrun.status.handlers import ApiError
@@ -24,29 +25,12 @@ def json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def declares_over(content_length: str, limit: int) -> bool:
-    """Whether a Content-Length value declares more than ``limit`` bytes (False if no number)."""
-    # isascii() keeps out digits like "²" that isdigit() accepts but int() rejects.
-    if not (content_length.isascii() and content_length.isdigit()):
-        return False
-    digits = content_length.lstrip("0")
-    # int() refuses thousands of digits (ValueError); far fewer are over any limit already.
-    return len(digits) > 18 or int(digits or "0") > limit
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing one over ``limit`` bytes (413) before it is read whole."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declares_over(declared, limit):
-        raise ApiError(413, {"error": "request body too large"})
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, {"error": "request body too large"})
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def body_of(request: Request) -> bytes:
+    """The request body; 413 when it is over HOOKRUN_MAX_BODY_BYTES, before it is read whole."""
+    try:
+        return await read_body(request, request.app.state.max_body_bytes)
+    except BodyTooLarge as exc:
+        raise ApiError(413, {"error": "request body too large"}) from exc
 
 
 def inbound(request: Request, body: bytes) -> InboundRequest:
@@ -158,7 +142,7 @@ _RUN_INFO_RESPONSES: Responses = {
 async def run_info(trigger_id: str, request: Request) -> Response:
     """Valohai's run info; the request passes the same conditions as the launch."""
     deps = deps_of(request)
-    body = await read_body(request, request.app.state.max_body_bytes)
+    body = await body_of(request)
     return json(await handlers.run_info(trigger_id, inbound(request, body), deps))
 
 
@@ -308,12 +292,12 @@ async def trigger_log(
     },
 )
 async def test_launch(trigger_id: str, request: Request, deps: Admin) -> Response:
-    body = await read_body(request, request.app.state.max_body_bytes)
+    body = await body_of(request)
     return json(await handlers.launch_test_run(trigger_id, inbound(request, body), deps), 202)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await read_body(request, request.app.state.max_body_bytes)
+    raw = await body_of(request)
     if not raw.strip():
         return {}
     try:
