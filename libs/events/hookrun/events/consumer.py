@@ -68,7 +68,8 @@ class Partition(Generic[S]):
 class Service(Generic[S]):
     """What a service plugs into the loop. Only :meth:`open` must be overridden.
 
-    Every hook runs under the loop's lock: batches, rebalances and sweeps never interleave.
+    The hooks but :meth:`room` and :meth:`drain` run under the loop's lock: batches,
+    rebalances, sweeps and :meth:`ConsumeLoop.dispatch` never interleave.
     """
 
     def open(self, tp: TopicPartition) -> S:
