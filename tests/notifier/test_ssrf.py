@@ -5,7 +5,13 @@ import ipaddress
 import pytest
 
 from hookrun.notifier.adapters import HttpSender
-from hookrun.notifier.ssrf import TargetRefused, is_public, system_resolver, vet
+from hookrun.notifier.ssrf import (
+    TargetRefused,
+    TargetUnresolved,
+    is_public,
+    system_resolver,
+    vet,
+)
 
 NAMES = {
     "internal.example": ["127.0.0.1"],
@@ -58,7 +64,6 @@ REFUSED = [
     "internal.example",  # a hostname resolving to 127.0.0.1
     "metadata.example",
     "v6local.example",
-    "missing.example",  # does not resolve
 ]
 
 
@@ -104,6 +109,18 @@ async def test_the_http_sender_refuses_before_connecting(url):
     finally:
         await sender.close()
     assert result.refused, result
+
+
+async def test_a_name_that_does_not_resolve_is_a_failed_attempt_that_is_retried():
+    with pytest.raises(TargetUnresolved):
+        await vet("missing.example", 80, fake_resolver, allow_private=False)
+    sender = HttpSender(timeout_s=2, allow_private=False, concurrency=1, resolver=fake_resolver)
+    try:
+        result = await sender.send("s", "http://missing.example/hook", b"{}", {})
+    finally:
+        await sender.close()
+    assert not result.refused, result
+    assert result.status_code is None and "does not resolve" in (result.error or "")
 
 
 async def test_the_sender_connects_to_the_vetted_address_not_a_second_lookup():

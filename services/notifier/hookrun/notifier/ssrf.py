@@ -34,7 +34,12 @@ _EXTRA_BLOCKED = tuple(
 
 
 class TargetRefused(Exception):
-    """The target resolves only to addresses the policy refuses (or does not resolve)."""
+    """The target resolves only to addresses the policy refuses: final, never retried."""
+
+
+class TargetUnresolved(OSError):
+    """The target's name does not resolve now: a failed attempt, retried like a refused
+    connection (DNS fails for a while as often as a server does)."""
 
 
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
@@ -86,8 +91,9 @@ async def system_resolver(host: str, port: int) -> list[str]:
 async def vet(host: str, port: int, resolver: Resolver, *, allow_private: bool) -> list[str]:
     """Return the addresses of ``host`` that may be connected to, in resolver order.
 
-    Raises :class:`TargetRefused` when there is none. When a name resolves to public and
-    non-public addresses, only the public ones are returned.
+    Raises :class:`TargetRefused` when there is none, :class:`TargetUnresolved` when the name
+    does not resolve. When a name resolves to public and non-public addresses, only the public
+    ones are returned.
     """
     literal = host.strip("[]")
     try:
@@ -96,7 +102,7 @@ async def vet(host: str, port: int, resolver: Resolver, *, allow_private: bool) 
         try:
             addresses = await resolver(literal, port)
         except OSError as exc:
-            raise TargetRefused(f"{host} does not resolve: {exc}") from exc
+            raise TargetUnresolved(f"{host} does not resolve: {exc}") from exc
     allowed: list[str] = []
     for text in addresses:
         ip = ipaddress.ip_address(text.split("%")[0])  # drop an IPv6 zone id
