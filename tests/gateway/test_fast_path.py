@@ -80,6 +80,35 @@ def test_an_unexpected_error_answers_500_like_fastapi_would():
     assert r.status_code == 500
 
 
+def test_a_launch_takes_the_one_endpoint_with_or_without_a_root_path():
+    app = build(
+        Settings(), parse_config(CONFIG, "t.yaml"), event_log=FakeEventLog(),
+        deliveries=FakeDeliveryIndex(),
+    )  # fmt: skip
+    endpoint, seen = app.launch_endpoint, []
+
+    async def recording(trigger_id, scope, receive, send):
+        seen.append((trigger_id, scope.get("root_path", "")))
+        await endpoint(trigger_id, scope, receive, send)
+
+    app.launch_endpoint = recording
+    with TestClient(app) as client:
+        assert client.post("/api/v0/launch/query/?token=qtok", content=b"x").status_code == 202
+    with TestClient(app, root_path="/gw") as client:
+        assert client.post("/gw/api/v0/launch/query?token=qtok", content=b"x").status_code == 202
+    assert seen == [("query", ""), ("query", "/gw")]
+
+
+def test_an_unexpected_error_under_a_root_path_answers_500_too():
+    app = build(
+        Settings(), parse_config(CONFIG, "t.yaml"), event_log=ExplodingLog(),
+        deliveries=FakeDeliveryIndex(),
+    )  # fmt: skip
+    with TestClient(app, root_path="/gw", raise_server_exceptions=False) as client:
+        r = client.post("/gw/api/v0/launch/query/?token=qtok", content=b"x")
+    assert r.status_code == 500
+
+
 def test_a_launch_under_a_root_path_is_served_by_the_fastapi_route():
     log = FakeEventLog()
     app = build(

@@ -24,8 +24,9 @@ from hookrun.gateway.config import Settings
 class GatewayApp(FastAPI):
     """The gateway's FastAPI app, with launches answered by ``launch_endpoint`` before FastAPI.
 
-    The FastAPI launch routes stay: they document the endpoint in /openapi.json and serve a
-    launch under a root path, which the fast path leaves to them.
+    FastAPI's routing costs as much CPU per launch as the launch rules (decision 0009). A launch
+    under a root path is left to FastAPI, whose launch routes (``routes.LaunchRoute``, also the
+    launch's /openapi.json entry) hand it to the same endpoint.
     """
 
     launch_endpoint: routes.LaunchEndpoint | None = None
@@ -122,6 +123,7 @@ def build(
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.publisher = publisher
     app.launch_endpoint = routes.LaunchEndpoint(app.state.deps, settings.hookrun_max_body_bytes)
+    app.router.routes.extend(routes.launch_routes.routes)
     app.include_router(routes.router)
     return app
 

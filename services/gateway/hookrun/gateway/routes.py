@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import string
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 import httpx
 from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
 from hookrun.config import InboundRequest
@@ -18,18 +21,6 @@ from hookrun.gateway import handlers
 log = logging.getLogger(__name__)
 
 router = APIRouter()
-
-
-def inbound(request: Request, body: bytes) -> InboundRequest:
-    """The framework-free view of a request that conditions check."""
-    return InboundRequest(
-        method=request.method,
-        path=request.url.path,
-        headers=request.headers,
-        query=dict(request.query_params),
-        body=body,
-        remote_addr=request.client.host if request.client else None,
-    )
 
 
 LAUNCH_PREFIX = "/api/v0/launch/"
@@ -55,11 +46,11 @@ def launch_target(scope: Scope) -> str | None:
 
 
 class LaunchEndpoint:
-    """The launch hot path as a bare ASGI endpoint, called before FastAPI (see app.GatewayApp).
+    """The launch as a bare ASGI endpoint: app.GatewayApp calls it before FastAPI does anything.
 
-    FastAPI's middleware stack, routing and Starlette's Request cost as much CPU per launch as
-    the launch rules themselves (py-spy under load); this reads only what the rules need
-    straight from the ASGI scope and answers the same as the ``launch`` route below.
+    It reads only what the launch rules need straight from the ASGI scope: FastAPI's
+    middleware, routing and Request cost as much CPU as the rules (decision 0009). A launch
+    that FastAPI routes (under a root path) reaches it through :class:`LaunchRoute`.
     """
 
     def __init__(self, deps: handlers.Deps, max_body_bytes: int) -> None:
@@ -107,7 +98,10 @@ class LaunchEndpoint:
 
 
 def _inbound(scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes) -> InboundRequest:
-    """As inbound(), from the ASGI scope (header names and values latin-1, as Starlette does)."""
+    """The framework-free view of a request that conditions check, from its ASGI scope.
+
+    Header names and values are latin-1, as Starlette reads them.
+    """
     query_string: bytes = scope.get("query_string", b"")
     client = scope.get("client")
     return InboundRequest(
@@ -122,7 +116,30 @@ def _inbound(scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes) -> I
     )
 
 
-@router.post(
+class LaunchRoute(APIRoute):
+    """A launch route as FastAPI declares it, answered by the app's :class:`LaunchEndpoint`.
+
+    The declaration gives /openapi.json its launch operation; a request the route matches (a
+    launch under a root path, which GatewayApp leaves to FastAPI) goes to the same endpoint
+    object as the fast path, so a launch has one implementation whichever way it comes.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.app = _launch_matched
+
+
+async def _launch_matched(scope: Scope, receive: Receive, send: Send) -> None:
+    endpoint: LaunchEndpoint = scope["app"].launch_endpoint
+    await endpoint(scope["path_params"]["trigger_id"], scope, receive, send)
+
+
+#: The launch routes. app.build adds them to the app's own router, not with include_router:
+#: FastAPI answers an included route with a handler it rebuilds from the declaration.
+launch_routes = APIRouter(route_class=LaunchRoute)
+
+
+@launch_routes.post(
     "/api/v0/launch/{trigger_id}/",
     status_code=202,
     summary="Launch a trigger",
@@ -135,17 +152,9 @@ def _inbound(scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes) -> I
         503: {"description": "Kafka did not acknowledge; retry after Retry-After seconds"},
     },
 )
-@router.post("/api/v0/launch/{trigger_id}", include_in_schema=False)
-async def launch(trigger_id: str, request: Request) -> Response:
+@launch_routes.post("/api/v0/launch/{trigger_id}", include_in_schema=False)
+async def launch(trigger_id: str) -> None:
     """Authenticate the webhook, append TriggerLaunched, answer with the run id."""
-    deps: handlers.Deps = request.app.state.deps
-    try:
-        body = await read_body(request, request.app.state.max_body_bytes)
-    except BodyTooLarge:
-        reply = handlers.reject(trigger_id, inbound(request, b""), deps, "body too large", 413)
-    else:
-        reply = await handlers.launch(trigger_id, inbound(request, body), deps)
-    return Response(reply.body, reply.status, dict(reply.headers), media_type=reply.content_type)
 
 
 @router.get("/healthz", summary="Liveness and Kafka readiness")
