@@ -11,6 +11,7 @@ import time
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from hookrun.events import (
     RedeliveryRequested,
@@ -284,6 +285,33 @@ class TestAdmin:
         assert (
             client.post("/api/v1/triggers/nope/test-launch", headers=self.auth()).status_code == 404
         )
+
+    def test_test_launch_refuses_a_body_nested_deeper_than_the_limit(self, client, app):
+        deep = b'{"a":' * 65 + b"1" + b"}" * 65
+        r = client.post("/api/v1/triggers/gh/test-launch", content=deep, headers=self.auth())
+        assert r.status_code == 400
+        assert r.json() == {"error": "JSON body nests deeper than HOOKRUN_MAX_JSON_DEPTH (64)"}
+        assert app.state.event_log.events == []
+        at_the_limit = b"[" * 64 + b"]" * 64
+        r = client.post(
+            "/api/v1/triggers/gh/test-launch", content=at_the_limit, headers=self.auth()
+        )
+        assert r.status_code == 202
+        [event] = app.state.event_log.events
+        assert event.request.body() == at_the_limit
+
+    def test_test_launch_takes_its_depth_limit_from_the_deps(self, client, app):
+        app.state.deps.max_json_depth = 3
+        r = client.post("/api/v1/triggers/gh/test-launch", content=b"[[[[]]]]", headers=self.auth())
+        assert (r.status_code, r.json()) == (
+            400,
+            {"error": "JSON body nests deeper than HOOKRUN_MAX_JSON_DEPTH (3)"},
+        )
+        assert app.state.event_log.events == []
+
+    def test_a_depth_limit_no_event_could_carry_is_refused_at_start(self):
+        with pytest.raises(ValidationError, match="hookrun_max_json_depth"):
+            Settings(hookrun_max_json_depth=250)
 
     def test_openapi_lists_the_admin_api(self, client):
         paths = client.get("/openapi.json").json()["paths"]

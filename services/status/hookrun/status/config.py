@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hookrun.events import topics
+from hookrun.events import limits, topics
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,11 @@ class Settings(BaseSettings):
     hookrun_admin_token: SecretStr | None = None
     #: Largest run-info / admin request body read.
     hookrun_max_body_bytes: PositiveInt = 1024 * 1024
+    #: Deepest JSON body a test launch accepts; a deeper one is refused (400) before anything is
+    #: appended, as the gateway refuses such a launch.
+    hookrun_max_json_depth: Annotated[int, Field(ge=1, le=limits.MAX_JSON_DEPTH_CEILING)] = (
+        limits.MAX_JSON_DEPTH
+    )
     #: Consumer group of the instances sharing one PostgreSQL store.
     hookrun_status_group: str = "status"
     #: How long a read waits for the projection to reach the log end of a run's partition.

@@ -15,6 +15,7 @@ from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import check_conditions, recorded_launch
 from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics
 from hookrun.events.kafka import KafkaUnavailable
+from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.status.adapters import EventLog, LogEnds
 from hookrun.status.projector import Progress
 from hookrun.status.store import SqlStore
@@ -52,6 +53,8 @@ class Deps:
     admin_token: str | None = None
     catch_up_timeout_s: float = 5.0
     retry_after_s: int = 2
+    #: Deepest JSON body a test launch accepts (HOOKRUN_MAX_JSON_DEPTH).
+    max_json_depth: int = MAX_JSON_DEPTH
     clock: Callable[[], float] = time.time
     new_run_id: Callable[[], str] = new_id
     triggers: dict[str, Trigger] = field(init=False)
@@ -208,12 +211,19 @@ async def redeliver(run_id: str, subscription_id: str | None, deps: Deps) -> dic
 
 
 async def launch_test_run(trigger_id: str, request: InboundRequest, deps: Deps) -> dict[str, Any]:
-    """Launch like the gateway does, skipping conditions, with is_test=True."""
+    """Launch like the gateway does, skipping conditions, with is_test=True.
+
+    A JSON body nested deeper than HOOKRUN_MAX_JSON_DEPTH is refused (400), as the gateway
+    refuses it: no event could carry it through the run.
+    """
     trigger = deps.triggers.get(trigger_id)
     if trigger is None:
         raise ApiError(404, {"error": "trigger not found"})
     if not trigger.enabled:
         raise ApiError(409, {"error": "trigger is disabled"})
+    if json_too_deep(request.body, deps.max_json_depth):
+        reason = f"JSON body nests deeper than HOOKRUN_MAX_JSON_DEPTH ({deps.max_json_depth})"
+        raise ApiError(400, {"error": reason})
     run_id = deps.new_run_id()
     launched = recorded_launch(
         trigger,

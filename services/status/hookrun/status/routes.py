@@ -284,6 +284,7 @@ async def trigger_log(
         **_ADMIN_RESPONSES,
         **_errors(
             {
+                400: "The body is JSON nested deeper than HOOKRUN_MAX_JSON_DEPTH",
                 404: "No such trigger",
                 409: "The trigger is disabled",
                 413: "Body over HOOKRUN_MAX_BODY_BYTES",
