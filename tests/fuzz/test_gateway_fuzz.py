@@ -2,8 +2,9 @@
 
 Properties: never a 5xx; a rejected launch appends no TriggerLaunched and exactly one
 TriggerLogged with its reason; an accepted launch exactly one TriggerLaunched and nothing else;
-run-info requests reach the status service unchanged (unless their path holds a backslash)
-and append nothing.
+an authenticated launch whose JSON nests deeper than HOOKRUN_MAX_JSON_DEPTH is rejected, and
+the trigger log says so; run-info requests reach the status service unchanged (unless their
+path holds a backslash) and append nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from hookrun.config import parse_config
 from hookrun.events import TriggerLaunched, TriggerLogged
+from hookrun.events.limits import MAX_JSON_DEPTH
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.app import build
 from hookrun.gateway.config import Settings
@@ -69,9 +71,10 @@ def test_a_launch_is_accepted_with_one_event_or_rejected_with_one_log_entry(
     assert r.status_code < 500, (r.status_code, r.text)
     launched = [e for e in log.events if isinstance(e, TriggerLaunched)]
     logged = [e for e in log.events if isinstance(e, TriggerLogged)]
+    authenticated = launch.signed or launch.trigger_id == "open"
     if len(launch.body.data) > LIMIT:
         assert r.status_code == 413
-    elif launch.signed or launch.trigger_id == "open":
+    elif authenticated and launch.body.depth <= MAX_JSON_DEPTH:
         assert r.status_code == 202, (r.status_code, r.text, launch.notes)
         [event] = launched
         assert logged == []
@@ -87,6 +90,10 @@ def test_a_launch_is_accepted_with_one_event_or_rejected_with_one_log_entry(
     assert entry.reason
     assert entry.status_code == r.status_code
     assert entry.trigger_id == launch.trigger_id[:200]
+    if authenticated and r.status_code == 400:
+        # past the conditions, only the depth can refuse it
+        assert launch.body.depth > MAX_JSON_DEPTH, launch.notes
+        assert f"HOOKRUN_MAX_JSON_DEPTH ({MAX_JSON_DEPTH})" in entry.reason, entry.reason
 
 
 @fuzz(RUN_INFO_EXAMPLES)

@@ -16,6 +16,13 @@ def nested(depth: int) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
 
 
+def in_turn(depth: int) -> bytes:
+    """An array, an object, an array... ``depth`` levels deep."""
+    opens = [b'{"a":' if level % 2 else b"[" for level in range(depth)]
+    closes = [b"}" if level % 2 else b"]" for level in reversed(range(depth))]
+    return b"".join(opens) + b"1" + b"".join(closes)
+
+
 @pytest.fixture
 def log():
     return FakeEventLog()
@@ -47,6 +54,21 @@ def test_a_signed_body_nested_too_deep_gets_the_uniform_400_and_a_logged_reason(
     assert not [e for e in log.events if isinstance(e, TriggerLaunched)]
     [entry] = [e for e in log.events if isinstance(e, TriggerLogged)]
     assert entry.outcome == "rejected"
+    assert "HOOKRUN_MAX_JSON_DEPTH (64)" in entry.reason
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hookrun.events.limits.json_too_deep can take an array and an object in one pass,"
+    " so nests that alternate them pass at up to twice the limit",
+)
+@pytest.mark.parametrize("depth", [65, 100, 127])
+def test_a_signed_body_nesting_arrays_and_objects_in_turn_too_deep_gets_the_uniform_400(
+    client, log, depth
+):
+    r = launch(client, in_turn(depth))
+    assert (r.status_code, r.content) == (400, b'{"error":"launch rejected"}')
+    [entry] = [e for e in log.events if isinstance(e, TriggerLogged)]
     assert "HOOKRUN_MAX_JSON_DEPTH (64)" in entry.reason
 
 
