@@ -1,0 +1,223 @@
+"""Triggers: their actions, response, notifications and delivery-id source."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from hookrun.config.model.base import Frozen, NonEmptyStr, Secret, decode_whsec
+from hookrun.config.model.conditions import PRESETS, Condition, StaticSecretCondition
+from hookrun.config.model.steps import Pipeline
+from hookrun.config.templating import parse_path
+
+TRIGGER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class RunExecutionAction(Frozen):
+    action: Literal["run_execution"]
+    step: NonEmptyStr
+    # Values may be `{payload.path}` templates, resolved per run by the runner.
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    payload_input: NonEmptyStr | None = None
+
+
+class RunPipelineAction(Frozen):
+    action: Literal["run_pipeline"]
+    pipeline: NonEmptyStr
+    # node name -> parameter name -> value or template
+    parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    payload_input: NonEmptyStr | None = None  # "<node>.<input>"
+
+    def payload_target(self, pipeline: Pipeline) -> tuple[str, str] | None:
+        """Split `payload_input` into (node, input) using the pipeline's node names."""
+        if self.payload_input is None:
+            return None
+        # Node and input names may both contain dots; the longest matching node name wins.
+        for node in sorted(pipeline.nodes, key=lambda n: len(n.name), reverse=True):
+            prefix = node.name + "."
+            if self.payload_input.startswith(prefix) and len(self.payload_input) > len(prefix):
+                return node.name, self.payload_input[len(prefix) :]
+        return None
+
+
+class CopyPipelineAction(Frozen):
+    action: Literal["copy_pipeline"]
+    source_pipeline_id: NonEmptyStr
+
+
+ACTION_TYPES = ("run_execution", "run_pipeline", "copy_pipeline")
+
+Action = Annotated[
+    RunExecutionAction | RunPipelineAction | CopyPipelineAction,
+    Field(discriminator="action"),
+]
+
+
+class Response(Frozen):
+    text: str | None = None
+    # Named json_ because `json` shadows a BaseModel attribute; the YAML key is `json`.
+    json_: Any = Field(default=None, alias="json")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Response:
+        given = {"text", "json_"} & self.model_fields_set
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'text' or 'json'")
+        if "text" in given and self.text is None:
+            raise ValueError("text: must be a string")
+        return self
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str | SecretStr) else value
+
+
+class Notification(Frozen):
+    url: NonEmptyStr
+    # Several secrets while rotating: every delivery is signed with each of them.
+    secret: Annotated[tuple[Secret, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+    enabled: bool = True
+
+    _keys: tuple[bytes, ...] = PrivateAttr(())
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec_secrets(cls, secrets: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for index, secret in enumerate(secrets):
+            try:
+                decode_whsec(secret.get_secret_value())
+            except ValueError as exc:
+                where = f"secret {index + 1} of {len(secrets)} " if len(secrets) > 1 else ""
+                raise ValueError(f"{where}{exc}") from None
+        return secrets
+
+    def _post_init(self) -> None:
+        self._keys = tuple(decode_whsec(s.get_secret_value()) for s in self.secret)
+
+    @property
+    def signing_keys(self) -> tuple[bytes, ...]:
+        """HMAC keys decoded from the `whsec_` secrets, in the configured order."""
+        return self._keys
+
+
+class Dedupe(Frozen):
+    header: NonEmptyStr | None = None
+    payload: NonEmptyStr | None = None  # dotted path into the JSON body, e.g. `event.id`
+
+    _path: tuple[str | int, ...] = PrivateAttr(())
+
+    @field_validator("payload")
+    @classmethod
+    def _path_parses(cls, path: str | None) -> str | None:
+        if path is not None:
+            parse_path(path)
+        return path
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Dedupe:
+        if (self.header is None) == (self.payload is None):
+            raise ValueError("give exactly one of 'header' or 'payload'")
+        return self
+
+    def _post_init(self) -> None:
+        if self.payload is not None:
+            self._path = parse_path(self.payload)
+
+
+_ALWAYS_REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+class Trigger(Frozen):
+    id: str
+    title: NonEmptyStr
+    enabled: bool = True
+    payload_schema: dict[str, Any] | bool | None = None
+    conditions: tuple[Condition, ...] = ()
+    actions: tuple[Action, ...] = Field(min_length=1)
+    response: Response | None = None
+    notifications: tuple[Notification, ...] = ()
+    # Where the provider puts its delivery id; presets fill it in when it is not given.
+    dedupe: Dedupe | None = None
+
+    _validator: Draft202012Validator | None = PrivateAttr(None)
+    _redacted_headers: frozenset[str] = PrivateAttr(_ALWAYS_REDACTED_HEADERS)
+    _redacted_query: frozenset[str] = PrivateAttr(frozenset())
+    _signs_body: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dedupe_from_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("dedupe") is not None:
+            return data
+        for condition in data.get("conditions") or ():
+            if isinstance(condition, dict) and condition.get("preset") in PRESETS:
+                return data | {"dedupe": PRESETS[condition["preset"]][1]}
+        return data
+
+    @field_validator("id")
+    @classmethod
+    def _url_safe_id(cls, trigger_id: str) -> str:
+        if not TRIGGER_ID_PATTERN.fullmatch(trigger_id):
+            raise ValueError(
+                "must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            )
+        return trigger_id
+
+    @field_validator("payload_schema")
+    @classmethod
+    def _valid_json_schema(cls, schema: dict[str, Any] | bool | None) -> Any:
+        if schema is None:
+            return None
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            where = f" at {exc.json_path}" if exc.path else ""
+            raise ValueError(f"invalid JSON Schema{where}: {exc.message}") from None
+        return schema
+
+    def _post_init(self) -> None:
+        if self.payload_schema is not None:
+            self._validator = Draft202012Validator(
+                self.payload_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
+        self._redacted_headers = _ALWAYS_REDACTED_HEADERS | {
+            c.header.lower()
+            for c in self.conditions
+            if isinstance(c, StaticSecretCondition) and c.header is not None
+        }
+        self._redacted_query = frozenset(
+            c.query
+            for c in self.conditions
+            if isinstance(c, StaticSecretCondition) and c.query is not None
+        )
+        self._signs_body = any(c.signs_body for c in self.conditions)
+
+    @property
+    def payload_validator(self) -> Draft202012Validator | None:
+        """A ready validator for `payload_schema` (built once at load), or None."""
+        return self._validator
+
+    @property
+    def signs_body(self) -> bool:
+        """Whether any of the conditions checks a signature over the request body."""
+        return self._signs_body
