@@ -21,7 +21,7 @@ def new_id() -> str:
     """Return a fresh random identifier (UUID4, canonical text form).
 
     Built from 16 random bytes directly: ``str(uuid.uuid4())`` builds and validates a UUID
-    object only to print it, at twice the cost, and the gateway takes two ids per launch.
+    object only to print it, and the gateway takes two ids per launch.
     """
     b = bytearray(os.urandom(16))
     b[6] = (b[6] & 0x0F) | 0x40  # version 4

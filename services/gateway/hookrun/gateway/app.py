@@ -54,7 +54,7 @@ def build(
 
     ``freeze_heap`` (the server process, not tests) moves everything alive once the app has
     started out of the garbage collector's reach (``gc.freeze``): a full collection of that
-    heap stalled every launch in flight for 50-130 ms, which was the p99 under load.
+    heap would stall every launch in flight (decision 0010).
     """
     publisher: Publisher | None = None
     if event_log is None:
