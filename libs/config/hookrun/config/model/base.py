@@ -43,6 +43,12 @@ class Frozen(BaseModel):
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
+def require_one_of(model: BaseModel, first: str, second: str) -> None:
+    """Raise ValueError unless exactly one of the two optional fields is given."""
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(f"give exactly one of {first!r} or {second!r}")
+
+
 def secret_bytes(secret: SecretStr) -> bytes:
     """The secret's text as UTF-8 bytes (an HMAC key)."""
     return secret.get_secret_value().encode()

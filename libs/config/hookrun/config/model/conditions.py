@@ -16,7 +16,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from hookrun.config.model.base import Frozen, NonEmptyStr, Secret, decode_whsec, secret_bytes
+from hookrun.config.model.base import (
+    Frozen,
+    NonEmptyStr,
+    Secret,
+    decode_whsec,
+    require_one_of,
+    secret_bytes,
+)
 
 
 class _ConditionBase(Frozen):
@@ -56,8 +63,7 @@ class StaticSecretCondition(_ConditionBase):
 
     @model_validator(mode="after")
     def _exactly_one_place(self) -> StaticSecretCondition:
-        if (self.header is None) == (self.query is None):
-            raise ValueError("give exactly one of 'header' or 'query'")
+        require_one_of(self, "header", "query")
         return self
 
     def _post_init(self) -> None:

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from hookrun.config.model.base import Frozen, NonEmptyStr, Secret, decode_whsec
+from hookrun.config.model.base import Frozen, NonEmptyStr, Secret, decode_whsec, require_one_of
 from hookrun.config.model.conditions import PRESETS, Condition, StaticSecretCondition
 from hookrun.config.model.steps import Pipeline
 from hookrun.config.templating import parse_path
@@ -135,8 +135,7 @@ class Dedupe(Frozen):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Dedupe:
-        if (self.header is None) == (self.payload is None):
-            raise ValueError("give exactly one of 'header' or 'payload'")
+        require_one_of(self, "header", "payload")
         return self
 
     def _post_init(self) -> None:
