@@ -423,3 +423,15 @@ def test_offsets_count_every_record_of_a_batch():
     items, invalid = _prepare({TopicPartition(topics.RUNS, 2): records}, trusted=True)
     assert [(i.partition, i.offset) for i in items] == [(2, 5), (2, 6), (2, 7)]
     assert invalid == []
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["rebuild", "live"])
+def test_a_foreign_value_too_deep_to_store_is_dead_lettered_not_raised(trusted):
+    # decodes (orjson reads 1,024 levels) but cannot be written back as JSON (254 levels)
+    value = orjson.dumps({**orjson.loads(_record(_FINISHED).value), "output": "DEEP"})
+    deep = Record(value.replace(b'"DEEP"', b"[" * 300 + b"]" * 300), _record(_FINISHED).headers, 7)
+    fine = Record(_record(_STARTED).value, _record(_STARTED).headers, 8)
+    items, invalid = _prepare({TopicPartition(topics.RUNS, 0): [deep, fine]}, trusted=trusted)
+    [(_, record, reason)] = invalid
+    assert record is deep and "cannot be projected" in reason
+    assert [(i.offset, bool(i.ops)) for i in items] == [(7, False), (8, True)]

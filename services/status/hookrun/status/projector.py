@@ -281,7 +281,10 @@ def _prepare(
         topic, part = tp.topic, tp.partition
         for record in records:
             if fast is not None:
-                item = fast(topic, part, record)
+                try:
+                    item = fast(topic, part, record)
+                except Exception:  # the full path below says why, or dead-letters it
+                    item = None
                 if item is not None:
                     append(item)
                     continue
@@ -295,7 +298,13 @@ def _prepare(
                 append(Applied(topic, part, record.offset))
                 continue
             at = Position(topic, part, record.offset, cloudevent_json(record.value, record.headers))
-            append(
-                Applied(topic, part, record.offset, fold(event, at), getattr(event, "run_id", None))
-            )
+            try:
+                ops = fold(event, at)
+            except Exception as exc:  # e.g. a foreign producer's value nested too deep to store
+                # Dead-lettered like an undecodable record: raising would stop the projection
+                # at this record again at every restart.
+                invalid.append((tp, record, f"{event.type} cannot be projected: {exc!r}"[:1000]))
+                append(Applied(topic, part, record.offset))
+                continue
+            append(Applied(topic, part, record.offset, ops, getattr(event, "run_id", None)))
     return items, invalid
