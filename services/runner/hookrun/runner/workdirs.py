@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,20 @@ class Workdirs:
     """The work directories of executions, ``<data_dir>/executions/<execution id>``: prepared
     before the process starts, read back into its ExecutionFinished once it ended."""
 
-    def __init__(self, data_dir: Path, *, max_output_bytes: int, max_json_depth: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_output_bytes: int,
+        max_json_depth: int,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
         self._root = str(data_dir / "executions")
         self.max_output_bytes = max_output_bytes
         self.max_json_depth = max_json_depth
+        #: uid, gid of the execution user: it gets the directory, work/ and outputs/ (the
+        #: inputs and parameters.json stay the runner's, readable).
+        self.owner = owner
 
     def prepare(
         self, spec: ExecutionSpec, extra_env: Mapping[str, str]
@@ -48,11 +60,11 @@ class Workdirs:
         os.mkdir(f"{base}/work")
         os.mkdir(inputs)
         os.mkdir(outputs)
+        if self.owner is not None:
+            for path in (base, f"{base}/work", outputs):
+                os.chown(path, *self.owner)
         for source in spec.input_dirs:
-            if source.is_dir():
-                for item in source.iterdir():
-                    if item.is_file():
-                        shutil.copy2(item, f"{inputs}/{item.name}")
+            _copy_files(str(source), inputs)
         for name, content in spec.inputs.items():
             _write_file(f"{inputs}/{name}", content)
         _write_file(f"{base}/parameters.json", orjson.dumps(spec.params))
@@ -109,15 +121,30 @@ class Workdirs:
         HOOKRUN_MAX_JSON_DEPTH (no event could carry it)."""
         limit, max_depth = self.max_output_bytes, self.max_json_depth
         try:
-            with open(path, "rb") as file:
-                raw = file.read(limit + 1)
+            # The execution owns its directory: a symlink or a FIFO there must not make the
+            # runner read some other file (or block on one).
+            fd = _open_regular(path)
         except FileNotFoundError:
             return None, None
         except OSError as exc:
             return None, f"HOOKRUN_OUTPUT cannot be read: {exc}"
+        try:
+            size = os.fstat(fd).st_size
+            if size > limit:
+                return (
+                    None,
+                    f"HOOKRUN_OUTPUT is {size} bytes, over HOOKRUN_MAX_OUTPUT_BYTES ({limit})",
+                )
+            raw = _read_upto(fd, limit + 1)
+        except OSError as exc:
+            return None, f"HOOKRUN_OUTPUT cannot be read: {exc}"
+        finally:
+            os.close(fd)
         if len(raw) > limit:
-            size = max(len(raw), os.stat(path).st_size)
-            return None, f"HOOKRUN_OUTPUT is {size} bytes, over HOOKRUN_MAX_OUTPUT_BYTES ({limit})"
+            return (
+                None,
+                f"HOOKRUN_OUTPUT is {len(raw)} bytes, over HOOKRUN_MAX_OUTPUT_BYTES ({limit})",
+            )
         try:
             output = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -141,7 +168,7 @@ def open_logs(base: str) -> tuple[int, int]:
 
 def _tail(path: str) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_regular(path)
     except OSError:
         return ""
     try:
@@ -169,3 +196,49 @@ def _write_file(path: str, content: bytes) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+def _open_regular(path: str, *, dir_fd: int | None = None) -> int:
+    """Open a regular file for reading, never through a symlink, never blocking on a FIFO."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def _read_upto(fd: int, limit: int) -> bytes:
+    chunks = []
+    left = limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _copy_files(source: str, target: str) -> None:
+    """Copy the regular files of the directory ``source`` (a parent's outputs/) into ``target``.
+
+    The parent execution owned that directory: symlinks (to the runner's files, say) and
+    anything but regular files are skipped, and nothing is followed on the way.
+    """
+    try:
+        dir_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # no outputs (or not a directory): nothing to pass on
+    try:
+        for entry in os.scandir(dir_fd):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                fd = _open_regular(entry.name, dir_fd=dir_fd)
+            except OSError:
+                continue
+            with open(fd, "rb") as src, open(f"{target}/{entry.name}", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    finally:
+        os.close(dir_fd)
