@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -20,6 +21,7 @@ from hookrun.events import topics
 from hookrun.events.kafka import Publisher, consumer_settings, ensure_topics_forever
 from hookrun.runner.config import Settings
 from hookrun.runner.consumer import Runner
+from hookrun.runner.isolation import Isolation, IsolationError, build_isolation
 from hookrun.runner.pipelines import KafkaPipelineIndex
 
 log = logging.getLogger("hookrun.runner")
@@ -46,7 +48,7 @@ async def _serve_health(runner: Runner, port: int) -> asyncio.Server:
     return await asyncio.start_server(answer, "127.0.0.1", port)
 
 
-async def serve(settings: Settings, config: HookrunConfig) -> int:
+async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation) -> int:
     """Run one runner until SIGTERM/SIGINT; returns the exit code."""
     bootstrap, ns = settings.kafka_bootstrap_servers, settings.hookrun_namespace
     await ensure_topics_forever(bootstrap, namespace=ns)
@@ -74,6 +76,7 @@ async def serve(settings: Settings, config: HookrunConfig) -> int:
         max_backlog=settings.hookrun_runner_max_backlog or None,
         max_output_bytes=settings.hookrun_max_output_bytes,
         max_json_depth=settings.hookrun_max_json_depth,
+        isolation=isolation,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -120,11 +123,22 @@ def main() -> None:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
+    try:
+        # Probed once here: a broken sandbox is found at start, not per execution.
+        isolation = build_isolation(
+            user=settings.hookrun_execution_user,
+            sandbox=settings.hookrun_execution_sandbox,
+            data_dir=settings.hookrun_data_dir,
+            config_dir=Path(config.config_dir),
+        )
+    except IsolationError as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        sys.exit(2)
     # An append Kafka refused for good (a fenced or closed producer; a broker that is merely
     # away is waited for) ends the session with 1: its state is dropped and a fresh session
     # replays from the committed watermarks, exactly as a restarted process would. `make run`
     # supervises nothing, so the process must not die.
-    while (code := asyncio.run(serve(settings, config))) == 1:
+    while (code := asyncio.run(serve(settings, config, isolation))) == 1:
         log.warning("restarting the runner session after a Kafka failure")
         time.sleep(1.0)
     sys.exit(code)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     hookrun_max_json_depth: Annotated[int, Field(ge=1, le=limits.MAX_JSON_DEPTH_CEILING)] = (
         limits.MAX_JSON_DEPTH
     )
+    #: Who executions run as: a user name or a numeric uid; empty: the runner's own user.
+    #: Unset: `nobody` when the runner runs as root. Set while the runner is not root, the
+    #: runner refuses to start.
+    hookrun_execution_user: str | None = None
+    #: auto: a bubblewrap sandbox when `bwrap` is on PATH and its start-up probe works, else
+    #: none (with a WARNING); bwrap: required (the runner refuses to start without it); none.
+    hookrun_execution_sandbox: Literal["auto", "bwrap", "none"] = "auto"
     #: HTTP health port (GET /healthz); 0 disables it.
     hookrun_runner_health_port: int = 0
     log_level: str = "INFO"

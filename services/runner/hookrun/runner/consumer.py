@@ -23,6 +23,7 @@ from hookrun.runner.appender import Appender
 from hookrun.runner.context import Context, Plan
 from hookrun.runner.executor import Executor
 from hookrun.runner.handlers import HANDLERS, RECONCILE, Handlers
+from hookrun.runner.isolation import Isolation
 from hookrun.runner.outcomes import forced_finish
 from hookrun.runner.partitions import (
     MAX_REPLAY_REREADS,
@@ -67,6 +68,7 @@ class Runner:
         max_backlog: int | None = None,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         max_json_depth: int = MAX_JSON_DEPTH,
+        isolation: Isolation | None = None,
     ) -> None:
         self.config = config
         self.consumer = consumer
@@ -86,6 +88,7 @@ class Runner:
             emit=self.report,
             max_output_bytes=max_output_bytes,
             max_json_depth=max_json_depth,
+            isolation=isolation,
         )
         # Held while a batch, a rebalance step or a sweep changes partitions or commits.
         self._lock = asyncio.Lock()

@@ -21,6 +21,7 @@ from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES
 from hookrun.events.runs import ExecutionFinished, ExecutionHeartbeat, ExecutionStarted, RunStatus
 from hookrun.runner.context import Phase
 from hookrun.runner.executor import Emit
+from hookrun.runner.isolation import Isolation
 from hookrun.runner.spawning import SPAWNERS, Spawned, Spawner, kill_group
 from hookrun.runner.specs import ExecutionSpec
 from hookrun.runner.workdirs import Workdirs, open_logs, tail_fd
@@ -124,10 +125,15 @@ class ProcessExecutor:
         spawners: int = SPAWNERS,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         max_json_depth: int = MAX_JSON_DEPTH,
+        isolation: Isolation | None = None,
     ) -> None:
         self.data_dir = data_dir
+        isolation = isolation if isolation is not None else Isolation()
         self._workdirs = Workdirs(
-            data_dir, max_output_bytes=max_output_bytes, max_json_depth=max_json_depth
+            data_dir,
+            max_output_bytes=max_output_bytes,
+            max_json_depth=max_json_depth,
+            owner=isolation.owner,
         )
         self.lease_s = lease_s
         self.quick_s = quick_s
@@ -147,7 +153,7 @@ class ProcessExecutor:
         self._stopping = False
         # Set whenever an execution stops waiting for a slot (see room()).
         self._moved = asyncio.Event()
-        self._spawner = Spawner(use_guard=use_guard, threads=spawners)
+        self._spawner = Spawner(use_guard=use_guard, threads=spawners, isolation=isolation)
 
     def phase(self, execution_id: str) -> Phase:
         handle = self._handles.get(execution_id)
@@ -269,7 +275,8 @@ class ProcessExecutor:
             del self._handles[handle.spec.execution_id]
 
     def _prepare(self, handle: _Handle) -> None:
-        handle.base, handle.env = self._workdirs.prepare(handle.spec, self._spawner.env)
+        handle.base, env = self._workdirs.prepare(handle.spec, self._spawner.env)
+        handle.env = self._spawner.isolation.environ(env, handle.base)
         handle.out, handle.err = open_logs(handle.base)
 
     def _enqueue(self, handle: _Handle) -> None:
@@ -294,7 +301,7 @@ class ProcessExecutor:
         self._moved.set()
         self._spawner.start(
             handle.spec.argv,
-            cwd=f"{handle.base}/work",
+            base=handle.base,
             env=handle.env,
             stdout=handle.out,
             stderr=handle.err,
@@ -377,7 +384,7 @@ class ProcessExecutor:
         if handle.timer is not None:
             handle.timer.cancel()
             handle.timer = None
-        kill_group(proc.pid, signal.SIGTERM)
+        self._spawner.terminate(proc.pid)
         handle.kill_timer = asyncio.get_running_loop().call_later(
             GRACE_S, kill_group, proc.pid, signal.SIGKILL
         )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,6 +18,7 @@ from functools import partial
 
 from hookrun.events.base import utcnow
 from hookrun.runner.guard import Guard
+from hookrun.runner.isolation import Isolation
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,13 @@ class Spawner:
     stdin, in a spawner thread; calls back on the event loop once it is spawned and once it
     exited."""
 
-    def __init__(self, *, use_guard: bool = True, threads: int = SPAWNERS) -> None:
+    def __init__(
+        self,
+        *,
+        use_guard: bool = True,
+        threads: int = SPAWNERS,
+        isolation: Isolation | None = None,
+    ) -> None:
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._threads = (
             ThreadPoolExecutor(threads, thread_name_prefix="hookrun-spawn") if threads else None
@@ -60,50 +67,71 @@ class Spawner:
         self._pidfd = hasattr(os, "pidfd_open")
         # Executions must not outlive a killed runner. The guard process kills them when the
         # runner dies (see guard.py); without one, a parent-death signal per execution does:
-        # util-linux `setpriv --pdeathsig KILL` (an extra exec per execution), else a preexec
-        # hook (which makes Python fork the runner instead of vforking it).
+        # the isolation wrapper's (bwrap --die-with-parent, or util-linux `setpriv --pdeathsig
+        # KILL`: an extra exec per execution unless it switches the user anyway), else a
+        # preexec hook (which makes Python fork the runner instead of vforking it).
         self._guard: Guard | None = None
         if use_guard:
             try:
                 self._guard = Guard()
             except OSError as exc:
                 log.warning("no execution guard (%r): using a parent-death signal instead", exc)
-        setpriv = shutil.which("setpriv")
-        self._wrapper: tuple[str, ...] = (
-            (setpriv, "--pdeathsig", "KILL", "--") if setpriv and self._guard is None else ()
-        )
-        self._preexec = None if self._guard or self._wrapper else _die_with_parent
+        self.isolation = isolation if isolation is not None else Isolation()
+        self._pdeathsig = self._guard is None and self.isolation.can_pdeathsig
+        self._preexec = _die_with_parent if self._guard is None and not self._pdeathsig else None
+        #: The spawned argv is a wrapper: its own exec cannot fail for a missing command, so
+        #: that is checked before (the wrapper's exit code 127 would say less).
+        self._wrapped = self.isolation.wraps(pdeathsig=self._pdeathsig)
         #: What every execution's environment gets (the guard finds its executions by it).
         self.env = self._guard.env if self._guard is not None else {}
+
+    def terminate(self, pid: int) -> None:
+        """SIGTERM an execution's process group. In a sandbox the group's leader is bwrap, which
+        would die of it and take the execution down at once (its --die-with-parent), without
+        the grace to end cleanly: every other process of the group gets it instead (bwrap's
+        init inside the sandbox ignores it). SIGKILL after the grace still goes to the group.
+        The pass over /proc (a few ms) is made on a timeout or a cancel only."""
+        if not self.isolation.sandboxed:
+            kill_group(pid, signal.SIGTERM)
+            return
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != pid:
+                with contextlib.suppress(OSError):
+                    if os.getpgid(int(name)) == pid:
+                        os.kill(int(name), signal.SIGTERM)
 
     def start(
         self,
         argv: list[str],
         *,
-        cwd: str,
+        base: str,
         env: dict[str, str],
         stdout: int,
         stderr: int,
         done: Callable[[Spawned], None],
     ) -> None:
-        """Spawn ``argv``; ``done`` gets the process (or the error) on the event loop.
+        """Spawn ``argv`` in the execution directory ``base`` (its cwd is ``base``/work);
+        ``done`` gets the process (or the error) on the event loop.
 
         ``Popen`` vforks: the calling thread waits until the child has exec'd, which on a busy
         machine means until the child gets a CPU. The spawner thread waits instead of the
         event loop (Python drops the GIL around vfork since 3.11.6/3.12; docs/decisions/0012).
         Without threads, ``done`` is called before this returns.
         """
-        spawn = partial(self._spawn, argv, cwd, env, stdout, stderr)
+        spawn = partial(self._spawn, argv, base, env, stdout, stderr)
         if self._threads is None:
             done(_attempt(spawn))
         else:
             self._threads.submit(_in_thread, spawn, asyncio.get_running_loop(), done)
 
     def _spawn(
-        self, argv: list[str], cwd: str, env: dict[str, str], stdout: int, stderr: int
+        self, argv: list[str], base: str, env: dict[str, str], stdout: int, stderr: int
     ) -> tuple[subprocess.Popen[bytes], datetime]:
+        cwd = f"{base}/work"
+        if self._wrapped:
+            _check_command(argv[0], env, cwd)
         proc = subprocess.Popen(
-            [*self._wrapper, *argv],
+            self.isolation.command(argv, base, pdeathsig=self._pdeathsig),
             cwd=cwd,
             env=env,
             stdin=self._devnull,
@@ -153,6 +181,19 @@ class Spawner:
             os.close(self._devnull)
         if self._guard is not None:
             await asyncio.to_thread(self._guard.close)
+
+
+def _check_command(command: str, env: dict[str, str], cwd: str) -> None:
+    """Raise what exec would for a ``command`` found nowhere (as ``Popen`` does unwrapped)."""
+    if "/" in command:
+        if os.path.exists(os.path.join(cwd, command)):
+            return
+    else:
+        for folder in env.get("PATH", os.defpath).split(os.pathsep):
+            path = os.path.join(cwd, folder or ".", command)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
 
 
 def _attempt(spawn: Callable[[], tuple[subprocess.Popen[bytes], datetime]]) -> Spawned:
