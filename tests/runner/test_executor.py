@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from hookrun.events.base import Event
 from hookrun.events.runs import ExecutionFinished, ExecutionStarted, RunStatus
+from hookrun.runner.isolation import Isolation, build_isolation
 from hookrun.runner.processes import ProcessExecutor
 from hookrun.runner.specs import ExecutionSpec
 
@@ -53,18 +55,40 @@ class Reports:
         return self.finished()
 
 
-def _executor(tmp_path: Path, reports: Reports, **kw: object) -> ProcessExecutor:
-    return ProcessExecutor(
-        tmp_path, lease_s=30, runner_id="runner-test", emit=reports, **{"concurrency": 2, **kw}
-    )
+@pytest.fixture(params=["plain", "isolated"])
+def isolation(request: pytest.FixtureRequest, tmp_path: Path) -> Isolation:
+    """Every test runs as the runner ran before isolation, and as it runs by default here (as
+    root: as nobody in a bubblewrap sandbox, when the machine has bwrap)."""
+    if request.param == "plain":
+        return Isolation()
+    return build_isolation(user=None, sandbox="auto", data_dir=tmp_path, config_dir=None)
+
+
+@pytest.fixture
+def executor_for(isolation: Isolation):
+    def make(tmp_path: Path, reports: Reports, **kw: object) -> ProcessExecutor:
+        return ProcessExecutor(
+            tmp_path,
+            lease_s=30,
+            runner_id="runner-test",
+            emit=reports,
+            isolation=isolation,
+            **{"concurrency": 2, **kw},
+        )
+
+    return make
+
+
+def _workdir(tmp_path: Path, n: int) -> Path:
+    return tmp_path / "executions" / f"ex-{n}" / "work"
 
 
 @pytest.mark.parametrize("spawners", [0, 4], ids=["on-the-loop", "spawner-threads"])
 async def test_no_more_processes_run_at_once_than_slots_and_all_run(
-    tmp_path: Path, spawners: int
+    tmp_path: Path, executor_for, spawners: int
 ) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports, concurrency=2, spawners=spawners)
+    executor = executor_for(tmp_path, reports, concurrency=2, spawners=spawners)
     peak = 0
 
     async def watch() -> None:
@@ -86,12 +110,12 @@ async def test_no_more_processes_run_at_once_than_slots_and_all_run(
     assert time.monotonic() - t0 >= 0.55  # three rounds of two
 
 
-async def test_a_held_execution_starts_only_once_released(tmp_path: Path) -> None:
+async def test_a_held_execution_starts_only_once_released(tmp_path: Path, executor_for) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports)
-    marker = tmp_path / "ran"
-    executor.submit(_spec(1, ["touch", str(marker)]), held=True)
-    executor.submit(_spec(2, ["touch", str(tmp_path / "never")]), held=True)
+    executor = executor_for(tmp_path, reports)
+    marker = _workdir(tmp_path, 1) / "ran"
+    executor.submit(_spec(1, ["touch", "ran"]), held=True)
+    executor.submit(_spec(2, ["touch", "never"]), held=True)
     # Prepared while held (the runner does it while ExecutionCreated is in flight), not run.
     assert (tmp_path / "executions" / "ex-1" / "parameters.json").read_bytes() == b'{"n":1}'
     await asyncio.sleep(0.2)
@@ -102,15 +126,16 @@ async def test_a_held_execution_starts_only_once_released(tmp_path: Path) -> Non
     finished = await reports.wait(1)
     await asyncio.sleep(0.1)
     await executor.stop()
-    assert marker.exists() and not (tmp_path / "never").exists()
+    assert marker.exists() and not (_workdir(tmp_path, 2) / "never").exists()
     assert set(finished) == {"ex-1"} and executor.phase("ex-2") is None
 
 
 async def test_a_quick_process_is_reported_in_one_append_a_slow_one_announces_itself(
     tmp_path: Path,
+    executor_for,
 ) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports, quick_s=0.05)
+    executor = executor_for(tmp_path, reports, quick_s=0.05)
     executor.submit(_spec(1, ["true"]))
     await reports.wait(1)
     executor.submit(_spec(2, ["sleep", "0.3"]))
@@ -124,9 +149,9 @@ async def test_a_quick_process_is_reported_in_one_append_a_slow_one_announces_it
     assert isinstance(started, ExecutionStarted) and started.runner_id == "runner-test"
 
 
-async def test_exit_code_tails_timeout_and_cancel(tmp_path: Path) -> None:
+async def test_exit_code_tails_timeout_and_cancel(tmp_path: Path, executor_for) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports, concurrency=4)
+    executor = executor_for(tmp_path, reports, concurrency=4)
     executor.submit(_spec(1, ["sh", "-c", "echo out; echo err >&2; exit 3"]))
     executor.submit(_spec(2, ["sleep", "30"], timeout_s=0.3))
     executor.submit(_spec(3, ["sleep", "30"]))
@@ -141,32 +166,52 @@ async def test_exit_code_tails_timeout_and_cancel(tmp_path: Path) -> None:
     assert finished["ex-3"].status is RunStatus.CANCELED
 
 
-async def test_a_queued_execution_canceled_is_reported_without_running(tmp_path: Path) -> None:
+async def test_a_queued_execution_canceled_is_reported_without_running(
+    tmp_path: Path, executor_for
+) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports, concurrency=1)
+    executor = executor_for(tmp_path, reports, concurrency=1)
     executor.submit(_spec(1, ["sleep", "0.3"]))
-    executor.submit(_spec(2, ["touch", str(tmp_path / "never")]))
+    executor.submit(_spec(2, ["touch", "never"]))
     executor.cancel("ex-2")
     finished = await reports.wait(2)
     await executor.stop()
     assert finished["ex-2"].status is RunStatus.CANCELED
     assert finished["ex-2"].error == "run canceled before it started"
-    assert not (tmp_path / "never").exists()
+    assert not (_workdir(tmp_path, 2) / "never").exists()
 
 
-async def test_stop_kills_running_processes_without_reporting_them(tmp_path: Path) -> None:
+async def test_stop_kills_running_processes_without_reporting_them(
+    tmp_path: Path, executor_for
+) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports)
-    pidfile = tmp_path / "pid"
-    executor.submit(_spec(1, ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"]))
+    executor = executor_for(tmp_path, reports)
+    started = _workdir(tmp_path, 1) / "started"
+    executor.submit(_spec(1, ["sh", "-c", "touch started; exec sleep 30"]))
     deadline = time.monotonic() + 5
-    while not pidfile.exists() or not pidfile.read_text().strip():
+    while not started.exists():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
-    pid = int(pidfile.read_text())
+    # In a sandbox the shell's $$ is its pid in its own namespace: find it by its environment.
+    pids = _processes_of(tmp_path)
+    assert pids
     await executor.stop()
-    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in pids)
     assert reports.finished() == {}
+
+
+def _processes_of(tmp_path: Path) -> list[int]:
+    """Processes whose environment names an execution directory under ``tmp_path``."""
+    needle = f"HOOKRUN_OUTPUT={tmp_path}/executions/".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if needle in Path(f"/proc/{name}/environ").read_bytes():
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
 
 
 def _zombie(pid: int) -> bool:
@@ -177,9 +222,11 @@ def _zombie(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("argv", [["/nonexistent/binary"]])
-async def test_a_command_that_cannot_start_fails(tmp_path: Path, argv: list[str]) -> None:
+async def test_a_command_that_cannot_start_fails(
+    tmp_path: Path, executor_for, argv: list[str]
+) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports)
+    executor = executor_for(tmp_path, reports)
     executor.submit(_spec(1, argv))
     finished = await reports.wait(1)
     await executor.stop()
@@ -214,10 +261,10 @@ _WRITE_OUTPUT = 'import os, sys; open(os.environ["HOOKRUN_OUTPUT"], "w").write(s
     ids=["kept", "too-large", "not-json", "too-deep"],
 )
 async def test_an_output_no_event_could_carry_fails_the_execution_with_the_reason(
-    tmp_path: Path, written: str, error: str | None
+    tmp_path: Path, executor_for, written: str, error: str | None
 ) -> None:
     reports = Reports()
-    executor = _executor(tmp_path, reports, max_output_bytes=1024, max_json_depth=8)
+    executor = executor_for(tmp_path, reports, max_output_bytes=1024, max_json_depth=8)
     executor.submit(_spec(1, ["python3", "-c", _WRITE_OUTPUT, written]))
     try:
         finished = (await reports.wait(1))["ex-1"]
@@ -229,3 +276,49 @@ async def test_an_output_no_event_could_carry_fails_the_execution_with_the_reaso
         assert finished.status is RunStatus.FAILURE
         assert finished.exit_code == 0 and finished.output is None
         assert error in (finished.error or "")
+
+
+async def test_a_timed_out_process_gets_the_grace_to_end_cleanly(
+    tmp_path: Path, executor_for
+) -> None:
+    # In a sandbox the group's leader is bwrap: SIGTERM must reach the step, not end bwrap
+    # (which would SIGKILL the step at once).
+    reports = Reports()
+    executor = executor_for(tmp_path, reports)
+    script = 'trap "sleep 0.2; echo cleaned up; exit 0" TERM; echo up; sleep 30 & wait'
+    executor.submit(_spec(1, ["sh", "-c", script], timeout_s=0.5))
+    finished = (await reports.wait(1))["ex-1"]
+    await executor.stop()
+    assert finished.status is RunStatus.TIMED_OUT
+    assert finished.stdout_tail == "up\ncleaned up\n"
+
+
+_LOOK_AROUND = """
+import json, os
+executions = os.path.dirname(os.path.dirname(os.getcwd()))
+json.dump({
+    "uid": os.getuid(),
+    "executions": sorted(os.listdir(executions)),
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "etc_writable": os.access("/etc", os.W_OK),
+}, open(os.environ["HOOKRUN_OUTPUT"], "w"))
+"""
+
+
+async def test_an_isolated_execution_sees_neither_the_runner_nor_other_executions(
+    tmp_path: Path, executor_for, isolation: Isolation
+) -> None:
+    if not isolation.sandboxed:
+        pytest.skip("no sandbox here")
+    reports = Reports()
+    executor = executor_for(tmp_path, reports)
+    executor.submit(_spec(1, ["sleep", "1"]))
+    executor.submit(_spec(2, ["python3", "-c", _LOOK_AROUND]))
+    finished = (await reports.wait(2))["ex-2"]
+    await executor.stop()
+    assert finished.status is RunStatus.SUCCESS, finished.stderr_tail
+    seen = finished.output
+    assert seen["executions"] == ["ex-2"]  # not ex-1, running beside it
+    assert seen["pids"] == [1, 2]  # bwrap's init and the step: no runner, no other process
+    assert not seen["etc_writable"]
+    assert (seen["uid"] == 0) is (isolation.user is None)

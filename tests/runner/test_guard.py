@@ -69,3 +69,62 @@ def test_a_closed_guard_kills_what_is_still_registered_and_exits() -> None:
     guard.close()
     assert not guard.alive
     assert proc.wait(timeout=5) == -signal.SIGKILL
+
+
+# The same with the execution in a sandbox (as root here: as nobody, inside bwrap): the guard
+# kills bwrap's group, and bwrap's --die-with-parent takes the sandbox's processes with it.
+SANDBOXED_RUNNER = r"""
+import os, subprocess, sys, time
+from pathlib import Path
+from hookrun.runner.guard import Guard
+from hookrun.runner.isolation import build_isolation
+data = Path(sys.argv[1])
+isolation = build_isolation(user=None, sandbox="auto", data_dir=data, config_dir=None)
+base = data / "executions" / "ex-1"
+(base / "work").mkdir(parents=True)
+if isolation.owner:
+    os.chown(base, *isolation.owner)
+    os.chown(base / "work", *isolation.owner)
+guard = Guard()
+env = {"PATH": "/usr/bin:/bin", "HOOKRUN_OUTPUT": f"{base}/output.json", **guard.env}
+argv = isolation.command(["sh", "-c", "sleep 60 & sleep 60"], str(base))
+proc = subprocess.Popen(argv, cwd=base / "work", env=env, start_new_session=True)
+guard.register(proc.pid)
+print(proc.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_runners_sandboxed_executions_die_with_it(tmp_path: Path) -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-c", SANDBOXED_RUNNER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert runner.stdout is not None
+        int(runner.stdout.readline())
+        needle = f"HOOKRUN_OUTPUT={tmp_path}/".encode()
+        deadline = time.monotonic() + 5
+        while len(pids := _with_environ(needle)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the shell and its two sleeps (and bwrap's processes)
+        assert len(pids) >= 3
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+        assert _wait_dead(pids) == []
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+
+
+def _with_environ(needle: bytes) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if needle in Path(f"/proc/{name}/environ").read_bytes() and _alive(int(name)):
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
