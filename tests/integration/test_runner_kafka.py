@@ -46,14 +46,28 @@ elif mode == "sleep":
     print("sleeping", flush=True)
     time.sleep(float(sys.argv[2]))
 elif mode == "once":
-    # First attempt hangs (its runner gets killed); the retry finds the marker and succeeds.
-    marker = pathlib.Path(sys.argv[2])
-    if not marker.exists():
-        marker.write_text("x")
+    # First attempt says it is under way and hangs (its runner gets killed); the test then
+    # leaves the marker in the (read-only) config dir, and the retry finds it and succeeds.
+    if not pathlib.Path(sys.argv[2]).exists():
+        pathlib.Path("under-way").write_text("x")
         time.sleep(60)
     out({"attempt": "retry"})
 elif mode == "big":
     out("x" * int(sys.argv[2]))
+elif mode == "hunt":
+    # Look for the runner's secrets (NAME=value) wherever an execution could find them.
+    names = tuple(f"{n}=".encode() for n in sys.argv[2:])
+    places = {"own environment": b"\0".join(f"{k}={v}".encode() for k, v in os.environ.items())}
+    for path in [f"/proc/{os.getppid()}/environ"] + [
+        f"/proc/{p}/environ" for p in os.listdir("/proc") if p.isdigit()
+    ]:
+        try:
+            places[path] = open(path, "rb").read()
+        except OSError:
+            pass
+    found = {where: [e.decode() for e in text.split(b"\0") if e.startswith(names)]
+             for where, text in places.items()}
+    out({"uid": os.getuid(), "read": sorted(places), "found": {k: v for k, v in found.items() if v}})
 elif mode == "node":
     name = sys.argv[2]
     text = "".join(p.read_text() for p in sorted(inputs.iterdir()))
@@ -83,6 +97,8 @@ steps:
   - {name: node_a, command: ["python3", "{config_dir}/step.py", "node", "a"], inputs: [{name: payload}]}
   - {name: node_b, command: ["python3", "{config_dir}/step.py", "node", "b"]}
   - {name: node_c, command: ["python3", "{config_dir}/step.py", "node", "c"]}
+  - name: hunt
+    command: ["python3", "{config_dir}/step.py", "hunt", "HOOKRUN_ADMIN_TOKEN", "HOOKRUN_DATABASE_URL", "HOOKRUN_TEST_TOKEN"]
 pipelines:
   - name: chain
     nodes: [{name: a, step: node_a}, {name: b, step: node_b}, {name: c, step: node_c}]
@@ -112,6 +128,7 @@ triggers:
               {action: run_execution, step: big}, {action: run_execution, step: big},
               {action: run_execution, step: big}]
   - {id: pause, title: p, actions: [{action: run_execution, step: pause}]}
+  - {id: hunt, title: h, actions: [{action: run_execution, step: hunt}]}
   - {id: chain, title: c, actions: [{action: run_pipeline, pipeline: chain, payload_input: a.payload}]}
   - {id: broken, title: b, actions: [{action: run_pipeline, pipeline: broken}]}
   - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}"}]}
@@ -138,6 +155,9 @@ class Harness:
         self.ns = new_namespace()
         self.topic = topics.named(topics.RUNS, self.ns)
         self.dir = tmp_path
+        # pytest makes it 0700: executions run as nobody (the runner runs as root here) and
+        # read {config_dir}/step.py
+        tmp_path.chmod(0o755)
         (tmp_path / "step.py").write_text(STEP)
         self.config = tmp_path / "hookrun.yaml"
         self.config.write_text(CONFIG)
@@ -440,6 +460,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _processes_with(*variables: str) -> list[int]:
+    """Processes whose environment holds one of ``variables`` (NAME=value)."""
+    wanted = [v.encode() for v in variables]
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                env = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(v in env for v in wanted):
+                found.append(int(name))
+    return found
+
+
 async def test_a_killed_runners_executions_are_aborted_or_retried_by_the_next_one(
     kafka_bootstrap, tmp_path
 ):
@@ -455,16 +490,21 @@ async def test_a_killed_runners_executions_are_aborted_or_retried_by_the_next_on
 
         evs = await h.events(both_started)
         pids = [e.pid for e in evs if e.type == "hookrun.execution.started"]
-        # kill only once the first attempt is under way (it leaves a marker for the retry)
+        # kill only once the first attempt is under way; the marker lets the retry succeed
         deadline = time.monotonic() + 10
-        while not (tmp_path / "marker").exists() and time.monotonic() < deadline:
+        while not list(tmp_path.glob("data/executions/*/work/under-way")):
+            assert time.monotonic() < deadline, a.tail()
             await asyncio.sleep(0.05)
+        (tmp_path / "marker").write_text("x")
+        # the steps themselves (in a sandbox: not the processes ExecutionStarted names)
+        steps = _processes_with(f"HOOKRUN_RUN_ID={hold}", f"HOOKRUN_RUN_ID={once}")
+        assert steps
         a.kill()
         # the executions died with their runner (the execution guard)
         deadline = time.monotonic() + 5
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(_alive(p) for p in pids + steps) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert not any(_alive(p) for p in pids)
+        assert not any(_alive(p) for p in pids + steps)
         killed_at = time.monotonic()
         h.runner()
         found = await h.finished([hold, once], timeout_s=40)
@@ -594,5 +634,30 @@ async def test_runs_whose_events_cannot_be_recorded_fail_and_wedge_nothing_after
         assert finish(found[after]).status == "SUCCESS"
         for run_id in (deep, huge, bulky):
             one(found[run_id], FINISHED)
+    finally:
+        await h.stop()
+
+
+async def test_an_execution_finds_none_of_the_runners_secrets(kafka_bootstrap, tmp_path):
+    """A step hunts the runner's secrets in /proc/$PPID/environ, every /proc/*/environ it can
+    read and its own environment: it finds none, and it does not run as root (tests run as
+    root here, so by default it runs as nobody in a bubblewrap sandbox)."""
+    secrets = {
+        "HOOKRUN_ADMIN_TOKEN": f"admin-{uuid.uuid4().hex}",
+        "HOOKRUN_DATABASE_URL": f"postgresql://hookrun:{uuid.uuid4().hex}@db/hookrun",
+        # what the `ok` step's `${env:HOOKRUN_TEST_TOKEN}` resolves to
+        "HOOKRUN_TEST_TOKEN": f"tok-{uuid.uuid4().hex}",
+    }
+    h = await Harness(kafka_bootstrap, tmp_path).start()
+    try:
+        h.runner(**secrets)
+        run_id = await h.launch("hunt")
+        run = finish((await h.finished([run_id]))[run_id])
+        assert run.status == "SUCCESS", run.error
+        [hunted] = run.output.values()
+        assert hunted["found"] == {}
+        assert not any(value in orjson.dumps(hunted).decode() for value in secrets.values())
+        assert hunted["uid"] != 0
+        assert "own environment" in hunted["read"]
     finally:
         await h.stop()
