@@ -13,10 +13,10 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup setup-postgres run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup setup-postgres setup-sandbox run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
-	@echo "make setup        install uv, the workspace (.venv) and the Kafka broker jars"
+	@echo "make setup        install uv, the workspace (.venv), the Kafka broker jars and bubblewrap"
 	@echo "make run          broker + every service + demo receiver with examples/hookrun.yaml; Ctrl-C stops all"
 	@echo "make chaos        5,000 signed launches while every service and the broker are killed and restarted"
 	@echo "make bench        the benchmark: every figure beside its same-run baseline (bench/results/)"
@@ -36,8 +36,20 @@ $(SYNCED): $(UV) uv.lock $(PYPROJECTS)
 	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python python3
 	touch $@
 
-setup: $(SYNCED)
+setup: $(SYNCED) setup-sandbox
 	$(PY) -m hookrun.dev.kafka fetch
+
+# The runner runs executions in a bubblewrap sandbox when `bwrap` is there (docs/runner.md,
+# Executions): Debian's package is installed when missing (as root with apt-get; CI runs as root).
+setup-sandbox:
+	@if command -v bwrap >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's bubblewrap for the execution sandbox"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else \
+	  echo "bwrap not found: executions run without a sandbox (apt-get install bubblewrap)"; \
+	fi
 
 # The status tests run on PostgreSQL too: Debian's server binaries are installed when missing
 # (as root with apt-get; CI runs as root). No cluster is created or started by the package:
