@@ -41,9 +41,13 @@ Handler = Callable[[Event, int, S], Awaitable[Sequence[Event]]]
 
 
 class PublisherClient(RecordSender, Protocol):
-    """The publisher calls the loop makes (:class:`~hookrun.events.kafka.Publisher`'s)."""
+    """The publisher calls the loop and its services make (:class:`~hookrun.events.kafka.Publisher`'s)."""
 
     async def publish(self, events: Sequence[Event]) -> None: ...
+
+    async def start(self, *, wait: bool = False) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass(eq=False)

@@ -80,7 +80,8 @@ class Notifier(Service[Book]):
         self._concurrency = concurrency
         #: The handlers with the notifier's dependencies bound: (event, offset, book).
         self._table: dict[type[Event], list[Handler[Book]]] = {
-            cls: [partial(handler, deps=deps) for handler in handlers]
+            # A Callable alias cannot name the parameter partial binds.
+            cls: [partial(handler, deps=deps) for handler in handlers]  # type: ignore[call-arg]
             for cls, handlers in HANDLERS.items()
         }
         self.loop = ConsumeLoop(
