@@ -29,6 +29,9 @@ class TestJsonDepth:
             (b"[" * 100, False),
             (nested(2000), False),
             (b"plain text [[[[", False),
+            (b'{"a":[' * 32 + b"1" + b"]}" * 32, False),
+            (b'{"a":[' * 32 + b"[]" + b"]}" * 32, True),
+            (b'[{"a":' * 33 + b"1" + b"}]" * 33, True),
         ],
         ids=[
             "at-the-limit",
@@ -40,6 +43,9 @@ class TestJsonDepth:
             "not-json",
             "deeper-than-any-json-parser-reads",
             "text",
+            "objects-and-arrays-in-turn-at-the-limit",
+            "objects-and-arrays-in-turn-one-over",
+            "arrays-and-objects-in-turn-over",
         ],
     )
     def test_only_json_nested_past_the_limit_is_too_deep(self, raw, too_deep):

@@ -216,11 +216,9 @@ def _nested(depth: int, kinds: str, leaf: bytes) -> bytes:
     return b"".join(opens) + leaf + b"".join(reversed(closes))
 
 
-#: JSON nested 65-300 levels deep (past HOOKRUN_MAX_JSON_DEPTH's default of 64), arrays or
-#: objects, alone or inside an ordinary object; the deepest objects are over the fuzz tests' body
-#: limit, and get 413.
-# TODO(issue 13): nests that alternate arrays and objects too, once json_too_deep counts each of
-# their levels (tests/gateway/test_nested_bodies.py holds the case, as a strict xfail).
+#: JSON nested 65-300 levels deep (past HOOKRUN_MAX_JSON_DEPTH's default of 64), arrays,
+#: objects or both in turn, alone or inside an ordinary object; the deepest objects are over the
+#: fuzz tests' body limit, and get 413.
 too_deep = st.builds(
     lambda depth, kinds, leaf, wrapped, content_type: Body(
         b'{"id": 1, "deep": ' + _nested(depth, kinds, leaf) + b"}"
@@ -230,7 +228,7 @@ too_deep = st.builds(
         depth + wrapped,
     ),
     st.integers(min_value=65, max_value=300),
-    st.sampled_from(["[", "{"]),
+    st.sampled_from(["[", "{", "[{", "{["]),
     st.sampled_from([b"1", b'"x"', b"[]", b"{}", b"null"]),
     st.booleans(),
     st.sampled_from(["application/json", None]),

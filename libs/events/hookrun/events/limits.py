@@ -36,11 +36,12 @@ def json_too_deep(raw: bytes, limit: int) -> bool:
     except orjson.JSONDecodeError:
         return False
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    # Each pass removes the innermost level of every container.
+    # Each pass removes exactly the innermost level of every container: "[]" is marked first,
+    # so that "{[]}" loses one level in a pass, not two.
     for _ in range(limit):
         if not brackets:
             return False
-        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        brackets = brackets.replace(b"[]", b"<>").replace(b"{}", b"").replace(b"<>", b"")
     return bool(brackets)
 
 
