@@ -300,6 +300,24 @@ class TestAdmin:
         [event] = app.state.event_log.events
         assert event.request.body() == at_the_limit
 
+    def test_test_launch_takes_its_depth_limit_from_the_setting(self, config, store):
+        log = FakeEventLog()
+        application = build(
+            Settings(hookrun_admin_token=TOKEN, hookrun_max_json_depth=3),
+            config,
+            store=store,
+            event_log=log,
+            ends=FakeLogEnds(),
+        )
+        application.router.lifespan_context = _no_lifespan
+        with TestClient(application) as c:
+            r = c.post("/api/v1/triggers/gh/test-launch", content=b"[[[[]]]]", headers=self.auth())
+        assert (r.status_code, r.json()) == (
+            400,
+            {"error": "JSON body nests deeper than HOOKRUN_MAX_JSON_DEPTH (3)"},
+        )
+        assert log.events == []
+
     def test_test_launch_takes_its_depth_limit_from_the_deps(self, client, app):
         app.state.deps.max_json_depth = 3
         r = client.post("/api/v1/triggers/gh/test-launch", content=b"[[[[]]]]", headers=self.auth())

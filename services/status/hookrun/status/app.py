@@ -118,6 +118,7 @@ def build(
         namespace=settings.hookrun_namespace,
         admin_token=token.get_secret_value() if token is not None else None,
         catch_up_timeout_s=settings.hookrun_status_catch_up_timeout_s,
+        max_json_depth=settings.hookrun_max_json_depth,
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.projector = projector
