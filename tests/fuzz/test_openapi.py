@@ -21,7 +21,7 @@ from hookrun.gateway.config import Settings as GatewaySettings
 from hookrun.status.adapters import FakeLogEnds
 from hookrun.status.app import build as build_status
 from hookrun.status.config import Settings as StatusSettings
-from hookrun.status.store import SqliteStore
+from hookrun.status.sqlite import SqliteStore
 from tests.fuzz.strategies import CONFIG, SIGNABLE, fuzz
 from tests.status.conftest import Feeder
 from tests.status.factories import launched, run_events

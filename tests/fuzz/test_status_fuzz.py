@@ -24,7 +24,7 @@ from hookrun.gateway.adapters import FakeEventLog
 from hookrun.status.adapters import FakeLogEnds
 from hookrun.status.app import build
 from hookrun.status.config import Settings
-from hookrun.status.store import SqliteStore
+from hookrun.status.sqlite import SqliteStore
 from tests.fuzz.strategies import (
     CONFIG,
     SIGN_THE_BODY,

@@ -10,7 +10,8 @@ import pytest
 from hookrun.config import parse_config
 from hookrun.events import Event, decode, encode, topics
 from hookrun.status.projection import Position, cloudevent_json, fold
-from hookrun.status.store import Applied, SqliteStore
+from hookrun.status.sqlite import SqliteStore
+from hookrun.status.store import Applied
 from tests.status.factories import CONFIG
 
 

@@ -10,17 +10,12 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from hookrun.events import Event, Record
 from hookrun.events.kafka import KafkaUnavailable, Publisher, consumer_settings, partitions_of
+from hookrun.events.murmur import partition_for
 
 log = logging.getLogger(__name__)
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition the producers put ``key`` in: aiokafka's (and Java's) default partitioner."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class EventLog(Protocol):
@@ -70,7 +65,7 @@ class FakeLogEnds:
         self.ends: dict[tuple[str, int], int] = {}
 
     async def end_of(self, topic: str, key: bytes) -> tuple[int, int]:
-        part = partition_of(key, self.partitions)
+        part = partition_for(key, self.partitions)
         return part, self.ends.get((topic, part), 0)
 
 
@@ -132,7 +127,7 @@ class KafkaLogEnds:
                     if not count:
                         raise KafkaUnavailable(f"topic {topic} does not exist")
                     self._counts[topic] = count
-                part = partition_of(key, count)
+                part = partition_for(key, count)
                 ends = await asyncio.shield(self._ends_read_from_now(consumer, topic, count))
         except (KafkaError, TimeoutError) as exc:
             raise KafkaUnavailable(f"could not read the log end of {topic}: {exc!r}") from exc

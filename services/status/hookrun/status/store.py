@@ -431,12 +431,3 @@ def _run(r: dict[str, Any]) -> dict[str, Any]:
 def grouped(todo: Sequence[Applied]) -> list[Statement]:
     """The batch's row changes as ``executemany`` groups."""
     return statements((item.run_id, item.ops) for item in todo)
-
-
-def __getattr__(name: str) -> Any:
-    # The adapters used to live here: ``from hookrun.status.store import SqliteStore`` still works.
-    if name == "SqliteStore":
-        from hookrun.status.sqlite import SqliteStore
-
-        return SqliteStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
