@@ -175,6 +175,29 @@ class TestStaticSecret:
         }
         assert redacted_query(trigger) == {"token"}
 
+    def test_every_header_a_condition_reads_a_signature_from_is_redacted(
+        self, trigger_with: Callable[..., Trigger]
+    ) -> None:
+        trigger = trigger_with(
+            [
+                {"type": "hmac", "header": "X-Hub-Signature-256", "secret": "a"},
+                {"type": "standard_webhooks", "secret": "b"},
+                {"type": "stripe", "secret": "c"},
+                {"type": "slack", "secret": "d"},
+                {"type": "ip_allow", "cidrs": ["10.0.0.0/8"]},
+            ]
+        )
+        assert redacted_headers(trigger) == {
+            "x-hub-signature-256",
+            "webhook-signature",
+            "svix-signature",
+            "stripe-signature",
+            "x-slack-signature",
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+        }
+
 
 class TestStandardWebhooks:
     def test_signature_from_the_reference_library_passes(

@@ -156,6 +156,18 @@ class TestAcceptedLaunch:
         )
         assert r.status_code == 202
         assert launched(log)[0].delivery_id == "msg_1"
+        stored = launched(log)[0].request.headers
+        assert stored["webhook-signature"] == "[redacted]"
+        assert stored["webhook-id"] == "msg_1"
+
+    def test_a_signature_header_is_stored_redacted(self, client, log):
+        r = client.post(
+            "/api/v0/launch/gh/", content=BODY, headers={"X-Hub-Signature-256": github_sig(BODY)}
+        )
+        assert r.status_code == 202
+        [event] = launched(log)
+        assert event.request.headers["x-hub-signature-256"] == "[redacted]"
+        assert github_sig(BODY) not in event.model_dump_json()
 
     def test_hmac_sha512_base64_and_sha1_hex_are_accepted(self, client):
         sig512 = base64.b64encode(hmac.new(b"s", BODY, hashlib.sha512).digest()).decode()

@@ -332,8 +332,9 @@ REDACTED = "[redacted]"
 def redact(trigger: Trigger, request: InboundRequest) -> tuple[dict[str, str], dict[str, str]]:
     """The request's headers (lowercased names) and query as they may be stored in an event.
 
-    Values of headers and query parameters that carry secrets (the trigger's static secrets,
-    ``Authorization``, ``Cookie``, ``Proxy-Authorization``) are replaced by ``[redacted]``.
+    Values of headers and query parameters that carry secrets (every header a condition reads a
+    secret or a signature from, a static secret's query parameter, ``Authorization``,
+    ``Cookie``, ``Proxy-Authorization``) are replaced by ``[redacted]``.
     """
     hidden_headers = trigger._redacted_headers
     hidden_query = trigger._redacted_query

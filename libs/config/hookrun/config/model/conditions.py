@@ -30,6 +30,13 @@ class _ConditionBase(Frozen):
     #: Whether the condition checks a signature over the request body. Run info then takes its
     #: run_id from the signed body only: an empty body's signature is one replayable constant.
     signs_body: ClassVar[bool] = False
+    #: Lowercased names of the headers it reads a secret or a signature from: they are stored
+    #: ``[redacted]`` in TriggerLaunched (a stored signature is a replayable credential).
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+
+    def redacted_headers(self) -> frozenset[str]:
+        """The headers of a request this condition checked that must not be stored."""
+        return self.secret_headers
 
     # A fixed sender identity reported as the run's `account` when this condition passes.
     account: str | None = None
@@ -52,6 +59,9 @@ class HmacCondition(_ConditionBase):
         self._key = secret_bytes(self.secret)
         self._prefix = self.prefix.encode()
 
+    def redacted_headers(self) -> frozenset[str]:
+        return frozenset({self.header.lower()})
+
 
 class StaticSecretCondition(_ConditionBase):
     type: Literal["static_secret"]
@@ -69,6 +79,9 @@ class StaticSecretCondition(_ConditionBase):
     def _post_init(self) -> None:
         self._key = secret_bytes(self.secret)
 
+    def redacted_headers(self) -> frozenset[str]:
+        return frozenset({self.header.lower()}) if self.header is not None else frozenset()
+
 
 class _TimestampedCondition(_ConditionBase):
     signs_body: ClassVar[bool] = True
@@ -84,6 +97,7 @@ class _TimestampedCondition(_ConditionBase):
 
 class StandardWebhooksCondition(_TimestampedCondition):
     type: Literal["standard_webhooks"]
+    secret_headers: ClassVar[frozenset[str]] = frozenset({"webhook-signature", "svix-signature"})
 
     @field_validator("secret")
     @classmethod
@@ -101,10 +115,12 @@ class StandardWebhooksCondition(_TimestampedCondition):
 
 class StripeCondition(_TimestampedCondition):
     type: Literal["stripe"]
+    secret_headers: ClassVar[frozenset[str]] = frozenset({"stripe-signature"})
 
 
 class SlackCondition(_TimestampedCondition):
     type: Literal["slack"]
+    secret_headers: ClassVar[frozenset[str]] = frozenset({"x-slack-signature"})
 
 
 def _network(cidr: str) -> str:

@@ -199,11 +199,9 @@ class Trigger(Frozen):
             self._validator = Draft202012Validator(
                 self.payload_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
             )
-        self._redacted_headers = _ALWAYS_REDACTED_HEADERS | {
-            c.header.lower()
-            for c in self.conditions
-            if isinstance(c, StaticSecretCondition) and c.header is not None
-        }
+        self._redacted_headers = _ALWAYS_REDACTED_HEADERS.union(
+            *(c.redacted_headers() for c in self.conditions)
+        )
         self._redacted_query = frozenset(
             c.query
             for c in self.conditions
