@@ -1,5 +1,6 @@
 """Run info and the admin API are forwarded to the status service unchanged."""
 
+import logging
 from urllib.parse import unquote
 
 import httpx
@@ -170,3 +171,15 @@ class TestOnlyNormalisedPathsAreForwarded:
         [req] = seen
         assert req.url.raw_path == f"{forwarded}?run_id=r-1".encode()
         assert req.headers["x-token"] == "tok"
+
+
+def test_no_secret_of_a_forwarded_request_reaches_the_log(seen, caplog):
+    def status(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "pending", "result": []})
+
+    caplog.set_level(logging.DEBUG)
+    with client_for(httpx.MockTransport(status)) as c:
+        r = c.get("/api/v0/launch/query/run/?token=qtok-secret&run_id=r-1")
+    assert r.status_code == 200 and seen
+    assert "qtok-secret" not in caplog.text

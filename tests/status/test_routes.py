@@ -347,3 +347,20 @@ class TestAdmin:
             if path.startswith("/api/v1/"):
                 for op in ops.values():
                     assert {"401", "503"} <= set(op["responses"]), path
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mysql://admin:hunter2@db/x", "mysql://admin:***@db/x"),
+        ("postgresql//admin:hunter2@db/x", "postgresql//admin:***@db/x"),
+        ("postgres:admin:hunter2@db", "postgres:***@db"),
+    ],
+)
+def test_an_invalid_database_url_is_refused_without_its_password(url, shown):
+    from hookrun.status.app import open_store
+
+    with pytest.raises(ValueError, match="HOOKRUN_DATABASE_URL") as refused:
+        open_store(url)
+    assert "hunter2" not in str(refused.value)
+    assert repr(shown) in str(refused.value)

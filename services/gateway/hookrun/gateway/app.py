@@ -56,6 +56,10 @@ def build(
     started out of the garbage collector's reach (``gc.freeze``): a full collection of that
     heap would stall every launch in flight (decision 0010).
     """
+    # httpx logs every forwarded request's URL at INFO, and a run-info query may carry a
+    # trigger's static secret (?token=...): the gateway logs no URL of its own either.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     publisher: Publisher | None = None
     if event_log is None:
         publisher = Publisher(

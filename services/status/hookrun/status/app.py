@@ -18,7 +18,7 @@ from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.status import handlers, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
-from hookrun.status.config import Settings, sqlite_path
+from hookrun.status.config import Settings, shown_url, sqlite_path
 from hookrun.status.postgres import PostgresStore
 from hookrun.status.projector import Progress, Projector
 from hookrun.status.rebuild import rebuild
@@ -35,7 +35,9 @@ def open_store(url: str, *, apply_delay_s: float = 0.0) -> SqlStore:
         return SqliteStore(path, apply_delay_s=apply_delay_s)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url, apply_delay_s=apply_delay_s)
-    raise ValueError(f"HOOKRUN_DATABASE_URL must be sqlite:///... or postgresql://..., not {url!r}")
+    raise ValueError(
+        f"HOOKRUN_DATABASE_URL must be sqlite:///... or postgresql://..., not {shown_url(url)!r}"
+    )
 
 
 def build(
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         count = asyncio.run(rebuild(settings))
         print(
-            f"hookrun status: rebuilt {settings.hookrun_database_url} from {count} records "
+            f"hookrun status: rebuilt {shown_url(settings.hookrun_database_url)} from {count} records "
             f"in {time.monotonic() - started:.1f}s"
         )
         return

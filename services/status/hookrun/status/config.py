@@ -11,6 +11,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from hookrun.events import limits, topics
 
 
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it: whatever stands between the user and ``@`` (the
+    password) becomes ``***``, also in a URL too malformed to parse."""
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, userinfo = head.partition("://")
+    if not sep:
+        scheme, userinfo = "", head
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
 class Settings(BaseSettings):
     """Environment of the status service; defaults suit `make run` and `docker compose up`."""
 
