@@ -131,7 +131,7 @@ triggers:
   - {id: hunt, title: h, actions: [{action: run_execution, step: hunt}]}
   - {id: chain, title: c, actions: [{action: run_pipeline, pipeline: chain, payload_input: a.payload}]}
   - {id: broken, title: b, actions: [{action: run_pipeline, pipeline: broken}]}
-  - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}"}]}
+  - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}", from_any_trigger: true}]}
   - id: multi
     title: m
     actions:

@@ -49,7 +49,8 @@ triggers:
   - {id: flaky, title: f, actions: [{action: run_execution, step: flaky}]}
   - {id: authed, title: a, actions: [{action: run_execution, step: authed}]}
   - {id: chain, title: c, actions: [{action: run_pipeline, pipeline: chain, payload_input: a.payload}]}
-  - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}"}]}
+  - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}", from_any_trigger: true}]}
+  - {id: copy-own, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}"}]}
 """
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
@@ -289,6 +290,25 @@ class TestPipelines:
         plan = reconcile(new_run("copy", {"source": "nope"}), ctx(config, index=index))
         assert types(plan.events) == ["RunStarted", "ActionCompleted", "RunFinished"]
         assert plan.events[-1].status is RunStatus.FAILURE
+
+    def test_copy_pipeline_copies_only_its_own_triggers_pipelines_by_default(self, config):
+        source = reconcile(new_run("chain", {"x": 1}), ctx(config)).events[2]
+        assert isinstance(source, PipelineDefined) and source.trigger_id == "chain"
+        index = FakePipelineIndex()
+        index.remember(source)
+        # another trigger names the chain's pipeline: refused
+        plan = reconcile(
+            new_run("copy-own", {"source": source.pipeline_id}), ctx(config, index=index)
+        )
+        assert types(plan.events) == ["RunStarted", "ActionCompleted", "RunFinished"]
+        assert "was not created by trigger 'copy-own'" in plan.events[1].error
+        # a pipeline that trigger created itself: copied
+        mine = source.model_copy(update={"pipeline_id": "p-own", "trigger_id": "copy-own"})
+        index.remember(mine)
+        plan = reconcile(new_run("copy-own", {"source": "p-own"}), ctx(config, index=index))
+        assert types(plan.events)[:3] == ["RunStarted", "PipelineCreated", "PipelineDefined"]
+        assert plan.events[1].source_pipeline_id == "p-own"
+        assert plan.events[1].trigger_id == "copy-own"
 
 
 class TestRunTable:

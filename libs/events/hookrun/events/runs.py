@@ -201,6 +201,9 @@ class PipelineCreated(Event):
     inputs_b64: dict[str, dict[str, str]] = {}
     #: For copy_pipeline: the pipeline this one copies.
     source_pipeline_id: str | None = None
+    #: The trigger whose run created it (copy_pipeline copies only its own trigger's pipelines
+    #: unless the action allows any); absent in definitions older than the field.
+    trigger_id: str | None = None
 
 
 @register(
@@ -228,6 +231,7 @@ class PipelineDefined(Event):
     parameters: dict[str, dict[str, Any]] = {}
     inputs_b64: dict[str, dict[str, str]] = {}
     source_pipeline_id: str | None = None
+    trigger_id: str | None = None
 
     @classmethod
     def of(cls, created: PipelineCreated) -> PipelineDefined:

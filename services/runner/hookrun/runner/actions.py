@@ -159,6 +159,7 @@ def _create_action(
             edges=[(e.from_, e.to) for e in pipeline.edges],
             parameters=parameters,
             inputs_b64=inputs,
+            trigger_id=launched.trigger_id,
         )
         return [created, PipelineDefined.of(created)]
     assert isinstance(action, CopyPipelineAction)
@@ -168,6 +169,11 @@ def _create_action(
     problem = None
     if source is None:
         problem = f"unknown source pipeline {source_id!r}"
+    elif not action.from_any_trigger and source.trigger_id != launched.trigger_id:
+        problem = (
+            f"source pipeline {source_id!r} was not created by trigger {launched.trigger_id!r}"
+            " (from_any_trigger: true allows it)"
+        )
     else:
         for step_name in source.nodes.values():
             step = config.step(step_name)
@@ -200,5 +206,6 @@ def _create_action(
         parameters=dict(source.parameters),
         inputs_b64=dict(source.inputs_b64),
         source_pipeline_id=source.pipeline_id,
+        trigger_id=launched.trigger_id,
     )
     return [created, PipelineDefined.of(created)]

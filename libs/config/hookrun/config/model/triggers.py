@@ -55,6 +55,9 @@ class RunPipelineAction(Frozen):
 class CopyPipelineAction(Frozen):
     action: Literal["copy_pipeline"]
     source_pipeline_id: NonEmptyStr
+    #: False: only a pipeline this same trigger created may be copied, so a sender who names
+    #: a pipeline id cannot rerun another trigger's pipeline (its parameters and inputs).
+    from_any_trigger: bool = False
 
 
 ACTION_TYPES = ("run_execution", "run_pipeline", "copy_pipeline")
