@@ -122,6 +122,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
     await ensure_topics(bootstrap, namespace=namespace)
     topic = topics.named(topics.RUNS, namespace)
     tmp = Path(tempfile.mkdtemp(prefix="hookrun-bench-runner-"))
+    tmp.chmod(0o755)  # reachable by the execution user, so the runner's default isolation runs
     (tmp / "bench.yaml").write_text(CONFIG)
     port = free_port()
     runner = ServiceProcess(

@@ -294,6 +294,8 @@ class ChaosSystem:
 
     def __init__(self, root: Path, plan: Plan) -> None:
         self.root = root
+        # Executions run as another user (nobody), which must reach the execution directories.
+        root.chmod(0o755)
         self.plan = plan
         self.namespace = f"chaos-{int(time.time())}"
         self.kafka = LocalKafka(root / "kafka", port=free_port(), die_with_parent=True)

@@ -195,6 +195,8 @@ class System:
         ``namespace``: its topics' namespace; else a fresh ``e2e-<hex>``.
         """
         self.root = root
+        # Executions run as another user (nobody), which must reach the config's step script.
+        root.chmod(0o755)
         self.namespace = namespace or f"e2e-{uuid.uuid4().hex[:8]}"
         self.receiver = receiver if receiver is not None else Receiver([WHSEC])
         (root / "step.py").write_text(STEP)
