@@ -285,16 +285,9 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
         body = notification_body(run, deps.config)
     except (TypeError, ValueError) as exc:  # orjson: nested too deep, or not serialisable
         reason = f"the RunNotification cannot be built: {exc}"
-        return [
-            DeliveryAttempted(**base, outcome="failed", error=reason),
-            DeliveryExhausted(
-                run_id=run.run_id,
-                message_id=delivery.message_id,
-                subscription_id=sub.id,
-                attempts=attempt,
-                last_error=reason,
-            ),
-        ]
+        return _exhausted(
+            delivery, DeliveryAttempted(**base, outcome="failed", error=reason), reason
+        )
     headers = signed_headers(delivery.message_id, int(deps.now()), body, sub.keys, sub.first_secret)
     result = await deps.sender.send(sub.id, sub.url, body, headers)
     fields = {
@@ -324,19 +317,24 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
         deps.schedule, attempt - delivery.round_start, deps.jitter, deps.rand, result.retry_after_s
     )
     if delay is None:
-        last = result.error or f"HTTP {code}"
-        return [
-            DeliveryAttempted(**fields, outcome="failed"),
-            DeliveryExhausted(
-                run_id=run.run_id,
-                message_id=delivery.message_id,
-                subscription_id=sub.id,
-                attempts=attempt,
-                last_error=last,
-            ),
-        ]
+        last = DeliveryAttempted(**fields, outcome="failed")
+        return _exhausted(delivery, last, result.error or f"HTTP {code}")
     next_at = datetime.fromtimestamp(deps.now() + delay, UTC)
     return [DeliveryAttempted(**fields, outcome="failed", next_attempt_at=next_at)]
+
+
+def _exhausted(delivery: Delivery, last: DeliveryAttempted, why: str) -> list[Event]:
+    """The last attempt of a delivery, and the DeliveryExhausted that gives it up, saying why."""
+    return [
+        last,
+        DeliveryExhausted(
+            run_id=last.run_id,
+            message_id=delivery.message_id,
+            subscription_id=last.subscription_id,
+            attempts=last.attempt,
+            last_error=why,
+        ),
+    ]
 
 
 Handler = Callable[[Event, int, Book, Deps], Awaitable[list[Event]]]
