@@ -52,16 +52,15 @@ def test_every_acknowledged_run_finishes_once_and_is_notified_despite_kills_and_
     report = run(Plan(**SHORT, scale=1, poison=1), tmp_path)
     assert_requirements(report)
     assert report.poison_answers["body nested 300 deep"] == {"400": 1}, report.table()
-    # FAILURE, or ABORTED where a kill of the runner caught the execution under way
+    # One terminal status each (a repeated RunFinished of it is allowed, as for every run):
+    # FAILURE, or ABORTED where a kill of the runner caught the execution under way.
     assert set(report.poison_outcomes) == {
         "output over the size limit",
         "output nested 300 deep",
         "outputs past a Kafka message",
     }, report.table()
     for outcomes in report.poison_outcomes.values():
-        assert sum(outcomes.values()) == 1 and set(outcomes) <= {"FAILURE", "ABORTED"}, (
-            report.table()
-        )
+        assert len(outcomes) == 1 and set(outcomes) <= {"FAILURE", "ABORTED"}, report.table()
 
 
 def test_two_instances_per_consumer_keep_the_guarantees_through_rebalances(
