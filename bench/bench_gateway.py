@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaProducer
 
 from bench.loadgen import Result, build_request, open_loop, versus
 from bench.noop_app import noop_process
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.events import LaunchRequest, TriggerLaunched, encode, topics
 from hookrun.events.kafka import ensure_topics, producer_settings
 

@@ -15,7 +15,8 @@ from typing import cast
 
 import httpx
 
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.events.kafka import Publisher, ensure_topics
 from hookrun.events.runs import RunFinished
 from hookrun.notifier.adapters import HttpSender

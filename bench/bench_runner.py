@@ -16,7 +16,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from bench.procstat import cpu_s
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.events import topics
 from hookrun.events.kafka import Publisher, ensure_topics, partitions_of
 from hookrun.events.runs import LaunchRequest, TriggerLaunched

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.loadgen import build_request, versus
 from bench.noop_app import noop_process
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.events import RunStatus, encode, topics
 from hookrun.events.kafka import consumer_settings, ensure_topics, partitions_of, producer_settings
 from hookrun.status.app import rebuild

@@ -45,7 +45,8 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from bench.loadgen import build_request, roundtrip  # noqa: E402
-from hookrun.dev.kafka import LocalKafka, free_port  # noqa: E402
+from hookrun.dev.kafka import LocalKafka  # noqa: E402
+from hookrun.dev.kafka_net import free_port  # noqa: E402
 from hookrun.dev.procs import ServiceProcess  # noqa: E402
 from hookrun.dev.receiver import Received, Receiver  # noqa: E402
 from hookrun.events import topics  # noqa: E402

@@ -6,7 +6,8 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 
 app = FastAPI()
 

@@ -17,7 +17,8 @@ import httpx
 import jsonschema
 from standardwebhooks import Webhook
 
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.receiver import Received, Receiver
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hookrun.dev.procs import free_port
+from hookrun.dev.kafka_net import free_port
 from hookrun.dev.pytest_kafka import new_namespace
 from tests.e2e.support import REPO, wait_for
 

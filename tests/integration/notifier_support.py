@@ -9,7 +9,8 @@ from pathlib import Path
 import jsonschema
 
 from hookrun.dev.events import RawEvent, read_events
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.receiver import Received
 from hookrun.events import topics
 from hookrun.events.kafka import Publisher

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hookrun.dev.procs import free_port
+from hookrun.dev.kafka_net import free_port
 
 
 def pg_bin() -> Path | None:

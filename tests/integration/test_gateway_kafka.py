@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from hookrun.dev.events import read_events
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import decode, topics
 

@@ -17,7 +17,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from hookrun.dev.events import RawEvent, read_events
-from hookrun.dev.procs import ServiceProcess, free_port
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import topics
 from hookrun.events.base import Event

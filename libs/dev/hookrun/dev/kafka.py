@@ -1,288 +1,42 @@
-"""Local single-node Apache Kafka (KRaft) for development and tests: fetch, start, stop, ensure."""
+"""Local single-node Apache Kafka (KRaft) for development and tests: start, stop, ensure, the CLI."""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import ctypes
 import logging
 import os
-import secrets
-import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-KAFKA_VERSION = "3.9.1"
-# Kafka 3.9 logs through slf4j 1.7; the distribution binds it to reload4j, and so do we.
-SLF4J_VERSION = "1.7.36"
-RELOAD4J_VERSION = "1.2.25"
-# Pinned because Maven 3.8's default dependency plugin (2.8) is a decade old.
-DEPENDENCY_PLUGIN_VERSION = "3.8.1"
-
-DEFAULT_PORT = 9092
-DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_PORT}"
-START_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 20.0
-# ZGC rather than G1: on a 2-core machine G1's young collections stopped the broker for 7-46 ms
-# every few seconds under load (GC log), and every produce request in flight waited for it,
-# which made the gateway's p99; ZGC's pauses stayed under 9 ms (mostly under 4), with the same
-# broker CPU per produced record once warm. ZGC wants heap headroom, hence 1 GiB at most (it
-# gives back what it does not use).
-JVM_OPTS = (
-    "-Xms256m",
-    "-Xmx1g",
-    "-XX:+UseZGC",
-    "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
+from hookrun.dev.kafka_dist import (
+    BROKER_SETTINGS,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_PORT,
+    JVM_OPTS,
+    KAFKA_VERSION,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    KafkaError,
+    cluster_id,
+    configured_ports,
+    fetch,
+    java_binary,
+)
+from hookrun.dev.kafka_net import (
+    broker_answers,
+    free_port,
+    port_free,
+    wait_for_broker,
+    wait_port_free,
 )
 
-# Broker settings shared by the local broker and the test container. Tuned for one node:
-# replication factors of 1, few internal partitions (the offsets topic is created on the first
-# consumer group, 50 partitions would cost seconds), no rebalance delay (consumer tests would
-# otherwise wait 3 s per group), and topics only exist when created explicitly.
-BROKER_SETTINGS: Mapping[str, str] = {
-    "num.partitions": "3",
-    "default.replication.factor": "1",
-    "offsets.topic.replication.factor": "1",
-    "offsets.topic.num.partitions": "3",
-    "transaction.state.log.replication.factor": "1",
-    "transaction.state.log.min.isr": "1",
-    "transaction.state.log.num.partitions": "3",
-    "min.insync.replicas": "1",
-    "group.initial.rebalance.delay.ms": "0",
-    # After a crash (SIGKILL) the restarted broker is refused as a duplicate registration until
-    # the dead incarnation's session expires: 4 s instead of 9 s keeps crash tests quick.
-    "broker.heartbeat.interval.ms": "1000",
-    "broker.session.timeout.ms": "4000",
-    "auto.create.topics.enable": "false",
-    "message.max.bytes": "8388608",
-    "replica.fetch.max.bytes": "8388608",
-    "socket.request.max.bytes": "104857600",
-    "num.network.threads": "2",
-    "num.io.threads": "4",
-    "num.recovery.threads.per.data.dir": "1",
-    "log.retention.hours": "168",
-    "log.retention.bytes": "1073741824",
-    "log.segment.bytes": "67108864",
-    "log.retention.check.interval.ms": "300000",
-}
-
 log = logging.getLogger("hookrun.dev.kafka")
-
-
-class KafkaError(RuntimeError):
-    """Fetching, starting or stopping the local broker failed."""
-
-
-def cache_dir() -> Path:
-    """Return the root of hookrun's download cache (``HOOKRUN_CACHE_DIR`` or ~/.cache/hookrun)."""
-    env = os.environ.get("HOOKRUN_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hookrun"
-
-
-def kafka_home(version: str = KAFKA_VERSION) -> Path:
-    """Return the directory whose ``libs/`` holds the broker's jars for ``version``."""
-    return cache_dir() / f"kafka-{version}"
-
-
-def _pom(version: str) -> str:
-    deps = [
-        ("org.apache.kafka", "kafka_2.13", version),
-        ("org.slf4j", "slf4j-reload4j", SLF4J_VERSION),
-        ("ch.qos.reload4j", "reload4j", RELOAD4J_VERSION),
-    ]
-    dep_xml = "\n".join(
-        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
-        f"<version>{v}</version></dependency>"
-        for g, a, v in deps
-    )
-    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>dev.hookrun</groupId>
-  <artifactId>kafka-runtime</artifactId>
-  <version>{version}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-{dep_xml}
-  </dependencies>
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>{DEPENDENCY_PLUGIN_VERSION}</version>
-      </plugin>
-    </plugins>
-  </build>
-</project>
-"""
-
-
-def fetch(version: str = KAFKA_VERSION) -> Path:
-    """Download the broker's jars with Maven into the cache, once; return the ``libs/`` dir.
-
-    Raises KafkaError when Maven is missing or fails.
-    """
-    home = kafka_home(version)
-    marker = home / ".complete"
-    if marker.exists():
-        return home / "libs"
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaError("Maven (mvn) is not on PATH: it is needed once to download Kafka")
-    home.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a private temp dir and rename at the end, so an interrupted or concurrent fetch
-    # never leaves a half-filled libs/ that a later start would try to run.
-    tmp = home.parent / f".{home.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        (tmp / "pom.xml").write_text(_pom(version))
-        log.info("downloading Apache Kafka %s with Maven into %s", version, home)
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "dependency:copy-dependencies",
-            "-DoutputDirectory=libs",
-            "-DincludeScope=runtime",
-        ]
-        result = subprocess.run(
-            cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        if result.returncode != 0:
-            tail = "\n".join(result.stdout.splitlines()[-30:])
-            raise KafkaError(f"mvn failed (exit {result.returncode}) fetching Kafka:\n{tail}")
-        if not (tmp / "libs" / f"kafka_2.13-{version}.jar").exists():
-            raise KafkaError(f"mvn succeeded but kafka_2.13-{version}.jar is missing")
-        (tmp / ".complete").write_text(f"kafka_2.13 {version}\n")
-        if home.exists() and not marker.exists():
-            shutil.rmtree(home)  # a leftover from an older, interrupted layout
-        try:
-            tmp.rename(home)
-        except OSError:
-            if not marker.exists():  # only fine if a concurrent fetch won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return home / "libs"
-
-
-def _split_host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.strip().rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by the peer")
-        buf += chunk
-    return bytes(buf)
-
-
-def _metadata_brokers(address: str, timeout: float) -> int:
-    """Send a Kafka Metadata v4 request and return how many brokers the answer lists."""
-    # A raw request instead of an aiokafka client keeps this synchronous, so it works from the
-    # CLI, from sync fixtures and from inside a running event loop alike. The port being open is
-    # not enough: the broker binds it early but only serves requests once it has started.
-    host, port = _split_host_port(address)
-    client_id = b"hookrun-probe"
-    header = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id
-    body = struct.pack(">ib", 0, 0)  # no topics, allow_auto_topic_creation=false
-    request = header + body
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        payload = _recv_exact(sock, size)
-    correlation_id, _throttle_ms, broker_count = struct.unpack(">iii", payload[:12])
-    if correlation_id != 1:
-        raise ConnectionError("not a Kafka answer")
-    return int(broker_count)
-
-
-def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """Return True if a Kafka broker at any address of ``bootstrap`` serves a metadata request."""
-    for address in bootstrap.split(","):
-        try:
-            if _metadata_brokers(address, timeout) > 0:
-                return True
-        except (OSError, ValueError, struct.error):
-            continue
-    return False
-
-
-def wait_for_broker(bootstrap: str, timeout: float = START_TIMEOUT_S) -> None:
-    """Block until ``bootstrap`` answers metadata requests; raise KafkaError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not broker_answers(bootstrap, timeout=min(2.0, timeout)):
-        if time.monotonic() >= deadline:
-            raise KafkaError(f"no Kafka broker answered on {bootstrap} within {timeout:.0f} s")
-        time.sleep(0.2)
-
-
-def docker_available() -> bool:
-    """Return True only if a Docker engine really answers (not just a docker CLI or package)."""
-    try:
-        import docker  # type: ignore[import-untyped]  # dev-only dependency, untyped
-
-        client = docker.from_env(timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # any failure (no package, no socket, refused, timeout) means "no"
-        return False
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Java sets SO_REUSEADDR on its server sockets, so TIME_WAIT leftovers of a broker we
-        # just stopped do not block it; mirror that so we do not refuse a usable port.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _wait_port_free(port: int, timeout: float) -> bool:
-    # Sockets of a process that has just been stopped can take a moment to close.
-    deadline = time.monotonic() + timeout
-    while not _port_free(port):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        raise KafkaError("java is not on PATH (Kafka needs Java 17; set JAVA_HOME or PATH)")
-    return java
 
 
 def _pid_alive(pid: int) -> bool:
@@ -331,33 +85,6 @@ def _tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return f"({path} does not exist)"
     return "\n".join(text.splitlines()[-lines:]) or f"({path} is empty)"
-
-
-def cluster_id() -> str:
-    """Return a new random Kafka cluster id."""
-    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars), the
-    # same as `kafka-storage random-uuid`, made here to save a JVM start. Like Kafka's own
-    # Uuid.randomUuid(), never one starting with "-": `format -t -abc...` takes it for an option
-    # and the broker does not start (one fresh data dir in 64).
-    while True:
-        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not value.startswith("-"):
-            return value
-
-
-def configured_ports(data_dir: str | os.PathLike[str]) -> dict[str, int]:
-    """Return the listener ports (``PLAINTEXT``, ``CONTROLLER``) of the last start in data_dir."""
-    ports: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in (Path(data_dir) / "server.properties").read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "listeners":
-                for listener in value.split(","):
-                    name, _, address = listener.strip().partition("://")
-                    port = address.rpartition(":")[2]
-                    if port.isdigit():
-                        ports[name] = int(port)
-    return ports
 
 
 class LocalKafka:
@@ -434,10 +161,10 @@ class LocalKafka:
             self.wait_ready(timeout)
             return self
         libs = fetch(self.version)
-        java = _java()
+        java = java_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pid_file.unlink(missing_ok=True)
-        if not _wait_port_free(self.port, 5.0):
+        if not wait_port_free(self.port, 5.0):
             raise KafkaError(f"port {self.port} is already in use; pick another port")
         self._pick_controller_port()
         props = self._write_config()
@@ -537,7 +264,7 @@ class LocalKafka:
             return
         # Keep the controller port of an earlier run on this data dir when it is still free.
         previous = configured_ports(self.data_dir).get("CONTROLLER")
-        if previous is not None and _port_free(previous):
+        if previous is not None and port_free(previous):
             self.controller_port = previous
         else:
             self.controller_port = free_port()

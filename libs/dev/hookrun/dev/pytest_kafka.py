@@ -12,17 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from hookrun.dev.kafka import (
-    BROKER_SETTINGS,
-    DEFAULT_BOOTSTRAP,
-    KAFKA_VERSION,
-    LocalKafka,
-    broker_answers,
-    cluster_id,
-    docker_available,
-    free_port,
-    wait_for_broker,
-)
+from hookrun.dev.kafka import LocalKafka
+from hookrun.dev.kafka_dist import BROKER_SETTINGS, DEFAULT_BOOTSTRAP, KAFKA_VERSION, cluster_id
+from hookrun.dev.kafka_net import broker_answers, docker_available, free_port, wait_for_broker
 from hookrun.events.kafka import delete_topics, ensure_topics, topic_names
 from hookrun.events.topics import TopicSpec
 
