@@ -24,7 +24,7 @@ help:
 	@echo "make docs         regenerate event schemas, docs/asyncapi.yaml and docs/events.md"
 	@echo "make test         every test, against a real broker (KAFKA_BOOTSTRAP_SERVERS or one started)"
 	@echo "make test-quick   tests that need neither Kafka nor the whole system"
-	@echo "make lint | fmt   ruff (+ mypy --strict on libs/events) | autoformat"
+	@echo "make lint | fmt   ruff, ruff format, mypy (--strict on libs/events) | autoformat"
 	@echo "make kafka-start | kafka-stop | kafka-status   the local dev broker on 127.0.0.1:9092"
 	@echo "PYTEST_ARGS='-k name -x' passes options to pytest"
 
@@ -74,6 +74,9 @@ test: setup setup-postgres
 test-quick: $(SYNCED)
 	$(PY) -m pytest -m "not kafka and not e2e" $(PYTEST_ARGS)
 
+MYPY_PATH := libs/events:libs/config:libs/dev:services/gateway:services/runner:services/status:services/notifier
+MYPY_PACKAGES := hookrun.config hookrun.dev hookrun.gateway hookrun.runner hookrun.status hookrun.notifier
+
 # Runs every check even when an earlier one fails, and fails if any did: mypy errors are shown
 # and counted, never swallowed.
 lint: $(SYNCED)
@@ -82,6 +85,8 @@ lint: $(SYNCED)
 	echo "+ ruff format --check"; .venv/bin/ruff format --check . || status=1; \
 	echo "+ mypy --strict hookrun.events"; \
 	MYPYPATH=libs/events .venv/bin/mypy --strict -p hookrun.events || status=1; \
+	echo "+ mypy (the other packages)"; \
+	MYPYPATH=$(MYPY_PATH) .venv/bin/mypy $(foreach p,$(MYPY_PACKAGES),-p $(p)) || status=1; \
 	exit $$status
 
 fmt: $(SYNCED)

@@ -366,9 +366,9 @@ class Runner:
             log.info("commit skipped: %r", exc)
             return
         for tp, om in offsets.items():
-            part = self.parts.get(tp.partition)
-            if part is not None:
-                part.last_commit = (om.offset, decode_watermark(om.metadata, om.offset))
+            owned = self.parts.get(tp.partition)
+            if owned is not None:
+                owned.last_commit = (om.offset, decode_watermark(om.metadata, om.offset))
 
     async def _sweep(self) -> None:
         """Reclaim executions whose lease ran out, commit watermarks that moved, and now and then

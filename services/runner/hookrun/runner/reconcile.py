@@ -8,6 +8,7 @@ from hookrun.config import CopyPipelineAction, HookrunConfig
 from hookrun.events.base import Event, new_id
 from hookrun.events.runs import (
     ActionCompleted,
+    ActionType,
     ExecutionCreated,
     ExecutionFinished,
     PipelineFinished,
@@ -221,7 +222,7 @@ def _complete_actions(run: RunState, ctx: Context) -> list[Event]:
     for pipe in run.pipelines.values():
         c = pipe.created
         if pipe.finished is not None and c.action_index not in run.actions:
-            kind = "copy_pipeline" if c.source_pipeline_id else "run_pipeline"
+            kind: ActionType = "copy_pipeline" if c.source_pipeline_id else "run_pipeline"
             result: dict[str, Any] = (
                 {
                     "action": kind,
