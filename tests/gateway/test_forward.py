@@ -20,16 +20,18 @@ def seen():
     return []
 
 
-def client_for(transport: httpx.AsyncBaseTransport):
-    settings = Settings(hookrun_max_body_bytes=1024)
-    app = build(
-        settings,
+def gateway_for(transport: httpx.AsyncBaseTransport):
+    return build(
+        Settings(hookrun_max_body_bytes=1024),
         parse_config(CONFIG, "test.yaml"),
         event_log=FakeEventLog(),
         deliveries=FakeDeliveryIndex(),
         status_transport=transport,
     )
-    return TestClient(app)
+
+
+def client_for(transport: httpx.AsyncBaseTransport):
+    return TestClient(gateway_for(transport))
 
 
 def test_run_info_post_reaches_the_status_service_with_body_query_and_sender(seen):
@@ -101,15 +103,7 @@ def sent_as(app, raw_path: bytes):
 
 
 def raw_client_for(transport: httpx.AsyncBaseTransport, raw_path: bytes) -> TestClient:
-    settings = Settings(hookrun_max_body_bytes=1024)
-    app = build(
-        settings,
-        parse_config(CONFIG, "test.yaml"),
-        event_log=FakeEventLog(),
-        deliveries=FakeDeliveryIndex(),
-        status_transport=transport,
-    )
-    return TestClient(sent_as(app, raw_path))
+    return TestClient(sent_as(gateway_for(transport), raw_path))
 
 
 class TestOnlyNormalisedPathsAreForwarded:
