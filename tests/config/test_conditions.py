@@ -502,3 +502,58 @@ class TestDeliveryId:
         trigger = trigger_with([], dedupe={"payload": "id"})
         assert delivery_id(trigger, request(body=b"not json")) is None
         assert delivery_id(trigger, request(body=b'{"other": 1}')) is None
+
+
+class TestVerifiedDeliveryId:
+    """A condition that verified a delivery id decides the dedupe key; unsigned headers cannot."""
+
+    def test_standard_webhooks_dedupes_by_the_signed_webhook_id_not_an_unsigned_header(
+        self, trigger_with: Callable[..., Trigger]
+    ) -> None:
+        trigger = trigger_with([{"type": "standard_webhooks", "secret": WHSEC}])
+        headers = standard_webhooks_headers(WHSEC, BODY, NOW, "msg_signed")
+        for extra in ({}, {"X-GitHub-Delivery": "forged"}, {"Idempotency-Key": "forged"}):
+            replayed = request(headers | extra)
+            assert check_conditions(trigger, replayed, NOW).ok
+            assert delivery_id(trigger, replayed) == "msg_signed"
+
+    def test_standard_webhooks_in_svix_headers_dedupes_by_the_signed_svix_id(
+        self, trigger_with: Callable[..., Trigger]
+    ) -> None:
+        trigger = trigger_with([{"type": "standard_webhooks", "secret": WHSEC}])
+        signed = standard_webhooks_headers(WHSEC, BODY, NOW, "msg_svix")
+        svix = {k.replace("webhook-", "svix-"): v for k, v in signed.items()}
+        replayed = request(svix | {"X-GitHub-Delivery": "forged"})
+        assert check_conditions(trigger, replayed, NOW).ok
+        assert delivery_id(trigger, replayed) == "msg_svix"
+
+    def test_the_verified_id_wins_over_a_configured_unsigned_dedupe_header(
+        self, trigger_with: Callable[..., Trigger]
+    ) -> None:
+        trigger = trigger_with(
+            [{"type": "standard_webhooks", "secret": WHSEC}], dedupe={"header": "X-Request-Id"}
+        )
+        headers = standard_webhooks_headers(WHSEC, BODY, NOW, "msg_1") | {"X-Request-Id": "r"}
+        assert delivery_id(trigger, request(headers)) == "msg_1"
+
+    def test_stripe_dedupes_by_the_event_id_in_the_signed_payload(
+        self, trigger_with: Callable[..., Trigger]
+    ) -> None:
+        trigger = trigger_with([{"type": "stripe", "secret": "sk"}])
+        body = orjson.dumps({"id": "evt_9", "type": "charge.succeeded"})
+        headers = {"Stripe-Signature": stripe_header("sk", body, NOW)}
+        forged = headers | {"X-GitHub-Delivery": "forged", "Idempotency-Key": "forged"}
+        assert check_conditions(trigger, request(forged, body=body), NOW).ok
+        assert delivery_id(trigger, request(forged, body=body)) == "evt_9"
+
+    def test_slack_dedupes_by_event_id_where_the_payload_has_one(
+        self, trigger_with: Callable[..., Trigger]
+    ) -> None:
+        trigger = trigger_with([{"type": "slack", "secret": "ss"}])
+        body = orjson.dumps({"event_id": "Ev42", "type": "event_callback"})
+        headers = slack_headers("ss", body, NOW) | {"X-GitHub-Delivery": "forged"}
+        assert delivery_id(trigger, request(headers, body=body)) == "Ev42"
+        # A slash command (a form body) has no event id: the usual sources apply.
+        form = b"command=%2Fdeploy&text=now"
+        plain = slack_headers("ss", form, NOW) | {"Idempotency-Key": "k"}
+        assert delivery_id(trigger, request(plain, body=form)) == "k"

@@ -285,22 +285,58 @@ def delivery_id(
 ) -> str | None:
     """The provider's delivery id of this request, for redelivery dedupe, or None.
 
-    Uses the trigger's `dedupe` (which presets fill in); without one, the first present of
+    Call it only for a request whose conditions passed. The first condition that verified a
+    delivery id decides: Standard Webhooks the signed ``webhook-id`` (or ``svix-id``), Stripe
+    the ``id`` of the signed payload, Slack the signed payload's ``event_id`` where it has one.
+    An unsigned header such as ``X-GitHub-Delivery`` then cannot replace it: a replayed request
+    with a new header would otherwise start a new run. Without a verified id, the trigger's
+    ``dedupe`` (which presets fill in) is used; without that, the first present of
     X-GitHub-Delivery, webhook-id, svix-id, Idempotency-Key. Payload paths read the JSON body
-    (pass `payload` if it is already parsed); a body that is not JSON gives None.
+    (pass ``payload`` if it is already parsed); a body that is not JSON gives None.
     """
+    for condition in trigger.conditions:
+        verified = _VERIFIED_IDS.get(type(condition))
+        if verified is None:
+            continue
+        if verified[0] == "header":
+            # The header the check signed: webhook-id if present, else svix-id.
+            headers = request.headers
+            name = "webhook-id" if "webhook-id" in headers else "svix-id"
+            return headers.get(name) or None
+        if payload is _NO_PAYLOAD:
+            payload = _json_or_none(request.body)
+        found = _id_at(payload, verified[1])
+        if found is not None:
+            return found
     dedupe = trigger.dedupe
     if dedupe is None:
         return _first_header(request, FALLBACK_DELIVERY_HEADERS)
     if dedupe.header is not None:
         return _first_header(request, _HEADER_ALIASES.get(dedupe.header.lower(), (dedupe.header,)))
     if payload is _NO_PAYLOAD:
-        try:
-            payload = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            return None
+        payload = _json_or_none(request.body)
+    return _id_at(payload, dedupe._path)
+
+
+#: Conditions whose signature covers a delivery id: where it is (a header, or a payload path).
+_VERIFIED_IDS: dict[type[Any], tuple[str, tuple[str | int, ...]]] = {
+    StandardWebhooksCondition: ("header", ()),
+    StripeCondition: ("payload", ("id",)),
+    SlackCondition: ("payload", ("event_id",)),
+}
+
+
+def _json_or_none(body: bytes) -> Any:
     try:
-        value = lookup_path(payload, dedupe._path, dedupe.payload or "")
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _id_at(payload: Any, path: tuple[str | int, ...]) -> str | None:
+    """The string or integer at ``path`` of ``payload`` as a delivery id, else None."""
+    try:
+        value = lookup_path(payload, path, "")
     except PayloadPathError:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
