@@ -1,13 +1,12 @@
 """The Runner's consume path: an execution is prepared while its ExecutionCreated is in flight
-and may start only once Kafka acknowledged that append; a replay reads a gap again; events
-reach the handlers the table names."""
+and may start only once Kafka acknowledged that append; events reach the handlers the table
+names; a successor replays from the committed low watermark (on the in-memory broker)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,22 +14,27 @@ from aiokafka import TopicPartition
 
 from hookrun.config import parse_config
 from hookrun.events.base import utcnow
-from hookrun.events.codec import Record, encode
+from hookrun.events import topics
+from hookrun.events.codec import Record
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.runs import (
     ExecutionCreated,
     ExecutionHeartbeat,
+    Invocation,
     LaunchRequest,
     RunFinished,
     RunStarted,
+    RunStatus,
     TriggerLaunched,
 )
 from hookrun.runner.consumer import Runner
+from hookrun.events.consumer import Partition
+from hookrun.events.memory import MemoryBroker
 from hookrun.runner.context import Plan
 from hookrun.runner.executor import FakeExecutor
 from hookrun.runner.handlers import HANDLERS, RECONCILE
-from hookrun.runner.partitions import PartitionState
 from hookrun.runner.pipelines import FakePipelineIndex
+from tests.events.tally import steps_until
 
 CONFIG = """
 project: {id: p-1, slug: demo, name: Demo}
@@ -47,6 +51,8 @@ class HeldAcks:
     """A publisher whose acknowledgements the test gives (or refuses) by hand."""
 
     source = "hookrun/runner/test"
+    namespace = topics.NAMESPACE
+    ready = True
 
     def __init__(self) -> None:
         self.sent: list[Record] = []
@@ -79,7 +85,8 @@ def _runner(tmp_path: Path) -> tuple[Runner, HeldAcks, FakeExecutor]:
         concurrency=8,
         executor=executor,
     )
-    runner.parts[0] = PartitionState(None, position=1, replay_end=0, live=True)  # type: ignore[arg-type]
+    tp = TopicPartition(topics.RUNS, 0)
+    runner.loop.parts[tp] = Partition(tp, 0, position=1, replay_end=0, live=True)
     return runner, publisher, executor
 
 
@@ -133,34 +140,23 @@ async def test_an_execution_whose_append_fails_for_good_never_starts(tmp_path: P
     assert executor.submitted == {} and executor.held == set()
 
 
-class SeekingConsumer:
-    """The consumer calls a replay makes: where it was sought to, and its position."""
-
-    def __init__(self) -> None:
-        self.sought: list[tuple[Any, int]] = []
-        self.positions: dict[Any, int] = {}
-
-    def seek(self, tp: Any, offset: int) -> None:
-        self.sought.append((tp, offset))
-        self.positions[tp] = offset
-
-    async def position(self, tp: Any) -> int:
-        return self.positions[tp]
-
-    async def commit(self, offsets: Any) -> None:
-        pass
+NS = "t-runner-mem"
 
 
-def _record(tp: TopicPartition, offset: int, event: Any) -> Any:
-    encoded = encode(event)
-    return SimpleNamespace(
-        topic=tp.topic,
-        partition=tp.partition,
-        offset=offset,
-        key=encoded.key,
-        value=encoded.value,
-        headers=encoded.headers,
+def _on_broker(tmp_path: Path, broker: MemoryBroker) -> tuple[Runner, FakeExecutor]:
+    executor = FakeExecutor()
+    runner = Runner(
+        config=parse_config(CONFIG, str(tmp_path / "hookrun.yaml")),
+        consumer=broker.consumer("runner"),
+        publisher=broker.publisher(NS, "runner"),
+        index=FakePipelineIndex(),
+        data_dir=tmp_path,
+        runner_id="runner-test",
+        lease_s=30,
+        concurrency=8,
+        executor=executor,
     )
+    return runner, executor
 
 
 def _launched_and_started() -> tuple[TriggerLaunched, RunStarted]:
@@ -175,25 +171,18 @@ def _launched_and_started() -> tuple[TriggerLaunched, RunStarted]:
     return launched, started
 
 
-async def test_a_replay_that_meets_a_gap_reads_the_partition_again_from_its_position(
-    tmp_path: Path,
-) -> None:
-    # A fetch that raced the seek to the replay start answers from offset 1: taking that as the
-    # start would lose the run's TriggerLaunched at offset 0 and leave the run unfinished.
-    runner, _, _ = _runner(tmp_path)
-    consumer = SeekingConsumer()
-    runner.consumer = consumer  # type: ignore[assignment]
-    tp = TopicPartition("hookrun.runs", 0)
-    runner.parts = {0: PartitionState(tp, position=0, replay_end=5, live=False)}
-    launched, started = _launched_and_started()
-
-    await runner._handle({tp: [_record(tp, 1, started)]})
-    assert consumer.sought == [(tp, 0)]
-    assert runner.parts[0].position == 0 and "run-1" not in runner.table.runs
-
-    await runner._handle({tp: [_record(tp, 0, launched), _record(tp, 1, started)]})
-    assert runner.parts[0].position == 2
-    assert runner.table.runs["run-1"].launched is not None
+def _finished(run_id: str) -> RunFinished:
+    return RunFinished(
+        run_id=run_id,
+        trigger_id="noop",
+        config_version="v",
+        status=RunStatus.SUCCESS,
+        started_at=utcnow(),
+        completed_at=utcnow(),
+        duration_ms=0,
+        execution_count=0,
+        invocation=Invocation(id=run_id, payload={}, timestamp=utcnow()),
+    )
 
 
 class TestDispatch:
@@ -205,10 +194,6 @@ class TestDispatch:
     async def test_the_loop_runs_the_handlers_the_table_names_once_per_run_and_batch(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        runner, _, _ = _runner(tmp_path)
-        runner.consumer = SeekingConsumer()  # type: ignore[assignment]
-        tp = TopicPartition("hookrun.runs", 0)
-        runner.parts = {0: PartitionState(tp, position=0, replay_end=0, live=True)}
         calls: list[str] = []
 
         def spy(run: Any, ctx: Any) -> Plan:
@@ -217,14 +202,62 @@ class TestDispatch:
 
         table = {TriggerLaunched: (spy,), RunStarted: (spy,), ExecutionHeartbeat: ()}
         monkeypatch.setattr("hookrun.runner.consumer.HANDLERS", table)
+        broker = MemoryBroker()
+        broker.create_topics(NS, partitions=1)
+        runner, _ = _on_broker(tmp_path, broker)
+        await runner.loop.start()
+        await steps_until(runner.loop, lambda: runner.loop.ready)
+        publisher = broker.publisher(NS, "gateway")
         launched, started = _launched_and_started()
         beat = ExecutionHeartbeat(
             run_id="run-1", execution_id="ex", runner_id="r", lease_until=utcnow()
         )
 
         # two events of one run in one batch: its handler runs once
-        await runner._handle({tp: [_record(tp, 0, launched), _record(tp, 1, started)]})
+        await publisher.publish([launched, started])
+        await steps_until(runner.loop, lambda: "run-1" in runner.table.runs)
         assert calls == ["run-1"]
         # a heartbeat triggers no handler
-        await runner._handle({tp: [_record(tp, 2, beat)]})
+        await publisher.publish([beat])
+        position = runner.loop.parts[TopicPartition(topics.named(topics.RUNS, NS), 0)]
+        await steps_until(runner.loop, lambda: position.position == 3)
         assert calls == ["run-1"]
+        await runner.loop.close()
+
+
+class TestTakeover:
+    async def test_a_successor_replays_from_the_oldest_unfinished_launch_and_reconciles_it(
+        self, tmp_path: Path
+    ) -> None:
+        broker = MemoryBroker()
+        broker.create_topics(NS, partitions=1)
+        publisher = broker.publisher(NS, "gateway")
+        first, executor = _on_broker(tmp_path, broker)
+        await first.loop.start()
+        await steps_until(first.loop, lambda: first.loop.ready)
+        launched, _ = _launched_and_started()
+        await publisher.publish([launched])
+        # the first runner starts the run's execution (held by the fake executor) ...
+        await steps_until(first.loop, lambda: bool(executor.submitted))
+        for n in range(3):  # ... and other runs come and finish after it
+            await publisher.publish(
+                [
+                    launched.model_copy(update={"run_id": f"done-{n}", "event_id": f"l{n}"}),
+                    _finished(f"done-{n}"),
+                ]
+            )
+        tp = TopicPartition(topics.named(topics.RUNS, NS), 0)
+        end = broker.records(tp.topic, 0)[-1].offset + 1
+        await steps_until(first.loop, lambda: first.loop.parts[tp].position == end)
+        await first.loop.commit()
+        committed = broker.committed("runner", tp)
+        assert committed is not None and committed.offset == end
+        assert committed.metadata == "lw=0"  # run-1's launch: still unfinished
+        await first.loop.close()  # the runner dies with its execution unfinished
+
+        successor, executor = _on_broker(tmp_path, broker)
+        await successor.loop.start()
+        await steps_until(successor.loop, lambda: successor.loop.ready and executor.submitted)
+        # replayed from run-1's launch, not from the committed position: run-1 goes on here
+        assert set(successor.table.runs) == {"run-1"}
+        await successor.loop.close()

@@ -43,6 +43,12 @@ Handler = Callable[[Event, int, S], Awaitable[Sequence[Event]]]
 class PublisherClient(RecordSender, Protocol):
     """The publisher calls the loop and its services make (:class:`~hookrun.events.kafka.Publisher`'s)."""
 
+    #: The ``source`` it stamps on the events it appends.
+    source: str
+
+    @property
+    def ready(self) -> bool: ...
+
     async def publish(self, events: Sequence[Event]) -> None: ...
 
     async def start(self, *, wait: bool = False) -> None: ...
@@ -94,7 +100,7 @@ class Service(Generic[S]):
         """A batch was dispatched: ``parts`` got records or went live (e.g. schedule work)."""
 
     async def revoked(self, part: Partition[S]) -> None:
-        """``part`` is taken away: stop acting on its state. Its last commit follows."""
+        """``part`` was taken away, its last commit made: stop acting on its state, drop it."""
 
     def safe(self, part: Partition[S]) -> Commit:
         """What may be committed for the live ``part``: all its effects below are durable.
@@ -195,6 +201,11 @@ class ConsumeLoop(Generic[S]):
         #: Assigned partitions whose replay start could not be read yet: paused until it is.
         self._unopened: set[TopicPartition] = set()
         self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def paused(self) -> bool:
+        """True while the service has no room: every partition is paused."""
+        return self._paused
 
     @property
     def ready(self) -> bool:
@@ -423,15 +434,18 @@ class ConsumeLoop(Generic[S]):
             self._consumer.resume(*tps)
 
     async def _revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Let the service drop revoked partitions, then commit them one last time."""
+        """Commit revoked partitions one last time, then let the service drop them.
+
+        The commit comes first: what is safe to commit is derived from the state the service
+        drops.
+        """
         async with self._lock:
             self._unopened.difference_update(revoked)
             parts = [self.parts[tp] for tp in revoked if tp in self.parts]
-            for part in parts:
-                await self.service.revoked(part)
             await self.commit(parts)
             for part in parts:
                 del self.parts[part.tp]
+                await self.service.revoked(part)
                 self.echoes.forget(part.tp)
                 log.info("%s: revoked", _name(part.tp))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -13,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
-from aiokafka import AIOKafkaConsumer
-
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events import topics
+from hookrun.events.clients import GroupConsumer
+from hookrun.events.health import serve_health
 from hookrun.events.kafka import Publisher, consumer_settings, ensure_topics_forever
 from hookrun.runner.config import Settings
 from hookrun.runner.consumer import Runner
@@ -32,22 +30,6 @@ def new_runner_id() -> str:
     return f"runner-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-async def _serve_health(runner: Runner, port: int) -> asyncio.Server:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            await reader.readuntil(b"\r\n\r\n")
-            body = orjson.dumps(runner.health())
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(answer, "127.0.0.1", port)
-
-
 async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation) -> int:
     """Run one runner until SIGTERM/SIGINT; returns the exit code."""
     bootstrap, ns = settings.kafka_bootstrap_servers, settings.hookrun_namespace
@@ -56,7 +38,7 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
     await publisher.start(wait=True)
     index = KafkaPipelineIndex(bootstrap, namespace=ns)
     await index.start()
-    consumer = AIOKafkaConsumer(
+    consumer = GroupConsumer(
         **{
             **consumer_settings(bootstrap, "runner", group=settings.group_id),
             "session_timeout_ms": settings.hookrun_runner_session_timeout_ms,
@@ -83,18 +65,20 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
         loop.add_signal_handler(sig, runner.stopping.set)
     health = None
     if settings.hookrun_runner_health_port:
-        health = await _serve_health(runner, settings.hookrun_runner_health_port)
-    consumer.subscribe([topics.named(topics.RUNS, ns)], listener=runner.listener)
-    await consumer.start()
+        health = await serve_health(settings.hookrun_runner_health_port, runner.health)
     log.info("runner %s consuming %s", runner_id, topics.named(topics.RUNS, ns))
     try:
         await runner.run()
     except Exception:
+        # An append no retry can mend (logged by _fail): end the session with 1.
         if runner.fatal is None and not runner.stopping.is_set():
             raise
-        # An append no retry can mend (logged by _fail): end the session with 1.
+    except asyncio.CancelledError:
+        # After such a failure aiokafka's stop() can raise even this, from its fetcher.
+        if runner.fatal is None:
+            raise
     finally:
-        for close in (runner.executor.stop, consumer.stop, index.stop, publisher.stop):
+        for close in (runner.executor.stop, index.stop, publisher.stop):
             try:
                 await close()
             except BaseException as exc:

@@ -11,7 +11,8 @@ from aiokafka.errors import KafkaTimeoutError
 from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
 from hookrun.events.codec import Record, UnrecordableEvent, encode
-from hookrun.events.kafka import KafkaUnavailable, Publisher
+from hookrun.events.consumer import PublisherClient
+from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.runs import ErrorDetail, PipelineDefined, RunFinished
 from hookrun.runner.outcomes import forced_finish
 from hookrun.runner.pipelines import PipelineIndex
@@ -25,21 +26,22 @@ class Appender:
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: PublisherClient,
         table: RunTable,
         index: PipelineIndex,
         *,
         owns: Callable[[RunState], bool],
+        expect_echo: Callable[[RunState, Event], None],
         stopping: asyncio.Event,
         fail: Callable[[BaseException], None],
     ) -> None:
+        """``expect_echo(run, event)``: ``event`` was applied to the owned ``run`` before its
+        sending, so its echo from the log changes nothing (see ConsumeLoop.expect_echo)."""
         self.publisher = publisher
-        # ce_id -> partition of events this process applied to a live run before sending them:
-        # their echo from the log changes nothing, so it is neither decoded nor applied again.
-        self.applied: dict[bytes, int] = {}
         self._table = table
         self._index = index
         self._owns = owns
+        self._expect_echo = expect_echo
         self._stopping = stopping
         self._fail = fail
         # Held only while records are handed to the producer, so sends keep the order in
@@ -67,13 +69,6 @@ class Appender:
             if sent is not None:
                 sent()
             return set()
-        # Callers applied the events to the runs of the table without awaiting since, so a run
-        # found here (owned, live) holds them; registered before the lock, which may wait.
-        for event in events:
-            if type(event).topic == topics.RUNS:
-                run = self._table.runs.get(getattr(event, "run_id", ""))
-                if run is not None and self._owns(run):
-                    self.applied[event.event_id.encode()] = run.partition
         records, ended = self._records(events)
         delay = 0.2
         while True:
@@ -100,17 +95,16 @@ class Appender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def forget(self, partition: int) -> None:
-        """A partition changes hands: its echoes must be applied again (the replay needs them)."""
-        for key in [k for k, p in self.applied.items() if p == partition]:
-            del self.applied[key]
-
     def _records(self, events: Sequence[Event]) -> tuple[list[Record], set[str]]:
         """Encode ``events``; a run with an event that cannot be recorded ends as FAILURE.
 
         Appending such an event would fail at every replay and wedge the partition, so the
         run's RunFinished (without the payload and outputs) takes its place, and the run's later
         events in ``events`` are dropped. Returns the records and the ids of the runs ended.
+
+        Callers applied the events to the runs of the table without awaiting since, so a run
+        found here (owned, live) holds them: the echo of each event recorded is expected here,
+        before any wait.
         """
         stamp = self.publisher.source
         records: list[Record] = []
@@ -118,21 +112,23 @@ class Appender:
         for event in events:
             run_id = getattr(event, "run_id", "")
             if run_id in ended:
-                self.applied.pop(event.event_id.encode(), None)
                 continue
             try:
                 # The service stamps itself as the source while encoding (no model copy).
                 record = encode(event, source=stamp if event.source == "hookrun" else None)
             except UnrecordableEvent as exc:
-                self.applied.pop(event.event_id.encode(), None)
                 ended.add(run_id)
                 finish = self._end_unrecordable(event, str(exc))
                 if finish is None:
                     continue
-                record = encode(finish, source=stamp)
+                event, record = finish, encode(finish, source=stamp)
             if isinstance(event, PipelineDefined):
                 self._index.remember(event)
             records.append(record)
+            if type(event).topic == topics.RUNS:
+                run = self._table.runs.get(run_id)
+                if run is not None and self._owns(run):
+                    self._expect_echo(run, event)
         return records, ended
 
     def _end_unrecordable(self, event: Event, reason: str) -> RunFinished | None:

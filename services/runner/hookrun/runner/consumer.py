@@ -1,4 +1,10 @@
-"""The runner's consume loop: replay, live dispatch, echo skipping, lease sweeps, commits."""
+"""The runner as a service of the shared consume loop: run state, dispatch, leases, commits.
+
+The :class:`~hookrun.events.consumer.ConsumeLoop` replays each assigned partition of hookrun.runs
+into the :class:`RunTable` and then feeds it live records; the runner reconciles the runs those
+records move on, and commits the position with the partition's low watermark (the launch of its
+oldest unfinished run), where a successor's replay starts.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +17,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import TopicPartition
 
 from hookrun.config import HookrunConfig
+from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
-from hookrun.events.kafka import Publisher, decode_or_dead_letter
+from hookrun.events.clients import Commit, ConsumerClient
+from hookrun.events.consumer import ConsumeLoop, Partition, PublisherClient, Service
 from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES
 from hookrun.events.runs import ErrorDetail, ExecutionFinished, RunStatus
 from hookrun.runner.appender import Appender
 from hookrun.runner.context import Context, Plan
 from hookrun.runner.executor import Executor
-from hookrun.runner.handlers import HANDLERS, RECONCILE, Handlers
+from hookrun.runner.handlers import EVENTS, HANDLERS, RECONCILE, Handlers
 from hookrun.runner.isolation import Isolation
 from hookrun.runner.outcomes import forced_finish
-from hookrun.runner.partitions import (
-    MAX_REPLAY_REREADS,
-    Listener,
-    PartitionState,
-    decode_watermark,
-    encode_watermark,
-)
 from hookrun.runner.pipelines import PipelineIndex
 from hookrun.runner.processes import ProcessExecutor
 from hookrun.runner.reconcile import needs_pipeline_lookup
@@ -40,7 +40,7 @@ from hookrun.runner.state import RunState, RunTable
 
 log = logging.getLogger("hookrun.runner")
 
-#: The consume loop commits at most this often (the lease sweeper commits as well).
+#: The consume loop commits at most this often (the lease sweep commits as well).
 COMMIT_INTERVAL_S = 0.5
 #: Records per getmany at most (fewer when the executions' queue is nearly full).
 MAX_RECORDS = 256
@@ -48,16 +48,31 @@ MAX_RECORDS = 256
 #: Runs with handlers to run, by run id: each run with the handlers its events triggered.
 Due = dict[str, tuple[RunState, Handlers]]
 
+_WATERMARK = "lw="
 
-class Runner:
-    """Owns the runs of its partitions: replays them on assignment, then reconciles live."""
+
+def encode_watermark(offset: int) -> str:
+    return f"{_WATERMARK}{offset}"
+
+
+def decode_watermark(metadata: str | None, committed: int) -> int:
+    """The replay start stored with a commit; the committed offset if there is none."""
+    if metadata and metadata.startswith(_WATERMARK):
+        with contextlib.suppress(ValueError):
+            return min(int(metadata[len(_WATERMARK) :]), committed)
+    return committed
+
+
+class Runner(Service[int]):
+    """Owns the runs of its partitions (the state of each is its number): replays them on
+    assignment, then reconciles them live."""
 
     def __init__(
         self,
         *,
         config: HookrunConfig,
-        consumer: AIOKafkaConsumer,
-        publisher: Publisher,
+        consumer: ConsumerClient,
+        publisher: PublisherClient,
         index: PipelineIndex,
         data_dir: Path,
         runner_id: str,
@@ -71,7 +86,6 @@ class Runner:
         isolation: Isolation | None = None,
     ) -> None:
         self.config = config
-        self.consumer = consumer
         self.publisher = publisher
         self.index = index
         self.data_dir = data_dir.resolve()
@@ -79,7 +93,6 @@ class Runner:
         self.lease_s = lease_s
         self.environ = dict(os.environ if environ is None else environ)
         self.table = RunTable()
-        self.parts: dict[int, PartitionState] = {}
         self.executor: Executor = executor or ProcessExecutor(
             self.data_dir,
             concurrency=concurrency,
@@ -90,22 +103,37 @@ class Runner:
             max_json_depth=max_json_depth,
             isolation=isolation,
         )
-        # Held while a batch, a rebalance step or a sweep changes partitions or commits.
-        self._lock = asyncio.Lock()
+        sweep_every_s = min(1.0, lease_s / 4)
+        self.loop = ConsumeLoop(
+            self,
+            consumer=consumer,
+            publisher=publisher,
+            topics=[topics.RUNS],
+            events=EVENTS,
+            handlers={cls: [self._on_event] for cls in HANDLERS},
+            max_records=MAX_RECORDS,
+            commit_every_s=COMMIT_INTERVAL_S,
+            sweep_every_s=sweep_every_s,
+        )
+        self._topic = topics.named(topics.RUNS, publisher.namespace)
         self._background: set[asyncio.Task[Any]] = set()
         self.fatal: BaseException | None = None
         self.stopping = asyncio.Event()
         self.appender = Appender(
-            publisher, self.table, index, owns=self.owns, stopping=self.stopping, fail=self._fail
+            publisher,
+            self.table,
+            index,
+            owns=self.owns,
+            expect_echo=self._expect_echo,
+            stopping=self.stopping,
+            fail=self._fail,
         )
-        self._committed_at = 0.0
         #: Executions waiting for a slot beyond which the runner stops taking launches.
         self.max_backlog = max_backlog if max_backlog is not None else 4 * concurrency
-        self._paused = False
-
-    @property
-    def listener(self) -> ConsumerRebalanceListener:
-        return Listener(self.assigned, self.revoked)
+        #: Runs the records of the batch being handled moved on (dispatched in handled()).
+        self._due: Due = {}
+        self._full_every = max(sweep_every_s, min(10.0, lease_s / 2))
+        self._last_full = time.monotonic()
 
     def context(self) -> Context:
         return Context(
@@ -118,8 +146,12 @@ class Runner:
         )
 
     def owns(self, run: RunState) -> bool:
-        part = self.parts.get(run.partition)
+        """True while ``run``'s partition is assigned here and replayed (live)."""
+        part = self.loop.parts.get(TopicPartition(self._topic, run.partition))
         return part is not None and part.live
+
+    def _expect_echo(self, run: RunState, event: Event) -> None:
+        self.loop.expect_echo(TopicPartition(self._topic, run.partition), event)
 
     def _plan(self, run: RunState, handlers: Handlers, ctx: Context) -> Plan:
         """What ``handlers`` plan for ``run``, or a FAILURE RunFinished when one raises, so no
@@ -240,167 +272,84 @@ class Runner:
         task.add_done_callback(self._background.discard)
 
     async def run(self) -> None:
-        """Consume until stopped; the sweeper watches leases and commits in the background."""
-        sweeper = asyncio.create_task(self._sweep())
-        try:
-            while not self.stopping.is_set():
-                # Backpressure: while executions queue for a slot, launches wait on Kafka, not
-                # in memory. The consumer keeps polling (paused) so it stays in its group.
-                backlog = self.executor.backlog()
-                if backlog >= self.max_backlog:
-                    self._pause(True)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.executor.room(self.max_backlog), 1.0)
-                    backlog = self.executor.backlog()
-                self._pause(backlog >= self.max_backlog)
-                # No more records than there is room for (echoes count too: they are cheap).
-                room = max(1, self.max_backlog - backlog)
-                batches = await self.consumer.getmany(
-                    timeout_ms=0 if self._paused else 200, max_records=min(MAX_RECORDS, room)
-                )
-                async with self._lock:
-                    await self._handle(batches)
-        finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        """Consume until stopped (:attr:`stopping`); the loop sweeps leases meanwhile."""
+        await self.loop.run(self.stopping)
 
-    def _pause(self, full: bool) -> None:
-        """Pause every assigned partition while ``full`` (again after a rebalance), else resume."""
-        if full:
-            self.consumer.pause(*self.consumer.assignment())
-        elif self._paused:
-            self.consumer.resume(*self.consumer.assignment())
-        self._paused = full
+    # -- the loop's hooks -----------------------------------------------------------------
 
-    async def _handle(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
-        due: Due = {}
-        applied = self.appender.applied
-        for tp, records in batches.items():
-            part = self.parts.get(tp.partition)
-            if part is None:
-                continue
-            for record in records:
-                if record.offset < part.position:
-                    continue
-                if record.offset > part.position and not part.live:
-                    # `runs` is neither compacted nor transactional, so a gap is a fetch that
-                    # raced the seek to the replay start; taking it as the start could miss a
-                    # run's TriggerLaunched and leave the run unfinished. Read again from the
-                    # position; after a few tries it is a real gap (docs/decisions/0016).
-                    if part.rereads < MAX_REPLAY_REREADS:
-                        part.rereads += 1
-                        log.warning(
-                            "partition %s replay got offset %s at position %s: reading again",
-                            tp.partition,
-                            record.offset,
-                            part.position,
-                        )
-                        self.consumer.seek(tp, part.position)
-                        break
-                    log.warning(
-                        "partition %s replay skipped offsets %s..%s",
-                        tp.partition,
-                        part.position,
-                        record.offset - 1,
-                    )
-                part.position = record.offset + 1
-                if part.live and applied and _is_own_echo(record, applied):
-                    continue
-                event = await decode_or_dead_letter(self.publisher, record)
-                if event is None:
-                    continue
-                run = self.table.apply(event, tp.partition, record.offset)
-                if run is None or not part.live:
-                    continue
-                handlers = HANDLERS.get(type(event))
-                if handlers:
-                    seen = due.get(run.run_id)
-                    if seen is None or seen[1] is not handlers:  # else noted already
-                        _trigger(due, run, handlers)
-        for part in self.parts.values():
-            if part.live:
-                continue
-            part.position = max(part.position, await self.consumer.position(part.tp))
-            if part.position >= part.replay_end:
-                # Rebuilt: now do what the previous owner left undone.
-                part.live = True
-                unfinished = self.table.in_partition(part.tp.partition)
-                log.info(
-                    "partition %s replayed to %s: %d unfinished runs",
-                    part.tp.partition,
-                    part.replay_end,
-                    len(unfinished),
-                )
-                for run in unfinished:
-                    if run.launched is None:
-                        self.table.forget(run.run_id, finished=False)
-                    else:
-                        _trigger(due, run, RECONCILE)
-        if due:
+    def open(self, tp: TopicPartition) -> int:
+        return tp.partition
+
+    def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
+        """The low watermark committed with the offset: every unfinished run starts after it."""
+        return None if committed is None else decode_watermark(committed.metadata, committed.offset)
+
+    async def _on_event(self, event: Event, offset: int, partition: int) -> Sequence[Event]:
+        """Apply a record to its run; once live, note the handlers the table names for it."""
+        run = self.table.apply(event, partition, offset)
+        if run is not None and self.owns(run):
+            handlers = HANDLERS[type(event)]
+            if handlers:
+                _trigger(self._due, run, handlers)
+        return ()
+
+    async def went_live(self, part: Partition[int]) -> None:
+        """Rebuilt: now do what the previous owner left undone."""
+        unfinished = self.table.in_partition(part.state)
+        log.info("partition %s live: %d unfinished runs", part.state, len(unfinished))
+        for run in unfinished:
+            if run.launched is None:
+                self.table.forget(run.run_id, finished=False)
+            else:
+                _trigger(self._due, run, RECONCILE)
+
+    async def handled(self, parts: Sequence[Partition[int]]) -> None:
+        if self._due:
+            due, self._due = self._due, {}
             await self.dispatch(due.values())
-        # A commit is a round trip to the coordinator that every later launch would wait for;
-        # at most one per COMMIT_INTERVAL_S here (the sweeper commits too). Committing less
-        # often only lengthens a successor's replay: the watermark, not the position, keeps
-        # unfinished runs in it.
-        if time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
-            await self._commit()
 
-    async def _commit(self) -> None:
-        """Commit positions of live partitions, with the replay start in the metadata."""
-        self._committed_at = time.monotonic()
-        offsets = {}
-        live = {p.tp.partition: p.position for p in self.parts.values() if p.live}
-        watermarks = self.table.low_watermarks(live)
-        for part in self.parts.values():
-            if not part.live:
-                continue
-            watermark = watermarks[part.tp.partition]
-            if part.last_commit != (part.position, watermark):
-                offsets[part.tp] = OffsetAndMetadata(part.position, encode_watermark(watermark))
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except Exception as exc:  # a rebalance is under way; the next owner replays from older
-            log.info("commit skipped: %r", exc)
-            return
-        for tp, om in offsets.items():
-            owned = self.parts.get(tp.partition)
-            if owned is not None:
-                owned.last_commit = (om.offset, decode_watermark(om.metadata, om.offset))
+    async def revoked(self, part: Partition[int]) -> None:
+        """Forget the partition's runs; its queued executions are left to the new owner."""
+        self.table.drop_partition(part.state)
+        await self.executor.drop_partition(part.state)
 
-    async def _sweep(self) -> None:
-        """Reclaim executions whose lease ran out, commit watermarks that moved, and now and then
-        reconcile every owned run.
+    def safe(self, part: Partition[int]) -> Commit:
+        """The position, with the low watermark (where a successor's replay starts) as metadata.
+
+        Committing rarely only lengthens a successor's replay: the watermark, not the position,
+        keeps unfinished runs in it.
+        """
+        watermark = self.table.low_watermark(part.state, part.position)
+        return Commit(part.position, encode_watermark(watermark))
+
+    async def room(self) -> int | None:
+        """Backpressure: while executions queue for a slot, launches wait on Kafka, not in
+        memory (echoes count too: they are cheap)."""
+        backlog = self.executor.backlog()
+        if backlog >= self.max_backlog:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.executor.room(self.max_backlog), 1.0)
+            backlog = self.executor.backlog()
+        return max(0, self.max_backlog - backlog)
+
+    async def sweep(self) -> None:
+        """Reclaim executions whose lease ran out, and now and then reconcile every owned run.
 
         The full pass is a safety net: whatever a run misses (an event lost with a failed
         append, a reply that never came) is derived again from its state, as on a takeover.
         """
-        interval = min(1.0, self.lease_s / 4)
-        full_every = max(interval, min(10.0, self.lease_s / 2))
-        last_full = time.monotonic()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with self._lock:
-                    now = time.monotonic()
-                    full = now - last_full >= full_every
-                    if full:
-                        last_full = now
-                        self._warn_stalled_replays()
-                    runs = [
-                        run
-                        for run in self.table.runs.values()
-                        if self.owns(run) and (full or self._lease_expired(run, now))
-                    ]
-                    if runs:
-                        await self.reconcile(runs)
-                    await self._commit()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("lease sweep failed")
+        now = time.monotonic()
+        full = now - self._last_full >= self._full_every
+        if full:
+            self._last_full = now
+            self._warn_stalled_replays()
+        runs = [
+            run
+            for run in self.table.runs.values()
+            if self.owns(run) and (full or self._lease_expired(run, now))
+        ]
+        if runs:
+            await self.reconcile(runs)
 
     def _lease_expired(self, run: RunState, monotonic: float) -> bool:
         """An execution of ``run`` that no live process of this runner holds lost its lease."""
@@ -412,67 +361,26 @@ class Runner:
         )
 
     def _warn_stalled_replays(self) -> None:
-        for part in self.parts.values():
+        for part in self.loop.parts.values():
             if not part.live and time.monotonic() - part.assigned_at > 30:
                 log.warning(
                     "partition %s still replaying: at %s of %s",
-                    part.tp.partition,
+                    part.state,
                     part.position,
                     part.replay_end,
                 )
-
-    async def assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        """Seek each new partition to its low watermark; the loop replays it to its end."""
-        tps = [tp for tp in assigned if tp.partition not in self.parts]
-        if not tps:
-            return
-        async with self._lock:
-            committed = await self.consumer._coordinator.fetch_committed_offsets(tps)
-            begins = await self.consumer.beginning_offsets(tps)
-            ends = await self.consumer.end_offsets(tps)
-            for tp in tps:
-                om = committed.get(tp)
-                if om is None or om.offset < 0:
-                    start = begins[tp]
-                else:
-                    start = max(begins[tp], decode_watermark(om.metadata, om.offset))
-                self.consumer.seek(tp, start)
-                self.appender.forget(tp.partition)
-                self.parts[tp.partition] = PartitionState(
-                    tp, position=start, replay_end=ends[tp], live=start >= ends[tp]
-                )
-                log.info("assigned partition %s: replay %s..%s", tp.partition, start, ends[tp])
-
-    async def revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        """Forget revoked partitions' runs; their queued executions are left to the new owner."""
-        async with self._lock:
-            for tp in revoked:
-                if self.parts.pop(tp.partition, None) is None:
-                    continue
-                self.table.drop_partition(tp.partition)
-                self.appender.forget(tp.partition)
-                await self.executor.drop_partition(tp.partition)
-                log.info("revoked partition %s", tp.partition)
 
     def health(self) -> dict[str, Any]:
         return {
             "kafka": self.publisher.ready,
             "runner_id": self.runner_id,
-            "partitions": sorted(self.parts),
-            "assigned": bool(self.parts) and all(p.live for p in self.parts.values()),
+            "partitions": sorted(part.state for part in self.loop.parts.values()),
+            "assigned": self.loop.ready,
             "runs": len(self.table.runs),
             "running": self.executor.running(),
             "backlog": self.executor.backlog(),
-            "paused": self._paused,
+            "paused": self.loop.paused,
         }
-
-
-def _is_own_echo(record: Any, applied: dict[bytes, int]) -> bool:
-    """True (and forgotten) if ``record`` carries an event this process applied before sending."""
-    for name, value in record.headers or ():
-        if name == "ce_id":
-            return applied.pop(bytes(value), None) is not None
-    return False
 
 
 def _trigger(due: Due, run: RunState, handlers: Handlers) -> None:
