@@ -429,3 +429,26 @@ def launches(draw: Any) -> Launch:
         return launch
     headers = {**extra, **draw(garbage_signatures)}
     return Launch(draw(trigger_ids), body, headers, query, signed=False)
+
+
+# -- step parameters ------------------------------------------------------------------------------
+
+#: Unicode's control characters (category Cc: C0, DEL, C1).
+control_characters = st.characters(categories=["Cc"])
+#: What a sender puts where a step parameter is read from the payload: any text, text full of
+#: control characters, text after a leading dash or a control character, and non-strings that
+#: a string parameter takes as text (a negative number starts with "-").
+parameter_values = st.one_of(
+    st.text(max_size=30),
+    st.text(st.one_of(control_characters, st.characters(max_codepoint=0x2FF)), max_size=30),
+    st.tuples(
+        st.one_of(
+            st.sampled_from(["-", "--", "---", "-\t", " -", "\u2010", "\uff0d"]),
+            control_characters,
+        ),
+        st.text(max_size=20),
+    ).map("".join),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)

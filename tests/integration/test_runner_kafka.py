@@ -98,6 +98,12 @@ steps:
   - {name: node_a, command: ["python3", "{config_dir}/step.py", "node", "a"], inputs: [{name: payload}]}
   - {name: node_b, command: ["python3", "{config_dir}/step.py", "node", "b"]}
   - {name: node_c, command: ["python3", "{config_dir}/step.py", "node", "c"]}
+  - name: opts
+    command: ["python3", "{config_dir}/step.py", "ok", "{parameters.flag}"]
+    parameters: [{name: flag, type: string}]
+  - name: opts_pattern
+    command: ["python3", "{config_dir}/step.py", "ok", "{parameters.flag}"]
+    parameters: [{name: flag, type: string, pattern: "--rm|--init"}]
   - name: hunt
     command: ["python3", "{config_dir}/step.py", "hunt", "HOOKRUN_ADMIN_TOKEN", "HOOKRUN_DATABASE_URL", "HOOKRUN_TEST_TOKEN"]
 pipelines:
@@ -130,6 +136,8 @@ triggers:
               {action: run_execution, step: big}]
   - {id: pause, title: p, actions: [{action: run_execution, step: pause}]}
   - {id: hunt, title: h, actions: [{action: run_execution, step: hunt}]}
+  - {id: opts, title: o, actions: [{action: run_execution, step: opts, parameters: {flag: "{payload.flag}"}}]}
+  - {id: opts-pattern, title: o, actions: [{action: run_execution, step: opts_pattern, parameters: {flag: "{payload.flag}"}}]}
   - {id: chain, title: c, actions: [{action: run_pipeline, pipeline: chain, payload_input: a.payload}]}
   - {id: broken, title: b, actions: [{action: run_pipeline, pipeline: broken}]}
   - {id: copy, title: c, actions: [{action: copy_pipeline, source_pipeline_id: "{payload.source}", from_any_trigger: true}]}
@@ -280,6 +288,8 @@ async def outcomes(harness):
         "schema": await harness.launch("ok", {"size": 1}),
         "template": await harness.launch("template", {"x": 1}),
         "badtype": await harness.launch("ok", {"batch_size": "many"}),
+        "option": await harness.launch("opts", {"flag": "--rm"}),
+        "admitted": await harness.launch("opts-pattern", {"flag": "--rm"}),
         "chain": await harness.launch("chain", {"seed": 1}),
         "broken": await harness.launch("broken"),
         "multi": await harness.launch("multi"),
@@ -353,6 +363,23 @@ async def test_a_bad_payload_is_invalid_payload_before_anything_runs(outcomes, c
     evs = outcomes[0][case]
     assert finish(evs).status == "INVALID_PAYLOAD"
     assert "hookrun.execution.created" not in types(evs)
+
+
+async def test_a_payload_value_like_an_option_is_invalid_payload_unless_a_pattern_admits_it(
+    outcomes,
+):
+    evs = outcomes[0]["option"]
+    run = finish(evs)
+    assert run.status == "INVALID_PAYLOAD"
+    assert run.error.message == (
+        "parameter flag: the value from the payload starts with '-' ('--rm'), so a command "
+        "could take it for an option (declare a pattern that admits such values)"
+    )
+    assert "hookrun.execution.created" not in types(evs)
+    admitted = finish(outcomes[0]["admitted"])
+    assert admitted.status == "SUCCESS", admitted.error
+    [output] = admitted.output.values()
+    assert output["argv"] == ["--rm"]
 
 
 async def test_a_three_node_pipeline_passes_output_files_downstream(outcomes):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,10 +22,12 @@ __all__ = [
     "is_template",
     "lookup_path",
     "parse_path",
+    "reads_payload",
     "render_command",
     "render_response",
     "resolve_parameters",
     "resolve_template",
+    "show_value",
 ]
 
 RUN_ID_PLACEHOLDER = "{run_id}"
@@ -163,14 +165,14 @@ def coerce_value(type_name: str, value: Any) -> Any:
     """Convert a value to a declared parameter type; raises ValueError with the reason."""
     if type_name == "integer":
         if isinstance(value, bool):
-            raise ValueError(f"expected an integer, got {_show(value)}")
+            raise ValueError(f"expected an integer, got {show_value(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
             return int(value.strip())
-        raise ValueError(f"expected an integer, got {_show(value)}")
+        raise ValueError(f"expected an integer, got {show_value(value)}")
     if type_name == "float":
         if isinstance(value, int | float) and not isinstance(value, bool):
             result = float(value)
@@ -178,11 +180,11 @@ def coerce_value(type_name: str, value: Any) -> Any:
             try:
                 result = float(value.strip())
             except ValueError:
-                raise ValueError(f"expected a number, got {_show(value)}") from None
+                raise ValueError(f"expected a number, got {show_value(value)}") from None
         else:
-            raise ValueError(f"expected a number, got {_show(value)}")
+            raise ValueError(f"expected a number, got {show_value(value)}")
         if not math.isfinite(result):
-            raise ValueError(f"expected a finite number, got {_show(value)}")
+            raise ValueError(f"expected a finite number, got {show_value(value)}")
         return result
     if type_name == "string":
         if isinstance(value, str):
@@ -191,44 +193,52 @@ def coerce_value(type_name: str, value: Any) -> Any:
             return "true" if value else "false"
         if isinstance(value, int | float):
             return str(value)
-        raise ValueError(f"expected a string, got {_show(value)}")
+        raise ValueError(f"expected a string, got {show_value(value)}")
     if type_name == "flag":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        raise ValueError(f"expected true or false, got {_show(value)}")
+        raise ValueError(f"expected true or false, got {show_value(value)}")
     raise ValueError(f"unknown parameter type {type_name!r}")
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A glimpse of a value for an error message: a string's repr (control characters escaped),
+    anything else as JSON, cut at 60 characters."""
     text = repr(value) if isinstance(value, str) else _stringify(value)
     # Values come from payloads and can be large; the message only needs a glimpse.
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def coerce_parameter(param: Parameter, value: Any) -> Any:
+def coerce_parameter(param: Parameter, value: Any, *, from_payload: bool = False) -> Any:
     """Convert a value to the parameter's declared type; raises ParameterError(name, reason).
 
     None is accepted only for optional parameters. Flags accept booleans and the strings
-    "true"/"false"; integers accept "32" and 32.0 but not "3.5".
+    "true"/"false"; integers accept "32" and 32.0 but not "3.5". The typed value must then pass
+    the parameter's constraints (`Parameter.check_value`), stricter for a value ``from_payload``.
     """
     if value is None:
         if param.optional:
             return None
         raise ParameterError(param.name, "a value is required")
     try:
-        return coerce_value(param.type, value)
+        typed = coerce_value(param.type, value)
+        param.check_value(typed, from_payload=from_payload)
     except ValueError as exc:
         raise ParameterError(param.name, str(exc)) from None
+    return typed
 
 
-def resolve_parameters(step: Step, values: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_parameters(
+    step: Step, values: Mapping[str, Any], *, from_payload: Collection[str] = ()
+) -> dict[str, Any]:
     """Merge supplied values with the step's defaults and coerce them.
 
     Returns name -> typed value for every parameter that has a value; optional parameters
     without one are left out. Raises ParameterError for undeclared names, bad values, and
-    required parameters without a value.
+    required parameters without a value. The values of the names in ``from_payload`` came from
+    the payload (see :func:`reads_payload`) and are checked as such.
     """
     for name in values:
         if step.parameter(name) is None:
@@ -238,8 +248,18 @@ def resolve_parameters(step: Step, values: Mapping[str, Any]) -> dict[str, Any]:
         value = values.get(param.name, param.default)
         if value is None and param.optional:
             continue
-        resolved[param.name] = coerce_parameter(param, value)
+        resolved[param.name] = coerce_parameter(
+            param, value, from_payload=param.name in from_payload
+        )
     return resolved
+
+
+def reads_payload(value: Any) -> bool:
+    """Whether a parameter value holds a `{payload...}` template: its value comes from the
+    payload, whatever literal text surrounds the template."""
+    return isinstance(value, str) and any(
+        match.group(1).startswith("payload") for match in _TEMPLATE.finditer(value)
+    )
 
 
 def format_parameter(value: Any) -> str:

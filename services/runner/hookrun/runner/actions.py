@@ -13,6 +13,7 @@ from hookrun.config import (
     RunPipelineAction,
     Step,
     UnresolvedEnvError,
+    reads_payload,
     resolve_env_refs,
     resolve_parameters,
     resolve_template,
@@ -98,7 +99,9 @@ def _template(value: Any, payload: Any) -> Any:
 def _resolve(step: Step, values: Mapping[str, Any], payload: Any, ctx: Context) -> dict[str, Any]:
     try:
         resolved = {k: resolve_template(v, payload) for k, v in values.items()}
-        params = resolve_parameters(step, resolved)
+        # A value from the payload must not become an option of the step's command.
+        from_payload = {k for k, v in values.items() if reads_payload(v)}
+        params = resolve_parameters(step, resolved, from_payload=from_payload)
     except (PayloadPathError, ParameterError) as exc:
         raise _Decided(RunStatus.INVALID_PAYLOAD, str(exc)) from None
     _check_env(step, ctx)

@@ -165,7 +165,7 @@ def _check_values(
         elif value is not None and not is_template(value):
             # Templates are resolved per run; literal values can be checked now.
             try:
-                coerce_value(param.type, value)
+                param.check_value(coerce_value(param.type, value))
             except ValueError as exc:
                 yield (*loc, name), str(exc)
     if owner is not None:

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from hookrun.config.model.base import IDENTIFIER, Frozen, NonEmptyStr
-from hookrun.config.templating import coerce_value
+from hookrun.config.templating import coerce_value, show_value
+
+#: Unicode's control characters (category Cc): C0, DEL and C1. A terminal, a log line or a
+#: line-oriented parser reads them as structure, not as data.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Parameter(Frozen):
     name: NonEmptyStr
     type: Literal["integer", "float", "string", "flag"]
+    # The constraints come before `default` so that its validator sees them.
+    #: A regular expression a string value must match as a whole.
+    pattern: str | None = None
+    max_length: int | None = Field(default=None, ge=1)
+    #: The only values a string parameter takes.
+    enum: tuple[str, ...] | None = Field(default=None, min_length=1)
     default: Any = None
     optional: bool = False
     description: str | None = None
+
+    _pattern: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    def _post_init(self) -> None:
+        self._pattern = re.compile(self.pattern) if self.pattern is not None else None
 
     @field_validator("name")
     @classmethod
@@ -25,18 +41,109 @@ class Parameter(Frozen):
             raise ValueError("must be letters, digits and '_', not starting with a digit")
         return name
 
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str | None, info: ValidationInfo) -> str | None:
+        _only_for_strings(pattern, info)
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return pattern
+
+    @field_validator("max_length")
+    @classmethod
+    def _max_length_for_strings(cls, max_length: int | None, info: ValidationInfo) -> int | None:
+        _only_for_strings(max_length, info)
+        return max_length
+
+    @field_validator("enum")
+    @classmethod
+    def _enum_values_are_reachable(
+        cls, enum: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        _only_for_strings(enum, info)
+        for value in enum or ():
+            # A listed value that the other constraints refuse could never be used.
+            problem = _string_problem(value, _compiled(info), info.data.get("max_length"), None)
+            if problem is not None:
+                raise ValueError(f"enum value {problem}")
+        return enum
+
     @field_validator("default")
     @classmethod
     def _default_has_declared_type(cls, default: Any, info: ValidationInfo) -> Any:
         if default is None or "type" not in info.data:
             return default
         # Keep the typed default so consumers never coerce it again.
-        return coerce_value(info.data["type"], default)
+        typed = coerce_value(info.data["type"], default)
+        if isinstance(typed, str):
+            problem = _string_problem(
+                typed, _compiled(info), info.data.get("max_length"), info.data.get("enum")
+            )
+            if problem is not None:
+                raise ValueError(problem)
+        return typed
 
     @property
     def required(self) -> bool:
         """True when a value must be supplied because there is no default and it is not optional."""
         return self.default is None and not self.optional
+
+    def check_value(self, value: Any, *, from_payload: bool = False) -> None:
+        """Raise ValueError with the reason unless the typed ``value`` may be used.
+
+        A string must fit `max_length`, match `pattern` and be one of `enum`, where declared.
+        One that came from the payload must not start with "-" (a command would take it for an
+        option) nor hold a control character, unless the `pattern` matched it or `enum` lists it.
+        """
+        if not isinstance(value, str) or self.type != "string":
+            return
+        problem = _string_problem(value, self._pattern, self.max_length, self.enum)
+        if problem is not None:
+            raise ValueError(problem)
+        if not from_payload or self._pattern is not None or self.enum is not None:
+            return
+        if value.startswith("-"):
+            raise ValueError(
+                f"the value from the payload starts with '-' ({show_value(value)}), so a command "
+                "could take it for an option (declare a pattern that admits such values)"
+            )
+        if CONTROL_CHARACTERS.search(value):
+            raise ValueError(
+                f"the value from the payload holds a control character ({show_value(value)}) "
+                "(declare a pattern that admits such values)"
+            )
+
+
+def _only_for_strings(value: object, info: ValidationInfo) -> None:
+    kind = info.data.get("type")
+    if value is not None and kind is not None and kind != "string":
+        raise ValueError(f"only a string parameter takes {info.field_name} (this one is {kind})")
+
+
+def _compiled(info: ValidationInfo) -> re.Pattern[str] | None:
+    # A pattern that failed its own validation is absent from info.data.
+    pattern = info.data.get("pattern")
+    return re.compile(pattern) if pattern is not None else None
+
+
+def _string_problem(
+    value: str,
+    pattern: re.Pattern[str] | None,
+    max_length: int | None,
+    enum: tuple[str, ...] | None,
+) -> str | None:
+    """Why ``value`` breaks the declared constraints, or None. The length is checked before the
+    pattern, so a long value never reaches the regular expression."""
+    if max_length is not None and len(value) > max_length:
+        return f"{show_value(value)} is {len(value)} characters long, over max_length {max_length}"
+    if pattern is not None and pattern.fullmatch(value) is None:
+        return f"{show_value(value)} does not match pattern {pattern.pattern!r}"
+    if enum is not None and value not in enum:
+        return f"{show_value(value)} is not one of {list(enum)}"
+    return None
 
 
 class Input(Frozen):
