@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     #: Where run info and the admin API are answered; the gateway forwards those paths there.
     hookrun_status_url: str = "http://127.0.0.1:8001"
     hookrun_access_log: bool = False
+    #: A client must send a request's headers within this many seconds of connecting (or of the
+    #: request's first byte) and its body within the next; else 408 and the connection is closed.
+    hookrun_header_timeout_s: PositiveFloat = 10.0
+    hookrun_body_timeout_s: PositiveFloat = 30.0
+    #: Connections open at once; one more is answered 503 as soon as its headers are in.
+    hookrun_max_connections: PositiveInt = 1024
+    #: How long an idle connection stays open for a next request.
+    hookrun_keep_alive_s: PositiveInt = 5
     log_level: str = "INFO"
 
     @model_validator(mode="after")
