@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events.kafka import Publisher, ensure_topics_forever
-from hookrun.gateway import handlers, routes
+from hookrun.gateway import handlers, routes, server
 from hookrun.gateway.adapters import DeliveryIndex, EventLog, KafkaDeliveryIndex, KafkaEventLog
 from hookrun.gateway.config import Settings
 
@@ -144,16 +144,7 @@ def main() -> None:
     except ConfigError as exc:
         print(f"hookrun gateway: invalid config\n{exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    uvicorn.run(
-        build(settings, config, freeze_heap=True),
-        host=settings.hookrun_host,
-        port=settings.hookrun_port,
-        loop="uvloop",
-        http="httptools",
-        access_log=settings.hookrun_access_log,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(build(settings, config, freeze_heap=True), **server.uvicorn_options(settings))
 
 
 if __name__ == "__main__":
