@@ -21,7 +21,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
     uvicorn bounds only the idle time between two requests (``timeout_keep_alive``, armed once
     a response is complete): a client that trickles its headers or its body keeps its
     connection, and a place under ``limit_concurrency``, as long as it keeps sending
-    (decision 0033). Here the headers must be complete within ``header_timeout_s`` of the
+    (decision 0034). Here the headers must be complete within ``header_timeout_s`` of the
     connection's start (its first request) or of the request's first byte (a later one), and
     the body within ``body_timeout_s`` of the end of the headers. A request that misses its
     deadline gets 408 unless an answer is already under way, and the connection is closed.
