@@ -57,8 +57,14 @@ async def read_events(
 
     With ``until``, keep reading (up to ``timeout_s``) until it returns True for what was found.
     """
+    # read_committed, as every consumer of hookrun: an aborted transaction's records (a launch
+    # whose dedupe record could not be written with it) never happened.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, group_id=None
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     found: list[RawEvent] = []

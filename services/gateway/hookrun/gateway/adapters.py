@@ -14,6 +14,7 @@ from hookrun.events import Event, InboundDeliveryRecorded, decode, topics
 from hookrun.events.codec import Record
 from hookrun.events.kafka import KafkaUnavailable, Publisher, TopicTable
 from hookrun.events.maps import EventMap
+from hookrun.events.transactions import TransactionalPublisher
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,32 @@ class EventLog(Protocol):
     async def append_records(self, records: Sequence[Record]) -> None:
         """As :meth:`append`, for events already encoded (``ce_source`` stamped by the caller)."""
 
+    async def append_together(self, records: Sequence[Record]) -> None:
+        """As :meth:`append_records`, all of them or none (a Kafka transaction).
+
+        On KafkaUnavailable the records may still be committed later, but only all together.
+        """
+
     def append_soon(self, events: Sequence[Event]) -> None:
         """Append without making the caller wait (trigger-log entries); failures are logged."""
 
 
 class KafkaEventLog:
-    """EventLog on a Kafka Publisher."""
+    """EventLog on a Kafka Publisher, and a TransactionalPublisher for all-or-nothing appends.
 
-    def __init__(self, publisher: Publisher, *, ack_timeout_s: float) -> None:
+    Without ``together``, :meth:`append_together` appends the records one by one (tests).
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        ack_timeout_s: float,
+        together: TransactionalPublisher | None = None,
+    ) -> None:
         self._publisher = publisher
         self._ack_timeout_s = ack_timeout_s
+        self._together = together
         self.source = publisher.source
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -66,6 +83,12 @@ class KafkaEventLog:
             raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
         finally:
             timer.cancel()
+
+    async def append_together(self, records: Sequence[Record]) -> None:
+        if self._together is None:
+            await self.append_records(records)
+        else:
+            await self._together.append(records, timeout_s=self._ack_timeout_s)
 
     def append_soon(self, events: Sequence[Event]) -> None:
         task = asyncio.create_task(self._append_logged(events))
@@ -112,6 +135,9 @@ class FakeEventLog:
         if self.down:
             raise KafkaUnavailable("fake broker is down")
         self.events.extend(decode(r.value, r.headers) for r in records)
+
+    async def append_together(self, records: Sequence[Record]) -> None:
+        await self.append_records(records)
 
     def append_soon(self, events: Sequence[Event]) -> None:
         if not self.down:

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events.kafka import Publisher, ensure_topics_forever
+from hookrun.events.transactions import TransactionalPublisher, transactional_id
 from hookrun.gateway import handlers, routes, server
 from hookrun.gateway.adapters import DeliveryIndex, EventLog, KafkaDeliveryIndex, KafkaEventLog
 from hookrun.gateway.config import Settings
@@ -61,6 +62,7 @@ def build(
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     publisher: Publisher | None = None
+    together: TransactionalPublisher | None = None
     if event_log is None:
         publisher = Publisher(
             settings.kafka_bootstrap_servers,
@@ -69,8 +71,20 @@ def build(
             namespace=settings.hookrun_namespace,
             linger_ms=settings.hookrun_kafka_linger_ms,
         )
+        # A launch with a delivery id commits TriggerLaunched and its dedupe record together
+        # (decision 0033); the id is stable across a restart, so a restart aborts what a
+        # crashed gateway left open.
+        together = TransactionalPublisher(
+            settings.kafka_bootstrap_servers,
+            "gateway",
+            transactional_id(settings.hookrun_namespace, "gateway", str(settings.hookrun_port)),
+            send_timeout_s=settings.hookrun_kafka_timeout_s,
+            namespace=settings.hookrun_namespace,
+        )
         # The producer's own request timeout fails a send first; this bounds the wait anyway.
-        event_log = KafkaEventLog(publisher, ack_timeout_s=settings.hookrun_kafka_timeout_s + 1)
+        event_log = KafkaEventLog(
+            publisher, ack_timeout_s=settings.hookrun_kafka_timeout_s + 1, together=together
+        )
     index = deliveries
     if index is None:
         index = KafkaDeliveryIndex(
@@ -90,6 +104,8 @@ def build(
                 )
             )
             await publisher.start()
+        if together is not None:
+            await together.start()
         if isinstance(index, KafkaDeliveryIndex):
             await index.start()
         app.state.status_client = httpx.AsyncClient(
@@ -108,6 +124,8 @@ def build(
                 await index.stop()
             if isinstance(event_log, KafkaEventLog):
                 await event_log.drain()
+            if together is not None:
+                await together.stop()
             if publisher is not None:
                 await publisher.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class Deps:
     #: The config's version, read once: a pydantic private attribute is slow to read.
     config_version: str = field(init=False)
 
+    #: Launches of a delivery id being appended now, by ``<trigger id>/<delivery id>``: the
+    #: run id each one answered (None: 503), for the copies that arrive meanwhile.
+    inflight: dict[str, asyncio.Future[str | None]] = field(init=False, default_factory=dict)
+
     def __post_init__(self) -> None:
         self.triggers = {t.id: t for t in self.config.triggers}
         self.config_version = self.config.config_version
@@ -72,24 +77,55 @@ async def launch(
         return reject(trigger_id, request, deps, reason)
 
     delivery = delivery_id(trigger, request)
+    if delivery is not None:
+        return await _launch_delivery(trigger, request, deps, delivery, verdict.account, is_test)
+    run_id = deps.new_run_id()
+    launched = recorded_launch(
+        trigger,
+        request,
+        source=deps.log.source,
+        run_id=run_id,
+        config_version=deps.config_version,
+        is_test=is_test,
+        account=verdict.account,
+    )
     try:
-        if delivery is not None:
-            original = await deps.deliveries.find(trigger.id, delivery)
-            if original is not None:
-                deps.log.append_soon(
-                    [
-                        _logged(
-                            trigger.id,
-                            request,
-                            "duplicate",
-                            f"redelivery of {delivery}",
-                            202,
-                            delivery,
-                            original,
-                        )
-                    ]
-                )
-                return accepted(trigger, original)
+        await deps.log.append_records([launched])
+    except KafkaUnavailable:
+        return unavailable(deps)
+    return accepted(trigger, run_id)
+
+
+async def _launch_delivery(
+    trigger: Trigger,
+    request: InboundRequest,
+    deps: Deps,
+    delivery: str,
+    account: str | None,
+    is_test: bool,
+) -> Reply:
+    """A launch with a provider delivery id: one run per delivery id within the window.
+
+    A copy that arrives while the first is still being appended waits for the first one's
+    outcome and answers the same run id (or the same 503): it never appends a run of its own.
+    TriggerLaunched and the dedupe record are committed together, so no failure between them
+    leaves a run that a retry of the delivery does not find (decision 0033).
+    """
+    key = f"{trigger.id}/{delivery}"
+    first = deps.inflight.get(key)
+    if first is not None:
+        original = await asyncio.shield(first)
+        if original is None:
+            return unavailable(deps)
+        return _duplicate(trigger, request, deps, delivery, original)
+    outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    deps.inflight[key] = outcome
+    answered: str | None = None
+    try:
+        original = await deps.deliveries.find(trigger.id, delivery)
+        if original is not None:
+            answered = original
+            return _duplicate(trigger, request, deps, delivery, original)
         run_id = deps.new_run_id()
         launched = recorded_launch(
             trigger,
@@ -99,23 +135,38 @@ async def launch(
             config_version=deps.config_version,
             delivery_id=delivery,
             is_test=is_test,
-            account=verdict.account,
+            account=account,
         )
-        if delivery is None:
-            await deps.log.append_records([launched])
-        else:
-            record = InboundDeliveryRecorded(
-                trigger_id=trigger.id, delivery_id=delivery, run_id=run_id
-            )
-            await deps.log.append_records([launched, encode(record, source=deps.log.source)])
-            deps.deliveries.remember(trigger.id, delivery, run_id)
+        record = InboundDeliveryRecorded(trigger_id=trigger.id, delivery_id=delivery, run_id=run_id)
+        await deps.log.append_together([launched, encode(record, source=deps.log.source)])
+        deps.deliveries.remember(trigger.id, delivery, run_id)
+        answered = run_id
+        return accepted(trigger, run_id)
     except KafkaUnavailable:
-        return Reply(
-            503,
-            b'{"error":"event log unavailable, retry later"}',
-            headers={"Retry-After": str(deps.retry_after_s)},
-        )
-    return accepted(trigger, run_id)
+        return unavailable(deps)
+    finally:
+        del deps.inflight[key]
+        outcome.set_result(answered)
+
+
+def _duplicate(
+    trigger: Trigger, request: InboundRequest, deps: Deps, delivery: str, original: str
+) -> Reply:
+    """The answer to a redelivery: the original run id, and a ``duplicate`` log entry."""
+    entry = _logged(
+        trigger.id, request, "duplicate", f"redelivery of {delivery}", 202, delivery, original
+    )
+    deps.log.append_soon([entry])
+    return accepted(trigger, original)
+
+
+def unavailable(deps: Deps) -> Reply:
+    """503 with Retry-After: nothing durable, no run id handed out."""
+    return Reply(
+        503,
+        b'{"error":"event log unavailable, retry later"}',
+        headers={"Retry-After": str(deps.retry_after_s)},
+    )
 
 
 def accepted(trigger: Trigger, run_id: str) -> Reply:
