@@ -10,10 +10,11 @@ from aiokafka import TopicPartition
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit
-from hookrun.events.consumer import ConsumeLoop, Partition, Service
+from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.maps import EventMap
 from hookrun.events.notifications import DeliveryExhausted, RedeliveryRequested
 from hookrun.events.runs import RunCancelRequested
+from hookrun.events.service import Partition, Service
 
 #: Handles redelivery requests and exhaustions; ignores cancellations.
 EVENTS = EventMap(
@@ -56,7 +57,7 @@ class Tally(Service[Sheet]):
     def open(self, tp: TopicPartition) -> Sheet:
         return Sheet()
 
-    def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
+    async def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
         self.starts[tp] = committed
         if committed is not None and committed.metadata.startswith("lw="):
             return int(committed.metadata[3:])

@@ -13,10 +13,11 @@ import pytest
 from aiokafka import TopicPartition
 
 from hookrun.config import parse_config
-from hookrun.events.base import utcnow
 from hookrun.events import topics
+from hookrun.events.base import utcnow
 from hookrun.events.codec import Record
 from hookrun.events.kafka import KafkaUnavailable
+from hookrun.events.memory import MemoryBroker
 from hookrun.events.runs import (
     ExecutionCreated,
     ExecutionHeartbeat,
@@ -27,9 +28,8 @@ from hookrun.events.runs import (
     RunStatus,
     TriggerLaunched,
 )
+from hookrun.events.service import Partition
 from hookrun.runner.consumer import Runner
-from hookrun.events.consumer import Partition
-from hookrun.events.memory import MemoryBroker
 from hookrun.runner.context import Plan
 from hookrun.runner.executor import FakeExecutor
 from hookrun.runner.handlers import HANDLERS, RECONCILE

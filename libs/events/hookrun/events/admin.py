@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
-from aiokafka.protocol.metadata import MetadataRequest
 
 from hookrun.events import topics
-from hookrun.events.clients import client_id
+from hookrun.events.clients import client_id, partitions_of_topics
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +136,3 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Return every partition of ``topic`` (empty if it does not exist), asking the broker."""
     return await partitions_of_topics(consumer, [topic])
-
-
-async def partitions_of_topics(
-    consumer: AIOKafkaConsumer, names: Sequence[str]
-) -> list[TopicPartition]:
-    """Every partition of the topics ``names`` (none of a topic that does not exist).
-
-    ``consumer.partitions_for_topic`` only knows topics the consumer already tracks, so this
-    asks the broker, for these topics only: the metadata of every topic in the cluster is slow
-    to fetch on a broker holding thousands of topics. Never creates a topic (a broker with
-    ``auto.create.topics.enable`` would, for a plain metadata request).
-    """
-    client = consumer._client  # no public call returns fresh partitions
-    response = await client.send(client.get_random_node(), MetadataRequest(list(names), False))
-    cluster = ClusterMetadata()
-    cluster.update_metadata(response)
-    return [
-        TopicPartition(name, p)
-        for name in names
-        for p in sorted(cluster.partitions_for_topic(name) or ())
-    ]

@@ -8,9 +8,12 @@ the in-memory one of :mod:`hookrun.events.memory`.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.protocol.metadata import MetadataRequest
 
 from hookrun.events import topics
 
@@ -82,6 +85,10 @@ class ConsumerClient(Protocol):
 
     def subscribe(self, topics: list[str], listener: Any) -> None: ...
 
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+
+    async def partitions_of_topics(self, topics: list[str]) -> list[TopicPartition]: ...
+
     def assignment(self) -> set[TopicPartition]: ...
 
     async def getmany(
@@ -110,7 +117,12 @@ class ConsumerClient(Protocol):
 
 
 class GroupConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
-    """aiokafka's consumer with :meth:`committed_offsets`, which it has no public call for."""
+    """aiokafka's consumer with :meth:`committed_offsets` and :meth:`partitions_of_topics`,
+    which it has no public calls for."""
+
+    async def partitions_of_topics(self, topics: list[str]) -> list[TopicPartition]:
+        """Every partition of ``topics`` (none of a topic that does not exist), from the broker."""
+        return await partitions_of_topics(self, topics)
 
     async def committed_offsets(
         self, partitions: list[TopicPartition]
@@ -124,3 +136,24 @@ class GroupConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is unty
         return {
             tp: Commit(om.offset, om.metadata or "") for tp, om in found.items() if om.offset >= 0
         }
+
+
+async def partitions_of_topics(
+    consumer: AIOKafkaConsumer, names: Sequence[str]
+) -> list[TopicPartition]:
+    """Every partition of the topics ``names`` (none of a topic that does not exist).
+
+    ``consumer.partitions_for_topic`` only knows topics the consumer already tracks, so this
+    asks the broker, for these topics only: the metadata of every topic in the cluster is slow
+    to fetch on a broker holding thousands of topics. Never creates a topic (a broker with
+    ``auto.create.topics.enable`` would, for a plain metadata request).
+    """
+    client = consumer._client  # no public call returns fresh partitions
+    response = await client.send(client.get_random_node(), MetadataRequest(list(names), False))
+    cluster = ClusterMetadata()
+    cluster.update_metadata(response)
+    return [
+        TopicPartition(name, p)
+        for name in names
+        for p in sorted(cluster.partitions_for_topic(name) or ())
+    ]

@@ -1,12 +1,14 @@
 """The consume loop, written once: every consuming service plugs its state and table into it.
 
-A service is a :class:`Service` (per-partition state and a few hooks) with a handler table; the
-:class:`ConsumeLoop` owns the rest: the subscription and its rebalances, replaying each assigned
+A service is a :class:`~hookrun.events.service.Service` (per-partition state and a few hooks)
+with a handler table; the :class:`ConsumeLoop` owns the rest: the subscription and its rebalances
+(or partitions assigned by hand), replaying each assigned
 partition from where the service says it must start up to the log end at assignment, going live
 there, skipping undecoded the types the service does not handle, decoding with the dead-letter
 path, dispatching, skipping the echoes of events the service applied before publishing them,
 publishing with retry, committing only what the service declares safe, backpressure, a periodic
-sweep and a graceful stop. The loop runs on anything with the consumer and publisher calls it
+sweep and a graceful stop. A projection without a handler table takes the records undecoded
+(:meth:`~hookrun.events.service.Service.take`) and keeps its own offsets. The loop runs on anything with the consumer and publisher calls it
 makes: aiokafka's (:class:`~hookrun.events.clients.GroupConsumer`,
 :class:`~hookrun.events.kafka.Publisher`) or the in-memory broker's of
 :mod:`hookrun.events.memory` in unit tests.
@@ -18,109 +20,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Generic
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit, ConsumerClient
-from hookrun.events.kafka import KafkaUnavailable, RecordSender, decode_or_dead_letter
+from hookrun.events.kafka import KafkaUnavailable, decode_or_dead_letter
 from hookrun.events.maps import EventMap
+from hookrun.events.service import Handler, Partition, PublisherClient, S, Service
 from hookrun.events.topics import named
 
 log = logging.getLogger(__name__)
-
-S = TypeVar("S")
-
-#: A handler of the table: ``(event, offset, partition state) -> events it caused``. The loop
-#: publishes what the handlers of a batch return before it moves on.
-Handler = Callable[[Event, int, S], Awaitable[Sequence[Event]]]
-
-
-class PublisherClient(RecordSender, Protocol):
-    """The publisher calls the loop and its services make (:class:`~hookrun.events.kafka.Publisher`'s)."""
-
-    #: The ``source`` it stamps on the events it appends.
-    source: str
-
-    @property
-    def ready(self) -> bool: ...
-
-    async def publish(self, events: Sequence[Event]) -> None: ...
-
-    async def start(self, *, wait: bool = False) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-@dataclass(eq=False)
-class Partition(Generic[S]):
-    """An assigned partition: the service's state of it, and where the loop stands in it."""
-
-    tp: TopicPartition
-    state: S
-    #: The next offset to read.
-    position: int
-    #: The log end at assignment: the partition is replayed (the service acts on nothing)
-    #: until the position reaches it.
-    replay_end: int
-    live: bool = False
-    #: The last commit: at assignment the group's, then the loop's own.
-    committed: Commit | None = None
-    #: Times the replay met a gap and read the partition again from its position.
-    rereads: int = 0
-    assigned_at: float = field(default_factory=time.monotonic)
-
-
-class Service(Generic[S]):
-    """What a service plugs into the loop. Only :meth:`open` must be overridden.
-
-    The hooks but :meth:`room` and :meth:`drain` run under the loop's lock: batches,
-    rebalances, sweeps and :meth:`ConsumeLoop.dispatch` never interleave.
-    """
-
-    def open(self, tp: TopicPartition) -> S:
-        """Return the state of a partition just assigned; the replay rebuilds it."""
-        raise NotImplementedError
-
-    def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
-        """Where the replay of ``tp`` starts, given the group's commit; None: the log start.
-
-        The default resumes at the committed offset. The loop keeps the answer within the log.
-        """
-        return None if committed is None else committed.offset
-
-    async def went_live(self, part: Partition[S]) -> None:
-        """``part`` is replayed to its end at assignment: act on what its state holds."""
-
-    async def handled(self, parts: Sequence[Partition[S]]) -> None:
-        """A batch was dispatched: ``parts`` got records or went live (e.g. schedule work)."""
-
-    async def revoked(self, part: Partition[S]) -> None:
-        """``part`` was taken away, its last commit made: stop acting on its state, drop it."""
-
-    def safe(self, part: Partition[S]) -> Commit:
-        """What may be committed for the live ``part``: all its effects below are durable.
-
-        The default is the position, for a service whose effects are done once dispatched.
-        """
-        return Commit(part.position)
-
-    async def room(self) -> int | None:
-        """How many records the service can take now; None: no limit, 0: pause every partition.
-
-        When there is no room, wait for some (up to about a second) before answering 0.
-        """
-        return None
-
-    async def sweep(self) -> None:
-        """Periodic work (every ``sweep_every_s`` of the loop), followed by a commit."""
-
-    async def drain(self) -> None:
-        """The loop stops: finish or record what is under way (bounded) before the last commit."""
 
 
 class Echoes:
@@ -150,13 +63,15 @@ class Echoes:
 
 
 class ConsumeLoop(Generic[S]):
-    """Consumes ``topics`` in the consumer's group for one :class:`Service`.
+    """Consumes ``topics`` for one :class:`Service`, in the consumer's group or (``group=False``)
+    on every partition of them (or those of ``only``), assigned by hand.
 
     ``topics`` are logical names (``topics.RUNS``) in the publisher's namespace. Only the types
     ``events`` handles on them are decoded (picked by the ``ce_type`` header; a record without
     one is decoded, and so dead-lettered); ``handlers`` is the table they are dispatched through.
-    Offsets are committed at most every ``commit_every_s``, at revocation and at the stop, and
-    only what :meth:`Service.safe` returns.
+    Without a table (``handlers=None``) the records go undecoded to :meth:`Service.take`.
+    Offsets are committed at most every ``commit_every_s`` (None: never, the service keeps
+    them), at revocation and at the stop, and only what :meth:`Service.safe` returns.
     """
 
     def __init__(
@@ -164,21 +79,28 @@ class ConsumeLoop(Generic[S]):
         service: Service[S],
         *,
         consumer: ConsumerClient,
-        publisher: PublisherClient,
+        publisher: PublisherClient | None,
         topics: Sequence[str],
         events: EventMap,
-        handlers: Mapping[type[Event], Sequence[Handler[S]]],
+        handlers: Mapping[type[Event], Sequence[Handler[S]]] | None,
+        namespace: str | None = None,
+        group: bool = True,
+        only: Collection[TopicPartition] | None = None,
         max_records: int = 500,
         fetch_timeout_ms: int = 200,
-        commit_every_s: float = 0.5,
+        commit_every_s: float | None = 0.5,
         sweep_every_s: float | None = None,
         max_rereads: int = 3,
     ) -> None:
-        strays = [cls.type for cls in handlers if not events.handles(cls)]
+        """``publisher`` may be None only without a table (nothing is dead-lettered then), and
+        ``namespace`` is needed only without a publisher."""
+        strays = [cls.type for cls in handlers or () if not events.handles(cls)]
         if strays:
             raise ValueError(f"{events.service}: handlers for types its EventMap lacks: {strays}")
+        if handlers is not None and publisher is None:
+            raise ValueError(f"{events.service}: a handler table needs a publisher")
         self.service = service
-        self.namespace = publisher.namespace
+        self.namespace = publisher.namespace if publisher is not None else namespace or ""
         self.topics = [named(t, self.namespace) for t in topics]
         self.parts: dict[TopicPartition, Partition[S]] = {}
         self.echoes = Echoes()
@@ -190,6 +112,8 @@ class ConsumeLoop(Generic[S]):
             for cls in events.handlers
             if named(cls.topic, self.namespace) in self.topics
         )
+        self._group = group
+        self._only = None if only is None else frozenset(only)
         self._max_records = max_records
         self._fetch_timeout_ms = fetch_timeout_ms
         self._commit_every_s = commit_every_s
@@ -222,9 +146,22 @@ class ConsumeLoop(Generic[S]):
             await self.close()
 
     async def start(self) -> None:
-        """Start the consumer and join the group (the first :meth:`step` gets the partitions)."""
+        """Start the consumer and join the group (the first :meth:`step` gets the partitions),
+        or assign the partitions by hand.
+
+        Raises KafkaError when the topics do not exist (yet) or Kafka cannot be reached.
+        """
         await self._consumer.start()
-        self._consumer.subscribe(self.topics, listener=_Listener(self))
+        if self._group:
+            self._consumer.subscribe(self.topics, listener=_Listener(self))
+        else:
+            tps = await self._consumer.partitions_of_topics(self.topics)
+            if {tp.topic for tp in tps} != set(self.topics):
+                raise KafkaError(f"topics {self.topics} do not all exist yet")
+            tps = [tp for tp in tps if self._only is None or tp in self._only]
+            self._consumer.assign(tps)
+            async with self._lock:
+                await self._open(tps)
         if self._sweep_every_s:
             self._sweeper = asyncio.create_task(self._sweep_forever(self._sweep_every_s))
 
@@ -242,7 +179,10 @@ class ConsumeLoop(Generic[S]):
         )
         async with self._lock:
             await self._handle(batches)
-            if time.monotonic() - self._committed_at >= self._commit_every_s:
+            if (
+                self._commit_every_s is not None
+                and time.monotonic() - self._committed_at >= self._commit_every_s
+            ):
                 await self.commit()
 
     async def close(self) -> None:
@@ -263,8 +203,16 @@ class ConsumeLoop(Generic[S]):
         if tp in self.parts and named(type(event).topic, self.namespace) == tp.topic:
             self.echoes.expect(tp, event.event_id.encode())
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` again from ``offset`` (a service that found a gap in what it took)."""
+        part = self.parts.get(tp)
+        if part is not None and tp in self._consumer.assignment():
+            self._consumer.seek(tp, offset)
+            part.position = offset
+
     async def publish(self, events: Sequence[Event]) -> None:
         """Append ``events`` (acks=all), sending them again until Kafka acknowledges them."""
+        assert self._publisher is not None, "a loop without a publisher publishes nothing"
         delay = 0.2
         while True:
             try:
@@ -294,6 +242,8 @@ class ConsumeLoop(Generic[S]):
     async def commit(self, parts: Iterable[Partition[S]] | None = None) -> None:
         """Commit what the service declares safe for each live partition, if it moved."""
         self._committed_at = time.monotonic()
+        if self._commit_every_s is None:
+            return
         moved: dict[Partition[S], Commit] = {}
         for part in self.parts.values() if parts is None else parts:
             if part.live:
@@ -313,11 +263,17 @@ class ConsumeLoop(Generic[S]):
     async def _handle(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
         out: list[Event] = []
         touched: list[Partition[S]] = []
+        taken: list[tuple[Partition[S], Sequence[Any]]] = []
         for tp, records in batches.items():
             part = self.parts.get(tp)
             if part is not None and records:
                 touched.append(part)
-                await self._read(part, records, out)
+                if self._handlers is None:
+                    taken.append((part, _from_position(part, records)))
+                else:
+                    await self._read(part, records, out)
+        if taken:
+            await self.service.take(taken)
         if out:
             await self.publish(out)
         for part in list(self.parts.values()):
@@ -353,6 +309,7 @@ class ConsumeLoop(Generic[S]):
                 continue  # a type the service does not handle: skipped undecoded
             if echoes and ce_id is not None and echoes.seen(part.tp, ce_id):
                 continue
+            assert self._publisher is not None
             event = await decode_or_dead_letter(self._publisher, record)
             if event is not None:
                 out.extend(await self._apply(event, offset, state))
@@ -360,6 +317,7 @@ class ConsumeLoop(Generic[S]):
 
     async def _apply(self, event: Event, offset: int, state: S) -> list[Event]:
         out: list[Event] = []
+        assert self._handlers is not None
         for handler in self._handlers.get(type(event), ()):
             out.extend(await handler(event, offset, state))
         return out
@@ -412,17 +370,18 @@ class ConsumeLoop(Generic[S]):
         if not tps:
             return
         try:
-            committed = await self._consumer.committed_offsets(tps)
+            committed = await self._consumer.committed_offsets(tps) if self._group else {}
             begins = await self._consumer.beginning_offsets(tps)
             ends = await self._consumer.end_offsets(tps)
-        except KafkaError as exc:
+            starts = {tp: await self.service.replay_start(tp, committed.get(tp)) for tp in tps}
+        except Exception as exc:  # Kafka or the service's store is away
             log.warning("cannot read where %s start (%r); trying again", sorted(tps), exc)
             self._unopened.update(tps)
             self._consumer.pause(*tps)
             return
         self._unopened.difference_update(tps)
         for tp in tps:
-            start = self.service.replay_start(tp, committed.get(tp))
+            start = starts[tp]
             start = begins[tp] if start is None else min(max(start, begins[tp]), ends[tp])
             self._consumer.seek(tp, start)
             self.echoes.forget(tp)
@@ -469,6 +428,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self._loop._assigned(list(assigned))
+
+
+def _from_position(part: Partition[Any], records: Sequence[Any]) -> Sequence[Any]:
+    """``records`` from the partition's position on (a fetch may overlap a seek back), and the
+    position moved past them."""
+    if records[0].offset < part.position:
+        records = [r for r in records if r.offset >= part.position]
+    if records:
+        part.position = records[-1].offset + 1
+    return records
 
 
 def _name(tp: TopicPartition) -> str:

@@ -25,11 +25,10 @@ from hookrun.events.admin import (
     ensure_topics,
     ensure_topics_forever,
     partitions_of,
-    partitions_of_topics,
     topic_names,
 )
 from hookrun.events.base import Event
-from hookrun.events.clients import consumer_settings, producer_settings
+from hookrun.events.clients import consumer_settings, partitions_of_topics, producer_settings
 from hookrun.events.codec import InvalidEvent, Record, UnknownEventType, decode, encode
 from hookrun.events.murmur import murmur2
 

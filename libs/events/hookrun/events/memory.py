@@ -27,7 +27,7 @@ from hookrun.events.kafka import KafkaUnavailable, KeyHashPartitioner
 
 if TYPE_CHECKING:
     from hookrun.events.clients import ConsumerClient
-    from hookrun.events.consumer import PublisherClient
+    from hookrun.events.service import PublisherClient
 
 
 @dataclass
@@ -234,6 +234,9 @@ class MemoryConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
+
+    async def partitions_of_topics(self, topics: list[str]) -> list[TopicPartition]:
+        return [tp for topic in topics for tp in self._broker.partitions(topic)]
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None

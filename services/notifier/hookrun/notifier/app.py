@@ -22,11 +22,12 @@ from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit, ConsumerClient, GroupConsumer
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
-from hookrun.events.consumer import ConsumeLoop, Handler, Partition, PublisherClient, Service
+from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.health import serve_health
 from hookrun.events.kafka import Publisher, TopicTable, consumer_settings, ensure_topics_forever
 from hookrun.events.notifications import RedeliveryRequested, SubscriptionDisabled
 from hookrun.events.runs import RunFinished
+from hookrun.events.service import Handler, Partition, PublisherClient, Service
 from hookrun.notifier.adapters import HttpSender, Sender
 from hookrun.notifier.config import Settings
 from hookrun.notifier.handlers import EVENTS, HANDLERS, Book, Delivery, Deps

@@ -11,9 +11,9 @@ from aiokafka.errors import KafkaTimeoutError
 from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
 from hookrun.events.codec import Record, UnrecordableEvent, encode
-from hookrun.events.consumer import PublisherClient
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.runs import ErrorDetail, PipelineDefined, RunFinished
+from hookrun.events.service import PublisherClient
 from hookrun.runner.outcomes import forced_finish
 from hookrun.runner.pipelines import PipelineIndex
 from hookrun.runner.state import RunState, RunTable

@@ -23,9 +23,10 @@ from hookrun.config import HookrunConfig
 from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
 from hookrun.events.clients import Commit, ConsumerClient
-from hookrun.events.consumer import ConsumeLoop, Partition, PublisherClient, Service
+from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES
 from hookrun.events.runs import ErrorDetail, ExecutionFinished, RunStatus
+from hookrun.events.service import Partition, PublisherClient, Service
 from hookrun.runner.appender import Appender
 from hookrun.runner.context import Context, Plan
 from hookrun.runner.executor import Executor
@@ -280,7 +281,7 @@ class Runner(Service[int]):
     def open(self, tp: TopicPartition) -> int:
         return tp.partition
 
-    def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
+    async def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
         """The low watermark committed with the offset: every unfinished run starts after it."""
         return None if committed is None else decode_watermark(committed.metadata, committed.offset)
 
