@@ -416,3 +416,30 @@ async def test_a_rebuild_whose_worker_fails_leaves_the_live_store_as_it_was(
     with sqlite3.connect(live) as db:
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (12,)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.db"]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_lost_database_connection_only_delays_the_projection(
+    start_status, publish, database_url
+):
+    import psycopg
+
+    _, url = start_status()
+    first = launched("tok")
+    await publish([first])
+    wait_for(lambda: info(url, "tok", first.run_id).status_code == 200)
+    assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    # The server drops every connection of the status service (a restart, a failover).
+    server, name = database_url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        dropped = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        ).fetchall()
+    assert dropped
+    second = launched("tok")
+    await publish([second])
+    # the projection stores it once connected again; run info answers again too
+    wait_for(lambda: info(url, "tok", second.run_id).status_code == 200, timeout_s=60)
+    assert info(url, "tok", first.run_id).json()["status"] == "pending"
+    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200)

@@ -81,13 +81,25 @@ class PostgresStore(SqlStore):
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         conn = await self._readers.get()
         try:
+            conn = await self._alive(conn, autocommit=True)
             cur = await conn.execute(self._pg(sql), tuple(params))
             return list(await cur.fetchall())
         finally:
             self._readers.put_nowait(conn)
 
+    async def _alive(self, conn: Any, *, autocommit: bool) -> Any:
+        """``conn``, or a new connection in its place once the server dropped it (a restart, a
+        failover): the query that found it broken failed, the next one works."""
+        if not conn.broken and not conn.closed:
+            return conn
+        new = await self._connect(autocommit=autocommit)
+        self._all = [new if c is conn else c for c in self._all]
+        with contextlib.suppress(Exception):
+            await conn.close()
+        return new
+
     async def _apply(self, batch: Sequence[Applied], accept: Gaps, given: Grouped) -> ApplyResult:
-        conn = self._writer
+        conn = self._writer = await self._alive(self._writer, autocommit=False)
         parts = sorted({(a.topic, a.partition) for a in batch})
         async with conn.transaction():
             # Lock this batch's offset rows: another instance that still believes it owns a

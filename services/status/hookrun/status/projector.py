@@ -1,8 +1,9 @@
-"""The projection consumer: reads hookrun.runs and hookrun.triggers and applies batches to the store.
+"""The projection: reads hookrun.runs and hookrun.triggers and applies batches to the store.
 
 With SQLite each instance is a full replica (manual assignment of every partition); with
-PostgreSQL the instances form one consumer group and share the database. Either way the consumer
-seeks to the offsets stored in the database and never relies on Kafka's committed offsets.
+PostgreSQL the instances form one consumer group and share the database. Either way the
+projection starts at the offsets stored in the database and never relies on Kafka's committed
+offsets.
 """
 
 from __future__ import annotations
@@ -10,21 +11,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from hookrun.events import topics
+from hookrun.events.clients import Commit, ConsumerClient, GroupConsumer
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
-from hookrun.events.kafka import Publisher, consumer_settings, dead_letter, partitions_of_topics
+from hookrun.events.consumer import ConsumeLoop
+from hookrun.events.kafka import Publisher, consumer_settings, dead_letter
+from hookrun.events.service import Partition, Service
 from hookrun.status import replay
-from hookrun.status.projection import Position, cloudevent_json, fold
+from hookrun.status.projection import EVENTS, Position, cloudevent_json, fold
 from hookrun.status.statements import Statement
 from hookrun.status.store import Applied, ApplyResult, SqlStore, grouped
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Progress:
@@ -44,23 +51,18 @@ class Progress:
                 await self._event.wait()
 
 
-class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, projector: Projector) -> None:
-        self._projector = projector
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        pass  # offsets are in the database already; nothing to commit
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._projector.seek_to_stored(list(assigned))
-
-
 #: See Projector.__init__; a run's events are about 3 KiB.
 FETCH_MIN_BYTES = 64 * 1024
+#: The longest wait between two tries to store a batch (or dead-letter a record) that failed.
+MAX_RETRY_DELAY_S = 30.0
 
 
-class Projector:
-    """Folds the run and trigger-log topics into a store, one DB transaction per batch."""
+class Projector(Service[None]):
+    """Folds the run and trigger-log topics into a store, one DB transaction per batch.
+
+    A service of the shared consume loop without a handler table: it takes each fetch
+    undecoded, folds it in a worker thread and stores it with the offsets it reaches.
+    """
 
     def __init__(
         self,
@@ -75,79 +77,52 @@ class Projector:
         trusted: bool = False,
         partitions: Collection[TopicPartition] | None = None,
         fold_in_thread: bool = True,
+        consumer: Callable[[], ConsumerClient] | None = None,
     ) -> None:
         """``partitions``: project only these (a rebuild's share); else every partition.
 
         ``fold_in_thread=False``: decode and fold on the event loop. For a rebuild process that
-        has no spare core: the thread hand-offs would then only cost CPU.
+        has no spare core: the thread hand-offs would then only cost CPU. ``consumer`` makes
+        the consumer of each connection attempt (aiokafka's unless given).
         """
         self.store = store
         self.group = group
-        self.topics = [
-            topics.named(topics.RUNS, namespace),
-            topics.named(topics.TRIGGERS, namespace),
-        ]
+        self.namespace = namespace
         self.progress = progress or Progress()
         self.running = False
         self.applied = 0
         #: The next offset this projector stored per (topic, partition).
         self.positions: dict[tuple[str, int], int] = {}
-        self._settings = consumer_settings(bootstrap, "status", group=group)
+        #: Why the last try to store a batch or dead-letter a record failed; None once one works.
+        self.failing: str | None = None
+        self.loop: ConsumeLoop[None] | None = None
+        settings = consumer_settings(bootstrap, "status", group=group)
         # The broker holds a fetch until this much is there or fetch_max_wait_ms (20 ms) passed:
         # at a moderate rate the projection then takes a batch per 20 ms instead of one per
         # record or two (each its own fetch, thread hop and transaction).
-        self._settings["fetch_min_bytes"] = FETCH_MIN_BYTES
+        settings["fetch_min_bytes"] = FETCH_MIN_BYTES
+        self._consumer = consumer or (lambda: GroupConsumer(**settings))
         self._publisher = publisher
         self._batch_records = batch_records
-        self._consumer: AIOKafkaConsumer | None = None
         self._accept_gaps: dict[tuple[str, int], int] = {}
         #: Fold records straight from their JSON (``replay``): for a rebuild, which replays
         #: records validated when they were written.
         self._trusted = trusted
         self._only = None if partitions is None else frozenset(partitions)
         self._fold_in_thread = fold_in_thread
+        self._writing: asyncio.Task[ApplyResult] | None = None
+        self._read_to: dict[TopicPartition, int] | None = None
+        self._read: dict[tuple[str, int], int] = {}
 
     @property
     def assignment(self) -> list[TopicPartition]:
         """The partitions this instance projects now."""
-        return sorted(self._consumer.assignment()) if self._consumer else []
+        return sorted(self.loop.parts) if self.loop is not None else []
 
-    async def _connect(self) -> AIOKafkaConsumer:
-        delay = 0.2
-        while True:
-            consumer = AIOKafkaConsumer(**self._settings)
-            self._consumer = consumer
-            try:
-                await consumer.start()
-                if self.group is not None:
-                    consumer.subscribe(self.topics, listener=_SeekToStored(self))
-                    return consumer
-                parts = await partitions_of_topics(consumer, self.topics)
-                if len(parts) < len(self.topics):
-                    raise KafkaError("topics do not exist yet")
-                if self._only is not None:
-                    parts = [tp for tp in parts if tp in self._only]
-                consumer.assign(parts)
-                await self.seek_to_stored(parts)
-                return consumer
-            except KafkaError as exc:
-                log.warning("projection: waiting for kafka (%s); retrying in %.1fs", exc, delay)
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                self._consumer = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def seek_to_stored(self, parts: list[TopicPartition]) -> None:
-        """Continue each partition where the database says this projection stopped."""
-        assert self._consumer is not None
-        for topic in {tp.topic for tp in parts}:
-            stored = await self.store.offsets(topic)
-            for tp in parts:
-                if tp.topic == topic:
-                    # Offset 0 on a log whose start was deleted resets to the earliest record
-                    # (auto_offset_reset); the gap check then accepts that start.
-                    self._consumer.seek(tp, stored.get(tp.partition, 0))
+    @property
+    def ready(self) -> bool:
+        """True once every partition was read to its end at assignment and storing works."""
+        return self.loop is not None and self.loop.ready and self.failing is None
 
     async def run(
         self,
@@ -161,56 +136,112 @@ class Projector:
         the network), the next is fetched, decoded and folded. It is applied only after the
         previous transaction committed, and thrown away (re-read) if that one found a gap.
 
-        ``read_to`` (a rebuild's log ends): while a batch is written, wait for the next records
-        instead of polling, until every partition was read up to there, so that the next batch
-        is folded while this one is written rather than after it.
+        ``read_to`` (a rebuild's log ends): once every partition was read up to there, wait
+        for the write in flight instead of fetching again.
         """
-        consumer = await self._connect()
+        self._read_to, self._read = read_to, {}
+        loop = self.loop = await self._connect()
         self.running = True
-        writing: asyncio.Task[ApplyResult] | None = None
-        read: dict[tuple[str, int], int] = {}
         try:
             while until is None or not until():
-                if writing is not None and read_to is not None and _read_all(read, read_to):
-                    batches = {}
-                else:
-                    waits = writing is None or read_to is not None
-                    batches = await consumer.getmany(
-                        timeout_ms=200 if waits else 0, max_records=self._batch_records
-                    )
-                if read_to is not None:
-                    for tp, records in batches.items():
-                        if records:
-                            read[(tp.topic, tp.partition)] = records[-1].offset + 1
-                # Decoding and folding are pure CPU work: a worker thread does them so that
-                # the event loop keeps serving requests and fetching meanwhile (unless there
-                # is no core to spare for it, see fold_in_thread).
-                if not batches:
-                    prepared = None
-                elif self._fold_in_thread:
-                    prepared = await asyncio.to_thread(_prepare_grouped, batches, self._trusted)
-                else:
-                    prepared = _prepare_grouped(batches, self._trusted)
-                if writing is not None:
-                    result, writing = await writing, None
-                    if result.gaps:
-                        self._reread(consumer, result.gaps, batches)
-                        read.clear()  # read again from where the store stands
-                        continue
-                if prepared is not None:
-                    items, invalid, grouped = prepared
-                    await self._dead_letter(invalid)
-                    writing = asyncio.create_task(self._write(items, grouped))
-            if writing is not None:
-                await writing
+                await loop.step()
+            await self.drain()
         finally:
             self.running = False
-            if writing is not None:
-                # Let the open transaction finish (at most one batch) rather than abandon it.
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await writing
-            await consumer.stop()
-            self._consumer = None
+            await loop.close()
+            self.loop = None
+
+    async def _connect(self) -> ConsumeLoop[None]:
+        delay = 0.2
+        while True:
+            loop = ConsumeLoop(
+                self,
+                consumer=self._consumer(),
+                publisher=None,
+                namespace=self.namespace,
+                topics=[topics.RUNS, topics.TRIGGERS],
+                events=EVENTS,
+                handlers=None,
+                group=self.group is not None,
+                only=self._only,
+                max_records=self._batch_records,
+                commit_every_s=None,  # the offsets are stored with the rows
+            )
+            try:
+                await loop.start()
+                return loop
+            except KafkaError as exc:
+                log.warning("projection: waiting for kafka (%s); retrying in %.1fs", exc, delay)
+                with contextlib.suppress(Exception):
+                    await loop.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- the loop's hooks -----------------------------------------------------------------
+
+    def open(self, tp: TopicPartition) -> None:
+        return None
+
+    async def replay_start(self, tp: TopicPartition, committed: Commit | None) -> int | None:
+        """Where the database says this projection stopped (never Kafka's committed offsets).
+
+        Offset 0 on a log whose start was deleted starts at the earliest record; the gap check
+        then accepts that start.
+        """
+        return (await self.store.offsets(tp.topic)).get(tp.partition, 0)
+
+    async def room(self) -> int | None:
+        """Nothing more to fetch once a rebuild read everything: wait for the last write."""
+        if self._writing is not None and self._read_all():
+            await asyncio.wait({self._writing}, timeout=1.0)
+        if self._writing is not None and self._writing.done():
+            await self._collect({})
+        return 0 if self._read_all() else None
+
+    async def take(self, batch: Sequence[tuple[Partition[None], Sequence[Any]]]) -> None:
+        batches = {part.tp: records for part, records in batch if records}
+        if not batches:
+            return
+        if self._read_to is not None:
+            for tp, records in batches.items():
+                self._read[(tp.topic, tp.partition)] = records[-1].offset + 1
+        # Decoding and folding are pure CPU work: a worker thread does them so that the event
+        # loop keeps serving requests and fetching meanwhile (unless there is no core to spare
+        # for it, see fold_in_thread).
+        if self._fold_in_thread:
+            prepared = await asyncio.to_thread(_prepare_grouped, batches, self._trusted)
+        else:
+            prepared = _prepare_grouped(batches, self._trusted)
+        if self._writing is not None and await self._collect(batches):
+            return
+        items, invalid, grouped = prepared
+        await self._dead_letter(invalid)
+        self._writing = asyncio.create_task(self._write(items, grouped))
+
+    async def drain(self) -> None:
+        """Let the open transaction finish (at most one batch) rather than abandon it."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._collect({})
+
+    # -- storing --------------------------------------------------------------------------
+
+    def _read_all(self) -> bool:
+        ends = self._read_to
+        return ends is not None and all(
+            self._read.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items()
+        )
+
+    async def _collect(self, unapplied: dict[TopicPartition, Sequence[Any]]) -> bool:
+        """Wait for the write in flight; True if it found gaps (``unapplied`` is read again)."""
+        assert self._writing is not None
+        writing, self._writing = self._writing, None
+        result = await writing
+        if not result.gaps:
+            return False
+        self._reread(result.gaps, unapplied)
+        self._read.clear()  # read again from where the store stands
+        return True
 
     async def _dead_letter(self, invalid: list[tuple[TopicPartition, Any, str]]) -> None:
         if self._publisher is None:
@@ -219,22 +250,41 @@ class Projector:
             log.warning(
                 "dead-lettering %s/%s@%s: %s", tp.topic, tp.partition, record.offset, reason
             )
-            await dead_letter(self._publisher, record, reason)
+            await self._until_done(
+                partial(dead_letter, self._publisher, record, reason), "dead-lettering a record"
+            )
 
     async def _write(self, items: list[Applied], grouped: list[Statement] | None) -> ApplyResult:
-        result = await self.store.apply(items, self._accept_gaps, grouped=grouped)
+        result = await self._until_done(
+            partial(self.store.apply, items, self._accept_gaps, grouped=grouped),
+            f"storing {len(items)} records",
+        )
         self.applied += result.applied
         self.positions.update(result.offsets)
         self.progress.notify()
         return result
 
+    async def _until_done(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """``attempt()`` until it succeeds: a lost database, a full disk or Kafka away only
+        delay the projection, which reports itself not ready meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                self.failing = f"{what} failed: {exc!r}"
+                log.warning("projection: %s; trying again in %.1f s", self.failing, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+                continue
+            self.failing = None
+            return result
+
     def _reread(
-        self,
-        consumer: AIOKafkaConsumer,
-        gaps: dict[tuple[str, int], int],
-        unapplied: dict,  # type: ignore[type-arg]
+        self, gaps: dict[tuple[str, int], int], unapplied: dict[TopicPartition, Sequence[Any]]
     ) -> None:
         """Seek back to the stored offset of each gap, and to the start of the unapplied batch."""
+        assert self.loop is not None
         seek: dict[TopicPartition, int] = {
             tp: records[0].offset for tp, records in unapplied.items() if records
         }
@@ -242,10 +292,8 @@ class Projector:
             log.info("projection: re-reading %s/%s from offset %s", topic, part, offset)
             self._accept_gaps[(topic, part)] = offset
             seek[TopicPartition(topic, part)] = offset
-        assigned = consumer.assignment()
         for tp, offset in seek.items():
-            if tp in assigned:  # a rebalance may have taken it away meanwhile
-                consumer.seek(tp, offset)
+            self.loop.seek(tp, offset)  # unless a rebalance took it away meanwhile
 
 
 def _prepare_grouped(
@@ -259,10 +307,6 @@ def _prepare_grouped(
     """
     items, invalid = _prepare(batches, trusted)
     return items, invalid, grouped(items) if trusted else None
-
-
-def _read_all(read: dict[tuple[str, int], int], ends: dict[TopicPartition, int]) -> bool:
-    return all(read.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
 
 
 def _prepare(

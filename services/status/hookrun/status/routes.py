@@ -312,12 +312,30 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 @router.get("/healthz", summary="Liveness and projection state")
 async def healthz(request: Request) -> dict[str, Any]:
-    """``kafka`` is true while the projection consumer runs; ``partitions`` it projects."""
+    """``kafka`` is true while the projection consumer runs; ``partitions`` it projects;
+    ``ready`` as GET /readyz, and ``failing`` why the projection cannot store now."""
     projector = request.app.state.projector
     if projector is None:
-        return {"ok": True, "kafka": True, "partitions": []}
+        return {"ok": True, "kafka": True, "ready": True, "partitions": []}
     return {
         "ok": True,
         "kafka": projector.running,
+        "ready": projector.ready,
+        "failing": projector.failing,
         "partitions": [f"{tp.topic}/{tp.partition}" for tp in projector.assignment],
     }
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: 503 until the projection caught up and can store",
+    responses={503: {"description": "Not ready: still catching up, or storing fails"}},
+)
+async def readyz(request: Request, response: Response) -> dict[str, Any]:
+    """200 once every partition was read to its end at assignment and storing works; 503
+    before, and while the database or Kafka fails (the projection retries meanwhile)."""
+    projector = request.app.state.projector
+    if projector is None or projector.ready:
+        return {"ready": True}
+    response.status_code = 503
+    return {"ready": False, "failing": projector.failing}
