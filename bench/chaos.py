@@ -176,6 +176,8 @@ class Report:
     unacknowledged_runs_finished: int = 0
     #: Event types of (up to 20) acknowledged runs left pending, as found on Kafka.
     pending_runs: dict[str, list[str]] = field(default_factory=dict)
+    #: The same for (up to 20) acknowledged runs never notified, with each attempt's outcome.
+    unnotified_runs: dict[str, list[str]] = field(default_factory=dict)
     recovery_seconds: float = 0.0
     faults: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -262,6 +264,8 @@ class Report:
         ]
         for run_id, types in self.pending_runs.items():
             lines.append(f"  pending {run_id}: {' '.join(types) or 'no events'}")
+        for run_id, types in self.unnotified_runs.items():
+            lines.append(f"  not notified {run_id}: {' '.join(types) or 'no events'}")
         for service, found in self.service_warnings.items():
             lines.append(f"  {service}: {len(found)} warnings/errors of hookrun (last ones)")
             lines += [f"    {line}" for line in found[-25:]]
@@ -532,6 +536,16 @@ async def poll_run_info(
             await asyncio.sleep(1.0)
 
 
+def _trail_entry(record: Any) -> str:
+    """A record's event type, and for a delivery attempt its outcome and error."""
+    ce_type = bytes(dict(record.headers or ()).get("ce_type", b"?")).decode()
+    entry = ce_type.removeprefix("hookrun.")
+    if ce_type == "hookrun.delivery.attempted":
+        data = orjson.loads(record.value)
+        entry += f"({data.get('outcome')}: {data.get('error') or data.get('status_code')})"
+    return entry
+
+
 async def run_finished_by_run(
     bootstrap: str, namespace: str, trail: dict[str, list[str]] | None = None
 ) -> dict[str, list[str]]:
@@ -562,9 +576,7 @@ async def run_finished_by_run(
                 for record in records:
                     headers = dict(record.headers or ())
                     if trail is not None:
-                        trail.setdefault(record.key.decode(), []).append(
-                            bytes(headers.get("ce_type", b"?")).decode().removeprefix("hookrun.")
-                        )
+                        trail.setdefault(record.key.decode(), []).append(_trail_entry(record))
                     if headers.get("ce_type") == FINISHED:
                         found[record.key.decode()].append(orjson.loads(record.value)["status"])
                 if records and records[-1].offset + 1 >= ends[tp]:
@@ -692,6 +704,8 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
         finished = asyncio.run(run_finished_by_run(system.kafka.bootstrap, system.namespace, trail))
         pending = sorted(r for r, s in infos.items() if s == "pending")[:20]
         report.pending_runs = {r: trail.get(r, []) for r in pending}
+        unnotified = sorted(acked - notified.keys())[:20]
+        report.unnotified_runs = {r: trail.get(r, []) for r in unnotified}
         report.run_finished_events = sum(len(v) for v in finished.values())
         report.run_finished_statuses = dict(Counter(s for v in finished.values() for s in v))
         report.runs_without_run_finished = len(acked - finished.keys())
