@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from hookrun.events import topics
@@ -78,6 +79,47 @@ async def ensure_topics_forever(
             log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+#: ``config_source`` of a config set on the topic itself (DescribeConfigs v1+).
+_DYNAMIC_TOPIC_CONFIG = 1
+
+
+async def set_topic_configs(
+    bootstrap: str, topic: str, configs: Mapping[str, str], *, timeout_s: float = 30.0
+) -> bool:
+    """Give the existing ``topic`` these configs; return whether any of them changed.
+
+    AlterConfigs replaces a topic's whole set of configs of its own (aiokafka has no incremental
+    form), so the ones it has are read first and sent back beside the change: an operator's own
+    settings stay, unless made so shortly before that the broker does not show them yet. Raises
+    KafkaError when the broker refuses (an unknown topic too).
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=client_id("hookrun-admin"),
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    await admin.start()
+    try:
+        [described] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)]
+        )
+        [(code, message, _, _, entries)] = described.resources
+        if code:
+            raise for_code(code)(f"describing topic {topic!r}: {message}")
+        own = {e[0]: e[1] for e in entries if e[3] == _DYNAMIC_TOPIC_CONFIG}
+        if all(own.get(name) == value for name, value in configs.items()):
+            return False
+        [altered] = await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {**own, **configs})]
+        )
+        for code, message, *_ in altered.resources:
+            if code:
+                raise for_code(code)(f"altering topic {topic!r}: {message}")
+        return True
+    finally:
+        await admin.close()
 
 
 async def topic_names(bootstrap: str, *, timeout_s: float = 30.0) -> set[str]:

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     #: Processes a rebuild projects with, each its share of the partitions (0: one per CPU).
     hookrun_rebuild_workers: NonNegativeInt = 0
     hookrun_kafka_timeout_s: PositiveFloat = 5.0
+    #: How long the trigger log keeps the entries that started no run (rejected, duplicate):
+    #: the rows here and ``hookrun.triggers``'s retention (``retention``).
+    hookrun_trigger_log_retention_s: PositiveInt = 30 * 86400
+    #: How often rows past that retention are deleted.
+    hookrun_trigger_log_prune_interval_s: PositiveFloat = 3600.0
     hookrun_access_log: bool = False
     log_level: str = "INFO"
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookrun.status.store import (
+    ADDED_COLUMNS,
     SCHEMA,
     Applied,
     ApplyResult,
@@ -67,6 +68,10 @@ class PostgresStore(SqlStore):
             await self._writer.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             for ddl in SCHEMA:
                 await self._writer.execute(ddl)
+            for table, column, declaration in ADDED_COLUMNS:
+                await self._writer.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {declaration}"
+                )
         for _ in range(self._n_readers):
             conn = await self._connect(autocommit=True)
             self._all.append(conn)
@@ -86,6 +91,15 @@ class PostgresStore(SqlStore):
             return list(await cur.fetchall())
         finally:
             self._readers.put_nowait(conn)
+
+    async def _delete(self, sql: str, params: Sequence[Any]) -> int:
+        # A connection of its own: the writer's may be inside a projection batch's transaction.
+        conn = await self._connect(autocommit=True)
+        try:
+            cur = await conn.execute(self._pg(sql), tuple(params))
+            return int(cur.rowcount)
+        finally:
+            await conn.close()
 
     async def _alive(self, conn: Any, *, autocommit: bool) -> Any:
         """``conn``, or a new connection in its place once the server dropped it (a restart, a

@@ -141,6 +141,7 @@ def _log_entry(d: Data, part: int, off: int, event_id: str, occurred: str) -> li
         opt_string(d.get("delivery_id")),
         opt_string(d.get("run_id")),
         0,
+        integer(d.get("count", 1)),
     )
     return [Op(INSERT_LOG, params)]
 
@@ -180,6 +181,7 @@ def _open_run(d: Data, part: int, off: int, event_id: str, occurred: str) -> lis
                 delivery_id,
                 run_id,
                 int(is_test),
+                1,
             ),
         ),
     ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from hookrun.status.statements import RECOMPUTE_STATUS, RECOMPUTE_STATUS_BULK, Params
 from hookrun.status.store import (
+    ADDED_COLUMNS,
     SCHEMA,
     SECONDARY_INDEXES,
     TABLES,
@@ -91,6 +92,9 @@ class SqliteStore(SqlStore):
             # keeping them sorted through every batch. The projection's writes use primary keys.
             if not (self._scratch and ddl in SECONDARY_INDEXES):
                 writer.execute(ddl)
+        for table, column, declaration in ADDED_COLUMNS:
+            if column not in {r[1] for r in writer.execute(f"PRAGMA table_info({table})")}:
+                writer.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         self._writer = writer
         self._reader = self._connect()
 
@@ -107,6 +111,22 @@ class SqliteStore(SqlStore):
 
     async def _apply(self, batch: Sequence[Applied], accept: Gaps, given: Grouped) -> ApplyResult:
         return await asyncio.to_thread(self._apply_sync, batch, accept, given)
+
+    async def _delete(self, sql: str, params: Sequence[Any]) -> int:
+        return await asyncio.to_thread(self._delete_sync, sql, params)
+
+    def _delete_sync(self, sql: str, params: Sequence[Any]) -> int:
+        with self._lock:
+            conn = self._writer
+            assert conn is not None, "store is not open"
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(sql, tuple(params)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return int(deleted)
 
     def _apply_sync(self, batch: Sequence[Applied], accept: Gaps, given: Grouped) -> ApplyResult:
         with self._lock:

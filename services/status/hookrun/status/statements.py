@@ -57,8 +57,8 @@ INSERT_EVENT = (
 )
 INSERT_LOG = (
     "INSERT INTO trigger_log (entry_id, trigger_id, at, outcome, reason, status_code, method,"
-    " remote_addr, content_length, delivery_id, run_id, is_test)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " remote_addr, content_length, delivery_id, run_id, is_test, count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 INSERT_RESULT = (
     "INSERT INTO results (run_id, object_id, action_index, seq, entry) VALUES (?, ?, ?, ?, ?)"

@@ -69,12 +69,26 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS trigger_log (
         entry_id TEXT PRIMARY KEY, trigger_id TEXT NOT NULL, at TEXT NOT NULL,
         outcome TEXT NOT NULL, reason TEXT, status_code INTEGER, method TEXT, remote_addr TEXT,
-        content_length BIGINT, delivery_id TEXT, run_id TEXT, is_test INTEGER NOT NULL DEFAULT 0)""",
+        content_length BIGINT, delivery_id TEXT, run_id TEXT, is_test INTEGER NOT NULL DEFAULT 0,
+        count BIGINT NOT NULL DEFAULT 1)""",
     "CREATE INDEX IF NOT EXISTS trigger_log_by_trigger ON trigger_log (trigger_id, at, entry_id)",
+    # The retention's deletes (``prune_trigger_log``) find old entries by time.
+    "CREATE INDEX IF NOT EXISTS trigger_log_by_time ON trigger_log (at)",
     """CREATE TABLE IF NOT EXISTS offsets (
         topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset BIGINT NOT NULL,
         PRIMARY KEY (topic, part))""",
 ]
+
+#: Columns added to a table of SCHEMA after stores with the table existed: (table, column,
+#: declaration). Opening a store adds those it lacks, last, as in SCHEMA's own order.
+ADDED_COLUMNS = [("trigger_log", "count", "BIGINT NOT NULL DEFAULT 1")]
+
+#: Entries that started no run (from ``hookrun.triggers``: rejected, duplicate), older than the
+#: first parameter, the second at most per statement; accepted launches stay with their runs.
+PRUNE_TRIGGER_LOG = (
+    "DELETE FROM trigger_log WHERE entry_id IN (SELECT entry_id FROM trigger_log"
+    " WHERE at < ? AND outcome <> 'accepted' LIMIT ?)"
+)
 
 #: Indexes that serve the queries only (the projection's writes go by primary key).
 SECONDARY_INDEXES = [ddl for ddl in SCHEMA if ddl.startswith("CREATE INDEX")]
@@ -161,6 +175,23 @@ class SqlStore:
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    async def _delete(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one DELETE in a transaction of its own; return how many rows it deleted."""
+        raise NotImplementedError
+
+    async def prune_trigger_log(self, before: str, *, chunk: int = 5000) -> int:
+        """Delete the entries that started no run logged before ``before`` (stored time form).
+
+        In statements of at most ``chunk`` rows, so that the projection's batches are not held
+        up behind one long delete. Returns how many entries were deleted.
+        """
+        deleted = 0
+        while True:
+            n = await self._delete(PRUNE_TRIGGER_LOG, (before, chunk))
+            deleted += n
+            if n < chunk:
+                return deleted
 
     async def apply(
         self,
