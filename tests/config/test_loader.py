@@ -256,6 +256,18 @@ class TestLoadedConfig:
         assert config.config_version == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         assert config.config_dir == str(tmp_path)
 
+    def test_the_recorded_text_is_the_file_with_its_env_references_unresolved(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "hookrun.yaml"
+        path.write_bytes(EXAMPLE.read_bytes())
+        config = load_config(path)
+        assert config.source_text == path.read_text()
+        assert "${env:" in config.source_text
+        again = parse_config(config.source_text, "elsewhere/x.yaml", config_dir=str(tmp_path))
+        assert again.config_version == config.config_version
+        assert again.config_dir == str(tmp_path)
+
     def test_the_example_config_loads(self) -> None:
         config = load_config(EXAMPLE)
         trigger = config.trigger("feature-extraction")

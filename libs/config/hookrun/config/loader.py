@@ -95,12 +95,15 @@ def load_config(path: str | os.PathLike[str]) -> HookrunConfig:
     return _parse(data, source)
 
 
-def parse_config(text: str, source: str) -> HookrunConfig:
-    """Validate config text; source names it in errors and sets `config_dir`. Raises ConfigError."""
-    return _parse(text.encode(), source)
+def parse_config(text: str, source: str, *, config_dir: str | None = None) -> HookrunConfig:
+    """Validate config text; source names it in errors and sets `config_dir` unless given.
+
+    Raises ConfigError.
+    """
+    return _parse(text.encode(), source, config_dir)
 
 
-def _parse(data: bytes, source: str) -> HookrunConfig:
+def _parse(data: bytes, source: str, config_dir: str | None = None) -> HookrunConfig:
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:
@@ -116,8 +119,9 @@ def _parse(data: bytes, source: str) -> HookrunConfig:
         config = HookrunConfig.model_validate(substituted)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from None
-    config_dir = os.path.dirname(os.path.abspath(source))
-    return config.with_source(hashlib.sha256(data).hexdigest()[:12], config_dir)
+    if config_dir is None:
+        config_dir = os.path.dirname(os.path.abspath(source))
+    return config.with_source(hashlib.sha256(data).hexdigest()[:12], config_dir, text)
 
 
 class _Loader(yaml.SafeLoader):

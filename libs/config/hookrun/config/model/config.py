@@ -57,6 +57,7 @@ class HookrunConfig(Frozen):
     _triggers: dict[str, Trigger] = PrivateAttr(default_factory=dict)
     _config_version: str = PrivateAttr("")
     _config_dir: str = PrivateAttr(".")
+    _source_text: str = PrivateAttr("")
 
     @model_validator(mode="after")
     def _references_resolve(self) -> HookrunConfig:
@@ -89,6 +90,14 @@ class HookrunConfig(Frozen):
         return self._config_version
 
     @property
+    def source_text(self) -> str:
+        """The file as written (`${env:}` references unresolved): what ConfigRecorded records.
+
+        Empty for a config built directly rather than loaded from text.
+        """
+        return self._source_text
+
+    @property
     def config_dir(self) -> str:
         """Directory of the config file; `{config_dir}` in step commands expands to it."""
         return self._config_dir
@@ -102,10 +111,11 @@ class HookrunConfig(Frozen):
     def trigger(self, trigger_id: str) -> Trigger | None:
         return self._triggers.get(trigger_id)
 
-    def with_source(self, config_version: str, config_dir: str) -> HookrunConfig:
-        """Attach the file-derived version and directory (used by the loader)."""
+    def with_source(self, config_version: str, config_dir: str, text: str = "") -> HookrunConfig:
+        """Attach the file-derived version, directory and text (used by the loader)."""
         self._config_version = config_version
         self._config_dir = config_dir
+        self._source_text = text
         self._publish_private()
         return self
 
