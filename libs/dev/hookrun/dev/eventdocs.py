@@ -40,6 +40,8 @@ _TOPIC_DOC = {
     topics.INBOUND_DELIVERIES: "Accepted provider delivery ids (redelivery dedupe), compacted. "
     "Key: `<trigger id>/<delivery id>`.",
     topics.PIPELINES: "Pipeline definitions (what copy_pipeline copies), compacted. Key: pipeline id.",
+    topics.CONFIGS: "Every config version a service loaded, as written (`${env:}` unresolved), "
+    "compacted. Key: config version.",
 }
 
 

@@ -11,6 +11,7 @@ from hookrun.events.codec import (
     encode,
     to_cloudevent,
 )
+from hookrun.events.configs import ConfigRecorded
 from hookrun.events.notifications import (
     DeliveryAttempted,
     DeliveryExhausted,
@@ -41,6 +42,7 @@ from hookrun.events.triggers import InboundDeliveryRecorded, TriggerLogged
 
 __all__ = [
     "ActionCompleted",
+    "ConfigRecorded",
     "DeliveryAttempted",
     "DeliveryExhausted",
     "ErrorDetail",

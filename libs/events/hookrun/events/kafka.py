@@ -97,7 +97,12 @@ class Publisher:
         send_timeout_s: float = 10.0,
         namespace: str = topics.NAMESPACE,
         linger_ms: int = 0,
+        first: Sequence[Event] = (),
     ) -> None:
+        """``first`` are acknowledged before the publisher counts as connected, so nothing it
+        sends can precede them (a service's ConfigRecorded before any launch naming that
+        version). They are encoded here: one that cannot be recorded raises at once.
+        """
         self.namespace = namespace
         self._settings = producer_settings(
             bootstrap, service, request_timeout_ms=int(send_timeout_s * 1000), linger_ms=linger_ms
@@ -108,6 +113,7 @@ class Publisher:
         self._starter: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self.source = f"hookrun/{service}/{socket.gethostname()}"
+        self._first = [self.record(event) for event in first]
 
     @property
     def ready(self) -> bool:
@@ -127,8 +133,9 @@ class Publisher:
             producer = AIOKafkaProducer(**self._settings, partitioner=self._partitioner)
             try:
                 await producer.start()
-            except KafkaError as exc:
-                log.warning("kafka not reachable yet (%s); retrying in %.1fs", exc, delay)
+                await self._send_first(producer)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("kafka not reachable yet (%r); retrying in %.1fs", exc, delay)
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 await asyncio.sleep(delay)
@@ -137,6 +144,18 @@ class Publisher:
             self._producer = producer
             self._ready.set()
             return
+
+    async def _send_first(self, producer: AIOKafkaProducer) -> None:
+        if not self._first:
+            return
+        acks = [
+            await producer.send(
+                topics.named(r.topic, self.namespace), r.value, key=r.key, headers=r.headers
+            )
+            for r in self._first
+        ]
+        async with asyncio.timeout(self._send_timeout_s + 1):
+            await asyncio.gather(*acks)
 
     async def stop(self) -> None:
         """Flush what is pending and close the producer."""

@@ -14,6 +14,8 @@ SUBSCRIPTIONS = "hookrun.subscriptions"
 INBOUND_DELIVERIES = "hookrun.inbound-deliveries"
 #: Pipeline definitions (for copy_pipeline across partitions), keyed by pipeline id; compacted.
 PIPELINES = "hookrun.pipelines"
+#: Every config version a service loaded, as its file was written, keyed by version; compacted.
+CONFIGS = "hookrun.configs"
 
 
 #: The default namespace: the first segment of every topic name.
@@ -69,6 +71,10 @@ def _specs(partitions: int) -> list[TopicSpec]:
         TopicSpec(SUBSCRIPTIONS, 1, {"cleanup.policy": "compact"}),
         # One partition: the runner reads it whole, and a copy may name a pipeline of any run.
         TopicSpec(PIPELINES, 1, {"cleanup.policy": "compact", **size}),
+        # One partition, read whole by every runner. Compacted and never deleted: a run is
+        # performed with its launch's version however long ago that was loaded, and the topic
+        # keeps one record per version, however often services restart with it.
+        TopicSpec(CONFIGS, 1, {"cleanup.policy": "compact", "retention.ms": "-1", **size}),
         TopicSpec(
             INBOUND_DELIVERIES,
             partitions,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from hookrun.events import topics
 from hookrun.events.base import Event
+from hookrun.events.configs import ConfigRecorded
 from hookrun.events.maps import EventMap
 from hookrun.events.notifications import DeliveryAttempted, DeliveryExhausted, RedeliveryRequested
 from hookrun.events.runs import (
@@ -55,11 +56,16 @@ HANDLERS: dict[type[Event], Handlers] = {
 }
 
 
-#: PipelineDefined feeds the pipeline index that copy_pipeline looks sources up in; deliveries
-#: are the notifier's business.
+#: PipelineDefined feeds the pipeline index that copy_pipeline looks sources up in,
+#: ConfigRecorded the config versions runs are performed with; deliveries are the notifier's
+#: business.
 EVENTS = EventMap(
     "runner",
-    frozenset({topics.RUNS, topics.PIPELINES}),
-    {**HANDLERS, PipelineDefined: "PipelineIndex.remember"},
+    frozenset({topics.RUNS, topics.PIPELINES, topics.CONFIGS}),
+    {
+        **HANDLERS,
+        PipelineDefined: "PipelineIndex.remember",
+        ConfigRecorded: "KafkaConfigStore",
+    },
     frozenset({DeliveryAttempted, DeliveryExhausted, RedeliveryRequested}),
 )
