@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import time
 import uuid
@@ -150,6 +151,8 @@ triggers:
 """
 
 FINISHED = "hookrun.run.finished"
+#: The runner's config version: launches name it, as a gateway with the same file would.
+VERSION = hashlib.sha256(CONFIG.encode()).hexdigest()[:12]
 
 
 def events_of(raw: list[RawEvent]) -> list[Event]:
@@ -207,13 +210,17 @@ class Harness:
         await self.publisher.stop()
 
     def launched(
-        self, trigger_id: str, body: Any = None, run_id: str | None = None
+        self,
+        trigger_id: str,
+        body: Any = None,
+        run_id: str | None = None,
+        config_version: str = VERSION,
     ) -> TriggerLaunched:
         raw = body if isinstance(body, bytes) else orjson.dumps(body if body is not None else {})
         return TriggerLaunched(
             run_id=run_id or str(uuid.uuid4()),
             trigger_id=trigger_id,
-            config_version="test",
+            config_version=config_version,
             request=LaunchRequest(
                 method="POST",
                 path=f"/api/v0/launch/{trigger_id}/",
@@ -687,5 +694,38 @@ async def test_an_execution_finds_none_of_the_runners_secrets(kafka_bootstrap, t
         assert not any(value in orjson.dumps(hunted).decode() for value in secrets.values())
         assert hunted["uid"] != 0
         assert "own environment" in hunted["read"]
+    finally:
+        await h.stop()
+
+
+async def test_a_copy_of_an_old_definition_reads_its_payload_input_from_the_launch(
+    kafka_bootstrap, tmp_path
+):
+    """No definition on the compacted pipelines topic holds a payload body; a runner that never
+    saw the source's launch copies the pipeline with its original payload input."""
+    h = await Harness(kafka_bootstrap, tmp_path).start()
+    try:
+        first = h.runner()
+        body = {"blob": "seed-" + "z" * 100_000}
+        chain = await h.launch("chain", body)
+        source = one((await h.finished([chain]))[chain], "hookrun.pipeline.created")
+        first.stop()
+        definitions = await read_events(
+            h.bootstrap,
+            topics.named(topics.PIPELINES, h.ns),
+            until=lambda raw: any(r.key == source.pipeline_id for r in raw),
+        )
+        assert definitions and all(len(r.value) < 5_000 for r in definitions)
+        assert source.payload_from is not None and source.inputs_b64 == {}
+        h.runner()
+        copied = await h.launch("copy", {"source": source.pipeline_id})
+        found = await h.finished([copied])
+        run = finish(found[copied])
+        assert run.status == "SUCCESS", run.error
+        texts = {s.node: s.output["text"] for s in run.executions}
+        assert texts["c"] == orjson.dumps(body).decode() + "a;b;c;"
+        assert one(found[copied], "hookrun.pipeline.created").source_pipeline_id == (
+            source.pipeline_id
+        )
     finally:
         await h.stop()

@@ -45,6 +45,8 @@ steps:
 triggers:
   - {id: noop, title: noop, actions: [{action: run_execution, step: noop}]}
 """
+#: The runs here are launched with the runner's own config version.
+VERSION = parse_config(CONFIG, "hookrun.yaml").config_version
 
 
 class HeldAcks:
@@ -94,7 +96,7 @@ def _launch(runner: Runner) -> Any:
     launched = TriggerLaunched(
         run_id="run-1",
         trigger_id="noop",
-        config_version="v",
+        config_version=VERSION,
         request=LaunchRequest(method="POST", path="/", body_b64=base64.b64encode(b"{}").decode()),
     )
     return runner.table.apply(launched, 0, 0)
@@ -164,7 +166,7 @@ def _launched_and_started() -> tuple[TriggerLaunched, RunStarted]:
     launched = TriggerLaunched(
         run_id="run-1",
         trigger_id="noop",
-        config_version="v",
+        config_version=VERSION,
         request=LaunchRequest(method="POST", path="/", body_b64=""),
     )
     started = RunStarted(run_id="run-1", trigger_id="noop", runner_id="runner-old", action_count=1)
@@ -175,7 +177,7 @@ def _finished(run_id: str) -> RunFinished:
     return RunFinished(
         run_id=run_id,
         trigger_id="noop",
-        config_version="v",
+        config_version=VERSION,
         status=RunStatus.SUCCESS,
         started_at=utcnow(),
         completed_at=utcnow(),

@@ -15,12 +15,14 @@ from pathlib import Path
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events import topics
 from hookrun.events.clients import GroupConsumer
+from hookrun.events.configs import ConfigRecorded
 from hookrun.events.health import serve_health
 from hookrun.events.kafka import Publisher, consumer_settings, ensure_topics_forever
 from hookrun.runner.config import Settings
 from hookrun.runner.consumer import Runner
 from hookrun.runner.isolation import Isolation, IsolationError, build_isolation
-from hookrun.runner.pipelines import KafkaPipelineIndex
+from hookrun.runner.pipelines import KafkaPipelineIndex, waiting
+from hookrun.runner.versions import KafkaConfigStore
 
 log = logging.getLogger("hookrun.runner")
 
@@ -34,10 +36,15 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
     """Run one runner until SIGTERM/SIGINT; returns the exit code."""
     bootstrap, ns = settings.kafka_bootstrap_servers, settings.hookrun_namespace
     await ensure_topics_forever(bootstrap, namespace=ns)
-    publisher = Publisher(bootstrap, "runner", namespace=ns)
+    # Its own version too: a runner that takes its partitions over with another config
+    # finds the version this one was performing.
+    recorded = ConfigRecorded(config_version=config.config_version, text=config.source_text)
+    publisher = Publisher(bootstrap, "runner", namespace=ns, first=[recorded])
     await publisher.start(wait=True)
     index = KafkaPipelineIndex(bootstrap, namespace=ns)
     await index.start()
+    configs = KafkaConfigStore(bootstrap, namespace=ns)
+    await configs.start()
     consumer = GroupConsumer(
         **{
             **consumer_settings(bootstrap, "runner", group=settings.group_id),
@@ -59,6 +66,11 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
         max_output_bytes=settings.hookrun_max_output_bytes,
         max_json_depth=settings.hookrun_max_json_depth,
         isolation=isolation,
+        configs=configs,
+    )
+    # A copy waits while its source's payload input is read; the read lets it start.
+    index.when_read(
+        lambda: runner.reconcile(waiting(list(runner.table.runs.values()), runner.owns))
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,7 +90,7 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
         if runner.fatal is None:
             raise
     finally:
-        for close in (runner.executor.stop, index.stop, publisher.stop):
+        for close in (runner.executor.stop, configs.stop, index.stop, publisher.stop):
             try:
                 await close()
             except BaseException as exc:

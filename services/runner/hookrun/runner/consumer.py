@@ -38,6 +38,13 @@ from hookrun.runner.processes import ProcessExecutor
 from hookrun.runner.reconcile import needs_pipeline_lookup
 from hookrun.runner.specs import execution_spec
 from hookrun.runner.state import RunState, RunTable
+from hookrun.runner.versions import (
+    ConfigStore,
+    ConfigVersions,
+    FakeConfigStore,
+    configured,
+    in_contexts,
+)
 
 log = logging.getLogger("hookrun.runner")
 
@@ -85,8 +92,11 @@ class Runner(Service[int]):
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         max_json_depth: int = MAX_JSON_DEPTH,
         isolation: Isolation | None = None,
+        configs: ConfigStore | None = None,
     ) -> None:
         self.config = config
+        #: The config each run was launched with (without a store: only the runner's own).
+        self.versions = ConfigVersions(config, configs or FakeConfigStore())
         self.publisher = publisher
         self.index = index
         self.data_dir = data_dir.resolve()
@@ -208,16 +218,18 @@ class Runner(Service[int]):
         flight, and held: a process starts only once its ExecutionCreated is acknowledged, so a
         crash can never leave an execution running that the log does not know of.
         """
-        due = list(due)
-        if any(needs_pipeline_lookup(r, self.config) for r, _ in due):
+        runs = await configured(self.versions, due)
+        if any(needs_pipeline_lookup(r, config) for r, _, config in runs):
             await self.index.catch_up()
-        ctx = self.context()
-        plans = [(run, self._plan(run, handlers, ctx)) for run, handlers in due]
+        plans = [
+            (run, ctx, self._plan(run, handlers, ctx))
+            for run, handlers, ctx in in_contexts(runs, self.context())
+        ]
         held: list[str] = []
         unstartable: list[Event] = []
 
         def prepare() -> None:
-            for run, plan in plans:
+            for run, ctx, plan in plans:
                 for ex in plan.start:
                     # Another reconcile may hold it already (its phase is set at submit).
                     if (
@@ -245,20 +257,20 @@ class Runner(Service[int]):
 
         try:
             ended = await self.appender.append(
-                [*first, *(e for _, plan in plans for e in plan.events)], sent=prepare
+                [*first, *(e for _, _, plan in plans for e in plan.events)], sent=prepare
             )
         except BaseException:
             for execution_id in held:
                 self.executor.discard(execution_id)
             raise
-        for _, plan in plans:
+        for _, _, plan in plans:
             for execution_id in plan.cancel:
                 self.executor.cancel(execution_id)
         for execution_id in held:
             self.executor.release(execution_id)
         if unstartable:
             self._spawn(self.report(unstartable))
-        for run, plan in plans:
+        for run, _, plan in plans:
             # Only the append that carried the run's RunFinished may end it here: a concurrent
             # reconcile may have applied a RunFinished whose append is still unacknowledged, and
             # until it is acknowledged the run must hold the low watermark.
