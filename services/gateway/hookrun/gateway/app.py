@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
+from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.events.transactions import TransactionalPublisher, transactional_id
 from hookrun.gateway import handlers, routes, server
@@ -40,6 +41,11 @@ class GatewayApp(FastAPI):
                 await endpoint(trigger_id, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+async def _start_after(publisher: Publisher, together: TransactionalPublisher) -> None:
+    await publisher.start(wait=True)
+    await together.start()
 
 
 def build(
@@ -70,6 +76,8 @@ def build(
             send_timeout_s=settings.hookrun_kafka_timeout_s,
             namespace=settings.hookrun_namespace,
             linger_ms=settings.hookrun_kafka_linger_ms,
+            # On the log before any launch that names the version: every runner can find it.
+            first=[ConfigRecorded(config_version=config.config_version, text=config.source_text)],
         )
         # A launch with a delivery id commits TriggerLaunched and its dedupe record together
         # (decision 0033); the id is stable across a restart, so a restart aborts what a
@@ -104,8 +112,11 @@ def build(
                 )
             )
             await publisher.start()
-        if together is not None:
-            await together.start()
+        together_start: asyncio.Task[None] | None = None
+        if publisher is not None and together is not None:
+            # Launches with a delivery id go through this producer: only once the publisher
+            # has recorded the config version.
+            together_start = asyncio.create_task(_start_after(publisher, together))
         if isinstance(index, KafkaDeliveryIndex):
             await index.start()
         app.state.status_client = httpx.AsyncClient(
@@ -118,8 +129,9 @@ def build(
             yield
         finally:
             await app.state.status_client.aclose()
-            if topics_task is not None:
-                topics_task.cancel()
+            for task in (topics_task, together_start):
+                if task is not None:
+                    task.cancel()
             if isinstance(index, KafkaDeliveryIndex):
                 await index.stop()
             if isinstance(event_log, KafkaEventLog):

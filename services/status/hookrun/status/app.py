@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
+from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.status import handlers, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
@@ -61,6 +62,8 @@ def build(
             "status",
             send_timeout_s=settings.hookrun_kafka_timeout_s,
             namespace=settings.hookrun_namespace,
+            # Test launches name this version: it is on the log before any of them.
+            first=[ConfigRecorded(config_version=config.config_version, text=config.source_text)],
         )
         event_log = KafkaEventLog(publisher)
         projector = Projector(
