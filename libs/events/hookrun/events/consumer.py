@@ -208,7 +208,7 @@ class ConsumeLoop(Generic[S]):
         part = self.parts.get(tp)
         if part is not None and tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
-            part.position = offset
+            part.position, part.settled = offset, False
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Append ``events`` (acks=all), sending them again until Kafka acknowledges them."""
@@ -294,8 +294,9 @@ class ConsumeLoop(Generic[S]):
             if offset != position:
                 if offset < position:  # read again after a seek back
                     continue
-                if not live and self._gap(part, position, offset):
+                if not live and not part.settled and self._gap(part, position, offset):
                     break
+            part.settled = True
             position = offset + 1
             ce_id = ce_type = None
             for name, value in record.headers:
@@ -323,11 +324,12 @@ class ConsumeLoop(Generic[S]):
         return out
 
     def _gap(self, part: Partition[S], position: int, offset: int) -> bool:
-        """A replay met ``offset`` at ``position``: True to read again from the position.
+        """A replay's first record since the seek is ``offset``, not ``position``: True to read
+        again from the position.
 
-        On a topic that is neither compacted nor transactional a gap is a fetch that raced the
-        seek to the replay start, and replaying on would miss records. After a few tries the
-        gap is taken as real (compaction, control records).
+        Such a gap can be a fetch that raced the seek to the replay start, and replaying on
+        would miss records. After a few tries the gap is taken as real (compaction, control
+        records).
         """
         if part.rereads < self._max_rereads:
             part.rereads += 1
@@ -338,6 +340,7 @@ class ConsumeLoop(Generic[S]):
                 position,
             )
             self._consumer.seek(part.tp, position)
+            part.settled = False
             return True
         log.warning("%s: replay skipped offsets %s..%s", _name(part.tp), position, offset - 1)
         return False

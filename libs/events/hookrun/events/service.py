@@ -53,6 +53,9 @@ class Partition(Generic[S]):
     committed: Commit | None = None
     #: Times the replay met a gap and read the partition again from its position.
     rereads: int = 0
+    #: True once a record was read since the last seek: only the first record after a seek
+    #: can come from a fetch that raced it; later gaps are the log's own (control records).
+    settled: bool = False
     assigned_at: float = field(default_factory=time.monotonic)
 
 
