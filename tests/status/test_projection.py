@@ -139,6 +139,13 @@ class TestIdempotence:
         assert result.gaps == {}
         assert await store.next_offset(topics.RUNS, 0) == 6
 
+    async def test_a_gap_inside_a_batch_is_the_logs_own(self, store):
+        # control records of transactions: one fetch skips nothing else
+        batch = [Applied(topics.RUNS, 0, offset, ()) for offset in (0, 1, 3, 4, 6)]
+        result = await store.apply(batch)
+        assert (result.gaps, result.applied) == ({}, 5)
+        assert await store.next_offset(topics.RUNS, 0) == 7
+
 
 class TestAdminViews:
     async def test_run_detail_has_executions_deliveries_and_attempts(self, store, feed):

@@ -4,8 +4,11 @@ store or a dead-letter queue that fails for a while only delays it (not ready me
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
+
+from aiokafka import TopicPartition
 
 from hookrun.events import RunStatus, topics
 from hookrun.events.memory import MemoryBroker
@@ -104,6 +107,32 @@ async def test_a_dead_letter_kafka_refuses_for_a_while_is_sent_again(tmp_path):
         await _stored(store, "run-3")
         assert projector.failing is None and projector.ready
         assert not task.done()
+    finally:
+        await _stop(task)
+        await store.close()
+
+
+async def test_control_records_between_fetches_cost_no_re_read(tmp_path, caplog):
+    # The gateway appends launches in transactions: each leaves a control record, an offset
+    # no consumer reads, between the records of a partition.
+    caplog.set_level(logging.INFO, logger="hookrun.status.projector")
+    broker = MemoryBroker()
+    broker.create_topics(NS, partitions=1)
+    store = SqliteStore(tmp_path / "status.db")
+    await store.open()
+    projector, task = await _started(tmp_path, broker, store, None)
+    runs = topics.named(topics.RUNS, NS)
+    gateway = broker.publisher(NS, "gateway")
+    try:
+        await _until(lambda: projector.ready)
+        for n in range(5):
+            launch = launched("tok", run_id=f"run-{n}")
+            await gateway.publish([launch])
+            marker = broker.append(runs, None, key=b"", headers=[])[1]
+            broker.remove(TopicPartition(runs, 0), [marker])
+            await gateway.publish(run_events(launch, [RunStatus.SUCCESS]))
+            await _stored(store, f"run-{n}")
+        assert "re-reading" not in caplog.text
     finally:
         await _stop(task)
         await store.close()

@@ -188,6 +188,7 @@ class Projector(Service[None]):
         Offset 0 on a log whose start was deleted starts at the earliest record; the gap check
         then accepts that start.
         """
+        self._accept_gaps.pop((tp.topic, tp.partition), None)  # a new read: check its start
         return (await self.store.offsets(tp.topic)).get(tp.partition, 0)
 
     async def room(self) -> int | None:
@@ -261,6 +262,9 @@ class Projector(Service[None]):
         )
         self.applied += result.applied
         self.positions.update(result.offsets)
+        # The next fetch continues this one: a gap where it starts is the log's own (control
+        # records of the gateway's transactions), not records this store never got.
+        self._accept_gaps.update(result.offsets)
         self.progress.notify()
         return result
 

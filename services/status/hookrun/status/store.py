@@ -227,15 +227,19 @@ class SqlStore:
             tp = (item.topic, item.partition)
             if tp in result.gaps:
                 continue
-            expected = new.get(tp, stored.get(tp, 0))
-            if item.offset < expected:
-                continue  # applied already: a redelivery after a crash or a rebalance
-            if item.offset > expected and accept.get(tp) != expected:
-                # Records between what the store holds and this one were never applied here (a
-                # swapped-in store, another instance's stale position): re-read from the store's
-                # offset. A gap seen again right after that seek is the log's own (retention).
-                result.gaps[tp] = expected
-                continue
+            expected = new.get(tp)
+            if expected is None:  # the partition's first record to apply in this batch
+                expected = stored.get(tp, 0)
+                if item.offset < expected:
+                    continue  # applied already: a redelivery after a crash or a rebalance
+                if item.offset > expected and accept.get(tp) != expected:
+                    # Records between what the store holds and this one were never applied
+                    # here (a swapped-in store, another instance's stale position): re-read
+                    # from the store's offset. A gap the caller accepts is the log's own
+                    # (retention, control records of transactions), as is any gap inside a
+                    # batch: one fetch skips nothing else.
+                    result.gaps[tp] = expected
+                    continue
             todo.append(item)
             new[tp] = item.offset + 1
         result.applied = len(todo)
