@@ -150,6 +150,10 @@ class Plan:
         return self.launches / self.rate
 
 
+#: The notifier's retry schedule here: every retry of a delivery fits in the recovery window.
+CHAOS_RETRY_SCHEDULE_S = "0,1,2,5,10,10,10,10,10,10"
+
+
 @dataclass
 class Report:
     """The counts of one chaos run, and whether the requirements held."""
@@ -355,7 +359,13 @@ class ChaosSystem:
                 "HOOKRUN_DATA_DIR": str(self.root / f"data-{n}"),
             }
             nhealth = free_port()
-            notifier_env = {**env, "HOOKRUN_NOTIFIER_HEALTH_PORT": str(nhealth)}
+            notifier_env = {
+                **env,
+                "HOOKRUN_NOTIFIER_HEALTH_PORT": str(nhealth),
+                # Retries within the recovery window: an attempt that times out on a starved
+                # machine would otherwise wait for Svix's 5-minute step.
+                "HOOKRUN_NOTIFIER_RETRY_SCHEDULE_S": CHAOS_RETRY_SCHEDULE_S,
+            }
             for service, senv, url in [
                 ("status", status_env, f"http://127.0.0.1:{status_ports[i]}/healthz"),
                 ("runner", runner_env, f"http://127.0.0.1:{health}/healthz"),
