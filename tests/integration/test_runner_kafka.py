@@ -202,6 +202,7 @@ class Harness:
         self.procs.append(proc)
         proc.start()
         proc.wait_healthy(60, ready_key="assigned")
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
         return proc
 
     async def stop(self) -> None:

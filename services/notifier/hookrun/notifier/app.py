@@ -123,7 +123,12 @@ class Notifier(Service[Book]):
 
     def health(self) -> dict[str, Any]:
         """What GET /healthz answers."""
-        return {"kafka": self.ready, "partitions": len(self.loop.parts), "lanes": len(self.lanes)}
+        return {
+            "kafka": self.ready,
+            "ready": self.ready,
+            "partitions": len(self.loop.parts),
+            "lanes": len(self.lanes),
+        }
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping`` is set."""

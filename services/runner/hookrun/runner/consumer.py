@@ -389,6 +389,8 @@ class Runner(Service[int]):
             "runner_id": self.runner_id,
             "partitions": sorted(part.state for part in self.loop.parts.values()),
             "assigned": self.loop.ready,
+            # Readiness: Kafka takes appends, and every partition is assigned and replayed.
+            "ready": self.publisher.ready and self.loop.ready,
             "runs": len(self.table.runs),
             "running": self.executor.running(),
             "backlog": self.executor.backlog(),
