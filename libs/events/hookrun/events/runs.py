@@ -63,6 +63,14 @@ class LaunchRequest(_Part):
             return None
 
 
+class LaunchRef(_Part):
+    """Where a run's TriggerLaunched, and so its request body, is on hookrun.runs."""
+
+    run_id: str
+    partition: int
+    offset: int
+
+
 @register(
     "hookrun.trigger.launched",
     version=1,
@@ -197,13 +205,20 @@ class PipelineCreated(Event):
     edges: list[tuple[str, str]] = []
     #: node name -> its resolved parameters.
     parameters: dict[str, dict[str, Any]] = {}
-    #: node name -> {input name: base64 content} given to the node at creation (the payload input).
+    #: node name -> {input name: base64 content} given to the node at creation: a copy's
+    #: payload input (a run_pipeline's is in its own launch, see payload_inputs).
     inputs_b64: dict[str, dict[str, str]] = {}
     #: For copy_pipeline: the pipeline this one copies.
     source_pipeline_id: str | None = None
     #: The trigger whose run created it (copy_pipeline copies only its own trigger's pipelines
     #: unless the action allows any); absent in definitions older than the field.
     trigger_id: str | None = None
+    #: node name -> names of its inputs whose content is the request body of ``payload_from``.
+    payload_inputs: dict[str, list[str]] = {}
+    #: The launch holding that body: the pipeline's own run, or the run a copy's source was
+    #: first created in. The body is stored there once and referenced, never copied into
+    #: definitions.
+    payload_from: LaunchRef | None = None
 
 
 @register(
@@ -217,7 +232,8 @@ class PipelineDefined(Event):
     """A copy of PipelineCreated on the compacted pipelines topic, keyed by pipeline id.
 
     PipelineCreated lives in its run's partition; copy_pipeline may name a pipeline of any run,
-    so the runner looks the source up here instead of scanning every partition.
+    so the runner looks the source up here instead of scanning every partition. The payload
+    input is not in it: ``payload_from`` says which launch holds that body.
     """
 
     key_field: ClassVar[str] = "pipeline_id"
@@ -232,11 +248,25 @@ class PipelineDefined(Event):
     inputs_b64: dict[str, dict[str, str]] = {}
     source_pipeline_id: str | None = None
     trigger_id: str | None = None
+    payload_inputs: dict[str, list[str]] = {}
+    payload_from: LaunchRef | None = None
 
     @classmethod
     def of(cls, created: PipelineCreated) -> PipelineDefined:
-        """Return the definition carried by ``created``."""
-        return cls.model_validate(created.model_dump(exclude={"event_id", "occurred_at", "source"}))
+        """Return the definition carried by ``created``, without the content of the inputs
+        that ``payload_from`` holds (a copy carries them inline for its own run)."""
+        data = created.model_dump(exclude={"event_id", "occurred_at", "source"})
+        if created.payload_from is not None:
+            inline = {
+                node: {
+                    name: b64
+                    for name, b64 in inputs.items()
+                    if name not in created.payload_inputs.get(node, ())
+                }
+                for node, inputs in created.inputs_b64.items()
+            }
+            data["inputs_b64"] = {node: inputs for node, inputs in inline.items() if inputs}
+        return cls.model_validate(data)
 
 
 @register(
