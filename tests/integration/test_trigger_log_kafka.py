@@ -1,11 +1,16 @@
-"""The trigger log against a real broker: the topic's retention."""
+"""The trigger log against a real broker: a flood of rejections, the topic's retention."""
 
 import asyncio
+import uuid
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from hookrun.dev.events import read_events
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import topics
 from hookrun.events.admin import set_topic_configs
@@ -52,3 +57,64 @@ async def test_the_status_service_gives_the_trigger_topic_its_retention_and_keep
     configs = await until_configured(kafka_bootstrap, topic, "retention.ms", "432000000")
     assert configs["segment.ms"] == "7200000"
     assert not await set_topic_retention(kafka_bootstrap, namespace, 5 * 86400)
+
+
+CONFIG = """
+project: {id: p-1, slug: demo, name: Demo}
+organization: {id: o-1, slug: acme, title: Acme}
+environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+steps:
+  - {name: noop, command: ["true"]}
+triggers:
+  - id: gh
+    title: GitHub
+    conditions: [{preset: github, secret: gh-secret}]
+    actions: [{action: run_execution, step: noop}]
+"""
+
+
+async def test_a_flood_of_rejections_leaves_a_bounded_count_of_records_on_the_topic(
+    kafka_bootstrap, tmp_path
+):
+    namespace = new_namespace()
+    await ensure_topics(kafka_bootstrap, namespace=namespace)
+    config = tmp_path / "hookrun.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    gateway = ServiceProcess(
+        f"gateway-{port}",
+        "hookrun.gateway",
+        {
+            "HOOKRUN_CONFIG": str(config),
+            "HOOKRUN_PORT": str(port),
+            "HOOKRUN_NAMESPACE": namespace,
+            "HOOKRUN_REJECTION_LOG_LIMIT": "5",
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        },
+        tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    gateway.start(wait_s=60)
+    marker = uuid.uuid4().hex.encode()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(300):
+                r = await client.post(
+                    "/api/v0/launch/gh/",
+                    content=marker,
+                    headers={"X-Hub-Signature-256": "sha256=" + "0" * 64},
+                )
+                assert r.status_code == 400
+    finally:
+        # The window in progress is summed up when the gateway stops.
+        gateway.stop()
+    found = await read_events(
+        kafka_bootstrap,
+        topics.named(topics.TRIGGERS, namespace),
+        until=lambda f: sum(e.data().get("count", 1) for e in f) >= 300,
+    )
+    entries = [e.data() for e in found]
+    assert sum(e.get("count", 1) for e in entries) == 300
+    assert len(entries) == 6
+    assert entries[-1]["count"] == 295
+    assert all(e["content_length"] == len(marker) for e in entries)

@@ -81,6 +81,13 @@ async def test_retention_deletes_in_chunks_until_nothing_old_is_left(any_store):
     assert await any_store.prune_trigger_log(cutoff, chunk=5) == 0
 
 
+async def test_a_sampled_summary_keeps_its_count(any_store):
+    feed = Feeder(any_store)
+    summary = rejected(reason="980 more rejected launches ...").model_copy(update={"count": 980})
+    await feed([summary, rejected()])
+    assert sorted(e["count"] for e in await entries(any_store)) == [1, 980]
+
+
 async def test_a_store_made_before_the_count_column_gets_it_on_open(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

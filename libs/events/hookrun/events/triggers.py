@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.limits import BoundedText
@@ -21,7 +23,9 @@ class TriggerLogged(Event):
     """A launch the gateway answered without starting a run: rejected, or a redelivery.
 
     Accepted launches are in the trigger log too: their entry is the run's TriggerLaunched on
-    ``hookrun.runs``. The key is the trigger id as requested (it may name no trigger).
+    ``hookrun.runs``. The key is the trigger id as requested (it may name no trigger). Past a
+    rate, the launches of one source are counted rather than logged one by one: one entry then
+    stands for ``count`` of them, the last one's details, and says so in its reason.
     """
 
     key_field = "trigger_id"
@@ -36,6 +40,8 @@ class TriggerLogged(Event):
     delivery_id: str | None = None
     #: For a duplicate: the run the first delivery started.
     run_id: str | None = None
+    #: How many launches the entry stands for: more than 1 for a sampled source's summary.
+    count: int = Field(default=1, ge=1)
 
 
 @register(

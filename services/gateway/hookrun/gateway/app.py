@@ -134,6 +134,8 @@ def build(
                     task.cancel()
             if isinstance(index, KafkaDeliveryIndex):
                 await index.stop()
+            # The counts of the window in progress, before the appends are drained.
+            app.state.deps.trigger_log.flush()
             if isinstance(event_log, KafkaEventLog):
                 await event_log.drain()
             if together is not None:
@@ -153,6 +155,8 @@ def build(
         deliveries=index,
         retry_after_s=settings.hookrun_retry_after_s,
         max_json_depth=settings.hookrun_max_json_depth,
+        rejection_log_limit=settings.hookrun_rejection_log_limit,
+        rejection_log_window_s=settings.hookrun_rejection_log_window_s,
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.publisher = publisher

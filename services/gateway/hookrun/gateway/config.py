@@ -9,6 +9,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import limits, topics
+from hookrun.gateway import sampling
 
 
 class Settings(BaseSettings):
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     #: Seconds a sender is told to wait (Retry-After) when Kafka is unavailable.
     hookrun_retry_after_s: PositiveInt = 5
     hookrun_dedupe_window_s: PositiveInt = topics.DEDUPE_WINDOW_S
+    #: Refused launches (rejected, duplicate) of one source logged one by one per window; past
+    #: it they are counted, and one entry per window carries the count (``sampling``).
+    hookrun_rejection_log_limit: PositiveInt = sampling.DEFAULT_LIMIT
+    hookrun_rejection_log_window_s: PositiveFloat = sampling.DEFAULT_WINDOW_S
     #: Where run info and the admin API are answered; the gateway forwards those paths there.
     hookrun_status_url: str = "http://127.0.0.1:8001"
     hookrun_access_log: bool = False

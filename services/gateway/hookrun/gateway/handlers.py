@@ -14,6 +14,7 @@ from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_i
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
+from hookrun.gateway.sampling import DEFAULT_LIMIT, DEFAULT_WINDOW_S, TriggerLogSampler
 
 #: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
 REJECTED_BODY = b'{"error":"launch rejected"}'
@@ -41,7 +42,12 @@ class Deps:
     max_json_depth: int = MAX_JSON_DEPTH
     clock: Callable[[], float] = time.time
     new_run_id: Callable[[], str] = new_id
+    #: Refused launches logged one by one per source and window, past it counted
+    #: (HOOKRUN_REJECTION_LOG_LIMIT, HOOKRUN_REJECTION_LOG_WINDOW_S).
+    rejection_log_limit: int = DEFAULT_LIMIT
+    rejection_log_window_s: float = DEFAULT_WINDOW_S
     triggers: dict[str, Trigger] = field(init=False)
+    trigger_log: TriggerLogSampler = field(init=False)
     #: The config's version, read once: a pydantic private attribute is slow to read.
     config_version: str = field(init=False)
 
@@ -51,6 +57,12 @@ class Deps:
 
     def __post_init__(self) -> None:
         self.triggers = {t.id: t for t in self.config.triggers}
+        self.trigger_log = TriggerLogSampler(
+            self.log.append_soon,
+            self.triggers,
+            limit=self.rejection_log_limit,
+            window_s=self.rejection_log_window_s,
+        )
         self.config_version = self.config.config_version
 
 
@@ -156,7 +168,7 @@ def _duplicate(
     entry = _logged(
         trigger.id, request, "duplicate", f"redelivery of {delivery}", 202, delivery, original
     )
-    deps.log.append_soon([entry])
+    deps.trigger_log.offer(entry)
     return accepted(trigger, original)
 
 
@@ -178,8 +190,11 @@ def accepted(trigger: Trigger, run_id: str) -> Reply:
 def reject(
     trigger_id: str, request: InboundRequest, deps: Deps, reason: str, status: int = 400
 ) -> Reply:
-    """Record why a launch was refused in the trigger log and return the uniform reply."""
-    deps.log.append_soon([_logged(trigger_id, request, "rejected", reason, status)])
+    """Record why a launch was refused in the trigger log and return the uniform reply.
+
+    Past a rate per source the entry is counted rather than logged (``sampling``).
+    """
+    deps.trigger_log.offer(_logged(trigger_id, request, "rejected", reason, status))
     body = REJECTED_BODY if status == 400 else b'{"error":"request body too large"}'
     return Reply(status, body)
 
