@@ -49,6 +49,8 @@ async def test_the_status_service_gives_the_trigger_topic_its_retention_and_keep
     namespace = new_namespace()
     await ensure_topics(kafka_bootstrap, namespace=namespace)
     topic = topics.named(topics.TRIGGERS, namespace)
+    created = await topic_configs(kafka_bootstrap, topic)
+    assert created["retention.ms"] == str(30 * 86400 * 1000)
     # An operator's own setting on the topic survives the change.
     assert await set_topic_configs(kafka_bootstrap, topic, {"segment.ms": "7200000"})
     await until_configured(kafka_bootstrap, topic, "segment.ms", "7200000")

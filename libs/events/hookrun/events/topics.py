@@ -44,6 +44,10 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: How long an inbound delivery id is remembered for redelivery dedupe: 6 h.
 DEDUPE_WINDOW_S = 6 * 3600
 
+#: How long the trigger log keeps the entries that started no run, on ``hookrun.triggers`` and
+#: in the status store (HOOKRUN_TRIGGER_LOG_RETENTION_S): anyone can send a rejected request.
+TRIGGER_LOG_RETENTION_S = 30 * 86400
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -66,7 +70,7 @@ def _specs(partitions: int) -> list[TopicSpec]:
     return [
         TopicSpec(RUNS, partitions, size),
         TopicSpec(dlq(RUNS), 1, size),
-        TopicSpec(TRIGGERS, partitions, {}),
+        TopicSpec(TRIGGERS, partitions, {"retention.ms": str(TRIGGER_LOG_RETENTION_S * 1000)}),
         TopicSpec(dlq(TRIGGERS), 1, size),
         TopicSpec(SUBSCRIPTIONS, 1, {"cleanup.policy": "compact"}),
         # One partition: the runner reads it whole, and a copy may name a pipeline of any run.

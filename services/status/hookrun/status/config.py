@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     hookrun_kafka_timeout_s: PositiveFloat = 5.0
     #: How long the trigger log keeps the entries that started no run (rejected, duplicate):
     #: the rows here and ``hookrun.triggers``'s retention (``retention``).
-    hookrun_trigger_log_retention_s: PositiveInt = 30 * 86400
+    hookrun_trigger_log_retention_s: PositiveInt = topics.TRIGGER_LOG_RETENTION_S
     #: How often rows past that retention are deleted.
     hookrun_trigger_log_prune_interval_s: PositiveFloat = 3600.0
     hookrun_access_log: bool = False
