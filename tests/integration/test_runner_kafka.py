@@ -697,3 +697,36 @@ async def test_an_execution_finds_none_of_the_runners_secrets(kafka_bootstrap, t
         assert "own environment" in hunted["read"]
     finally:
         await h.stop()
+
+
+async def test_a_copy_of_an_old_definition_reads_its_payload_input_from_the_launch(
+    kafka_bootstrap, tmp_path
+):
+    """No definition on the compacted pipelines topic holds a payload body; a runner that never
+    saw the source's launch copies the pipeline with its original payload input."""
+    h = await Harness(kafka_bootstrap, tmp_path).start()
+    try:
+        first = h.runner()
+        body = {"blob": "seed-" + "z" * 100_000}
+        chain = await h.launch("chain", body)
+        source = one((await h.finished([chain]))[chain], "hookrun.pipeline.created")
+        first.stop()
+        definitions = await read_events(
+            h.bootstrap,
+            topics.named(topics.PIPELINES, h.ns),
+            until=lambda raw: any(r.key == source.pipeline_id for r in raw),
+        )
+        assert definitions and all(len(r.value) < 5_000 for r in definitions)
+        assert source.payload_from is not None and source.inputs_b64 == {}
+        h.runner()
+        copied = await h.launch("copy", {"source": source.pipeline_id})
+        found = await h.finished([copied])
+        run = finish(found[copied])
+        assert run.status == "SUCCESS", run.error
+        texts = {s.node: s.output["text"] for s in run.executions}
+        assert texts["c"] == orjson.dumps(body).decode() + "a;b;c;"
+        assert one(found[copied], "hookrun.pipeline.created").source_pipeline_id == (
+            source.pipeline_id
+        )
+    finally:
+        await h.stop()

@@ -14,13 +14,14 @@ from hookrun.events.runs import (
     ExecutionFinished,
     ExecutionHeartbeat,
     ExecutionStarted,
+    LaunchRef,
     LaunchRequest,
     PipelineDefined,
     RunCancelRequested,
     RunStatus,
     TriggerLaunched,
 )
-from hookrun.runner.context import Context
+from hookrun.runner.context import Context, SourceUnavailable
 from hookrun.runner.pipelines import FakePipelineIndex
 from hookrun.runner.reconcile import reconcile
 from hookrun.runner.specs import execution_spec
@@ -76,9 +77,9 @@ def ctx(config, now=NOW, running=(), index=None, environ=None, elapsed_s=None) -
     )
 
 
-def launched(trigger: str, body: object) -> TriggerLaunched:
+def launched(trigger: str, body: object, run_id: str = "run-1") -> TriggerLaunched:
     return TriggerLaunched(
-        run_id="run-1",
+        run_id=run_id,
         trigger_id=trigger,
         config_version="v",
         request=LaunchRequest(
@@ -90,9 +91,9 @@ def launched(trigger: str, body: object) -> TriggerLaunched:
     )
 
 
-def new_run(trigger: str, body: object = None) -> RunState:
-    run = RunState("run-1", partition=0, launch_offset=0)
-    run.apply(launched(trigger, body if body is not None else {}))
+def new_run(trigger: str, body: object = None, run_id: str = "run-1", offset: int = 0) -> RunState:
+    run = RunState(run_id, partition=0, launch_offset=offset)
+    run.apply(launched(trigger, body if body is not None else {}, run_id))
     return run
 
 
@@ -277,38 +278,106 @@ class TestPipelines:
         ]
         assert plan.events[-1].status is RunStatus.FAILURE
 
-    def test_copy_pipeline_copies_the_definition_or_fails_for_an_unknown_one(self, config):
-        source = reconcile(new_run("chain", {"x": 1}), ctx(config)).events[2]
+    def test_a_pipelines_payload_input_stays_in_its_launch_and_reaches_its_node(
+        self, config, tmp_path
+    ):
+        run = new_run("chain", {"x": 1}, offset=7)
+        plan = reconcile(run, ctx(config))
+        created, defined, a = plan.events[1:4]
+        ref = LaunchRef(run_id="run-1", partition=0, offset=7)
+        for pipeline in (created, defined):
+            assert pipeline.inputs_b64 == {}
+            assert pipeline.payload_inputs == {"a": ["payload"]}
+            assert pipeline.payload_from == ref
+        spec = execution_spec(run, run.executions[a.execution_id], ctx(config), tmp_path)
+        assert spec.inputs == {"payload": b'{"x":1}'}
+
+    def test_copy_pipeline_waits_for_the_payload_input_then_copies_it(self, config, tmp_path):
+        chain = new_run("chain", {"x": 1}, run_id="run-chain", offset=3)
+        source = reconcile(chain, ctx(config)).events[2]
         assert isinstance(source, PipelineDefined)
         index = FakePipelineIndex()
         index.remember(source)
         run = new_run("copy", {"source": source.pipeline_id})
+        # the source's payload input is read from its launch first: nothing happens meanwhile
+        assert reconcile(run, ctx(config, index=index)).events == []
+        assert run.started is None
+        assert index.wanted == [LaunchRef(run_id="run-chain", partition=0, offset=3)]
+        index.remember_launch(chain.launched, 0, 3)
         plan = reconcile(run, ctx(config, index=index))
-        copy = plan.events[1]
+        copy, defined, a = plan.events[1:4]
         assert copy.source_pipeline_id == source.pipeline_id
-        assert copy.parameters == source.parameters and copy.inputs_b64 == source.inputs_b64
+        assert copy.parameters == source.parameters
+        body = chain.launched.request.body_b64
+        # the copy's run holds it inline; its definition refers to the original launch
+        assert copy.inputs_b64 == {"a": {"payload": body}}
+        assert defined.inputs_b64 == {} and defined.payload_from == source.payload_from
+        spec = execution_spec(run, run.executions[a.execution_id], ctx(config), tmp_path)
+        assert spec.inputs == {"payload": b'{"x":1}'}
+        # a copy of the copy still refers to the first launch
+        index.remember(defined)
+        again = new_run("copy", {"source": defined.pipeline_id}, run_id="run-3")
+        copy2 = reconcile(again, ctx(config, index=index)).events[1]
+        assert copy2.inputs_b64 == {"a": {"payload": body}}
+        assert copy2.payload_from == source.payload_from
+
+    def test_copy_pipeline_of_an_unknown_or_unreadable_source_fails_the_action(self, config):
+        index = FakePipelineIndex()
         plan = reconcile(new_run("copy", {"source": "nope"}), ctx(config, index=index))
         assert types(plan.events) == ["RunStarted", "ActionCompleted", "RunFinished"]
         assert plan.events[-1].status is RunStatus.FAILURE
+        source = reconcile(new_run("chain", {"x": 1}), ctx(config)).events[2]
+        index.remember(source)
+
+        def unreadable(pipeline_id: str, *, with_payload: bool = True):
+            if with_payload:
+                raise SourceUnavailable("the payload input of run run-1 cannot be read: gone")
+            return index.lookup(pipeline_id, with_payload=False)
+
+        context = ctx(config, index=index)
+        context.lookup_pipeline = unreadable
+        plan = reconcile(new_run("copy", {"source": source.pipeline_id}, run_id="r2"), context)
+        assert types(plan.events) == ["RunStarted", "ActionCompleted", "RunFinished"]
+        assert plan.events[1].error == "the payload input of run run-1 cannot be read: gone"
 
     def test_copy_pipeline_copies_only_its_own_triggers_pipelines_by_default(self, config):
         source = reconcile(new_run("chain", {"x": 1}), ctx(config)).events[2]
         assert isinstance(source, PipelineDefined) and source.trigger_id == "chain"
         index = FakePipelineIndex()
         index.remember(source)
-        # another trigger names the chain's pipeline: refused
+        # another trigger names the chain's pipeline: refused, without reading its payload
         plan = reconcile(
             new_run("copy-own", {"source": source.pipeline_id}), ctx(config, index=index)
         )
         assert types(plan.events) == ["RunStarted", "ActionCompleted", "RunFinished"]
         assert "was not created by trigger 'copy-own'" in plan.events[1].error
+        assert index.wanted == []
         # a pipeline that trigger created itself: copied
         mine = source.model_copy(update={"pipeline_id": "p-own", "trigger_id": "copy-own"})
         index.remember(mine)
+        index.remember_launch(launched("chain", {"x": 1}), 0, 0)
         plan = reconcile(new_run("copy-own", {"source": "p-own"}), ctx(config, index=index))
         assert types(plan.events)[:3] == ["RunStarted", "PipelineCreated", "PipelineDefined"]
         assert plan.events[1].source_pipeline_id == "p-own"
         assert plan.events[1].trigger_id == "copy-own"
+
+    def test_a_definition_with_its_payload_inline_is_still_copied(self, config):
+        # definitions written before payload inputs were referenced carry them inline
+        inline = {"a": {"payload": "eyJ4IjoxfQ=="}}
+        old = PipelineDefined(
+            pipeline_id="p-old",
+            run_id="run-0",
+            pipeline_name="chain",
+            action_index=0,
+            nodes={"a": "work", "b": "work", "c": "work"},
+            edges=[("a", "b"), ("b", "c")],
+            parameters={"a": {"n": 1}, "b": {"n": 1}, "c": {"n": 1}},
+            inputs_b64=inline,
+        )
+        index = FakePipelineIndex()
+        index.remember(old)
+        plan = reconcile(new_run("copy", {"source": "p-old"}), ctx(config, index=index))
+        assert plan.events[1].inputs_b64 == inline and plan.events[2].inputs_b64 == inline
 
 
 class TestRunTable:

@@ -22,13 +22,14 @@ from hookrun.events.base import Event, new_id
 from hookrun.events.runs import (
     ActionCompleted,
     ExecutionCreated,
+    LaunchRef,
     PipelineCreated,
     PipelineDefined,
     RunStarted,
     RunStatus,
     TriggerLaunched,
 )
-from hookrun.runner.context import Context
+from hookrun.runner.context import Context, SourceLoading, SourceUnavailable
 from hookrun.runner.outcomes import decided_finish
 from hookrun.runner.state import RunState
 
@@ -62,7 +63,11 @@ def start_run(run: RunState, ctx: Context) -> list[Event]:
                 where = "/".join(str(p) for p in error.absolute_path) or "(root)"
                 raise _Decided(RunStatus.INVALID_PAYLOAD, f"payload {where}: {error.message}")
         for index, action in enumerate(trigger.actions):
-            created.append(_create_action(run.run_id, index, action, launched, payload, ctx))
+            created.append(_create_action(run, index, action, payload, ctx))
+    except SourceLoading:
+        # A copy's payload input is being read from its launch; the index reconciles the run
+        # again once it is there, and nothing of the run is emitted before.
+        return []
     except _Decided as decided:
         events: list[Event] = [started]
         for index, action in enumerate(trigger.actions):
@@ -118,15 +123,11 @@ def _check_env(step: Step, ctx: Context) -> dict[str, str]:
 
 
 def _create_action(
-    run_id: str,
-    index: int,
-    action: Any,
-    launched: TriggerLaunched,
-    payload: Any,
-    ctx: Context,
+    run: RunState, index: int, action: Any, payload: Any, ctx: Context
 ) -> list[Event]:
     config = ctx.config
-    body_b64 = launched.request.body_b64
+    run_id, launched = run.run_id, run.launched
+    assert launched is not None
     if isinstance(action, RunExecutionAction):
         step = config.step(action.step)
         assert step is not None  # the loaded config checked references
@@ -150,9 +151,16 @@ def _create_action(
             values = {**node.parameters, **action.parameters.get(node.name, {})}
             parameters[node.name] = _resolve(step, values, payload, ctx)
         inputs: dict[str, dict[str, str]] = {}
-        target = action.payload_target(pipeline)
-        if target is not None:
-            inputs[target[0]] = {target[1]: body_b64}
+        payload_inputs: dict[str, list[str]] = {}
+        payload_from = None
+        target, offset = action.payload_target(pipeline), run.launch_offset
+        if target is not None and offset is None:
+            inputs[target[0]] = {target[1]: launched.request.body_b64}  # nowhere to refer to
+        elif target is not None and offset is not None:
+            # The body stays in this run's launch: the definition refers to it, so no copy of
+            # it reaches the compacted pipelines topic or any runner's memory.
+            payload_inputs[target[0]] = [target[1]]
+            payload_from = LaunchRef(run_id=run_id, partition=run.partition, offset=offset)
         created = PipelineCreated(
             run_id=run_id,
             pipeline_id=new_id(),
@@ -163,27 +171,14 @@ def _create_action(
             parameters=parameters,
             inputs_b64=inputs,
             trigger_id=launched.trigger_id,
+            payload_inputs=payload_inputs,
+            payload_from=payload_from,
         )
         return [created, PipelineDefined.of(created)]
     assert isinstance(action, CopyPipelineAction)
     # The id may be a `{payload...}` template, so a sender can name the pipeline to copy.
     source_id = str(_template(action.source_pipeline_id, payload))
-    source = ctx.lookup_pipeline(source_id)
-    problem = None
-    if source is None:
-        problem = f"unknown source pipeline {source_id!r}"
-    elif not action.from_any_trigger and source.trigger_id != launched.trigger_id:
-        problem = (
-            f"source pipeline {source_id!r} was not created by trigger {launched.trigger_id!r}"
-            " (from_any_trigger: true allows it)"
-        )
-    else:
-        for step_name in source.nodes.values():
-            step = config.step(step_name)
-            if step is None:
-                problem = f"source pipeline uses step {step_name!r}, which the config lacks"
-                break
-            _check_env(step, ctx)
+    source, problem = _copy_source(action, source_id, launched, ctx)
     if problem is not None or source is None:
         return [
             ActionCompleted(
@@ -207,8 +202,38 @@ def _create_action(
         nodes=dict(source.nodes),
         edges=list(source.edges),
         parameters=dict(source.parameters),
+        # Inline for the copy's own run (any runner that takes it over has them at hand); its
+        # definition keeps referring to the launch that holds the payload input.
         inputs_b64=dict(source.inputs_b64),
         source_pipeline_id=source.pipeline_id,
         trigger_id=launched.trigger_id,
+        payload_inputs=dict(source.payload_inputs),
+        payload_from=source.payload_from,
     )
     return [created, PipelineDefined.of(created)]
+
+
+def _copy_source(
+    action: CopyPipelineAction, source_id: str, launched: TriggerLaunched, ctx: Context
+) -> tuple[PipelineDefined | None, str | None]:
+    """The definition to copy with its payload input, or why it cannot be copied.
+
+    Checked before its payload input is read: a refused source costs no read.
+    """
+    source = ctx.lookup_pipeline(source_id, with_payload=False)
+    if source is None:
+        return None, f"unknown source pipeline {source_id!r}"
+    if not action.from_any_trigger and source.trigger_id != launched.trigger_id:
+        return None, (
+            f"source pipeline {source_id!r} was not created by trigger {launched.trigger_id!r}"
+            " (from_any_trigger: true allows it)"
+        )
+    for step_name in source.nodes.values():
+        step = ctx.config.step(step_name)
+        if step is None:
+            return None, f"source pipeline uses step {step_name!r}, which the config lacks"
+        _check_env(step, ctx)
+    try:
+        return ctx.lookup_pipeline(source_id), None
+    except SourceUnavailable as exc:
+        return None, str(exc)

@@ -21,7 +21,7 @@ from hookrun.events.kafka import Publisher, consumer_settings, ensure_topics_for
 from hookrun.runner.config import Settings
 from hookrun.runner.consumer import Runner
 from hookrun.runner.isolation import Isolation, IsolationError, build_isolation
-from hookrun.runner.pipelines import KafkaPipelineIndex
+from hookrun.runner.pipelines import KafkaPipelineIndex, waiting
 from hookrun.runner.versions import KafkaConfigStore
 
 log = logging.getLogger("hookrun.runner")
@@ -67,6 +67,10 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
         max_json_depth=settings.hookrun_max_json_depth,
         isolation=isolation,
         configs=configs,
+    )
+    # A copy waits while its source's payload input is read; the read lets it start.
+    index.when_read(
+        lambda: runner.reconcile(waiting(list(runner.table.runs.values()), runner.owns))
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -66,8 +66,15 @@ def execution_spec(
     else:
         pipe = run.pipelines.get(c.pipeline_id)
         if pipe is not None and c.node is not None:
-            for name, b64 in pipe.created.inputs_b64.get(c.node, {}).items():
+            created = pipe.created
+            for name, b64 in created.inputs_b64.get(c.node, {}).items():
                 inputs[name] = base64.b64decode(b64)
+            for name in created.payload_inputs.get(c.node, ()):
+                if name in inputs:  # a copy's, inline
+                    continue
+                if created.payload_from is None or created.payload_from.run_id != run.run_id:
+                    return f"payload input {name!r} of node {c.node!r} is not in its pipeline"
+                inputs[name] = launched.request.body()
             latest = run.latest()
             for parent, child in pipe.created.edges:
                 if child == c.node:
