@@ -211,26 +211,6 @@ class TestIsolation:
                 worker.cancel()
 
 
-async def test_a_book_forgets_the_oldest_runs_done_deliveries_and_keeps_pending_ones(
-    config, monkeypatch
-):
-    from hookrun.notifier import handlers
-
-    monkeypatch.setattr(handlers, "REMEMBERED_RUNS", 2)
-    deps = deps_for(config)
-    book = Book()
-    runs = [make_run_finished(run_id=f"run-{n}") for n in range(4)]
-    await apply(runs[:2], book, deps)
-    for delivery in book.deliveries.values():
-        delivery.done = delivery.run.run_id == runs[0].run_id  # the second run's stay pending
-    await apply(runs[2:], book, deps)
-    assert list(book.runs) == [r.run_id for r in runs[2:]]
-    left = {key[0] for key in book.deliveries}
-    assert runs[0].run_id not in left  # done and forgotten
-    assert runs[1].run_id in left  # forgotten as a run, but its pending delivery stays
-    assert set(book.keys_of_run) == {r.run_id for r in runs[2:]}
-
-
 async def test_a_notification_that_cannot_be_built_exhausts_its_delivery_with_the_reason(config):
     sent = []
     deps = deps_for(config, lambda u, b, h: sent.append(u) or SendResult(200, 1))

@@ -97,7 +97,7 @@ async def test_a_redelivery_of_a_run_the_book_forgot_finds_the_run_in_its_partit
     log += [new, *(attempted(new.run_id, s, "succeeded") for s in (a, b))]
     notifier, tp, broker, deps = await replayed(config, log, (0.0,))
     try:
-        assert list(notifier.books[tp].runs) == [new.run_id]
+        assert list(notifier.books[tp].delivered) == [new.run_id]
         await broker.publisher(NAMESPACE).publish(
             [RedeliveryRequested(run_id=old.run_id, subscription_id=a.id)]
         )

@@ -72,6 +72,7 @@ class Notifier(Service[Book]):
         """``bootstrap`` serves the side readers: the table of disabled subscriptions, and unless
         ``reader`` makes them, the groupless consumers that scan a partition for an old run."""
         self.deps = deps
+        deps.load_run = self.load_run
         self.namespace = namespace
         self.topic = topics.named(topics.RUNS, namespace)
         self._reader = reader or partial(
@@ -257,6 +258,30 @@ class Notifier(Service[Book]):
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def load_run(self, partition: int, offset: int) -> RunFinished | None:
+        """The RunFinished at ``offset`` of the runs topic's ``partition``; None if it is not
+        there (any more). A redelivery of a run the Book keeps only as Delivered reads it."""
+        tp = TopicPartition(self.topic, partition)
+        consumer = self._reader()
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            async with asyncio.timeout(10.0):
+                while not (records := (await consumer.getmany(tp, timeout_ms=500)).get(tp)):
+                    if (await consumer.end_offsets([tp]))[tp] <= offset:
+                        return None
+        finally:
+            await consumer.stop()
+        # Below the log start (retention) the reader resets to the earliest record left.
+        if records[0].offset != offset:
+            return None
+        try:
+            event = decode(records[0].value, records[0].headers)
+        except (InvalidEvent, UnknownEventType):
+            return None
+        return event if isinstance(event, RunFinished) else None
 
     async def _find_run_and_redeliver(
         self, tp: TopicPartition, request: RedeliveryRequested, before: int

@@ -44,10 +44,10 @@ from hookrun.notifier.adapters import Sender
 from hookrun.notifier.payload import notification_body
 from hookrun.notifier.signing import message_id, signed_headers
 
-#: How many finished runs a Book (a partition) remembers for redelivery without a scan of the
-#: partition: each holds its RunFinished and deliveries, so memory grows with the run rate
-#: times this; an older run's redelivery reads its partition instead.
-REMEMBERED_RUNS = 1_000
+#: How many delivered runs a Book (a partition) remembers for redelivery without a scan of the
+#: partition: each is a Delivered (its offset and attempt counts, a few hundred bytes), not its
+#: RunFinished; an older run's redelivery reads its partition instead.
+REMEMBERED_RUNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,10 @@ def subscriptions_of(config: HookrunConfig, trigger_id: str) -> list[Subscriptio
 class Delivery:
     """One run's notification to one subscription, across all of its attempts."""
 
-    run: RunFinished
+    run_id: str
+    #: The run's RunFinished; None for a redelivery of a run the Book keeps only as Delivered
+    #: (read again from ``offset`` when it is attempted).
+    run: RunFinished | None
     #: Offset of the run's RunFinished: replaying from there rebuilds this delivery.
     offset: int
     subscription: Subscription
@@ -108,7 +111,22 @@ class Delivery:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.run.run_id, self.subscription.id)
+        return (self.run_id, self.subscription.id)
+
+
+@dataclass
+class Delivered:
+    """What a Book keeps of a run once every delivery of it is done: enough to redeliver it."""
+
+    #: Offset of the run's RunFinished in the Book's partition.
+    offset: int
+    trigger_id: str
+    #: Subscription id -> attempts made: a redelivery numbers its attempts on from there.
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
+async def _no_run(partition: int, offset: int) -> RunFinished | None:
+    return None
 
 
 @dataclass
@@ -123,15 +141,20 @@ class Deps:
     disabled: dict[str, str | None] = field(default_factory=dict)
     now: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
+    #: The RunFinished at (partition, offset) of the runs topic, None if it is not there.
+    load_run: Callable[[int, int], Awaitable[RunFinished | None]] = _no_run
     _subscriptions: dict[str, tuple[HookrunConfig, list[Subscription]]] = field(
         default_factory=dict, repr=False
     )
 
     def subscriptions(self, trigger_id: str) -> list[Subscription]:
-        """:func:`subscriptions_of` the config, remembered per trigger (the config is frozen)."""
+        """:func:`subscriptions_of` the config, remembered per trigger of the config (the config
+        is frozen; a run of a trigger it lacks has none, and is not remembered)."""
         cached = self._subscriptions.get(trigger_id)
         if cached is None or cached[0] is not self.config:
             cached = (self.config, subscriptions_of(self.config, trigger_id))
+            if self.config.trigger(trigger_id) is None:
+                return cached[1]
             self._subscriptions[trigger_id] = cached
         return cached[1]
 
@@ -146,17 +169,24 @@ class Deps:
 
 @dataclass
 class Book:
-    """The deliveries of one partition, and the runs seen there (for redelivery)."""
+    """The deliveries of one partition, and the runs seen there (for redelivery).
+
+    A run's RunFinished and deliveries are held while a delivery of it is not done; once all
+    are, only a :class:`Delivered` is kept, among the last ``REMEMBERED_RUNS``.
+    """
 
     #: The hookrun.runs partition (its deliveries belong to it).
     partition: int = -1
     deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
-    runs: OrderedDict[str, tuple[RunFinished, int]] = field(default_factory=OrderedDict)
+    #: Runs with a delivery not done yet: their RunFinished and its offset.
+    runs: dict[str, tuple[RunFinished, int]] = field(default_factory=dict)
+    #: Runs whose deliveries are all done, the most recently settled last.
+    delivered: OrderedDict[str, Delivered] = field(default_factory=OrderedDict)
     #: Deliveries whose state changed and may need scheduling.
     touched: list[Delivery] = field(default_factory=list)
     #: Redeliveries asked for runs this book does not know: (request, its offset).
     unknown: list[tuple[RedeliveryRequested, int]] = field(default_factory=list)
-    #: The keys of ``deliveries`` by run id, to forget a run's without scanning them all.
+    #: The keys of ``deliveries`` by run id, to settle a run's without scanning them all.
     keys_of_run: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def pending(self) -> list[Delivery]:
@@ -167,13 +197,29 @@ class Book:
         return min((d.offset for d in self.pending()), default=next_offset)
 
     def remember(self, run: RunFinished, offset: int) -> None:
-        self.runs[run.run_id] = (run, offset)
-        self.runs.move_to_end(run.run_id)
-        while len(self.runs) > REMEMBERED_RUNS:
-            old, _ = self.runs.popitem(last=False)
-            for key in self.keys_of_run.pop(old, ()):
-                if self.deliveries[key].done:  # a pending one stays until it is done
-                    del self.deliveries[key]
+        """Hold ``run`` until its deliveries are done (the first offset seen stays)."""
+        self.runs.setdefault(run.run_id, (run, offset))
+
+    def settle(self, run_id: str) -> None:
+        """Once no delivery of the run is pending, drop its RunFinished and deliveries and keep
+        a Delivered of it instead."""
+        keys = self.keys_of_run.get(run_id, [])
+        if any(not self.deliveries[key].done for key in keys):
+            return
+        held = self.runs.pop(run_id, None)
+        record = self.delivered.pop(run_id, None)
+        if record is None and held is not None:
+            record = Delivered(held[1], held[0].trigger_id)
+        elif record is None and keys:
+            first = self.deliveries[keys[0]]
+            record = Delivered(first.offset, first.subscription.trigger_id)
+        if record is None:
+            return
+        for key in self.keys_of_run.pop(run_id, ()):
+            record.attempts[key[1]] = self.deliveries.pop(key).attempts
+        self.delivered[run_id] = record
+        while len(self.delivered) > REMEMBERED_RUNS:
+            self.delivered.popitem(last=False)
 
 
 def retry_delay(
@@ -199,26 +245,43 @@ def retry_delay(
 
 
 def _deliver_to(
-    book: Book, run: RunFinished, offset: int, sub: Subscription, at: float
+    book: Book,
+    run_id: str,
+    run: RunFinished | None,
+    offset: int,
+    sub: Subscription,
+    at: float,
+    attempts: int = 0,
 ) -> Delivery:
-    delivery = book.deliveries.get((run.run_id, sub.id))
+    delivery = book.deliveries.get((run_id, sub.id))
     if delivery is None:
         delivery = Delivery(
-            run, offset, sub, message_id(run.run_id, sub.id), next_at=at, partition=book.partition
+            run_id,
+            run,
+            offset,
+            sub,
+            message_id(run_id, sub.id),
+            attempts=attempts,
+            next_at=at,
+            partition=book.partition,
         )
         book.deliveries[delivery.key] = delivery
-        book.keys_of_run.setdefault(run.run_id, []).append(delivery.key)
+        book.keys_of_run.setdefault(run_id, []).append(delivery.key)
     return delivery
 
 
 async def plan_deliveries(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
     """RunFinished: one delivery per enabled subscription, unless attempts already exist."""
     assert isinstance(event, RunFinished)
+    if event.run_id in book.delivered:  # the same RunFinished again (at-least-once)
+        return []
     book.remember(event, offset)
+    at = event.occurred_at.timestamp()
     for sub in deps.subscriptions(event.trigger_id):
         if deps.is_disabled(sub) or (event.run_id, sub.id) in book.deliveries:
             continue
-        book.touched.append(_deliver_to(book, event, offset, sub, event.occurred_at.timestamp()))
+        book.touched.append(_deliver_to(book, event.run_id, event, offset, sub, at))
+    book.settle(event.run_id)  # nothing to deliver
     return []
 
 
@@ -231,9 +294,10 @@ async def record_attempt(event: Event, offset: int, book: Book, deps: Deps) -> l
     delivery.attempts = event.attempt
     if event.next_attempt_at is None:
         delivery.done = True
+        book.settle(delivery.run_id)
     else:
         delivery.next_at = event.next_attempt_at.timestamp()
-    book.touched.append(delivery)
+        book.touched.append(delivery)
     return []
 
 
@@ -243,36 +307,44 @@ async def record_exhausted(event: Event, offset: int, book: Book, deps: Deps) ->
     delivery = book.deliveries.get((event.run_id, event.subscription_id))
     if delivery is not None:
         delivery.done = True
+        book.settle(delivery.run_id)
     return []
 
 
 async def plan_redelivery(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
     """RedeliveryRequested: start the schedule again for one or every subscription of the run."""
     assert isinstance(event, RedeliveryRequested)
-    known = book.runs.get(event.run_id)
-    if known is None:
+    held, record = book.runs.get(event.run_id), book.delivered.get(event.run_id)
+    if held is not None:
+        run, run_offset, trigger_id = held[0], held[1], held[0].trigger_id
+    elif record is not None:
+        # Its RunFinished is read again when the first attempt is due.
+        run, run_offset, trigger_id = None, record.offset, record.trigger_id
+    else:
         book.unknown.append((event, offset))
         return []
-    run, run_offset = known
-    for sub in deps.subscriptions(run.trigger_id):
+    at = event.occurred_at.timestamp()
+    for sub in deps.subscriptions(trigger_id):
         if event.subscription_id not in (None, sub.id) or deps.is_disabled(sub):
             continue
-        delivery = _deliver_to(book, run, run_offset, sub, event.occurred_at.timestamp())
+        made = record.attempts.get(sub.id, 0) if record is not None else 0
+        delivery = _deliver_to(book, event.run_id, run, run_offset, sub, at, made)
         if delivery.done or delivery.attempts:
             # Restart the round: the schedule counts from here, the webhook-id stays.
             delivery.round_start = delivery.attempts
             delivery.done = False
-            delivery.next_at = event.occurred_at.timestamp()
+            delivery.next_at = at
         book.touched.append(delivery)
+    book.settle(event.run_id)  # nothing to redeliver
     return []
 
 
 async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
     """Make one HTTP attempt and return the events that record it (and what it led to)."""
-    sub, run = delivery.subscription, delivery.run
+    sub = delivery.subscription
     attempt = delivery.attempts + 1
     base: dict[str, Any] = {
-        "run_id": run.run_id,
+        "run_id": delivery.run_id,
         "message_id": delivery.message_id,
         "subscription_id": sub.id,
         "url": sub.url,
@@ -281,6 +353,15 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
     if deps.is_disabled(sub):
         # Disabled while this delivery waited: close it so a replay does not retry it.
         return [DeliveryAttempted(**base, outcome="gone", error="subscription is disabled")]
+    run = delivery.run
+    if run is None:
+        run = await deps.load_run(delivery.partition, delivery.offset)
+        if run is None or run.run_id != delivery.run_id:
+            reason = f"the run's RunFinished (offset {delivery.offset}) is no longer on the topic"
+            return _exhausted(
+                delivery, DeliveryAttempted(**base, outcome="failed", error=reason), reason
+            )
+        delivery.run = run  # held until the delivery is done
     try:
         body = notification_body(run, deps.config)
     except (TypeError, ValueError) as exc:  # orjson: nested too deep, or not serialisable
