@@ -1,7 +1,9 @@
 """The trigger log against a real broker: a flood of rejections, the topic's retention."""
 
 import asyncio
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -12,9 +14,9 @@ from hookrun.dev.events import read_events
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
-from hookrun.events import topics
+from hookrun.events import TriggerLogged, topics
 from hookrun.events.admin import set_topic_configs
-from hookrun.events.kafka import ensure_topics
+from hookrun.events.kafka import Publisher, ensure_topics
 from hookrun.status.retention import set_topic_retention
 
 pytestmark = pytest.mark.kafka
@@ -120,3 +122,66 @@ async def test_a_flood_of_rejections_leaves_a_bounded_count_of_records_on_the_to
     assert len(entries) == 6
     assert entries[-1]["count"] == 295
     assert all(e["content_length"] == len(marker) for e in entries)
+
+
+async def test_the_status_service_deletes_rejections_past_the_retention_and_sets_the_topics(
+    kafka_bootstrap, tmp_path
+):
+    namespace = new_namespace()
+    await ensure_topics(kafka_bootstrap, namespace=namespace)
+    now = datetime.now(UTC)
+    publisher = Publisher(kafka_bootstrap, "test", namespace=namespace)
+    await publisher.start(wait=True)
+    try:
+        await publisher.publish(
+            [
+                TriggerLogged(
+                    trigger_id="gh",
+                    outcome="rejected",
+                    reason=reason,
+                    status_code=400,
+                    method="POST",
+                    occurred_at=now - age,
+                )
+                for reason, age in (("old", timedelta(days=11)), ("recent", timedelta(days=1)))
+            ]
+        )
+    finally:
+        await publisher.stop()
+    config = tmp_path / "hookrun.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    status = ServiceProcess(
+        f"status-{port}",
+        "hookrun.status",
+        {
+            "HOOKRUN_CONFIG": str(config),
+            "HOOKRUN_STATUS_PORT": str(port),
+            "HOOKRUN_NAMESPACE": namespace,
+            "HOOKRUN_DATABASE_URL": f"sqlite:///{tmp_path / 'status.db'}",
+            "HOOKRUN_ADMIN_TOKEN": "t",
+            "HOOKRUN_TRIGGER_LOG_RETENTION_S": str(10 * 86400),
+            "HOOKRUN_TRIGGER_LOG_PRUNE_INTERVAL_S": "0.2",
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        },
+        tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    status.start(wait_s=60)
+    try:
+        reasons: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            log = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/triggers/gh/log",
+                headers={"Authorization": "Bearer t"},
+            )
+            reasons = [e["reason"] for e in log.json()["entries"]]
+            if reasons == ["recent"]:
+                break
+            await asyncio.sleep(0.2)
+        assert reasons == ["recent"]
+        topic = topics.named(topics.TRIGGERS, namespace)
+        await until_configured(kafka_bootstrap, topic, "retention.ms", str(10 * 86400 * 1000))
+    finally:
+        status.stop()

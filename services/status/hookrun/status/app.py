@@ -17,7 +17,7 @@ from starlette.routing import Route
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
-from hookrun.status import handlers, routes
+from hookrun.status import handlers, retention, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
 from hookrun.status.config import Settings, shown_url, sqlite_path
 from hookrun.status.postgres import PostgresStore
@@ -92,6 +92,8 @@ def build(
             )
             await publisher.start()
             tasks.append(asyncio.create_task(projector.run()))
+            # Deletes trigger-log entries that started no run once past their retention.
+            tasks.append(asyncio.create_task(retention.keep_trigger_log(store, settings)))
         if isinstance(ends, KafkaLogEnds):
             await ends.start()
         try:
