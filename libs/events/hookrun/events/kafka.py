@@ -307,6 +307,9 @@ class TopicTable:
         self._apply = apply
         self._timeout_s = catch_up_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
+        #: Asks for the log ends on a connection of its own: on the follower's, the request
+        #: would wait behind the idle fetch the broker holds (fetch_max_wait_ms).
+        self._ends: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
@@ -322,8 +325,9 @@ class TopicTable:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for consumer in (self._consumer, self._ends):
+            if consumer is not None:
+                await consumer.stop()
 
     async def _connect(self) -> AIOKafkaConsumer:
         delay = 0.2
@@ -336,6 +340,9 @@ class TopicTable:
                     raise KafkaError(f"topic {self.topic} does not exist yet")
                 consumer.assign(self._partitions)
                 await consumer.seek_to_beginning(*self._partitions)
+                if self._ends is None:
+                    self._ends = AIOKafkaConsumer(**self._settings)
+                    await self._ends.start()
                 return consumer
             except KafkaError as exc:
                 log.warning("%s: waiting for kafka (%s)", self.topic, exc)
@@ -375,11 +382,10 @@ class TopicTable:
                 # the same bound rather than refusing (a gateway restarted a moment ago must
                 # still recognise a redelivery).
                 await self._connected.wait()
-                consumer = self._consumer
-                assert consumer is not None
+                assert self._ends is not None
                 # One ListOffsets per call: a request already in flight may predate a write the
                 # caller was told about, so sharing it would break read-your-writes.
-                ends = await consumer.end_offsets(self._partitions)
+                ends = await self._ends.end_offsets(self._partitions)
                 async with self._progress:
                     await self._progress.wait_for(
                         lambda: all(self._positions.get(tp, -1) >= end for tp, end in ends.items())
