@@ -5,7 +5,7 @@ starts its own
 broker (LocalKafka on free ports in a temp dir, never the dev broker on 127.0.0.1:9092) and the
 whole system as `make run` starts it (one process per service instance, a namespace of its own,
 a temp SQLite file per status instance, a no-op step, a recording receiver). It sends N signed
-launches open loop and, on a schedule, kills -9 and restarts each service once and restarts the
+launches (each with its own GitHub delivery id, so in the gateway's transactions) open loop and, on a schedule, kills -9 and restarts each service once and restarts the
 broker once. ``--poison N`` also sends N rounds of poisonous launches in the middle of the load
 (a body nested 300 deep, an output over HOOKRUN_MAX_OUTPUT_BYTES, an output nested too deep,
 outputs that add up past a Kafka message): the deep body must be refused, every other one must
@@ -50,7 +50,7 @@ from hookrun.dev.kafka_net import free_port  # noqa: E402
 from hookrun.dev.procs import ServiceProcess  # noqa: E402
 from hookrun.dev.receiver import Received, Receiver  # noqa: E402
 from hookrun.events import topics  # noqa: E402
-from hookrun.events.kafka import partitions_of  # noqa: E402
+from hookrun.events.kafka import partitions_of, security_settings  # noqa: E402
 
 GH_SECRET = "chaos-gh-secret"
 WHSEC = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -446,6 +446,7 @@ async def send_launches(port: int, count: int, rate: float, *, connections: int 
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     slots = asyncio.Semaphore(connections)
     path = f"/api/v0/launch/{TRIGGER}/"
+    start_id = f"{time.time_ns():x}"
 
     async def one(i: int) -> None:
         body = orjson.dumps({"n": i, "sent": time.time()})
@@ -454,7 +455,12 @@ async def send_launches(port: int, count: int, rate: float, *, connections: int 
             port,
             path,
             body,
-            {"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)},
+            {
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": signature(body),
+                # As GitHub sends it: the launch and its dedupe record go in one transaction.
+                "X-GitHub-Delivery": f"chaos-{i}-{start_id}",
+            },
         )
         async with slots:
             conn = idle.pop() if idle else None
@@ -567,6 +573,7 @@ async def run_finished_by_run(
     topic = topics.named(topics.RUNS, namespace)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **security_settings(),
         enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=8 * 1024 * 1024,
