@@ -20,7 +20,7 @@ from bench.procstat import cpu_s
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
 from hookrun.events import topics
-from hookrun.events.kafka import Publisher, ensure_topics, partitions_of
+from hookrun.events.kafka import Publisher, ensure_topics, partitions_of, security_settings
 from hookrun.events.runs import LaunchRequest, TriggerLaunched
 
 CONFIG = """
@@ -57,6 +57,7 @@ class _Watch:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
+            **security_settings(),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=5,

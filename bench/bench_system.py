@@ -44,7 +44,13 @@ from bench.procstat import cpu_s, rss_mb
 from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.receiver import Received, Receiver
 from hookrun.events import topics
-from hookrun.events.kafka import consumer_settings, partitions_of, producer_settings
+from hookrun.events.kafka import (
+    admin_settings,
+    consumer_settings,
+    partitions_of,
+    producer_settings,
+    security_settings,
+)
 from tests.e2e.support import GH_SECRET, WHSEC, System
 
 LATENCY_RATE = 50.0
@@ -145,7 +151,7 @@ async def _raw_kafka(bootstrap: str, topic: str, seconds: float) -> tuple[float,
 
     Same producer and consumer settings as the services; the message is the size of a launch.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**admin_settings(bootstrap))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 6, 1)])
@@ -465,8 +471,8 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
 
 async def _lag_zero(bootstrap: str, groups: list[str], topic: str) -> float:
     """Seconds from now until the groups' committed offsets reach the log end (inf if never)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(**admin_settings(bootstrap))
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **security_settings(), group_id=None)
     await admin.start()
     await consumer.start()
     start = time.perf_counter()

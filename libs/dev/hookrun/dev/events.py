@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from hookrun.events import topics
-from hookrun.events.kafka import partitions_of
+from hookrun.events.kafka import partitions_of, security_settings
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ async def read_events(
     # whose dedupe record could not be written with it) never happened.
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **security_settings(),
         enable_auto_commit=False,
         fetch_max_wait_ms=50,
         group_id=None,

@@ -9,12 +9,22 @@ from collections.abc import Iterable, Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from hookrun.events import topics
-from hookrun.events.clients import client_id, partitions_of_topics
+from hookrun.events.clients import admin_settings, partitions_of_topics
+from hookrun.events.security import KafkaAccessDenied, check_access, exit_at_start
 
 log = logging.getLogger(__name__)
+
+# An ACL refusal: the credentials are good, and retrying will not change what they may do.
+_NOT_AUTHORIZED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
 async def ensure_topics(
@@ -34,9 +44,7 @@ async def ensure_topics(
     if not wanted:
         return []
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id=client_id("hookrun-admin"),
-        request_timeout_ms=int(timeout_s * 1000),
+        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
     )
     await admin.start()
     try:
@@ -69,12 +77,23 @@ async def ensure_topics(
 async def ensure_topics_forever(
     bootstrap: str, *, namespace: str = topics.NAMESPACE, max_delay_s: float = 5.0
 ) -> None:
-    """Create hookrun's topics, retrying until Kafka answers (services start before the broker)."""
+    """Create hookrun's topics, retrying until Kafka answers (services start before the broker).
+
+    Every service calls it at start, so it is where a service meets the brokers first: when they
+    refuse its credentials or certificate (:func:`check_access`), or its user may not create or
+    describe the topics, it ends the process with one line and exit code 2
+    (:func:`exit_at_start`) instead of retrying for ever.
+    """
     delay = 0.2
     while True:
         try:
+            await check_access(bootstrap)
             await ensure_topics(bootstrap, namespace=namespace)
             return
+        except KafkaAccessDenied as exc:
+            exit_at_start(str(exc))
+        except _NOT_AUTHORIZED as exc:
+            exit_at_start(f"kafka: not authorized to create or describe hookrun's topics: {exc}")
         except (KafkaError, OSError) as exc:
             log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
@@ -96,9 +115,7 @@ async def set_topic_configs(
     KafkaError when the broker refuses (an unknown topic too).
     """
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id=client_id("hookrun-admin"),
-        request_timeout_ms=int(timeout_s * 1000),
+        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
     )
     await admin.start()
     try:
@@ -125,7 +142,7 @@ async def set_topic_configs(
 async def topic_names(bootstrap: str, *, timeout_s: float = 30.0) -> set[str]:
     """The names of every topic on the broker (internal ones such as ``__consumer_offsets`` too)."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
     )
     await admin.start()
     try:
@@ -140,7 +157,7 @@ async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: floa
     if not doomed:
         return
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
     )
     await admin.start()
     try:

@@ -1,6 +1,7 @@
 """hookrun's Kafka clients: their settings, and the consumer calls the consume loop makes.
 
-The settings are chosen on purpose rather than aiokafka's defaults. :class:`ConsumerClient` is
+The settings are chosen on purpose rather than aiokafka's defaults, and every one carries the
+security settings of the environment (:mod:`hookrun.events.security`). :class:`ConsumerClient` is
 what :mod:`hookrun.events.consumer` needs of a consumer: :class:`GroupConsumer` (aiokafka) or
 the in-memory one of :mod:`hookrun.events.memory`.
 """
@@ -16,6 +17,7 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.protocol.metadata import MetadataRequest
 
 from hookrun.events import topics
+from hookrun.events.security import security_settings
 
 
 def client_id(service: str) -> str:
@@ -37,6 +39,7 @@ def producer_settings(
     return {
         "bootstrap_servers": bootstrap,
         "client_id": client_id(service),
+        **security_settings(),
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": linger_ms,
@@ -57,6 +60,7 @@ def consumer_settings(bootstrap: str, service: str, *, group: str | None) -> dic
     return {
         "bootstrap_servers": bootstrap,
         "client_id": client_id(service),
+        **security_settings(),
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -66,6 +70,16 @@ def consumer_settings(bootstrap: str, service: str, *, group: str | None) -> dic
         "isolation_level": "read_committed",
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
+    }
+
+
+def admin_settings(bootstrap: str, *, request_timeout_ms: int = 30_000) -> dict[str, Any]:
+    """Return the settings of an admin client (topics and their configs)."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id("hookrun-admin"),
+        **security_settings(),
+        "request_timeout_ms": request_timeout_ms,
     }
 
 

@@ -28,9 +28,15 @@ from hookrun.events.admin import (
     topic_names,
 )
 from hookrun.events.base import Event
-from hookrun.events.clients import consumer_settings, partitions_of_topics, producer_settings
+from hookrun.events.clients import (
+    admin_settings,
+    consumer_settings,
+    partitions_of_topics,
+    producer_settings,
+)
 from hookrun.events.codec import InvalidEvent, Record, UnknownEventType, decode, encode
 from hookrun.events.murmur import murmur2
+from hookrun.events.security import security_settings
 
 #: Re-exported names (admin, clients) are imported from here by the gateway, runner and status
 #: services, hookrun.dev, the benchmarks and tests.
@@ -40,6 +46,7 @@ __all__ = [
     "Publisher",
     "RecordSender",
     "TopicTable",
+    "admin_settings",
     "consumer_settings",
     "dead_letter",
     "decode_or_dead_letter",
@@ -49,6 +56,7 @@ __all__ = [
     "partitions_of",
     "partitions_of_topics",
     "producer_settings",
+    "security_settings",
     "topic_names",
 ]
 
@@ -117,7 +125,8 @@ class Publisher:
 
     @property
     def ready(self) -> bool:
-        """True once the producer is connected."""
+        """True once the producer is connected, and false again while Kafka does not
+        acknowledge (from a failed wait to the next acknowledged one)."""
         return self._ready.is_set()
 
     async def start(self, *, wait: bool = False) -> None:
@@ -216,7 +225,10 @@ class Publisher:
                 else:
                     await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
+            self._ready.clear()
             raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
+        if not self._ready.is_set():
+            self._ready.set()
 
 
 class RecordSender(Protocol):
