@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -30,11 +29,13 @@ from hookrun.dev.kafka_dist import (
 )
 from hookrun.dev.kafka_net import (
     broker_answers,
+    env_security,
     free_port,
     port_free,
     wait_for_broker,
     wait_port_free,
 )
+from hookrun.dev.procs import parent_death_signal
 
 log = logging.getLogger("hookrun.dev.kafka")
 
@@ -60,23 +61,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """Return a pre-exec hook asking Linux to SIGTERM the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        # Resolved before the fork: the child should only make the one system call.
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return hook
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -107,6 +91,8 @@ class LocalKafka:
         # skips fixture teardown), the kernel stops the broker too instead of orphaning it.
         self.die_with_parent = die_with_parent
         self._proc: subprocess.Popen[bytes] | None = None
+        #: more options of `kafka-storage format`, e.g. the SCRAM users of a secured broker
+        self.format_options: list[str] = []
 
     def __repr__(self) -> str:
         return f"LocalKafka(port={self.port}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
@@ -191,7 +177,7 @@ class LocalKafka:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_parent_death_signal() if self.die_with_parent else None,
+                preexec_fn=parent_death_signal() if self.die_with_parent else None,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         try:
@@ -269,18 +255,24 @@ class LocalKafka:
         else:
             self.controller_port = free_port()
 
-    def _write_config(self) -> Path:
+    def _listener_config(self) -> list[str]:
+        """The listeners (a subclass secures them): plaintext on ``port``, the controller's own."""
         port, cport = self.port, self.controller_port
-        lines = [
-            "# Written by hookrun.dev.kafka on every start; edits are overwritten.",
-            "process.roles=broker,controller",
-            "node.id=1",
+        return [
             f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
+        ]
+
+    def _write_config(self) -> Path:
+        lines = [
+            "# Written by hookrun.dev.kafka on every start; edits are overwritten.",
+            "process.roles=broker,controller",
+            "node.id=1",
+            *self._listener_config(),
             "controller.listener.names=CONTROLLER",
-            f"controller.quorum.voters=1@127.0.0.1:{cport}",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
             f"log.dirs={self.log_dir.as_posix()}",
             *(f"{key}={value}" for key, value in BROKER_SETTINGS.items()),
         ]
@@ -323,6 +315,7 @@ class LocalKafka:
             cluster_id(),
             "-c",
             str(props),
+            *self.format_options,
         ]
         result = subprocess.run(
             cmd,
@@ -414,7 +407,7 @@ def _ensure(
     """The bootstrap address, and the broker if this call started it."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if configured:
-        wait_for_broker(configured, timeout)
+        wait_for_broker(configured, timeout, security=env_security())
         return configured, None
     if broker_answers(DEFAULT_BOOTSTRAP):
         return DEFAULT_BOOTSTRAP, None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 
 from hookrun.dev.kafka_dist import START_TIMEOUT_S, KafkaError
+from hookrun.events.security import KafkaSecurity, KafkaSecurityError
 
 
 def _split_host_port(address: str) -> tuple[str, int]:
@@ -45,23 +47,73 @@ def _metadata_brokers(address: str, timeout: float) -> int:
     return int(broker_count)
 
 
-def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """Return True if a Kafka broker at any address of ``bootstrap`` serves a metadata request."""
+def _api_versions(address: str, timeout: float, tls: ssl.SSLContext | None) -> None:
+    """Send an ApiVersions v0 request (over TLS with ``tls``); raise unless the broker answers.
+
+    A SASL listener serves ApiVersions before authentication and nothing else, so this is the
+    probe of a secured listener: the broker answers once it has started.
+    """
+    host, port = _split_host_port(address)
+    client_id = b"hookrun-probe"
+    request = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        correlation_id, error_code = struct.unpack(">ih", _recv_exact(sock, size)[:6])
+    if correlation_id != 1 or error_code != 0:
+        raise ConnectionError("not a Kafka answer")
+
+
+def _answers(address: str, timeout: float, security: KafkaSecurity | None) -> bool:
+    if security is None or security.protocol == "PLAINTEXT":
+        return _metadata_brokers(address, timeout) > 0
+    _api_versions(address, timeout, security.ssl_context() if security.uses_tls else None)
+    return True
+
+
+def env_security() -> KafkaSecurity:
+    """The clients' security settings from the environment; KafkaError when they are invalid."""
+    try:
+        return KafkaSecurity.from_env()
+    except KafkaSecurityError as exc:
+        raise KafkaError(f"kafka security settings: {exc}") from exc
+
+
+def broker_answers(
+    bootstrap: str, timeout: float = 2.0, *, security: KafkaSecurity | None = None
+) -> bool:
+    """Return True if a Kafka broker at any address of ``bootstrap`` serves requests.
+
+    ``security`` is how to reach it (default: plaintext).
+    """
+    return _last_error(bootstrap, timeout, security) is None
+
+
+def _last_error(bootstrap: str, timeout: float, security: KafkaSecurity | None) -> str | None:
+    """None when a broker of ``bootstrap`` answers, else why the last one did not."""
+    error = "no address"
     for address in bootstrap.split(","):
         try:
-            if _metadata_brokers(address, timeout) > 0:
-                return True
-        except (OSError, ValueError, struct.error):
-            continue
-    return False
+            if _answers(address, timeout, security):
+                return None
+            error = f"{address}: no broker listed"
+        except (OSError, ValueError, struct.error) as exc:
+            error = f"{address}: {exc}"
+    return error
 
 
-def wait_for_broker(bootstrap: str, timeout: float = START_TIMEOUT_S) -> None:
-    """Block until ``bootstrap`` answers metadata requests; raise KafkaError after ``timeout``."""
+def wait_for_broker(
+    bootstrap: str, timeout: float = START_TIMEOUT_S, *, security: KafkaSecurity | None = None
+) -> None:
+    """Block until ``bootstrap`` answers requests; raise KafkaError after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not broker_answers(bootstrap, timeout=min(2.0, timeout)):
+    while (error := _last_error(bootstrap, min(2.0, timeout), security)) is not None:
         if time.monotonic() >= deadline:
-            raise KafkaError(f"no Kafka broker answered on {bootstrap} within {timeout:.0f} s")
+            raise KafkaError(
+                f"no Kafka broker answered on {bootstrap} within {timeout:.0f} s ({error})"
+            )
         time.sleep(0.2)
 
 

@@ -14,11 +14,18 @@ import pytest
 
 from hookrun.dev.kafka import LocalKafka
 from hookrun.dev.kafka_dist import BROKER_SETTINGS, DEFAULT_BOOTSTRAP, KAFKA_VERSION, cluster_id
-from hookrun.dev.kafka_net import broker_answers, docker_available, free_port, wait_for_broker
+from hookrun.dev.kafka_net import (
+    broker_answers,
+    docker_available,
+    env_security,
+    free_port,
+    wait_for_broker,
+)
+from hookrun.dev.kafka_secure import SecureKafka
 from hookrun.events.kafka import delete_topics, ensure_topics, topic_names
 from hookrun.events.topics import TopicSpec
 
-KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "new_topic", "spare_kafka"})
+KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "new_topic", "spare_kafka", "secure_kafka"})
 
 
 class NewTopic(Protocol):
@@ -36,6 +43,8 @@ class _KafkaRun:
         self.bootstrap: str | None = None
         self.source = ""
         self.ran: set[str] = set()
+        #: tests that use the SASL_SSL broker (``secure_kafka``)
+        self.secure: set[str] = set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Count a test when its body ran: a setup error or a skip never reached the broker.
@@ -44,8 +53,12 @@ class _KafkaRun:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         where = f"bootstrap {self.bootstrap}, {self.source}" if self.bootstrap else "none needed"
+        if not self.bootstrap and self.ran:
+            where = "the SASL_SSL broker only"
         terminalreporter.write_line(
-            f"kafka: {len(self.ran)} tests ran against a real broker ({where})"
+            f"kafka: {len(self.ran)} tests ran against a real broker ({where}); "
+            f"{len(self.ran & self.secure)} of them against the SASL_SSL broker (SCRAM-SHA-512 "
+            "over TLS)"
         )
 
 
@@ -86,9 +99,13 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the marker must be on the item before `-m "not kafka"` deselects by it.
+    run = config.stash[_RUN]
     for item in items:
-        if KAFKA_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if KAFKA_FIXTURES & fixtures:
             item.add_marker(pytest.mark.kafka)
+        if "secure_kafka" in fixtures:
+            run.secure.add(item.nodeid)
 
 
 def _start_container() -> tuple[str, Callable[[], None]]:
@@ -146,7 +163,7 @@ def kafka_bootstrap(
     stop: Callable[[], object] | None = None
     try:
         if configured:
-            wait_for_broker(configured, timeout=60)
+            wait_for_broker(configured, timeout=60, security=env_security())
             bootstrap, run.source = configured, "KAFKA_BOOTSTRAP_SERVERS"
         elif docker_available():
             bootstrap, stop = _start_container()
@@ -208,3 +225,20 @@ def spare_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
         yield kafka
     finally:
         kafka.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A broker of the session's own that accepts only SCRAM-SHA-512 over TLS, with a CA made
+    for it; started when a test first asks, stopped at the end of the session. Never skips."""
+    kafka = SecureKafka(
+        tmp_path_factory.mktemp("secure-kafka"), port=free_port(), die_with_parent=True
+    )
+    try:
+        kafka.start()
+    except Exception as exc:
+        pytest.fail(f"could not start the SASL_SSL Kafka broker: {exc}", pytrace=False)
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
