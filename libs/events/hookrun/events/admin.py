@@ -80,8 +80,8 @@ async def ensure_topics_forever(
     """Create hookrun's topics, retrying until Kafka answers (services start before the broker).
 
     Every service calls it at start, so it is where a service meets the brokers first: when they
-    refuse its credentials or certificate (:func:`check_access`), or its user may not create or
-    describe the topics, it ends the process with one line and exit code 2
+    refuse its credentials or certificate (:func:`check_access`), or its user may not create the
+    topics, it ends the process with one line and exit code 2
     (:func:`exit_at_start`) instead of retrying for ever.
     """
     delay = 0.2
@@ -93,7 +93,7 @@ async def ensure_topics_forever(
         except KafkaAccessDenied as exc:
             exit_at_start(str(exc))
         except _NOT_AUTHORIZED as exc:
-            exit_at_start(f"kafka: not authorized to create or describe hookrun's topics: {exc}")
+            exit_at_start(f"kafka: not authorized to create hookrun's topics: {exc}")
         except (KafkaError, OSError) as exc:
             log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
