@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import time
 import uuid
 
 import httpx
@@ -45,7 +46,10 @@ def start_gateway(kafka_bootstrap, tmp_path):
     config.write_text(CONFIG)
     started: list[ServiceProcess] = []
 
-    def start(bootstrap: str = kafka_bootstrap, **env: str) -> tuple[ServiceProcess, str]:
+    def start(
+        bootstrap: str = kafka_bootstrap, *, kafka: bool = True, **env: str
+    ) -> tuple[ServiceProcess, str]:
+        """A started gateway and its URL; ``kafka``: wait until its producer is connected."""
         port = free_port()
         proc = ServiceProcess(
             f"gateway-{port}",
@@ -60,7 +64,8 @@ def start_gateway(kafka_bootstrap, tmp_path):
             health_url=f"http://127.0.0.1:{port}/healthz",
         )
         started.append(proc)
-        proc.start(wait_s=60)
+        proc.start(wait_s=0)
+        proc.wait_healthy(60, ready_key="kafka" if kafka else None)
         return proc, f"http://127.0.0.1:{port}"
 
     yield start
@@ -188,3 +193,17 @@ async def test_a_topic_table_asked_to_catch_up_while_still_connecting_waits_inst
         await table.catch_up()
     finally:
         await table.stop()
+
+
+async def test_readyz_is_503_until_kafka_takes_launches(start_gateway):
+    # No broker on this port: alive, but a launch could not be acknowledged.
+    _, url = start_gateway(bootstrap=f"127.0.0.1:{free_port()}", kafka=False)
+    assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    r = httpx.get(f"{url}/readyz", timeout=5)
+    assert (r.status_code, r.json()) == (503, {"ready": False})
+
+    _, url = start_gateway()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/readyz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "the gateway never became ready"
+        time.sleep(0.1)

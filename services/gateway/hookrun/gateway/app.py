@@ -160,6 +160,7 @@ def build(
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.publisher = publisher
+    app.state.together = together
     app.launch_endpoint = routes.LaunchEndpoint(app.state.deps, settings.hookrun_max_body_bytes)
     app.router.routes.extend(routes.launch_routes.routes)
     app.include_router(routes.router)

@@ -157,11 +157,29 @@ async def launch(trigger_id: str) -> None:
     """Authenticate the webhook, append TriggerLaunched, answer with the run id."""
 
 
+def _kafka_ready(request: Request) -> bool:
+    """Both producers are connected: the plain one and the one for launches with delivery ids."""
+    state = request.app.state
+    return all(p is None or p.ready for p in (state.publisher, getattr(state, "together", None)))
+
+
 @router.get("/healthz", summary="Liveness and Kafka readiness")
 async def healthz(request: Request) -> dict[str, bool]:
-    """``kafka`` is true once the producer is connected."""
-    publisher = request.app.state.publisher
-    return {"ok": True, "kafka": bool(publisher is None or publisher.ready)}
+    """``kafka`` is true once the producers are connected."""
+    return {"ok": True, "kafka": _kafka_ready(request)}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: 503 until Kafka takes launches",
+    responses={503: {"description": "Not ready: a producer is not connected"}},
+)
+async def readyz(request: Request, response: Response) -> dict[str, bool]:
+    """200 while both producers are connected (a launch can be acknowledged); 503 otherwise."""
+    ready = _kafka_ready(request)
+    if not ready:
+        response.status_code = 503
+    return {"ready": ready}
 
 
 RUN_INFO_RESPONSES: dict[int | str, dict[str, object]] = {
