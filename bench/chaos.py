@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -748,13 +749,16 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
 
 
 def service_warnings(logs: Path) -> dict[str, list[str]]:
-    """hookrun's own WARNING/ERROR lines of each service log (aiokafka's retries left out)."""
+    """hookrun's own WARNING/ERROR lines of each service log (aiokafka's retries left out).
+
+    A text line reads `<time> <LEVEL> <service> <logger>: <message>` (hookrun.events.logs).
+    """
     out = {}
     for path in sorted(logs.glob("*.log")):
         lines = [
             line[:300]
             for line in path.read_text(errors="replace").splitlines()
-            if (" WARNING hookrun" in line or " ERROR hookrun" in line)
+            if re.search(r" (WARNING|ERROR) \w+ hookrun", line)
         ]
         if lines:
             out[path.stem] = lines

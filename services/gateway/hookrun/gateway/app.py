@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
+from hookrun.events import logs
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.events.transactions import TransactionalPublisher, transactional_id
@@ -170,16 +171,18 @@ def build(
 def main() -> None:
     """Serve the gateway with the settings from the environment."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s gateway %(name)s: %(message)s",
-    )
+    logs.configure("gateway", settings.log_level, settings.log_format)
     try:
         config = load_config(settings.hookrun_config)
     except ConfigError as exc:
         print(f"hookrun gateway: invalid config\n{exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    uvicorn.run(build(settings, config, freeze_heap=True), **server.uvicorn_options(settings))
+    # uvicorn's own lines go through the handler logs.configure set, in LOG_FORMAT.
+    uvicorn.run(
+        build(settings, config, freeze_heap=True),
+        log_config=None,
+        **server.uvicorn_options(settings),
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import limits, topics
+from hookrun.events.logs import LogFormat
 from hookrun.gateway import sampling
 
 
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
     #: How long an idle connection stays open for a next request.
     hookrun_keep_alive_s: PositiveInt = 5
     log_level: str = "INFO"
+    #: text (the default) or json: one JSON object per line (hookrun.events.logs).
+    log_format: LogFormat = "text"
 
     @model_validator(mode="after")
     def _body_fits_in_a_kafka_message(self) -> Settings:

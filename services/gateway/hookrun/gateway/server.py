@@ -8,6 +8,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hookrun.events import logs
 from hookrun.gateway.config import Settings
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": settings.hookrun_max_connections + 1,
         "timeout_keep_alive": settings.hookrun_keep_alive_s,
         "access_log": settings.hookrun_access_log,
-        "log_level": settings.log_level.lower(),
+        "log_level": logs.level_of(settings.log_level),
         "timeout_graceful_shutdown": 10,
     }

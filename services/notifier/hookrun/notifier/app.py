@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.events import topics
+from hookrun.events import logs, topics
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit, ConsumerClient, GroupConsumer
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
@@ -364,10 +364,7 @@ async def _main(settings: Settings, config: HookrunConfig) -> None:
 def main() -> None:
     """Run the notifier with the settings from the environment."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s notifier %(name)s: %(message)s",
-    )
+    logs.configure("notifier", settings.log_level, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(settings.hookrun_config)

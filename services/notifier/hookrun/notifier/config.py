@@ -8,6 +8,7 @@ from pydantic import PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import topics
+from hookrun.events.logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -20,6 +21,8 @@ class Settings(BaseSettings):
     #: First segment of every topic name, so several systems (or test modules) share a broker.
     hookrun_namespace: str = topics.NAMESPACE
     log_level: str = "INFO"
+    #: text (the default) or json: one JSON object per line (hookrun.events.logs).
+    log_format: LogFormat = "text"
     #: Overrides `notifier.retry_schedule_s` of the config file, e.g. "0,1,2" (tests compress it).
     hookrun_notifier_retry_schedule_s: tuple[float, ...] | None = None
     #: Concurrent attempts per subscription: one slow subscriber only ever holds its own slots.

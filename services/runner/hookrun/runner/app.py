@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.events import topics
+from hookrun.events import logs, topics
 from hookrun.events.clients import GroupConsumer
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.health import serve_health
@@ -108,9 +108,7 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
 def main() -> None:
     """Entry point: `python -m hookrun.runner`."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure("runner", settings.log_level, settings.log_format)
     logging.getLogger("aiokafka").setLevel(
         logging.WARNING if settings.log_level.upper() != "TRACE" else logging.DEBUG
     )

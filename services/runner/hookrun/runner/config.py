@@ -9,6 +9,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import limits, topics
+from hookrun.events.logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     #: HTTP health port (GET /healthz); 0 disables it.
     hookrun_runner_health_port: int = 0
     log_level: str = "INFO"
+    #: text (the default) or json: one JSON object per line (hookrun.events.logs).
+    log_format: LogFormat = "text"
 
     @property
     def group_id(self) -> str:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
+from hookrun.events import logs
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.status import handlers, retention, routes
@@ -147,10 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m hookrun.status`` serves; ``python -m hookrun.status rebuild`` rebuilds."""
     args = sys.argv[1:] if argv is None else argv
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s status %(name)s: %(message)s",
-    )
+    logs.configure("status", settings.log_level, settings.log_format)
     if args[:1] == ["rebuild"]:
         started = time.monotonic()
         count = asyncio.run(rebuild(settings))
@@ -174,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         loop="uvloop",
         http="httptools",
         access_log=settings.hookrun_access_log,
-        log_level=settings.log_level.lower(),
+        log_level=logs.level_of(settings.log_level),
+        # uvicorn's own lines go through the handler logs.configure set, in LOG_FORMAT.
+        log_config=None,
         timeout_graceful_shutdown=10,
     )

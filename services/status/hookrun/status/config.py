@@ -9,6 +9,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretSt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import limits, topics
+from hookrun.events.logs import LogFormat
 
 
 def shown_url(url: str) -> str:
@@ -65,6 +66,8 @@ class Settings(BaseSettings):
     hookrun_trigger_log_prune_interval_s: PositiveFloat = 3600.0
     hookrun_access_log: bool = False
     log_level: str = "INFO"
+    #: text (the default) or json: one JSON object per line (hookrun.events.logs).
+    log_format: LogFormat = "text"
 
 
 def sqlite_path(url: str) -> Path | None:
