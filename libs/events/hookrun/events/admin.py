@@ -33,25 +33,33 @@ async def ensure_topics(
     *,
     namespace: str = topics.NAMESPACE,
     timeout_s: float = 30.0,
+    layout: topics.Layout | None = None,
 ) -> list[str]:
     """Create the topics that are missing and wait until every partition of each has a leader.
 
-    ``specs`` defaults to every topic hookrun needs in ``namespace``. Existing topics are left as
-    they are. Returns the names newly created. Raises KafkaError for a refused creation and
-    TimeoutError when partitions have no leader after ``timeout_s``.
+    ``specs`` defaults to every topic hookrun needs in ``namespace``, laid out as ``layout``
+    says (default: the environment's, :meth:`~hookrun.events.topics.Layout.from_env`); new topics
+    get its replication factor, capped by the number of brokers. Existing topics are left as
+    they are (:func:`unsafe_topics` reports how they differ). Returns the names newly created.
+    Raises KafkaError for a refused creation and TimeoutError when partitions have no leader
+    after ``timeout_s``.
     """
-    wanted = list(specs if specs is not None else topics.specs(namespace=namespace))
-    if not wanted:
-        return []
     admin = AIOKafkaAdminClient(
         **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
     )
     await admin.start()
     try:
+        laid = await _layout_on(admin, layout)
+        wanted = list(specs if specs is not None else _wanted(namespace, laid))
+        if not wanted:
+            return []
         existing = set(await admin.list_topics())
         new = [
             NewTopic(
-                s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.configs
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=laid.replication_factor,
+                topic_configs=s.configs,
             )
             for s in wanted
             if s.name not in existing
@@ -89,6 +97,8 @@ async def ensure_topics_forever(
         try:
             await check_access(bootstrap)
             await ensure_topics(bootstrap, namespace=namespace)
+            for problem in await unsafe_topics(bootstrap, namespace=namespace):
+                log.warning("unsafe topic: %s", problem)
             return
         except KafkaAccessDenied as exc:
             exit_at_start(str(exc))
@@ -195,3 +205,70 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Return every partition of ``topic`` (empty if it does not exist), asking the broker."""
     return await partitions_of_topics(consumer, [topic])
+
+
+def _wanted(namespace: str, laid: topics.Layout) -> list[topics.TopicSpec]:
+    return topics.specs(laid.partitions, namespace, min_insync=laid.min_insync)
+
+
+async def _layout_on(admin: AIOKafkaAdminClient, layout: topics.Layout | None) -> topics.Layout:
+    """``layout`` (else the environment's) on the brokers ``admin`` is connected to."""
+    cluster = await admin.describe_cluster()
+    return (layout or topics.Layout.from_env()).on(len(cluster["brokers"]))
+
+
+#: Settings a topic needs at least this much of (a larger value is as safe).
+_AT_LEAST = ("max.message.bytes", "min.insync.replicas")
+
+
+async def unsafe_topics(
+    bootstrap: str,
+    *,
+    namespace: str = topics.NAMESPACE,
+    layout: topics.Layout | None = None,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Every way hookrun's topics on the brokers differ from what they must be, one line each.
+
+    A missing topic, fewer copies than the replication factor (capped by the brokers), another
+    partition count than a keyed topic was made with, and each config of the topic's spec that
+    is weaker: a retention that deletes the run log, a smaller message limit, fewer in-sync
+    replicas, another cleanup policy.
+    """
+    admin = AIOKafkaAdminClient(
+        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    )
+    await admin.start()
+    try:
+        laid = await _layout_on(admin, layout)
+        wanted = {s.name: s for s in _wanted(namespace, laid)}
+        existing = set(await admin.list_topics())
+        problems = [f"{name}: missing" for name in sorted(wanted.keys() - existing)]
+        present = sorted(wanted.keys() & existing)
+        if not present:
+            return problems
+        described = {t["topic"]: t for t in await admin.describe_topics(present)}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
+        configs: dict[str, dict[str, str]] = {}
+        for response in await admin.describe_configs(resources):
+            for _code, _message, _type, name, entries in response.resources:
+                configs[name] = {e[0]: e[1] for e in entries}
+        for name in present:
+            spec, parts = wanted[name], described[name]["partitions"]
+            copies = min((len(p["replicas"]) for p in parts), default=0)
+            if copies < laid.replication_factor:
+                problems.append(
+                    f"{name}: {copies} copies of a partition, want {laid.replication_factor}"
+                    " (HOOKRUN_TOPIC_REPLICATION_FACTOR, capped by the brokers)"
+                )
+            if spec.partitions != len(parts):
+                problems.append(f"{name}: {len(parts)} partitions, want {spec.partitions}")
+            have = configs.get(name, {})
+            for key, value in sorted(spec.configs.items()):
+                now = have.get(key)
+                weaker = now is None or int(now) < int(value) if key in _AT_LEAST else now != value
+                if weaker:
+                    problems.append(f"{name}: {key} is {now}, want {value}")
+        return problems
+    finally:
+        await admin.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 #: Every event of one run, keyed by run id: launches, actions, executions, deliveries, finish.
 RUNS = "hookrun.runs"
@@ -50,6 +52,45 @@ TRIGGER_LOG_RETENTION_S = 30 * 86400
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How hookrun's topics are laid out on the brokers (``HOOKRUN_TOPIC_*``)."""
+
+    #: Copies of every partition; capped by the number of brokers when topics are created.
+    replication_factor: int = 3
+    #: Partitions of the keyed topics (runs, triggers, inbound deliveries).
+    partitions: int = 6
+
+    @property
+    def min_insync(self) -> int:
+        """``min.insync.replicas``: with three copies an acks=all append survives one broker
+        lost and is refused rather than kept on one alone."""
+        return 2 if self.replication_factor >= 3 else 1
+
+    def on(self, brokers: int) -> Layout:
+        """This layout on a cluster of ``brokers``: no more copies than brokers."""
+        return replace(self, replication_factor=max(1, min(self.replication_factor, brokers)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Layout:
+        """Read ``HOOKRUN_TOPIC_REPLICATION_FACTOR`` and ``HOOKRUN_TOPIC_PARTITIONS``.
+
+        Raises ValueError naming the variable when one is not a whole number of at least 1.
+        """
+        env = os.environ if environ is None else environ
+        values = {}
+        for name, var in (
+            ("replication_factor", "HOOKRUN_TOPIC_REPLICATION_FACTOR"),
+            ("partitions", "HOOKRUN_TOPIC_PARTITIONS"),
+        ):
+            raw = env.get(var, "").strip()
+            if raw:
+                if not raw.isdigit() or int(raw) < 1:
+                    raise ValueError(f"{var}: must be a whole number of at least 1, not {raw!r}")
+                values[name] = int(raw)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class TopicSpec:
     """A topic hookrun creates at start-up if it is missing."""
 
@@ -58,20 +99,28 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def specs(partitions: int = 6, namespace: str = NAMESPACE) -> list[TopicSpec]:
-    """Return the topics hookrun needs, with ``partitions`` partitions for the keyed ones."""
+def specs(
+    partitions: int = 6, namespace: str = NAMESPACE, *, min_insync: int = 1
+) -> list[TopicSpec]:
+    """Return the topics hookrun needs, with ``partitions`` partitions for the keyed ones and
+    ``min.insync.replicas`` set where ``min_insync`` is above the broker's default of 1."""
+    insync = {"min.insync.replicas": str(min_insync)} if min_insync > 1 else {}
     return [
-        TopicSpec(named(s.name, namespace), s.partitions, s.configs) for s in _specs(partitions)
+        TopicSpec(named(s.name, namespace), s.partitions, {**s.configs, **insync})
+        for s in _specs(partitions)
     ]
 
 
 def _specs(partitions: int) -> list[TopicSpec]:
     size = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    # The run log is the source of truth a rebuild replays and a takeover resumes: kept for
+    # ever, never the broker's 7 days. Dead letters are the evidence of what went wrong.
+    forever = {"retention.ms": "-1", **size}
     return [
-        TopicSpec(RUNS, partitions, size),
-        TopicSpec(dlq(RUNS), 1, size),
+        TopicSpec(RUNS, partitions, forever),
+        TopicSpec(dlq(RUNS), 1, forever),
         TopicSpec(TRIGGERS, partitions, {"retention.ms": str(TRIGGER_LOG_RETENTION_S * 1000)}),
-        TopicSpec(dlq(TRIGGERS), 1, size),
+        TopicSpec(dlq(TRIGGERS), 1, forever),
         TopicSpec(SUBSCRIPTIONS, 1, {"cleanup.policy": "compact"}),
         # One partition: the runner reads it whole, and a copy may name a pipeline of any run.
         TopicSpec(PIPELINES, 1, {"cleanup.policy": "compact", **size}),
