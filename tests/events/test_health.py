@@ -26,3 +26,17 @@ async def test_readyz_is_503_until_the_service_is_ready_and_healthz_always_200()
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_metrics_are_served_beside_the_health_endpoints():
+    port = free_port()
+    server = await serve_health(port, lambda: {"ready": True})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            scraped = await client.get("/metrics")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert "hookrun_consumer_lag" in scraped.text

@@ -129,6 +129,8 @@ class ConsumerClient(Protocol):
 
     def resume(self, *partitions: TopicPartition) -> None: ...
 
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
 
 class GroupConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
     """aiokafka's consumer with :meth:`committed_offsets` and :meth:`partitions_of_topics`,

@@ -7,7 +7,7 @@ partition from where the service says it must start up to the log end at assignm
 there, skipping undecoded the types the service does not handle, decoding with the dead-letter
 path, dispatching, skipping the echoes of events the service applied before publishing them,
 publishing with retry, committing only what the service declares safe, backpressure, a periodic
-sweep and a graceful stop. A projection without a handler table takes the records undecoded
+sweep, a graceful stop and the consumer metrics (:mod:`hookrun.events.metrics`). A projection without a handler table takes the records undecoded
 (:meth:`~hookrun.events.service.Service.take`) and keeps its own offsets. The loop runs on anything with the consumer and publisher calls it
 makes: aiokafka's (:class:`~hookrun.events.clients.GroupConsumer`,
 :class:`~hookrun.events.kafka.Publisher`) or the in-memory broker's of
@@ -26,6 +26,7 @@ from typing import Any, Generic
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from hookrun.events import metrics
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit, ConsumerClient
 from hookrun.events.kafka import KafkaUnavailable, decode_or_dead_letter
@@ -125,6 +126,15 @@ class ConsumeLoop(Generic[S]):
         #: Assigned partitions whose replay start could not be read yet: paused until it is.
         self._unopened: set[TopicPartition] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        #: The ``group`` label of the loop's metrics: the consuming service.
+        self.group = events.service
+        self._consumed: dict[str, Any] = {}
+        self._acked = metrics.KAFKA_ACK_SECONDS.labels("publish")
+        #: The consumer's position per partition, read now and then for the lag only: it is
+        #: past control records (transaction markers) that no record moves the position over.
+        self._seen: dict[TopicPartition, int] = {}
+        self._seen_at = 0.0
+        metrics.watch(self)
 
     @property
     def paused(self) -> bool:
@@ -179,6 +189,8 @@ class ConsumeLoop(Generic[S]):
         )
         async with self._lock:
             await self._handle(batches)
+            if time.monotonic() - self._seen_at >= 1.0:
+                await self._see_positions()
             if (
                 self._commit_every_s is not None
                 and time.monotonic() - self._committed_at >= self._commit_every_s
@@ -216,7 +228,9 @@ class ConsumeLoop(Generic[S]):
         delay = 0.2
         while True:
             try:
+                started = time.perf_counter()
                 await self._publisher.publish(events)
+                self._acked.observe(time.perf_counter() - started)
                 return
             except KafkaUnavailable as exc:
                 log.warning(
@@ -267,6 +281,7 @@ class ConsumeLoop(Generic[S]):
         for tp, records in batches.items():
             part = self.parts.get(tp)
             if part is not None and records:
+                self._count(tp.topic, len(records))
                 touched.append(part)
                 if self._handlers is None:
                     taken.append((part, _from_position(part, records)))
@@ -344,6 +359,36 @@ class ConsumeLoop(Generic[S]):
             return True
         log.warning("%s: replay skipped offsets %s..%s", _name(part.tp), position, offset - 1)
         return False
+
+    def positions(self) -> list[tuple[str, int, int, int | None, bool]]:
+        """``(topic, partition, position, log end or None, live)`` per partition, for the
+        metrics; the log end is the one the consumer's last fetch saw."""
+        assigned = self._consumer.assignment()
+        return [
+            (
+                tp.topic,
+                tp.partition,
+                max(part.position, self._seen.get(tp, 0)),
+                self._consumer.highwater(tp) if tp in assigned else None,
+                part.live,
+            )
+            for tp, part in self.parts.items()
+        ]
+
+    def _count(self, topic: str, n: int) -> None:
+        counter = self._consumed.get(topic)
+        if counter is None:
+            counter = self._consumed[topic] = metrics.CONSUMED.labels(self.group, topic)
+        counter.inc(n)
+
+    async def _see_positions(self) -> None:
+        self._seen_at = time.monotonic()
+        assigned = self._consumer.assignment()
+        self._seen = {
+            tp: await self._consumer.position(tp)
+            for tp, part in self.parts.items()
+            if part.live and tp in assigned
+        }
 
     async def _reached_end(self, part: Partition[S]) -> bool:
         # The position can pass the last record read (control records, compaction).

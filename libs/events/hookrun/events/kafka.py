@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from hookrun.events import topics
+from hookrun.events import metrics, topics
 from hookrun.events.admin import (
     delete_topics,
     ensure_topics,
@@ -256,6 +256,7 @@ async def dead_letter(
     logical = topics.NAMESPACE + record.topic[len(publisher.namespace) :]
     dlq = Record(topics.dlq(logical), record.key or b"", record.value or b"", headers)
     await publisher.wait([await publisher.send_record(dlq)])
+    metrics.DEAD_LETTERED.labels(record.topic).inc()
 
 
 _UNKNOWN_TYPES_SEEN: set[str] = set()

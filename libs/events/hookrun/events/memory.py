@@ -297,6 +297,10 @@ class MemoryConsumer:
     def paused(self) -> set[TopicPartition]:
         return set(self._paused)
 
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's log end while it is assigned (aiokafka: as its last fetch saw it)."""
+        return self._broker._log(partition).end if partition in self._assigned else None
+
     def _fetch(
         self, partitions: Sequence[TopicPartition], max_records: int | None
     ) -> dict[TopicPartition, list[Any]]:
