@@ -18,6 +18,7 @@ from hookrun.events.clients import GroupConsumer
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.health import serve_health
 from hookrun.events.kafka import Publisher, consumer_settings, ensure_topics_forever
+from hookrun.runner import metrics
 from hookrun.runner.config import Settings
 from hookrun.runner.consumer import Runner
 from hookrun.runner.isolation import Isolation, IsolationError, build_isolation
@@ -72,12 +73,15 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
     index.when_read(
         lambda: runner.reconcile(waiting(list(runner.table.runs.values()), runner.owns))
     )
+    metrics.watch(runner.executor.running, runner.executor.backlog, lambda: len(runner.table.runs))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stopping.set)
     health = None
-    if settings.hookrun_runner_health_port:
-        health = await serve_health(settings.hookrun_runner_health_port, runner.health)
+    if settings.hookrun_metrics_port:
+        health = await serve_health(
+            settings.hookrun_metrics_port, runner.health, host=settings.hookrun_metrics_host
+        )
     log.info("runner %s consuming %s", runner_id, topics.named(topics.RUNS, ns))
     try:
         await runner.run()

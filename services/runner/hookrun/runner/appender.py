@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from aiokafka.errors import KafkaTimeoutError
@@ -14,6 +15,7 @@ from hookrun.events.codec import Record, UnrecordableEvent, encode
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.runs import ErrorDetail, PipelineDefined, RunFinished
 from hookrun.events.service import PublisherClient
+from hookrun.runner import metrics
 from hookrun.runner.outcomes import forced_finish
 from hookrun.runner.pipelines import PipelineIndex
 from hookrun.runner.state import RunState, RunTable
@@ -73,12 +75,14 @@ class Appender:
         delay = 0.2
         while True:
             try:
+                started = time.perf_counter()
                 async with self._send_lock:
                     futures = [await self.publisher.send_record(record) for record in records]
                 if sent is not None:
                     sent()
                     sent = None
                 await self.publisher.wait(futures)
+                metrics.ACKED.observe(time.perf_counter() - started)
                 return ended
             except KafkaUnavailable as exc:
                 if self._stopping.is_set():

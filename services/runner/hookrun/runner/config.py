@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import AliasChoices, Field, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import limits, topics
@@ -48,8 +48,15 @@ class Settings(BaseSettings):
     #: auto: a bubblewrap sandbox when `bwrap` is on PATH and its start-up probe works, else
     #: none (with a WARNING); bwrap: required (the runner refuses to start without it); none.
     hookrun_execution_sandbox: Literal["auto", "bwrap", "none"] = "auto"
-    #: HTTP health port (GET /healthz); 0 disables it.
-    hookrun_runner_health_port: int = 0
+    #: Port of GET /metrics, /healthz and /readyz (HOOKRUN_METRICS_PORT); 0 serves none.
+    #: HOOKRUN_RUNNER_HEALTH_PORT, when set, wins: one environment shared by the runner and
+    #: the notifier (`make run`, the tests) gives each its own port.
+    hookrun_metrics_port: int = Field(
+        default=0,
+        validation_alias=AliasChoices("hookrun_runner_health_port", "hookrun_metrics_port"),
+    )
+    #: Address that port listens on (0.0.0.0 for a Prometheus elsewhere).
+    hookrun_metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     #: text (the default) or json: one JSON object per line (hookrun.events.logs).
     log_format: LogFormat = "text"

@@ -27,6 +27,7 @@ from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES
 from hookrun.events.runs import ErrorDetail, ExecutionFinished, RunStatus
 from hookrun.events.service import Partition, PublisherClient, Service
+from hookrun.runner import metrics
 from hookrun.runner.appender import Appender
 from hookrun.runner.context import Context, Plan
 from hookrun.runner.executor import Executor
@@ -255,10 +256,9 @@ class Runner(Service[int]):
                         self.executor.submit(spec, held=True)
                         held.append(ex.id)
 
+        appended = [*first, *(e for _, _, plan in plans for e in plan.events)]
         try:
-            ended = await self.appender.append(
-                [*first, *(e for _, _, plan in plans for e in plan.events)], sent=prepare
-            )
+            ended = await self.appender.append(appended, sent=prepare)
         except BaseException:
             for execution_id in held:
                 self.executor.discard(execution_id)
@@ -270,6 +270,7 @@ class Runner(Service[int]):
             self.executor.release(execution_id)
         if unstartable:
             self._spawn(self.report(unstartable))
+        metrics.executions_recorded(appended)
         for run, _, plan in plans:
             # Only the append that carried the run's RunFinished may end it here: a concurrent
             # reconcile may have applied a RunFinished whose append is still unacknowledged, and
@@ -277,6 +278,7 @@ class Runner(Service[int]):
             if run.finished is not None and (
                 run.run_id in ended or any(e is run.finished for e in plan.events)
             ):
+                metrics.run_finished(run.finished)
                 self.table.forget(run.run_id, finished=True)
 
     def _spawn(self, coro: Any) -> None:
