@@ -28,6 +28,7 @@ from hookrun.events.kafka import Publisher, TopicTable, consumer_settings, ensur
 from hookrun.events.notifications import RedeliveryRequested, SubscriptionDisabled
 from hookrun.events.runs import RunFinished
 from hookrun.events.service import Handler, Partition, PublisherClient, Service
+from hookrun.notifier import metrics
 from hookrun.notifier.adapters import HttpSender, Sender
 from hookrun.notifier.config import Settings
 from hookrun.notifier.handlers import EVENTS, HANDLERS, Book, Delivery, Deps
@@ -351,9 +352,12 @@ async def _main(settings: Settings, config: HookrunConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    metrics.watch(lambda: [d for book in notifier.books.values() for d in book.deliveries.values()])
     health = None
-    if settings.hookrun_notifier_health_port:
-        health = await serve_health(settings.hookrun_notifier_health_port, notifier.health)
+    if settings.hookrun_metrics_port:
+        health = await serve_health(
+            settings.hookrun_metrics_port, notifier.health, host=settings.hookrun_metrics_host
+        )
     try:
         await notifier.run(stopping)
     finally:

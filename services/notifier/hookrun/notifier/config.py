@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import PositiveInt, field_validator
+from pydantic import AliasChoices, Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.events import topics
@@ -27,8 +27,15 @@ class Settings(BaseSettings):
     hookrun_notifier_retry_schedule_s: tuple[float, ...] | None = None
     #: Concurrent attempts per subscription: one slow subscriber only ever holds its own slots.
     hookrun_notifier_concurrency: PositiveInt = 32
-    #: Port of the /healthz endpoint (127.0.0.1); 0 serves none.
-    hookrun_notifier_health_port: int = 0
+    #: Port of GET /metrics, /healthz and /readyz (HOOKRUN_METRICS_PORT); 0 serves none.
+    #: HOOKRUN_NOTIFIER_HEALTH_PORT, when set, wins: one environment shared by the runner and
+    #: the notifier (`make run`, the tests) gives each its own port.
+    hookrun_metrics_port: int = Field(
+        default=0,
+        validation_alias=AliasChoices("hookrun_notifier_health_port", "hookrun_metrics_port"),
+    )
+    #: Address that port listens on (0.0.0.0 for a Prometheus elsewhere).
+    hookrun_metrics_host: str = "127.0.0.1"
 
     @field_validator("hookrun_notifier_retry_schedule_s", mode="before")
     @classmethod

@@ -7,7 +7,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from hookrun.events.base import Event
-from hookrun.notifier import handlers
+from hookrun.events.notifications import DeliveryAttempted, DeliveryExhausted
+from hookrun.notifier import handlers, metrics
 from hookrun.notifier.handlers import Delivery
 
 if TYPE_CHECKING:
@@ -37,8 +38,36 @@ class Lane:
                 delivery.in_flight = False
                 self._notifier.retry_later(delivery)
                 continue
+            metrics.attempted(delivery, events)
+            _log_outcome(delivery, events)
             # The delivery stays in flight until its events are durable (Recorder).
             await self._notifier.recorder.record(delivery, events)
+
+
+def _log_outcome(delivery: Delivery, events: list[Event]) -> None:
+    """A success at INFO (one line per run and subscription), anything else at WARNING; never
+    the URL, which may hold the subscriber's secret (Slack's, for one)."""
+    attempted = next((e for e in events if isinstance(e, DeliveryAttempted)), None)
+    if attempted is None:
+        return
+    succeeded = attempted.outcome == "succeeded"
+    level = logging.INFO if succeeded else logging.WARNING
+    if not log.isEnabledFor(level):
+        return
+    sub = delivery.subscription
+    gave_up = any(isinstance(e, DeliveryExhausted) for e in events)
+    log.log(
+        level,
+        "delivery %s of run %s to %s: attempt %d %s (HTTP %s)%s",
+        delivery.message_id,
+        delivery.run_id,
+        sub.id,
+        attempted.attempt,
+        attempted.outcome,
+        attempted.status_code if attempted.status_code is not None else "-",
+        "; given up" if gave_up else "",
+        extra={"run_id": delivery.run_id, "trigger_id": sub.trigger_id, "subscription_id": sub.id},
+    )
 
 
 class Recorder:
