@@ -18,7 +18,7 @@ from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events import logs
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
-from hookrun.status import handlers, retention, routes
+from hookrun.status import handlers, metrics, retention, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
 from hookrun.status.config import Settings, shown_url, sqlite_path
 from hookrun.status.postgres import PostgresStore
@@ -78,6 +78,7 @@ def build(
             batch_records=settings.hookrun_status_batch_records,
             progress=progress,
         )
+        metrics.watch(projector)
     if ends is None:
         ends = KafkaLogEnds(
             settings.kafka_bootstrap_servers, timeout_s=settings.hookrun_kafka_timeout_s
@@ -140,6 +141,7 @@ def build(
     app.router.routes.append(
         Route("/api/v0/launch/{trigger_id}/run/", routes.serve_run_info, methods=["GET", "POST"])
     )
+    app.router.routes.append(Route("/metrics", metrics.serve_metrics, methods=["GET"]))
     app.include_router(routes.router)
     return app
 

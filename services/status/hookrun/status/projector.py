@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
 from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.kafka import Publisher, consumer_settings, dead_letter
 from hookrun.events.service import Partition, Service
-from hookrun.status import replay
+from hookrun.status import metrics, replay
 from hookrun.status.projection import EVENTS, Position, cloudevent_json, fold
 from hookrun.status.statements import Statement
 from hookrun.status.store import Applied, ApplyResult, SqlStore, grouped
@@ -217,7 +218,9 @@ class Projector(Service[None]):
             return
         items, invalid, grouped = prepared
         await self._dead_letter(invalid)
-        self._writing = asyncio.create_task(self._write(items, grouped))
+        # The newest record's append time (ms), for the projection's delay.
+        newest = max(records[-1].timestamp for records in batches.values())
+        self._writing = asyncio.create_task(self._write(items, grouped, newest))
 
     async def drain(self) -> None:
         """Let the open transaction finish (at most one batch) rather than abandon it."""
@@ -255,12 +258,17 @@ class Projector(Service[None]):
                 partial(dead_letter, self._publisher, record, reason), "dead-lettering a record"
             )
 
-    async def _write(self, items: list[Applied], grouped: list[Statement] | None) -> ApplyResult:
+    async def _write(
+        self, items: list[Applied], grouped: list[Statement] | None, newest_ms: int = 0
+    ) -> ApplyResult:
         result = await self._until_done(
             partial(self.store.apply, items, self._accept_gaps, grouped=grouped),
             f"storing {len(items)} records",
         )
         self.applied += result.applied
+        metrics.APPLIED.inc(result.applied)
+        if newest_ms > 0:
+            metrics.DELAY_SECONDS.observe(max(0.0, time.time() - newest_ms / 1000))
         self.positions.update(result.offsets)
         # The next fetch continues this one: a gap where it starts is the log's own (control
         # records of the gateway's transactions), not records this store never got.
