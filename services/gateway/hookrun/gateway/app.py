@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
@@ -19,7 +20,7 @@ from hookrun.events import logs
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.events.transactions import TransactionalPublisher, transactional_id
-from hookrun.gateway import handlers, routes, server
+from hookrun.gateway import handlers, metrics, routes, server
 from hookrun.gateway.adapters import DeliveryIndex, EventLog, KafkaDeliveryIndex, KafkaEventLog
 from hookrun.gateway.config import Settings
 
@@ -164,6 +165,7 @@ def build(
     app.state.together = together
     app.launch_endpoint = routes.LaunchEndpoint(app.state.deps, settings.hookrun_max_body_bytes)
     app.router.routes.extend(routes.launch_routes.routes)
+    app.router.routes.append(Route("/metrics", metrics.serve_metrics, methods=["GET"]))
     app.include_router(routes.router)
     return app
 

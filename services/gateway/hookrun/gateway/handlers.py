@@ -14,6 +14,7 @@ from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_i
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
+from hookrun.gateway.metrics import LaunchCounter
 from hookrun.gateway.sampling import DEFAULT_LIMIT, DEFAULT_WINDOW_S, TriggerLogSampler
 
 #: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
@@ -50,6 +51,8 @@ class Deps:
     trigger_log: TriggerLogSampler = field(init=False)
     #: The config's version, read once: a pydantic private attribute is slow to read.
     config_version: str = field(init=False)
+    #: Launches counted for /metrics and logged (accepted at INFO, the others at DEBUG).
+    launches: LaunchCounter = field(init=False)
 
     #: Launches of a delivery id being appended now, by ``<trigger id>/<delivery id>``: the
     #: run id each one answered (None: 503), for the copies that arrive meanwhile.
@@ -64,6 +67,7 @@ class Deps:
             window_s=self.rejection_log_window_s,
         )
         self.config_version = self.config.config_version
+        self.launches = LaunchCounter(self.triggers)
 
 
 async def launch(
@@ -101,10 +105,12 @@ async def launch(
         is_test=is_test,
         account=verdict.account,
     )
+    started = time.perf_counter()
     try:
         await deps.log.append_records([launched])
     except KafkaUnavailable:
-        return unavailable(deps)
+        return unavailable(deps, trigger.id)
+    deps.launches.accepted(trigger.id, run_id, time.perf_counter() - started, together=False)
     return accepted(trigger, run_id)
 
 
@@ -128,7 +134,7 @@ async def _launch_delivery(
     if first is not None:
         original = await asyncio.shield(first)
         if original is None:
-            return unavailable(deps)
+            return unavailable(deps, trigger.id)
         return _duplicate(trigger, request, deps, delivery, original)
     outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
     deps.inflight[key] = outcome
@@ -150,12 +156,14 @@ async def _launch_delivery(
             account=account,
         )
         record = InboundDeliveryRecorded(trigger_id=trigger.id, delivery_id=delivery, run_id=run_id)
+        started = time.perf_counter()
         await deps.log.append_together([launched, encode(record, source=deps.log.source)])
+        deps.launches.accepted(trigger.id, run_id, time.perf_counter() - started, together=True)
         deps.deliveries.remember(trigger.id, delivery, run_id)
         answered = run_id
         return accepted(trigger, run_id)
     except KafkaUnavailable:
-        return unavailable(deps)
+        return unavailable(deps, trigger.id)
     finally:
         del deps.inflight[key]
         outcome.set_result(answered)
@@ -165,15 +173,16 @@ def _duplicate(
     trigger: Trigger, request: InboundRequest, deps: Deps, delivery: str, original: str
 ) -> Reply:
     """The answer to a redelivery: the original run id, and a ``duplicate`` log entry."""
-    entry = _logged(
-        trigger.id, request, "duplicate", f"redelivery of {delivery}", 202, delivery, original
-    )
+    reason = f"redelivery of {delivery}"
+    entry = _logged(trigger.id, request, "duplicate", reason, 202, delivery, original)
     deps.trigger_log.offer(entry)
+    deps.launches.refused(trigger.id, "duplicate", reason, original)
     return accepted(trigger, original)
 
 
-def unavailable(deps: Deps) -> Reply:
+def unavailable(deps: Deps, trigger_id: str) -> Reply:
     """503 with Retry-After: nothing durable, no run id handed out."""
+    deps.launches.refused(trigger_id, "unavailable", "kafka did not acknowledge", None)
     return Reply(
         503,
         b'{"error":"event log unavailable, retry later"}',
@@ -195,6 +204,7 @@ def reject(
     Past a rate per source the entry is counted rather than logged (``sampling``).
     """
     deps.trigger_log.offer(_logged(trigger_id, request, "rejected", reason, status))
+    deps.launches.refused(trigger_id, "rejected", reason, None)
     body = REJECTED_BODY if status == 400 else b'{"error":"request body too large"}'
     return Reply(status, body)
 
