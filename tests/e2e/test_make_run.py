@@ -97,6 +97,8 @@ def make_run(kafka_bootstrap: str, tmp_path: Path) -> Iterator[MakeRun]:
             "HOOKRUN_PORT": str(free_port()),
             "HOOKRUN_STATUS_PORT": str(free_port()),
             "HOOKRUN_DEMO_RECEIVER_PORT": str(free_port()),
+            "HOOKRUN_RUNNER_HEALTH_PORT": str(free_port()),
+            "HOOKRUN_NOTIFIER_HEALTH_PORT": str(free_port()),
             # the status DB, the data dir and the logs of this run, not the repository's .hookrun
             "HOOKRUN_STATE_DIR": str(tmp_path / "state"),
             # passed through to every service: its own topics and consumer groups

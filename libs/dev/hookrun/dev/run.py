@@ -143,6 +143,9 @@ def _serve(config_path: Path, state: Path, logs: Path, bootstrap: str) -> None:
             "HOOKRUN_DATABASE_URL", f"sqlite:///{state / 'status.db'}"
         ),
         "HOOKRUN_ADMIN_TOKEN": os.environ.get("HOOKRUN_ADMIN_TOKEN", "dev-admin-token"),
+        # /metrics, /healthz and /readyz of the consumers: one environment, a port for each.
+        "HOOKRUN_RUNNER_HEALTH_PORT": os.environ.get("HOOKRUN_RUNNER_HEALTH_PORT", "9101"),
+        "HOOKRUN_NOTIFIER_HEALTH_PORT": os.environ.get("HOOKRUN_NOTIFIER_HEALTH_PORT", "9102"),
     }
     procs = _services(env, logs)
     stop = False
@@ -162,6 +165,9 @@ def _serve(config_path: Path, state: Path, logs: Path, bootstrap: str) -> None:
         print(
             f"\nhookrun is up. Kafka {bootstrap}; gateway {base}; status {env['HOOKRUN_STATUS_URL']}"
             f"\nOpenAPI {base}/openapi.json   admin token: {env['HOOKRUN_ADMIN_TOKEN']}"
+            f"\nMetrics {base}/metrics  {env['HOOKRUN_STATUS_URL']}/metrics"
+            f"  http://127.0.0.1:{env['HOOKRUN_RUNNER_HEALTH_PORT']}/metrics (runner)"
+            f"  http://127.0.0.1:{env['HOOKRUN_NOTIFIER_HEALTH_PORT']}/metrics (notifier)"
             f"\n\nLaunch the example trigger (signed with the demo secret):\n\n"
             f"{_demo_curl(base, 'feature-extraction', secret)}\n\n"
             "Show that run's events:  .venv/bin/python -m hookrun.dev.events --run-id <run id>\n"
