@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from hookrun.dev.kafka_dist import (
@@ -93,6 +93,8 @@ class LocalKafka:
         self._proc: subprocess.Popen[bytes] | None = None
         #: more options of `kafka-storage format`, e.g. the SCRAM users of a secured broker
         self.format_options: list[str] = []
+        self.cluster_id: str | None = None  # formats the data dir (None: a new one)
+        self.settings: Mapping[str, str] = BROKER_SETTINGS
 
     def __repr__(self) -> str:
         return f"LocalKafka(port={self.port}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
@@ -137,14 +139,15 @@ class LocalKafka:
         """Return True if the broker serves metadata requests."""
         return broker_answers(self.bootstrap, timeout)
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> LocalKafka:
+    def start(self, timeout: float = START_TIMEOUT_S, *, wait: bool = True) -> LocalKafka:
         """Start the broker (keeping any data already in data_dir) and wait until it answers.
 
         Does nothing but wait if it already runs. Raises KafkaError with the tail of the broker
-        log if the process dies or does not answer within ``timeout`` seconds.
-        """
+        log if the process dies or does not answer within ``timeout`` s. ``wait=False``: only
+        start the process (a cluster's nodes answer only once they all run)."""
         if self.is_running():
-            self.wait_ready(timeout)
+            if wait:
+                self.wait_ready(timeout)
             return self
         libs = fetch(self.version)
         java = java_binary()
@@ -180,6 +183,8 @@ class LocalKafka:
                 preexec_fn=parent_death_signal() if self.die_with_parent else None,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
+        if not wait:
+            return self
         try:
             self.wait_ready(timeout)
         except BaseException:
@@ -265,16 +270,22 @@ class LocalKafka:
             "inter.broker.listener.name=PLAINTEXT",
         ]
 
+    def _role_config(self) -> list[str]:
+        """Its roles and the controller quorum (a cluster's nodes name every voter)."""
+        return [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+        ]
+
     def _write_config(self) -> Path:
         lines = [
             "# Written by hookrun.dev.kafka on every start; edits are overwritten.",
-            "process.roles=broker,controller",
-            "node.id=1",
+            *self._role_config(),
             *self._listener_config(),
             "controller.listener.names=CONTROLLER",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
             f"log.dirs={self.log_dir.as_posix()}",
-            *(f"{key}={value}" for key, value in BROKER_SETTINGS.items()),
+            *(f"{key}={value}" for key, value in self.settings.items()),
         ]
         props = self.data_dir / "server.properties"
         props.write_text("\n".join(lines) + "\n")
@@ -312,7 +323,7 @@ class LocalKafka:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            cluster_id(),
+            self.cluster_id or cluster_id(),
             "-c",
             str(props),
             *self.format_options,

@@ -73,6 +73,14 @@ def _answers(address: str, timeout: float, security: KafkaSecurity | None) -> bo
     return True
 
 
+def brokers_listed(address: str, timeout: float = 2.0) -> int:
+    """How many brokers the plaintext broker at ``address`` lists (0: it does not answer)."""
+    try:
+        return _metadata_brokers(address, timeout)
+    except (OSError, ValueError, struct.error):
+        return 0
+
+
 def env_security() -> KafkaSecurity:
     """The clients' security settings from the environment; KafkaError when they are invalid."""
     try:

@@ -160,11 +160,11 @@ class SecureKafka(LocalKafka):
     def answers(self, timeout: float = 2.0) -> bool:
         return broker_answers(self.bootstrap, timeout, security=self.security())
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> SecureKafka:
+    def start(self, timeout: float = START_TIMEOUT_S, *, wait: bool = True) -> SecureKafka:
         """Make the CA and the broker's certificate if missing, then start (see LocalKafka)."""
         if not (self.tls_dir / "broker.pem").exists():
             make_certificate(make_ca(self.tls_dir), "broker")
-        super().start(timeout)
+        super().start(timeout, wait=wait)
         return self
 
     def _listener_config(self) -> list[str]:
