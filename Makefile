@@ -19,6 +19,7 @@ help:
 	@echo "make setup        install uv, the workspace (.venv), the Kafka broker jars and bubblewrap"
 	@echo "make run          broker + every service + demo receiver with examples/hookrun.yaml; Ctrl-C stops all"
 	@echo "make chaos        5,000 signed launches while every service and the broker are killed and restarted"
+	@echo "make chaos BROKERS=3   the same on a three-broker cluster, its run-topic leader killed -9"
 	@echo "make bench        the benchmark: every figure beside its same-run baseline (bench/results/)"
 	@echo "make events RUN_ID=<id>   a run's CloudEvents as stored on Kafka"
 	@echo "make docs         regenerate event schemas, docs/asyncapi.yaml and docs/events.md"
@@ -109,9 +110,10 @@ run: setup
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-# Its own broker and system on free ports; CHAOS_ARGS='--launches 5000 --rate 50 --scale 2'.
+# Its own broker and system on free ports; CHAOS_ARGS='--launches 5000 --rate 50 --scale 2';
+# BROKERS=3: a three-broker cluster whose run-topic leader is killed -9.
 chaos: setup
-	$(PY) bench/chaos.py $(CHAOS_ARGS)
+	$(PY) bench/chaos.py $(if $(BROKERS),--brokers $(BROKERS)) $(CHAOS_ARGS)
 
 events: $(SYNCED)
 	$(PY) -m hookrun.dev.events --run-id "$(RUN_ID)"

@@ -10,9 +10,11 @@ broker once. ``--poison N`` also sends N rounds of poisonous launches in the mid
 (a body nested 300 deep, an output over HOOKRUN_MAX_OUTPUT_BYTES, an output nested too deep,
 outputs that add up past a Kafka message): the deep body must be refused, every other one must
 end unsuccessful (FAILURE, or ABORTED when a kill caught its execution) and be notified like any
-run. With ``--scale 2`` runner, status and notifier run two instances each; the killed
-consumer instance stays down long enough for its group to rebalance onto the survivor, and
-comes back (a second rebalance). Then a bounded recovery window polls run info (through the
+run. With ``--brokers 3`` the broker is a three-node cluster (replication factor 3, two in
+sync) and, instead of the clean restart, the node leading the most partitions of the run topic
+is killed -9 and restarted. With ``--scale 2`` runner, status and notifier run two instances
+each; the killed consumer instance stays down long enough for its group to rebalance onto the
+survivor, and comes back (a second rebalance). Then a bounded recovery window polls run info (through the
 gateway, signed) until every acknowledged run is terminal and notified, reads every RunFinished
 back from Kafka, prints a table, writes a JSON report and exits 1 if a requirement failed.
 """
@@ -47,6 +49,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from bench.loadgen import build_request, roundtrip  # noqa: E402
 from hookrun.dev.kafka import LocalKafka  # noqa: E402
+from hookrun.dev.kafka_cluster import LocalKafkaCluster  # noqa: E402
 from hookrun.dev.kafka_net import free_port  # noqa: E402
 from hookrun.dev.procs import ServiceProcess  # noqa: E402
 from hookrun.dev.receiver import Received, Receiver  # noqa: E402
@@ -145,6 +148,8 @@ class Plan:
     broker_down_s: float = 5.0
     #: Rounds of poisonous launches (one of each kind in POISON) sent mid-load.
     poison: int = 0
+    #: 1: one broker, restarted cleanly; 3: a cluster whose run-topic leader is killed -9.
+    brokers: int = 1
 
     @property
     def load_s(self) -> float:
@@ -162,6 +167,7 @@ class Report:
     launches: int = 0
     rate: float = 0.0
     scale: int = 1
+    brokers: int = 1
     load_seconds: float = 0.0
     accepted_202: int = 0
     non_202: dict[str, int] = field(default_factory=dict)
@@ -258,13 +264,14 @@ class Report:
         width = max(len(k) for k, _ in rows)
         lines = [
             f"chaos: {self.launches} launches at {self.rate:g}/s, scale {self.scale}, "
+            f"{self.brokers} broker{'s' if self.brokers > 1 else ''}, "
             f"load {self.load_seconds:.1f} s"
         ]
         lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
         lines.append("  faults:")
         lines += [
             f"    {f['at_s']:6.1f} s  {f['what']:<28} {'ok' if f['ok'] else 'FAILED'}"
-            f"  (back after {f['took_s']:.1f} s)"
+            f"  (back after {f['took_s']:.1f} s){f.get('detail', '')}"
             for f in self.faults
         ]
         for run_id, types in self.pending_runs.items():
@@ -308,7 +315,11 @@ class ChaosSystem:
         root.chmod(0o755)
         self.plan = plan
         self.namespace = f"chaos-{int(time.time())}"
-        self.kafka = LocalKafka(root / "kafka", port=free_port(), die_with_parent=True)
+        self.kafka: LocalKafka | LocalKafkaCluster = (
+            LocalKafkaCluster(root / "kafka", plan.brokers, die_with_parent=True)
+            if plan.brokers > 1
+            else LocalKafka(root / "kafka", port=free_port(), die_with_parent=True)
+        )
         self.deliveries = Deliveries()
         # Only what the report needs is kept: 5,000 recorded requests would make the receiver's
         # per-path count quadratic.
@@ -419,6 +430,18 @@ class ChaosSystem:
         self.kafka.stop(timeout=30)
         if not self.stopping.wait(down_s):
             self.kafka.start(timeout=180)
+
+    def kill_runs_leader(self, down_s: float) -> str:
+        """SIGKILL the cluster node leading the most partitions of the run topic, start it again
+        after ``down_s``; return which node it was."""
+        assert isinstance(self.kafka, LocalKafkaCluster)
+        runs = topics.named(topics.RUNS, self.namespace)
+        leaders = asyncio.run(self.kafka.leaders(runs))
+        if not leaders:
+            raise RuntimeError(f"no partition of {runs} has a leader")
+        node_id, led = leaders.most_common(1)[0]
+        self.kafka.kill_and_restart(self.kafka.node(node_id), down_s, self.stopping)
+        return f"  node {node_id}, leader of {led} of {sum(leaders.values())} partitions"
 
 
 class _Discard(list):  # type: ignore[type-arg]
@@ -605,9 +628,11 @@ async def run_finished_by_run(
 
 
 def schedule(plan: Plan) -> list[tuple[float, str]]:
-    """Fault times (seconds into the load) and what: every service once, the broker once."""
+    """Fault times (seconds into the load) and what: every service once, the broker once (in a
+    cluster: the node leading the most run-topic partitions, killed -9)."""
     # The gateway first, so it is back (answering 503s) while the broker is away.
-    faults = ["kill gateway", "kill runner", "kill notifier", "kill status", "restart broker"]
+    broker = "kill -9 runs leader" if plan.brokers > 1 else "restart broker"
+    faults = ["kill gateway", "kill runner", "kill notifier", "kill status", broker]
     step = plan.load_s / (len(faults) + 1)
     return [(step * (i + 1), what) for i, what in enumerate(faults)]
 
@@ -646,6 +671,13 @@ def inject(
         if what == "restart broker":
             fault(entry, lambda: system.restart_broker(plan.broker_down_s))
             continue
+        if what == "kill -9 runs leader":
+
+            def kill_leader(entry: dict[str, Any] = entry) -> None:
+                entry["detail"] = system.kill_runs_leader(plan.broker_down_s)
+
+            fault(entry, kill_leader)
+            continue
         service = what.removeprefix("kill ")
         wait = 1.0 if service == "gateway" else down_s
         thread = threading.Thread(
@@ -660,7 +692,7 @@ def inject(
 
 def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
     """Start everything, load, inject faults, recover, count; stop everything in any case."""
-    report = Report(launches=plan.launches, rate=plan.rate, scale=plan.scale)
+    report = Report(launches=plan.launches, rate=plan.rate, scale=plan.scale, brokers=plan.brokers)
     system = ChaosSystem(root, plan)
     try:
         t0 = time.monotonic()
@@ -770,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launches", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=50.0, help="launches per second")
     parser.add_argument("--scale", type=int, choices=(1, 2), default=1)
+    parser.add_argument(
+        "--brokers", type=int, choices=(1, 3), default=1, help="3: a cluster, its leader killed"
+    )
     parser.add_argument("--recovery-s", type=float, default=120.0)
     parser.add_argument("--lease-s", type=float, default=None, help="runner lease (default 30)")
     parser.add_argument("--broker-down-s", type=float, default=5.0)
@@ -787,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         args.lease_s,
         broker_down_s=args.broker_down_s,
         poison=args.poison,
+        brokers=args.brokers,
     )
     root = Path(tempfile.mkdtemp(prefix="hookrun-chaos-"))
     print(f"chaos: temp dir {root}", flush=True)
