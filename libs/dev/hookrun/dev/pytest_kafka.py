@@ -45,6 +45,8 @@ class _KafkaRun:
         self.ran: set[str] = set()
         #: tests that use the SASL_SSL broker (``secure_kafka``)
         self.secure: set[str] = set()
+        #: tests marked ``cluster``: they start a three-broker cluster of their own
+        self.cluster: set[str] = set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Count a test when its body ran: a setup error or a skip never reached the broker.
@@ -54,11 +56,11 @@ class _KafkaRun:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         where = f"bootstrap {self.bootstrap}, {self.source}" if self.bootstrap else "none needed"
         if not self.bootstrap and self.ran:
-            where = "the SASL_SSL broker only"
+            where = "only brokers of their own: the SASL_SSL one or a cluster"
         terminalreporter.write_line(
             f"kafka: {len(self.ran)} tests ran against a real broker ({where}); "
             f"{len(self.ran & self.secure)} of them against the SASL_SSL broker (SCRAM-SHA-512 "
-            "over TLS)"
+            f"over TLS), {len(self.ran & self.cluster)} against a three-broker cluster"
         )
 
 
@@ -106,6 +108,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.kafka)
         if "secure_kafka" in fixtures:
             run.secure.add(item.nodeid)
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(pytest.mark.kafka)
+            run.cluster.add(item.nodeid)
 
 
 def _start_container() -> tuple[str, Callable[[], None]]:
