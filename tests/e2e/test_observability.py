@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import topics
 from hookrun.events.kafka import producer_settings
-from tests.e2e.support import System, run_id_of, wait_for
+from tests.e2e.support import System, github_headers, run_id_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +44,10 @@ def run_id(system: System) -> str:
     one record that no consumer can decode."""
     run_id = run_id_of(system.launch("gh-ok", {"n": 3}))
     system.notification(run_id)
+    # A delivery id makes the launch a transaction: its commit marker ends the partition.
+    body = json.dumps({"n": 4}).encode()
+    headers = github_headers(body, delivery=f"obs-{uuid.uuid4()}")
+    system.notification(run_id_of(system.launch("gh-ok", {"n": 4}, headers=headers)))
     assert (
         system.launch("gh-ok", {"n": 3}, headers={"X-Hub-Signature-256": "sha256=00"}).status_code
         == 400
@@ -126,6 +131,12 @@ def test_the_runner_counts_the_run_its_execution_and_the_dead_letter(
     lag = [ls for n, ls in samples if n == "hookrun_consumer_lag" and ("group", "runner") in ls]
     assert len(lag) == 6  # one per partition of hookrun.runs
     assert value(samples, "hookrun_consumer_partitions", group="runner", state="live") == 6
+    # Everything read, transaction markers included: no lag left.
+    wait_for(
+        lambda: value(scrape(metrics_url(system, "runner")), "hookrun_consumer_lag") == 0,
+        10,
+        "the runner's lag to reach 0",
+    )
 
 
 def test_the_notifier_counts_the_delivery(system: System, run_id: str) -> None:
