@@ -521,6 +521,24 @@ async def send_launches(port: int, count: int, rate: float, *, connections: int 
     return load
 
 
+def _post_through_restarts(
+    client: httpx.Client, url: str, body: bytes, headers: dict[str, str], within_s: float = 20.0
+) -> httpx.Response | None:
+    """POST, again while the connection is refused (for up to ``within_s``): a refused
+    connection never delivered the request, so it cannot start a second run. None when no answer
+    came (a cut connection or a timeout)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return client.post(url, content=body, headers=headers)
+        except httpx.ConnectError:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.5)
+        except httpx.HTTPError:
+            return None
+
+
 def send_poison(port: int, plan: Plan, started: float) -> list[tuple[str, str, str | None]]:
     """Send ``plan.poison`` rounds of POISON spread over the middle fifth of the load.
 
@@ -533,9 +551,8 @@ def send_poison(port: int, plan: Plan, started: float) -> list[tuple[str, str, s
             at = started + plan.load_s * (0.4 + 0.2 * i / max(1, len(kinds)))
             time.sleep(max(0.0, at - time.monotonic()))
             headers = {"content-type": "application/json", "X-Hub-Signature-256": signature(body)}
-            try:
-                r = client.post(f"/api/v0/launch/{trigger}/", content=body, headers=headers)
-            except httpx.HTTPError:
+            r = _post_through_restarts(client, f"/api/v0/launch/{trigger}/", body, headers)
+            if r is None:
                 sent.append((kind, "error", None))
                 continue
             run_id = r.text.removeprefix("Created run ") if r.status_code == 202 else None
