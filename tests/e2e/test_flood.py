@@ -25,7 +25,12 @@ FLOOD_FACTOR = 5
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     started = System(
-        kafka_bootstrap, tmp_path_factory.mktemp("flood"), namespace=new_namespace("e2e")
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("flood"),
+        namespace=new_namespace("e2e"),
+        # Past 20 a minute, one source's refusals are counted into a summary entry at the end
+        # of its window: a short window brings the summary within the test's wait.
+        env={"HOOKRUN_REJECTION_LOG_WINDOW_S": "1"},
     )
     try:
         yield started.start()
@@ -55,19 +60,22 @@ def test_valid_launches_are_all_accepted_and_every_forgery_rejected_and_logged(
     assert len(run_ids) == VALID
     assert {(r.status_code, r.text) for r in forged} == {(400, '{"error":"launch rejected"}')}
 
-    # the trigger log: every forgery with its reason, every valid launch accepted
+    # the trigger log: every forgery counted with its reason (past the sampling limit in
+    # summary entries), every valid launch accepted
     def complete() -> list[dict[str, object]] | None:
         r = system.admin("GET", "/triggers/gh-ok/log", params={"limit": 500})
         assert r.status_code == 200, r.text
         entries = r.json()["entries"]
         rejected = [e for e in entries if e["outcome"] == "rejected"]
         accepted = {e["run_id"] for e in entries if e["outcome"] == "accepted"}
-        if len(rejected) >= len(forged) and run_ids <= accepted:
+        if sum(e["count"] for e in rejected) >= len(forged) and run_ids <= accepted:
             return entries
         return None
 
     entries = wait_for(complete, 60, f"the trigger log of the flood\n{system.logs()}")
     rejected = [e for e in entries if e["outcome"] == "rejected"]
-    assert len(rejected) == len(forged)
+    assert sum(e["count"] for e in rejected) == len(forged)
+    assert len(rejected) < len(forged)  # sampled: a flood does not grow the log one by one
     assert all(e["status_code"] == 400 for e in rejected)
-    assert {e["reason"] for e in rejected} == {"conditions[0] (hmac): signature mismatch"}
+    mismatch = "conditions[0] (hmac): signature mismatch"
+    assert all(e["reason"] == mismatch or str(e["reason"]).endswith(mismatch) for e in rejected)
