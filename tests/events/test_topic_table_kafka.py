@@ -1,4 +1,4 @@
-"""TopicTable on the real broker: a catch-up never waits behind the follower's idle fetch."""
+"""TopicTable and Publisher on the real broker: catch-ups and producers that recover."""
 
 import pytest
 
@@ -36,4 +36,33 @@ async def test_catching_up_an_idle_table_does_not_wait_for_its_idle_fetch(kafka_
             assert seen[-1] == f"r{n}"
     finally:
         await table.stop()
+        await publisher.stop()
+
+
+async def test_a_producer_kafka_refuses_for_good_is_replaced_and_sending_goes_on(kafka_bootstrap):
+    import asyncio
+
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    from hookrun.events.kafka import KafkaUnavailable
+
+    ns = new_namespace()
+    await ensure_topics(kafka_bootstrap, topics.specs(partitions=1, namespace=ns))
+    publisher = Publisher(kafka_bootstrap, "test", namespace=ns)
+    await publisher.start(wait=True)
+    try:
+        broken = publisher._producer
+        # What a broker restart can leave an idempotent producer with: every later send of
+        # the same producer fails (before, the notifier resent into it for ever).
+        refused = asyncio.get_running_loop().create_future()
+        refused.set_exception(OutOfOrderSequenceNumber())
+        with pytest.raises(KafkaUnavailable):
+            await publisher.wait([refused])
+        assert not publisher.ready
+        async with asyncio.timeout(30):
+            while not publisher.ready:
+                await asyncio.sleep(0.05)
+        assert publisher._producer is not broken
+        await publisher.publish([request("after")])  # acknowledged by the new producer
+    finally:
         await publisher.stop()

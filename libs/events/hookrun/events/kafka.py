@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
 from hookrun.events import metrics, topics
@@ -136,6 +136,11 @@ class Publisher:
         if wait:
             await self._ready.wait()
 
+    async def _reconnect(self, broken: AIOKafkaProducer) -> None:
+        with contextlib.suppress(Exception):
+            await broken.stop()
+        await self._connect()
+
     async def _connect(self) -> None:
         delay = 0.2
         while True:
@@ -226,9 +231,24 @@ class Publisher:
                     await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
             self._ready.clear()
+            if _breaks_the_producer(exc) and self._producer is not None:
+                # E.g. OutOfOrderSequenceNumber after a broker restart: this producer's sends
+                # would fail for ever. A new one (a new producer id) takes over; sends fail as
+                # "not connected" meanwhile, and callers send again as for any outage.
+                log.warning("kafka refused the producer (%r): connecting a new one", exc)
+                broken, self._producer = self._producer, None
+                self._starter = asyncio.create_task(self._reconnect(broken))
             raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
         if not self._ready.is_set():
             self._ready.set()
+
+
+def _breaks_the_producer(exc: BaseException) -> bool:
+    """Whether no later send through the same producer can succeed (an error Kafka does not
+    mark retriable, as a broken idempotence sequence), unlike a timeout or a lost leader."""
+    if isinstance(exc, TimeoutError | KafkaTimeoutError):
+        return False
+    return isinstance(exc, KafkaError) and not getattr(exc, "retriable", False)
 
 
 class RecordSender(Protocol):
