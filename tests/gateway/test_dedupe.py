@@ -174,3 +174,30 @@ def test_a_stripe_event_dedupes_by_its_signed_id_whatever_the_headers_say(client
         assert r.status_code == 202
     [event] = launched(log)
     assert event.delivery_id == "evt_7"
+
+
+def test_the_delivery_index_forgets_deliveries_past_the_window(monkeypatch):
+    # Deliveries arrive from the topic (every instance's, this one's echoes included), not
+    # only through remember(): both must leave expired ones behind.
+    from datetime import UTC, datetime
+
+    from hookrun.events import InboundDeliveryRecorded
+    from hookrun.gateway import adapters
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(adapters.time, "time", lambda: now[0])
+    index = adapters.KafkaDeliveryIndex("127.0.0.1:9", window_s=3600)
+
+    def arrive(n: int) -> None:
+        at = datetime.fromtimestamp(now[0], UTC)
+        for i in range(n):
+            index._apply(
+                InboundDeliveryRecorded(
+                    trigger_id="gh", delivery_id=f"{now[0]}-{i}", run_id="r", occurred_at=at
+                )
+            )
+
+    for _ in range(5):  # five windows' worth of deliveries, 12,000 each
+        arrive(12_000)
+        now[0] += 3601
+    assert len(index._runs) <= 12_000 + 10_000

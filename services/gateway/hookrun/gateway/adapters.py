@@ -214,10 +214,15 @@ class KafkaDeliveryIndex:
         if isinstance(event, InboundDeliveryRecorded):
             at = event.occurred_at.timestamp()
             if time.time() - at < self._window_s:
-                self._runs[event.dedupe_key] = (event.run_id, at)
+                self._add(event.dedupe_key, event.run_id, at)
 
     def remember(self, trigger_id: str, delivery_id: str, run_id: str) -> None:
-        self._runs[f"{trigger_id}/{delivery_id}"] = (run_id, time.time())
+        self._add(f"{trigger_id}/{delivery_id}", run_id, time.time())
+
+    def _add(self, key: str, run_id: str, at: float) -> None:
+        """Index a delivery; every 10,000 entries, forget those past the window, so the index
+        holds the window's deliveries plus at most 10,000 however long the gateway runs."""
+        self._runs[key] = (run_id, at)
         if len(self._runs) % 10_000 == 0:
             self._forget_expired()
 
