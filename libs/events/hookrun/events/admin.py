@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -27,6 +28,19 @@ log = logging.getLogger(__name__)
 _NOT_AUTHORIZED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str, timeout_s: float) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client of ``bootstrap``, closed on leaving."""
+    admin = AIOKafkaAdminClient(
+        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    )
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(
     bootstrap: str,
     specs: Iterable[topics.TopicSpec] | None = None,
@@ -44,11 +58,7 @@ async def ensure_topics(
     Raises KafkaError for a refused creation and TimeoutError when partitions have no leader
     after ``timeout_s``.
     """
-    admin = AIOKafkaAdminClient(
-        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    )
-    await admin.start()
-    try:
+    async with _admin(bootstrap, timeout_s) as admin:
         laid = await _layout_on(admin, layout)
         wanted = list(specs if specs is not None else _wanted(namespace, laid))
         if not wanted:
@@ -78,8 +88,6 @@ async def ensure_topics(
                     )
         await _wait_for_leaders(admin, [s.name for s in wanted], timeout_s)
         return created
-    finally:
-        await admin.close()
 
 
 async def ensure_topics_forever(
@@ -124,11 +132,7 @@ async def set_topic_configs(
     settings stay, unless made so shortly before that the broker does not show them yet. Raises
     KafkaError when the broker refuses (an unknown topic too).
     """
-    admin = AIOKafkaAdminClient(
-        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    )
-    await admin.start()
-    try:
+    async with _admin(bootstrap, timeout_s) as admin:
         [described] = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic)]
         )
@@ -145,20 +149,12 @@ async def set_topic_configs(
             if code:
                 raise for_code(code)(f"altering topic {topic!r}: {message}")
         return True
-    finally:
-        await admin.close()
 
 
 async def topic_names(bootstrap: str, *, timeout_s: float = 30.0) -> set[str]:
     """The names of every topic on the broker (internal ones such as ``__consumer_offsets`` too)."""
-    admin = AIOKafkaAdminClient(
-        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    )
-    await admin.start()
-    try:
+    async with _admin(bootstrap, timeout_s) as admin:
         return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
@@ -166,14 +162,8 @@ async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: floa
     doomed = list(names)
     if not doomed:
         return
-    admin = AIOKafkaAdminClient(
-        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    )
-    await admin.start()
-    try:
+    async with _admin(bootstrap, timeout_s) as admin:
         await admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
-    finally:
-        await admin.close()
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
@@ -235,11 +225,7 @@ async def unsafe_topics(
     is weaker: a retention that deletes the run log, a smaller message limit, fewer in-sync
     replicas, another cleanup policy.
     """
-    admin = AIOKafkaAdminClient(
-        **admin_settings(bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    )
-    await admin.start()
-    try:
+    async with _admin(bootstrap, timeout_s) as admin:
         laid = await _layout_on(admin, layout)
         wanted = {s.name: s for s in _wanted(namespace, laid)}
         existing = set(await admin.list_topics())
@@ -270,5 +256,3 @@ async def unsafe_topics(
                 if weaker:
                     problems.append(f"{name}: {key} is {now}, want {value}")
         return problems
-    finally:
-        await admin.close()

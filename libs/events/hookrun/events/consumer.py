@@ -2,16 +2,16 @@
 
 A service is a :class:`~hookrun.events.service.Service` (per-partition state and a few hooks)
 with a handler table; the :class:`ConsumeLoop` owns the rest: the subscription and its rebalances
-(or partitions assigned by hand), replaying each assigned
-partition from where the service says it must start up to the log end at assignment, going live
-there, skipping undecoded the types the service does not handle, decoding with the dead-letter
-path, dispatching, skipping the echoes of events the service applied before publishing them,
-publishing with retry, committing only what the service declares safe, backpressure, a periodic
-sweep, a graceful stop and the consumer metrics (:mod:`hookrun.events.metrics`). A projection without a handler table takes the records undecoded
-(:meth:`~hookrun.events.service.Service.take`) and keeps its own offsets. The loop runs on anything with the consumer and publisher calls it
-makes: aiokafka's (:class:`~hookrun.events.clients.GroupConsumer`,
-:class:`~hookrun.events.kafka.Publisher`) or the in-memory broker's of
-:mod:`hookrun.events.memory` in unit tests.
+(or partitions assigned by hand), replaying each assigned partition from where the service says
+it must start up to the log end at assignment, going live there, skipping undecoded the types
+the service does not handle, decoding with the dead-letter path, dispatching, skipping the
+echoes of events the service applied before publishing them, publishing with retry, committing
+only what the service declares safe, backpressure, a periodic sweep, a graceful stop and the
+consumer metrics (:mod:`hookrun.events.metrics`). A projection without a handler table takes
+the records undecoded (:meth:`~hookrun.events.service.Service.take`) and keeps its own offsets.
+The loop runs on anything with the consumer and publisher calls it makes: aiokafka's
+(:class:`~hookrun.events.clients.GroupConsumer`, :class:`~hookrun.events.kafka.Publisher`) or
+the in-memory broker's of :mod:`hookrun.events.memory` in unit tests.
 """
 
 from __future__ import annotations
