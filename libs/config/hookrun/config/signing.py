@@ -1,0 +1,127 @@
+"""Signing a request the way a trigger's conditions check it: the sender's side of conditions.py.
+
+One signer per condition type (``SIGNERS``), so that ``hookrun send`` can launch any trigger and
+a test fails when a condition type has none. A signer adds headers or query parameters to an
+:class:`OutgoingRequest`; it never changes the body, which earlier signers may have signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hookrun.config.model import (
+    HmacCondition,
+    IpAllowCondition,
+    SlackCondition,
+    StandardWebhooksCondition,
+    StaticSecretCondition,
+    StripeCondition,
+    Trigger,
+)
+from hookrun.events import new_id
+
+__all__ = ["SIGNERS", "OutgoingRequest", "SigningError", "SigningOptions", "sign_request"]
+
+
+class SigningError(ValueError):
+    """The request cannot be signed as the condition requires; the message says what to pass."""
+
+
+@dataclass
+class OutgoingRequest:
+    """The launch request being signed: its body, and the headers and query it will carry."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SigningOptions:
+    """What signers need beyond the config: the time, and a private key for asymmetric conditions.
+
+    ``private_key`` is the PEM text of a key for conditions whose config holds only the public
+    half (the CLI's ``--private-key``); signers that need it raise :class:`SigningError` without it.
+    """
+
+    now: float
+    private_key: bytes | None = None
+
+
+Signer = Callable[[Any, OutgoingRequest, SigningOptions], None]
+
+
+def _sign_hmac(c: HmacCondition, out: OutgoingRequest, opts: SigningOptions) -> None:
+    digest = hmac.digest(c._key, out.body, c.algorithm)
+    encoded = digest.hex() if c.encoding == "hex" else base64.b64encode(digest).decode()
+    out.headers[c.header] = c.prefix + encoded
+
+
+def _sign_static_secret(
+    c: StaticSecretCondition, out: OutgoingRequest, opts: SigningOptions
+) -> None:
+    secret = c.secret.get_secret_value()
+    if c.header is not None:
+        out.headers[c.header] = secret
+    else:
+        out.query[c.query or ""] = secret
+
+
+def _sign_standard_webhooks(
+    c: StandardWebhooksCondition, out: OutgoingRequest, opts: SigningOptions
+) -> None:
+    msg_id = out.headers.setdefault("webhook-id", f"msg_{new_id()}")
+    timestamp = str(int(opts.now))
+    signed = f"{msg_id}.{timestamp}.".encode() + out.body
+    signature = base64.b64encode(hmac.digest(c._key, signed, "sha256")).decode()
+    out.headers["webhook-timestamp"] = timestamp
+    out.headers["webhook-signature"] = f"v1,{signature}"
+
+
+def _sign_stripe(c: StripeCondition, out: OutgoingRequest, opts: SigningOptions) -> None:
+    timestamp = str(int(opts.now))
+    digest = hmac.digest(c._key, timestamp.encode() + b"." + out.body, "sha256").hex()
+    out.headers["Stripe-Signature"] = f"t={timestamp},v1={digest}"
+
+
+def _sign_slack(c: SlackCondition, out: OutgoingRequest, opts: SigningOptions) -> None:
+    timestamp = str(int(opts.now))
+    digest = hmac.digest(c._key, f"v0:{timestamp}:".encode() + out.body, "sha256").hex()
+    out.headers["X-Slack-Request-Timestamp"] = timestamp
+    out.headers["X-Slack-Signature"] = f"v0={digest}"
+
+
+def _sign_ip_allow(c: IpAllowCondition, out: OutgoingRequest, opts: SigningOptions) -> None:
+    """Nothing to add: the sender's address decides, and the gateway sees the one connected from."""
+
+
+#: Condition model class -> its signer. Every condition type needs one (tests/config/test_signing.py).
+SIGNERS: dict[type[Any], Signer] = {
+    HmacCondition: _sign_hmac,
+    StaticSecretCondition: _sign_static_secret,
+    StandardWebhooksCondition: _sign_standard_webhooks,
+    StripeCondition: _sign_stripe,
+    SlackCondition: _sign_slack,
+    IpAllowCondition: _sign_ip_allow,
+}
+
+
+def sign_request(trigger: Trigger, out: OutgoingRequest, opts: SigningOptions) -> OutgoingRequest:
+    """Add to ``out`` what every condition of ``trigger`` checks, in the conditions' order.
+
+    Returns ``out``. Raises :class:`SigningError` naming the condition (``conditions[1] (jwt)``)
+    when one cannot be signed, e.g. without the private key it needs.
+    """
+    for index, condition in enumerate(trigger.conditions):
+        signer = SIGNERS.get(type(condition))
+        if signer is None:
+            raise SigningError(f"conditions[{index}] ({condition.type}): no signer for this type")
+        try:
+            signer(condition, out, opts)
+        except SigningError as exc:
+            raise SigningError(f"conditions[{index}] ({condition.type}): {exc}") from None
+    return out
