@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup setup-postgres setup-sandbox run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup kafka-fetch setup-postgres setup-sandbox run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
 	@echo "make setup        install uv, the workspace (.venv), the Kafka broker jars and bubblewrap"
@@ -37,7 +37,10 @@ $(SYNCED): $(UV) uv.lock $(PYPROJECTS)
 	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python python3
 	touch $@
 
-setup: $(SYNCED) setup-sandbox
+setup: $(SYNCED) setup-sandbox kafka-fetch
+
+# The broker's jars, with Maven, once (cached under ~/.cache/hookrun).
+kafka-fetch: $(SYNCED)
 	$(PY) -m hookrun.dev.kafka fetch
 
 # The runner runs executions in a bubblewrap sandbox when `bwrap` is there (docs/runner.md,
@@ -104,7 +107,8 @@ kafka-status: $(SYNCED)
 	$(PY) -m hookrun.dev.kafka status
 
 # The whole system as a newcomer meets it. HOOKRUN_CONFIG / KAFKA_BOOTSTRAP_SERVERS override.
-run: setup
+# It needs neither Java nor Maven when KAFKA_BOOTSTRAP_SERVERS names a broker.
+run: $(SYNCED) setup-sandbox $(if $(KAFKA_BOOTSTRAP_SERVERS),,kafka-fetch)
 	$(PY) -m hookrun.dev.run
 
 bench: setup

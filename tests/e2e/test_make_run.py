@@ -145,13 +145,18 @@ def test_make_run_prints_a_working_curl_restarts_a_killed_service_and_ctrl_c_sto
     assert match, curl.stdout
     run_id = match.group(1)
 
-    # the demo receiver got that run's notification and verified it
-    receiver_log = tmp_path / "state" / "logs" / "receiver.log"
+    # the loop closes in make run's own terminal: the demo receiver verified the notification
     wait_for(
-        lambda: receiver_log.exists() and f"run {run_id} SUCCESS" in receiver_log.read_text(),
+        lambda: re.search(
+            rf"^receiver +\| run {run_id} SUCCESS in \d+ ms, signature verified",
+            make_run.output,
+            re.MULTILINE,
+        ),
         60,
-        f"the demo receiver to print run {run_id}\n{make_run.output}",
+        f"make run to print run {run_id}\n{make_run.output}",
     )
+    receiver_log = tmp_path / "state" / "logs" / "receiver.log"
+    assert f'"id": "{run_id}"' in receiver_log.read_text()  # the whole body is in the log
 
     # a service that dies is restarted, and the next launch runs and is notified
     runner_pid = int(re.search(r"runner +pid (\d+) ", make_run.output).group(1))

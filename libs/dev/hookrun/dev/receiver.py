@@ -144,13 +144,14 @@ class Receiver:
 
 
 def _print(request: Received) -> None:
+    """One line per notification (what `make run` echoes), then the body for the log."""
     if not request.verified:
         print(f"REJECTED {request.path}: signature did not verify", flush=True)
         return
     doc = request.json()
     print(
-        f"run {doc.get('id')} {doc.get('status')} in {doc.get('executionDurationInMs')} ms "
-        f"(webhook-id {request.headers.get('webhook-id')})",
+        f"run {doc.get('id')} {doc.get('status')} in {doc.get('executionDurationInMs')} ms,"
+        f" signature verified (webhook-id {request.headers.get('webhook-id')})",
         flush=True,
     )
     print(json.dumps(doc, indent=2), flush=True)

@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
+import re
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from hookrun.config import ConfigError, load_config
 from hookrun.dev import kafka
@@ -99,6 +103,91 @@ def supervise(
         time.sleep(tick_s)
 
 
+#: A text log line (hookrun.events.logs.TEXT_FORMAT): time, level, service, then the rest.
+_TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) \S+ (?P<rest>.*)")
+_SHOWN_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
+
+
+class Echo:
+    """Follows the services' log files and prints, like `docker compose up`, each line worth a
+    person's attention with the service's name in front: the demo receiver's one line per
+    notification, and every service's warnings and errors (with their tracebacks).
+
+    The files stay the whole record; this reads them from where they ended when it started,
+    across restarts of a service (its log is appended to).
+    """
+
+    def __init__(self, procs: list[ServiceProcess], out: TextIO = sys.stdout) -> None:
+        self._procs = procs
+        self._out = out
+        self._offsets = {p.name: _size(p.log_path) for p in procs}
+        self._partial = {p.name: b"" for p in procs}
+        self._showing = {p.name: False for p in procs}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="echo", daemon=True)
+        self._width = max(len(p.name) for p in procs)
+
+    def start(self) -> Echo:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.poll()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.2):
+            self.poll()
+
+    def poll(self) -> None:
+        """Print what the logs gained since the last call."""
+        for proc in self._procs:
+            try:
+                with proc.log_path.open("rb") as log:
+                    log.seek(self._offsets[proc.name])
+                    chunk = log.read()
+            except FileNotFoundError:
+                continue
+            self._offsets[proc.name] += len(chunk)
+            *lines, self._partial[proc.name] = (self._partial[proc.name] + chunk).split(b"\n")
+            for raw in lines:
+                shown = self.shown(proc.name, raw.decode(errors="replace"))
+                if shown is not None:
+                    print(f"{proc.name:{self._width}} | {shown}", file=self._out, flush=True)
+
+    def shown(self, name: str, line: str) -> str | None:
+        """What to print of ``name``'s log ``line``, or None."""
+        if name == "receiver":
+            return line if line.startswith(("run ", "REJECTED ")) else None
+        level, rest = _level_of(line)
+        if level is None:  # a traceback or another continuation of the line before
+            return line if self._showing[name] else None
+        self._showing[name] = level in _SHOWN_LEVELS
+        return f"{level} {rest}" if self._showing[name] else None
+
+
+def _level_of(line: str) -> tuple[str | None, str]:
+    """The level of a text or JSON log line and what follows it; None for anything else."""
+    if line.startswith("{"):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return None, line
+        if isinstance(doc, dict) and isinstance(doc.get("level"), str):
+            return doc["level"], f"{doc.get('logger', '')}: {doc.get('message', '')}"
+        return None, line
+    match = _TEXT_LINE.match(line)
+    return (match["level"], match["rest"]) if match else (None, line)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _demo_curl(base: str, trigger_id: str, secret: str) -> str:
     sig = "sha256=" + hmac.new(secret.encode(), DEMO_BODY.encode(), hashlib.sha256).hexdigest()
     return (
@@ -148,6 +237,7 @@ def _serve(config_path: Path, state: Path, logs: Path, bootstrap: str) -> None:
         "HOOKRUN_NOTIFIER_HEALTH_PORT": os.environ.get("HOOKRUN_NOTIFIER_HEALTH_PORT", "9102"),
     }
     procs = _services(env, logs)
+    echo = Echo(procs).start()
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -159,26 +249,43 @@ def _serve(config_path: Path, state: Path, logs: Path, bootstrap: str) -> None:
     try:
         for proc in procs:
             proc.start(wait_s=60)
-            print(f"  {proc.name:9} pid {proc.pid}  log {proc.log_path}")
-        base = f"http://127.0.0.1:{port}"
-        secret = os.environ.get("HOOKRUN_DEMO_SECRET", "demo-secret")
-        print(
-            f"\nhookrun is up. Kafka {bootstrap}; gateway {base}; status {env['HOOKRUN_STATUS_URL']}"
-            f"\nOpenAPI {base}/openapi.json   admin token: {env['HOOKRUN_ADMIN_TOKEN']}"
-            f"\nMetrics {base}/metrics  {env['HOOKRUN_STATUS_URL']}/metrics"
-            f"  http://127.0.0.1:{env['HOOKRUN_RUNNER_HEALTH_PORT']}/metrics (runner)"
-            f"  http://127.0.0.1:{env['HOOKRUN_NOTIFIER_HEALTH_PORT']}/metrics (notifier)"
-            f"\n\nLaunch the example trigger (signed with the demo secret):\n\n"
-            f"{_demo_curl(base, 'feature-extraction', secret)}\n\n"
-            "Show that run's events:  .venv/bin/python -m hookrun.dev.events --run-id <run id>\n"
-            "Ctrl-C stops everything started here.\n",
-            flush=True,
-        )
+            print(f"  {proc.name:9} pid {proc.pid}  log {proc.log_path}", flush=True)
+        print(_banner(env, config_path, bootstrap), flush=True)
         supervise(procs, lambda: not stop, Restarts())
     finally:
         print("\nstopping ...", flush=True)
         for proc in reversed(procs):
             proc.stop()
+        echo.stop()
+
+
+def _banner(env: dict[str, str], config_path: Path, bootstrap: str) -> str:
+    base = f"http://127.0.0.1:{env['HOOKRUN_PORT']}"
+    token = env["HOOKRUN_ADMIN_TOKEN"]
+    try:
+        config = os.path.relpath(config_path)
+    except ValueError:
+        config = str(config_path)
+    secret = os.environ.get("HOOKRUN_DEMO_SECRET", "demo-secret")
+    consumers = "  ".join(
+        f"http://127.0.0.1:{env[f'HOOKRUN_{name.upper()}_HEALTH_PORT']}/metrics ({name})"
+        for name in ("runner", "notifier")
+    )
+    return (
+        f"\nhookrun is up on Kafka {bootstrap}."
+        f"\n\n  Dashboard  {base}/ui/   sign in with the admin token: {token}"
+        f"\n  API        {base}   OpenAPI {base}/openapi.json   status {env['HOOKRUN_STATUS_URL']}"
+        f"\n  Metrics    {base}/metrics  {env['HOOKRUN_STATUS_URL']}/metrics  {consumers}"
+        "\n\nLaunch the example trigger from another terminal (the CLI signs it as the"
+        " trigger's conditions require):"
+        f"\n\n  export HOOKRUN_URL={base} HOOKRUN_ADMIN_TOKEN={token} HOOKRUN_CONFIG={config}"
+        "\n  .venv/bin/hookrun send feature-extraction"
+        "\n  .venv/bin/hookrun runs show <run id>"
+        "\n\nor with curl, signed with the demo secret:"
+        f"\n\n{_demo_curl(base, 'feature-extraction', secret)}"
+        "\n\nFinished runs (from the demo receiver) and the services' warnings appear below."
+        "\nCtrl-C stops everything started here.\n"
+    )
 
 
 if __name__ == "__main__":
