@@ -24,7 +24,9 @@ from hookrun.dev.receiver import Received, Receiver
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
-NOTIFICATION_SCHEMA = json.loads((REPO / "libs/events/schemas/run-notification.json").read_text())
+NOTIFICATION_SCHEMA = json.loads(
+    (REPO / "libs/events/schemas/run-notification/v2.json").read_text()
+)
 
 GH_SECRET = "e2e-gh-secret"
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -109,8 +109,8 @@ def test_each_outcome_shows_in_run_info_and_arrives_as_a_signed_notification(
         assert body["error"]["message"]
     if status == "FAILURE":
         assert body["task"]["name"] == "fail"
-        assert body["task"]["status"] == "FAILURE"
-        assert "boom" in body["error"]["stackTrace"]
+        assert body["task"]["status"] == "ERRORED"
+        assert "boom" in body["error"]["stack"]
 
 
 def test_a_pipeline_passes_a_file_from_one_node_to_the_next(system: System) -> None:

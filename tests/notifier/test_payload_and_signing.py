@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import jsonschema
@@ -18,7 +19,7 @@ from hookrun.notifier.payload import build_notification, notification_body
 from hookrun.notifier.signing import message_id, signed_headers
 from tests.notifier.conftest import WHSEC_A, WHSEC_B, make_run_finished
 
-SCHEMA_FILE = Path(__file__).parents[2] / "libs/events/schemas/run-notification.json"
+SCHEMAS = Path(__file__).parents[2] / "libs/events/schemas/run-notification"
 
 
 def validate(body: dict) -> None:
@@ -32,14 +33,14 @@ class TestPayload:
         assert body["id"] == "run-1" and body["ok"] is True and body["status"] == "SUCCESS"
         assert body["output"] == {"ex-1": {"records": 8}}
         assert "error" not in body and "task" not in body
-        assert body["startedAt"] == "2026-11-23T18:00:00Z"
-        assert body["completedAt"] == "2026-11-23T18:00:02Z"
+        assert body["startedAt"] == "2026-11-23T18:00:00.000Z"
+        assert body["updatedAt"] == body["completedAt"] == "2026-11-23T18:00:02.000Z"
         assert body["isTest"] is False
         assert body["executionDurationInMs"] == 2000 and body["executionCount"] == 1
         assert body["invocation"] == {
             "id": "run-1",
             "payload": {"batch_size": 8},
-            "timestamp": "2026-11-23T18:00:00Z",
+            "timestamp": "2026-11-23T18:00:00.000Z",
             "context": {},
         }
         assert body["job"] == {"id": "t1", "version": "abc123def456"}
@@ -56,14 +57,15 @@ class TestPayload:
         body = build_notification(make_run_finished(ok=False, account="user-7"), config)
         validate(body)
         assert body["ok"] is False and "output" not in body
-        assert body["error"]["message"] == "execution ex-1 failed"
+        assert body["error"] == {"message": "execution ex-1 failed", "name": "FAILURE"}
         assert body["task"] == {
             "id": "ex-1",
             "cacheKey": None,
-            "error": {"message": "exit code 3", "name": "ExitCode", "stackTrace": None},
-            "status": "FAILURE",
+            "status": "ERRORED",
             "name": "extract",
-            "startedAt": "2026-11-23T18:00:00Z",
+            "icon": None,
+            "startedAt": "2026-11-23T18:00:00.000Z",
+            "error": {"message": "exit code 3", "name": "ExitCode"},
             "params": {"batch_size": 8},
         }
         assert body["statuses"][0]["state"] == "failure"
@@ -84,7 +86,102 @@ class TestPayload:
             validate(body)
 
     def test_the_committed_schema_file_is_the_generated_one(self):
-        assert json.loads(SCHEMA_FILE.read_text()) == RUN_NOTIFICATION_SCHEMA
+        assert json.loads((SCHEMAS / "v2.json").read_text()) == RUN_NOTIFICATION_SCHEMA
+        # the version receivers validated against before stays published
+        assert json.loads((SCHEMAS / "v1.json").read_text())["$id"].endswith(":v1")
+
+    def test_dates_are_utc_with_milliseconds_whatever_the_offset(self, config):
+        t0 = datetime(2026, 12, 5, 23, 21, 35, 24_999, tzinfo=timezone(timedelta(hours=2)))
+        body = build_notification(make_run_finished(started_at=t0), config)
+        validate(body)
+        assert body["startedAt"] == "2026-12-05T21:21:35.024Z"
+
+    def test_a_stack_is_sent_as_stack_and_a_missing_name_is_left_out(self, config):
+        run = make_run_finished(
+            ok=False,
+            error={"message": "boom", "stack_trace": "Traceback ..."},
+            executions=[],
+            execution_count=0,
+        )
+        body = build_notification(run, config)
+        validate(body)
+        assert body["error"] == {"message": "boom", "stack": "Traceback ..."}
+
+    @pytest.mark.parametrize(
+        ("status", "task_status"),
+        [("FAILURE", "ERRORED"), ("TIMED_OUT", "ERRORED"), ("CANCELED", "CANCELED")],
+    )
+    def test_the_task_status_is_in_trigger_devs_task_vocabulary(self, config, status, task_status):
+        execution = make_run_finished(ok=False).executions[0].model_dump()
+        run = make_run_finished(
+            ok=False, status=status, executions=[{**execution, "status": status}]
+        )
+        body = build_notification(run, config)
+        validate(body)
+        assert body["task"]["status"] == task_status
+
+    def test_a_successful_run_without_output_leaves_output_out(self, config):
+        body = build_notification(make_run_finished(ok=True, output=None), config)
+        validate(body)
+        assert "output" not in body
+
+    def test_nulls_in_an_error_are_refused_by_the_schema(self, config):
+        body = build_notification(make_run_finished(ok=False), config)
+        body["error"]["stackTrace"] = None
+        body["error"]["name"] = None
+        with pytest.raises(jsonschema.ValidationError):
+            validate(body)
+
+    def test_a_body_as_trigger_dev_sends_it_validates(self):
+        # Every optional field of Trigger.dev's FailedRunNotification (packages/core/src/schemas/
+        # runs.ts): account with metadata, task with icon, error with stack, status records
+        # with only their required keys, dates as Date.toJSON writes them.
+        body = {
+            "id": "run_clq2x8s0e0001",
+            "ok": False,
+            "status": "FAILURE",
+            "statuses": [
+                {"key": "progress", "label": "Progress", "history": [{"label": "Started"}]},
+                {
+                    "key": "upload",
+                    "label": "Upload",
+                    "state": "failure",
+                    "data": {"percent": 40},
+                    "history": [{"state": "loading"}, {"state": "failure", "data": {}}],
+                },
+            ],
+            "startedAt": "2026-12-05T21:21:30.001Z",
+            "updatedAt": "2026-12-05T21:21:35.024Z",
+            "completedAt": "2026-12-05T21:21:35.024Z",
+            "isTest": True,
+            "executionDurationInMs": 5023,
+            "executionCount": 2,
+            "job": {"id": "github-stars", "version": "0.0.3"},
+            "environment": {"slug": "prod", "id": "env_1", "type": "PRODUCTION"},
+            "organization": {"slug": "acme", "id": "org_1", "title": "Acme"},
+            "project": {"slug": "site", "id": "proj_1", "name": "Site"},
+            "account": {"id": "acct_1", "metadata": {"plan": "pro"}},
+            "invocation": {
+                "id": "evt_1",
+                "context": {"source": "github"},
+                "timestamp": "2026-12-05T21:21:29.998Z",
+                "payload": {"action": "created"},
+            },
+            "error": {"message": "Request failed", "name": "Error", "stack": "Error: ..."},
+            "task": {
+                "id": "task_1",
+                "cacheKey": "send-email",
+                "status": "ERRORED",
+                "name": "Send email",
+                "icon": "resend",
+                "startedAt": "2026-12-05T21:21:31.500Z",
+                "error": {"message": "Request failed", "stack": "Error: ..."},
+                "params": None,
+            },
+        }
+        validate(body)
+        success = {k: v for k, v in body.items() if k not in ("error", "task")}
+        validate({**success, "ok": True, "status": "SUCCESS", "output": {"sent": 3}})
 
     def test_the_body_bytes_are_the_same_on_every_attempt(self, config):
         run = make_run_finished()

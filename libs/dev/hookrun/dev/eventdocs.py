@@ -16,7 +16,7 @@ import yaml
 
 from hookrun.events import registered, topics
 from hookrun.events.base import Event
-from hookrun.events.notification_schema import RUN_NOTIFICATION_SCHEMA
+from hookrun.events.notification_schema import RUN_NOTIFICATION_SCHEMA, VERSION
 from hookrun.events.schemas import json_schema
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -58,8 +58,9 @@ def generate() -> dict[Path, str]:
     for cls in types.values():
         path = EVENTS_DIR / "schemas" / cls.type / f"v{cls.version}.json"
         out[path] = json.dumps(json_schema(cls), indent=2, sort_keys=False) + "\n"
-    # The completion webhook body is no event but is contract too (docs/notifier.md, Payload).
-    out[EVENTS_DIR / "schemas" / "run-notification.json"] = (
+    # The completion webhook body is no event but is contract too (docs/notifier.md, Payload);
+    # the files of its older versions stay as they were published.
+    out[EVENTS_DIR / "schemas" / "run-notification" / f"v{VERSION}.json"] = (
         json.dumps(RUN_NOTIFICATION_SCHEMA, indent=2) + "\n"
     )
     out[ROOT / "docs" / "asyncapi.yaml"] = _asyncapi(types)

@@ -1,4 +1,9 @@
-"""The JSON Schema of the RunNotification body the notifier POSTs (docs/notifier.md, "Payload")."""
+"""The JSON Schema of the RunNotification body the notifier POSTs (docs/notifier.md, "Payload").
+
+It follows Trigger.dev's ``RunNotification`` type (``packages/core/src/schemas/runs.ts``) field by
+field, so a body Trigger.dev itself sends validates too. Older versions stay as they were
+published in ``libs/events/schemas/run-notification/v<N>.json``.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,44 @@ from typing import Any
 
 from hookrun.events.runs import RunStatus
 
-SCHEMA_ID = "urn:hookrun:schema:run-notification:v1"
+#: The newest version; a change that a receiver validating against the old one would notice
+#: bumps it (DESIGN.md section 6).
+VERSION = 2
+SCHEMA_ID = f"urn:hookrun:schema:run-notification:v{VERSION}"
+
+#: Trigger.dev's task vocabulary (``TaskStatusSchema``), which ``task.status`` uses.
+TASK_STATUSES = ("PENDING", "WAITING", "RUNNING", "COMPLETED", "ERRORED", "CANCELED")
 
 _STATUS = {"type": "string", "enum": [s.value for s in RunStatus]}
-_TIME = {"type": "string", "format": "date-time"}
+#: RFC 3339 in UTC with milliseconds, as JavaScript's ``Date.toJSON`` writes it.
+_TIME = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+}
+#: Trigger.dev's ``ErrorWithStack``: absent keys are left out, never null.
 _ERROR: dict[str, Any] = {
     "type": "object",
     "required": ["message"],
     "properties": {
         "message": {"type": "string"},
-        "name": {"type": ["string", "null"]},
-        "stackTrace": {"type": ["string", "null"]},
+        "name": {"type": "string"},
+        "stack": {"type": "string"},
+        "output": {"description": "Trigger.dev's ErrorWithStack may carry one; hookrun sends none"},
     },
 }
+_STATE = {"type": "string", "enum": ["loading", "success", "failure"]}
+#: Trigger.dev's ``JobRunStatusRecord``: ``label`` and ``key`` required, the rest optional.
 _STATUS_RECORD: dict[str, Any] = {
     "type": "object",
-    "required": ["key", "label", "state", "data", "history"],
+    "required": ["key", "label", "history"],
     "properties": {
         "key": {"type": "string", "description": "the execution id"},
         "label": {"type": "string", "description": "the step name"},
-        "state": {"type": "string", "enum": ["loading", "success", "failure"]},
+        "state": _STATE,
         "data": {
             "type": "object",
-            "required": ["exitCode", "durationInMs"],
+            "description": "hookrun sends exitCode, durationInMs and status",
             "properties": {
                 "exitCode": {"type": ["integer", "null"]},
                 "durationInMs": {"type": ["integer", "null"]},
@@ -39,10 +59,9 @@ _STATUS_RECORD: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["label", "state", "data"],
                 "properties": {
                     "label": {"type": "string"},
-                    "state": {"type": "string", "enum": ["loading", "success", "failure"]},
+                    "state": _STATE,
                     "data": {"type": "object"},
                 },
             },
@@ -51,21 +70,23 @@ _STATUS_RECORD: dict[str, Any] = {
 }
 _TASK: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "cacheKey", "error", "status", "name", "startedAt", "params"],
+    "required": ["id", "cacheKey", "status", "name", "icon", "startedAt", "error", "params"],
     "properties": {
-        "id": {"type": "string"},
+        "id": {"type": "string", "description": "the failed execution's id"},
         "cacheKey": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": list(TASK_STATUSES)},
+        "name": {"type": "string", "description": "the step name"},
+        "icon": {"type": ["string", "null"]},
+        "startedAt": _TIME,
         "error": _ERROR,
-        "status": _STATUS,
-        "name": {"type": "string"},
-        "startedAt": {"anyOf": [_TIME, {"type": "null"}]},
-        "params": {"type": "object"},
+        "params": {"description": "the execution's parameters (any JSON, or null)"},
     },
+    "additionalProperties": False,
 }
 
-#: Draft 2020-12 schema of the RunNotification object. ``output`` is present only when ``ok``;
-#: ``error`` and ``task`` only when not (Trigger.dev's success/failure union); ``account`` only
-#: when a condition identified the sender.
+#: Draft 2020-12 schema of the RunNotification object. ``output`` only when ``ok`` (and left
+#: out when the run has none); ``error`` and ``task`` only when not (Trigger.dev's
+#: success/failure union); ``account`` only when a condition identified the sender.
 RUN_NOTIFICATION_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": SCHEMA_ID,
@@ -78,6 +99,7 @@ RUN_NOTIFICATION_SCHEMA: dict[str, Any] = {
         "status",
         "statuses",
         "startedAt",
+        "updatedAt",
         "completedAt",
         "isTest",
         "executionDurationInMs",
@@ -96,6 +118,7 @@ RUN_NOTIFICATION_SCHEMA: dict[str, Any] = {
         "output": {"description": "on success: outputs of the executions, by execution id"},
         "error": _ERROR,
         "startedAt": _TIME,
+        "updatedAt": _TIME,
         "completedAt": _TIME,
         "isTest": {"type": "boolean"},
         "executionDurationInMs": {"type": "integer", "minimum": 0},
@@ -107,7 +130,7 @@ RUN_NOTIFICATION_SCHEMA: dict[str, Any] = {
                 "id": {"type": "string"},
                 "payload": {},
                 "timestamp": _TIME,
-                "context": {"type": "object"},
+                "context": {},
             },
         },
         "job": {
@@ -155,9 +178,12 @@ RUN_NOTIFICATION_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "if": {"properties": {"ok": {"const": True}}},
     "then": {
-        "required": ["output"],
         "not": {"anyOf": [{"required": ["error"]}, {"required": ["task"]}]},
         "properties": {"status": {"const": "SUCCESS"}},
     },
-    "else": {"required": ["error"], "not": {"required": ["output"]}},
+    "else": {
+        "required": ["error"],
+        "not": {"required": ["output"]},
+        "properties": {"status": {"not": {"const": "SUCCESS"}}},
+    },
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,16 +12,29 @@ from hookrun.events.runs import ErrorDetail, ExecutionSummary, RunFinished, RunS
 
 
 def iso(moment: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a `Z`, as Trigger.dev sends dates."""
+    """RFC 3339 in UTC with milliseconds and a `Z` (``2026-12-05T21:21:35.024Z``), as
+    JavaScript's ``Date.toJSON`` writes the dates Trigger.dev sends."""
     if moment is None:
         return None
-    return moment.isoformat().replace("+00:00", "Z")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def _error(error: ErrorDetail | None, fallback: str) -> dict[str, Any]:
+    """Trigger.dev's ``ErrorWithStack``: ``{message, name?, stack?}``, absent keys left out."""
     if error is None:
-        return {"message": fallback, "name": None, "stackTrace": None}
-    return {"message": error.message, "name": error.name, "stackTrace": error.stack_trace}
+        return {"message": fallback}
+    body: dict[str, Any] = {"message": error.message}
+    if error.name:
+        body["name"] = error.name
+    if error.stack_trace:
+        body["stack"] = error.stack_trace
+    return body
+
+
+#: An execution's status in Trigger.dev's task vocabulary (``TaskStatusSchema``).
+_TASK_STATUS = {RunStatus.SUCCESS: "COMPLETED", RunStatus.CANCELED: "CANCELED"}
 
 
 def _state(execution: ExecutionSummary) -> str:
@@ -64,12 +77,20 @@ def _task(run: RunFinished) -> dict[str, Any] | None:
     return {
         "id": failed.execution_id,
         "cacheKey": None,  # hookrun executions are never cached
-        "error": _error(failed.error or run.error, f"execution ended with {failed.status.value}"),
-        "status": failed.status.value,
+        "status": _task_status(failed),
         "name": failed.step,
-        "startedAt": iso(failed.started_at),
+        "icon": None,  # steps have no icon
+        # Trigger.dev's task always has one; an execution that never started began with its run.
+        "startedAt": iso(failed.started_at or run.started_at),
+        "error": _error(failed.error or run.error, f"execution ended with {failed.status.value}"),
         "params": failed.params,
     }
+
+
+def _task_status(execution: ExecutionSummary) -> str:
+    if execution.completed_at is None:
+        return "RUNNING"
+    return _TASK_STATUS.get(execution.status, "ERRORED")
 
 
 #: The config's environment, organization and project as JSON, per (frozen) config object.
@@ -91,13 +112,15 @@ def _context(config: HookrunConfig) -> dict[str, Any]:
 
 
 def build_notification(run: RunFinished, config: HookrunConfig) -> dict[str, Any]:
-    """Return the RunNotification object (libs/events/schemas/run-notification.json)."""
+    """Return the RunNotification object (libs/events/schemas/run-notification/v<N>.json)."""
     body: dict[str, Any] = {
         "id": run.run_id,
         "ok": run.ok,
         "status": run.status.value,
         "statuses": [_status_record(e) for e in run.executions],
         "startedAt": iso(run.started_at),
+        # A finished run changes no more: its last update is its completion.
+        "updatedAt": iso(run.completed_at),
         "completedAt": iso(run.completed_at),
         "isTest": run.is_test,
         "executionDurationInMs": run.duration_ms,
@@ -113,7 +136,8 @@ def build_notification(run: RunFinished, config: HookrunConfig) -> dict[str, Any
         **_context(config),
     }
     if run.ok:
-        body["output"] = run.output
+        if run.output is not None:
+            body["output"] = run.output
     else:
         body["error"] = _error(run.error, f"run ended with {run.status.value}")
         task = _task(run)
