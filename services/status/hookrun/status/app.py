@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -13,12 +14,13 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.events import logs
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
-from hookrun.status import handlers, metrics, retention, routes
+from hookrun.status import dashboard, handlers, metrics, retention, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
 from hookrun.status.config import Settings, shown_url, sqlite_path
 from hookrun.status.postgres import PostgresStore
@@ -131,6 +133,17 @@ def build(
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.projector = projector
+    app.state.templates = dashboard.environment()
+    app.state.sessions = None
+    if token is not None:
+        key = settings.hookrun_ui_session_key
+        app.state.sessions = dashboard.Sessions(
+            key.get_secret_value().encode() if key is not None else secrets.token_bytes(32),
+            token.get_secret_value(),
+            settings.hookrun_ui_session_ttl_s,
+        )
+    #: Whether the server is shutting down: live feeds end then (main() sets it).
+    app.state.closing = lambda: False
 
     @app.exception_handler(handlers.ApiError)
     async def api_error(request: Request, exc: handlers.ApiError) -> JSONResponse:
@@ -143,6 +156,8 @@ def build(
     )
     app.router.routes.append(Route("/metrics", metrics.serve_metrics, methods=["GET"]))
     app.include_router(routes.router)
+    app.include_router(dashboard.ui)
+    app.mount("/ui/static", StaticFiles(directory=dashboard.STATIC), name="ui-static")
     return app
 
 
@@ -167,15 +182,21 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"hookrun status: invalid config\n{exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    uvicorn.run(
-        build(settings, config),
-        host=settings.hookrun_status_host,
-        port=settings.hookrun_status_port,
-        loop="uvloop",
-        http="httptools",
-        access_log=settings.hookrun_access_log,
-        log_level=logs.level_of(settings.log_level),
-        # uvicorn's own lines go through the handler logs.configure set, in LOG_FORMAT.
-        log_config=None,
-        timeout_graceful_shutdown=10,
+    app = build(settings, config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.hookrun_status_host,
+            port=settings.hookrun_status_port,
+            loop="uvloop",
+            http="httptools",
+            access_log=settings.hookrun_access_log,
+            log_level=logs.level_of(settings.log_level),
+            # uvicorn's own lines go through the handler logs.configure set, in LOG_FORMAT.
+            log_config=None,
+            timeout_graceful_shutdown=10,
+        )
     )
+    # Open live feeds would otherwise hold a shutdown for the whole graceful timeout.
+    app.state.closing = lambda: server.should_exit
+    server.run()

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     hookrun_status_port: PositiveInt = 8001
     #: Bearer token of the admin API; unset disables it (503 "admin API disabled").
     hookrun_admin_token: SecretStr | None = None
+    #: Key that signs the dashboard's session cookies; unset: a random key per process, so
+    #: sessions end when it restarts and do not carry over to another instance.
+    hookrun_ui_session_key: SecretStr | None = None
+    #: How long a dashboard session lasts after sign-in.
+    hookrun_ui_session_ttl_s: PositiveInt = 12 * 3600
     #: Largest run-info / admin request body read.
     hookrun_max_body_bytes: PositiveInt = 1024 * 1024
     #: Deepest JSON body a test launch accepts; a deeper one is refused (400) before anything is

@@ -6,13 +6,14 @@ import hmac
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hookrun.config import InboundRequest
 from hookrun.config.bodies import BodyTooLarge, read_body
 from hookrun.events import RunStatus
-from hookrun.status import handlers
+from hookrun.status import handlers, stream
 from hookrun.status.handlers import ApiError
 from hookrun.status.store import INFO_STATUSES, RunFilter, decode_cursor
 
@@ -178,8 +179,24 @@ async def list_runs(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    f = RunFilter(trigger_id=trigger_id, since=_time(since), until=_time(until), limit=limit)
-    if status is not None:
+    return json(
+        await deps.store.list_runs(run_filter(trigger_id, status, since, until, cursor, limit))
+    )
+
+
+def run_filter(
+    trigger_id: str | None,
+    status: str | None,
+    since: str | None,
+    until: str | None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> RunFilter:
+    """The run list's filter from its query parameters; ApiError 400 names the bad one."""
+    f = RunFilter(
+        trigger_id=trigger_id or None, since=_time(since), until=_time(until), limit=limit
+    )
+    if status:
         if status.upper() in RunStatus.__members__:
             f.run_status = status.upper()
         elif status.lower() in INFO_STATUSES:
@@ -191,12 +208,12 @@ async def list_runs(
             f.after = decode_cursor(cursor)
         except ValueError as exc:
             raise ApiError(400, {"error": "invalid cursor"}) from exc
-    return json(await deps.store.list_runs(f))
+    return f
 
 
 def _time(value: str | None) -> str | None:
     """Normalise an RFC 3339 time to the store's fixed-width UTC text."""
-    if value is None:
+    if not value:
         return None
     from datetime import datetime
 
@@ -206,6 +223,53 @@ def _time(value: str | None) -> str | None:
         return ts(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError as exc:
         raise ApiError(400, {"error": f"invalid time {value!r}"}) from exc
+
+
+@router.get(
+    "/api/v1/runs/stream",
+    summary="Runs as they change: server-sent events, one `run` event per change",
+    tags=["admin"],
+    responses={
+        200: {
+            "description": "`event: run`, `data:` one run object of GET /api/v1/runs, `id:` a"
+            " position to resume from with Last-Event-ID (docs/status.md)",
+            "content": {"text/event-stream": {}},
+        },
+        **_CURSOR_RESPONSES,
+    },
+)
+async def stream_runs(
+    request: Request,
+    deps: Admin,
+    trigger_id: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    run_id: str | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    f = run_filter(trigger_id, status, since, until)
+    return run_stream(request, deps, f, run_id, last_event_id)
+
+
+def run_stream(
+    request: Request,
+    deps: handlers.Deps,
+    f: RunFilter,
+    run_id: str | None,
+    last_event_id: str | None,
+) -> StreamingResponse:
+    """The live run feed of runs that pass ``f`` (and are ``run_id``), see hookrun.status.stream."""
+    after = stream.parse_position(last_event_id) if last_event_id else None
+    feed = stream.run_events(
+        deps, stream.matches(f, run_id), after=after, closing=request.app.state.closing
+    )
+    return StreamingResponse(
+        feed,
+        media_type="text/event-stream",
+        # Proxies such as nginx would hold the events back in their buffers otherwise.
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get(

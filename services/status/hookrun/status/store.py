@@ -437,6 +437,58 @@ class SqlStore:
         entries = [{**r, "is_test": bool(r["is_test"])} for r in page]
         return {"entries": entries, "next_cursor": cursor}
 
+    async def runs_changed(
+        self, topic: str, seen: dict[int, int]
+    ) -> tuple[list[dict[str, Any]], dict[int, int]]:
+        """The runs whose events were stored past ``seen`` (partition -> next offset of
+        ``topic``), in the order of their latest change, and the offsets that reaches.
+
+        A partition missing from ``seen`` counts from offset 0.
+        """
+        ends = await self.offsets(topic)
+        changed: dict[str, None] = {}
+        for part, end in sorted(ends.items()):
+            start = seen.get(part, 0)
+            if end <= start:
+                continue
+            rows = await self._rows(
+                "SELECT run_id FROM events WHERE topic = ? AND part = ? AND off >= ? AND off < ?"
+                " ORDER BY off",
+                (topic, part, start, end),
+            )
+            for r in rows:
+                changed.pop(r["run_id"], None)
+                changed[r["run_id"]] = None
+        reached = {**seen, **ends}
+        if not changed:
+            return [], reached
+        ids = list(changed)
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for r in await self._rows(f"SELECT * FROM runs WHERE run_id IN ({marks})", chunk):
+                found[r["run_id"]] = _run(r)
+        return [found[i] for i in ids if i in found], reached
+
+    async def launch_counts(self, since: str) -> list[dict[str, Any]]:
+        """Trigger-log entries since ``since`` (stored time form) by trigger and outcome:
+        ``{trigger_id, outcome, count, last_at}``; a sampled entry counts for all it stands for."""
+        return await self._rows(
+            "SELECT trigger_id, outcome, SUM(count) AS count, MAX(at) AS last_at FROM trigger_log"
+            " WHERE at >= ? GROUP BY trigger_id, outcome ORDER BY trigger_id, outcome",
+            (since,),
+        )
+
+    async def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` deliveries by their last attempt, newest first."""
+        return await self._rows(
+            "SELECT run_id, subscription_id, url, state, attempts, last_status_code,"
+            " last_attempt_at, last_error FROM deliveries WHERE last_attempt_at IS NOT NULL"
+            " ORDER BY last_attempt_at DESC LIMIT ?",
+            (limit,),
+        )
+
 
 def _run(r: dict[str, Any]) -> dict[str, Any]:
     return {

@@ -1,0 +1,224 @@
+"""The dashboard at /ui/: sign-in, session cookie, CSRF, escaping, pages and the live run feed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+
+import orjson
+import pytest
+
+from hookrun.events import RunCancelRequested, RunStatus, topics
+from hookrun.status import dag, stream
+from hookrun.status.dashboard import COOKIE, CSP, Sessions
+from hookrun.status.handlers import Deps
+from hookrun.status.store import RunFilter
+from tests.status.factories import launched, run_events
+from tests.status.test_routes import TOKEN, app, client  # noqa: F401 (fixtures)
+
+
+def sign_in(client) -> str:  # noqa: F811
+    """Sign in; return the page's CSRF token."""
+    r = client.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/runs"
+    page = client.get("/ui/runs")
+    assert page.status_code == 200
+    return re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+
+
+class TestSignIn:
+    def test_a_wrong_token_gets_a_clear_message_and_no_cookie(self, client):  # noqa: F811
+        r = client.post("/ui/login", data={"token": "guess"}, follow_redirects=False)
+        assert r.status_code == 401
+        assert "That is not the admin token" in r.text
+        assert "set-cookie" not in r.headers
+        assert client.get("/ui/runs", follow_redirects=False).headers["location"] == "/ui/login"
+
+    def test_the_right_token_sets_a_strict_httponly_cookie_scoped_to_ui(self, client):  # noqa: F811
+        r = client.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}=")
+        for attribute in ("HttpOnly", "SameSite=strict", "Path=/ui", "Max-Age=43200"):
+            assert attribute.lower() in cookie.lower(), cookie
+        assert "secure" not in cookie.lower()  # plain http: a Secure cookie would never return
+
+    def test_the_cookie_is_secure_when_the_browser_came_over_https(self, client):  # noqa: F811
+        r = client.post(
+            "/ui/login",
+            data={"token": TOKEN},
+            headers={"X-Forwarded-Proto": "https"},
+            follow_redirects=False,
+        )
+        assert "; secure" in r.headers["set-cookie"].lower()
+
+    def test_pages_and_the_api_bridge_need_a_session(self, client):  # noqa: F811
+        for path in ("/ui/runs", "/ui/runs/r-1", "/ui/triggers", "/ui/subscriptions"):
+            r = client.get(path, follow_redirects=False)
+            assert (r.status_code, r.headers["location"]) == (303, "/ui/login"), path
+        assert client.get("/ui/api/v1/runs").status_code == 401
+        assert client.get("/ui/runs/stream").status_code == 401
+
+    def test_sign_out_needs_the_csrf_token_and_ends_the_session(self, client):  # noqa: F811
+        csrf = sign_in(client)
+        assert client.post("/ui/logout", data={"csrf": "wrong"}).status_code == 403
+        assert client.get("/ui/runs", follow_redirects=False).status_code == 200
+        r = client.post("/ui/logout", data={"csrf": csrf}, follow_redirects=False)
+        assert r.headers["location"] == "/ui/login"
+        assert client.get("/ui/runs", follow_redirects=False).status_code == 303
+
+
+class TestSessions:
+    def test_a_tampered_an_expired_and_another_tokens_cookie_are_refused(self):
+        now = [1000.0]
+        sessions = Sessions(b"k" * 32, "admin", ttl_s=60, clock=lambda: now[0])
+        cookie, session = sessions.issue()
+        assert sessions.read(cookie) == session
+        _, mac = cookie.split(".")
+        forged = orjson.dumps({"csrf": session.csrf, "exp": 10**12})
+        assert sessions.read(base64.urlsafe_b64encode(forged).decode() + "." + mac) is None
+        assert Sessions(b"k" * 32, "new-admin-token", ttl_s=60).read(cookie) is None
+        now[0] += 61
+        assert sessions.read(cookie) is None
+        assert sessions.read("garbage") is None and sessions.read(None) is None
+
+
+class TestActions:
+    async def test_a_post_without_the_csrf_token_changes_nothing(self, client, app):  # noqa: F811
+        run = launched("tok")
+        await app.state.feed([run])
+        csrf = sign_in(client)
+        r = client.post(f"/ui/api/v1/runs/{run.run_id}/cancel", json={})
+        assert r.status_code == 403 and "CSRF" in r.json()["error"]
+        r = client.post(
+            f"/ui/api/v1/runs/{run.run_id}/cancel", json={}, headers={"X-CSRF-Token": "x"}
+        )
+        assert r.status_code == 403
+        assert app.state.event_log.events == []
+        r = client.post(
+            f"/ui/api/v1/runs/{run.run_id}/cancel",
+            json={"reason": "from the dashboard"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert r.status_code == 202, r.text
+        [cancel] = app.state.event_log.events
+        assert isinstance(cancel, RunCancelRequested) and cancel.reason == "from the dashboard"
+
+    async def test_the_bridge_answers_as_the_admin_api_does(self, client, app):  # noqa: F811
+        done = launched("tok")
+        await app.state.feed([done, *run_events(done, [RunStatus.SUCCESS])])
+        csrf = sign_in(client)
+        r = client.post(
+            f"/ui/api/v1/runs/{done.run_id}/cancel", json={}, headers={"X-CSRF-Token": csrf}
+        )
+        assert r.status_code == 409 and r.json()["error"].startswith("run already finished")
+        r = client.get("/ui/api/v1/runs", params={"trigger_id": "tok"})
+        assert [x["run_id"] for x in r.json()["runs"]] == [done.run_id]
+        for path in ("../../openapi.json", "runs/stream", "runs//x"):
+            assert client.get(f"/ui/api/v1/{path}").status_code == 404, path
+
+
+class TestPages:
+    async def test_a_script_in_a_payload_is_shown_as_text(self, client, app):  # noqa: F811
+        body = b'{"name": "<script>alert(1)</script>", "n": 1}'
+        run = launched("tok", body=body)
+        await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS])])
+        sign_in(client)
+        r = client.get(f"/ui/runs/{run.run_id}")
+        assert r.status_code == 200
+        assert r.headers["content-security-policy"] == CSP
+        assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+        assert "<script>alert(1)</script>" not in r.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text  # the replay editor's payload
+        # the only script element is the dashboard's own file
+        assert re.findall(r"<script[^>]*>", r.text) == [
+            '<script src="/ui/static/dashboard.js" defer>'
+        ]
+
+    async def test_the_run_list_filters_and_pages(self, client, app):  # noqa: F811
+        runs = [launched("tok") for _ in range(3)]
+        other = launched("other")
+        await app.state.feed([*runs, other, *run_events(runs[0], [RunStatus.FAILURE])])
+        sign_in(client)
+        page = client.get("/ui/runs", params={"trigger_id": "tok"}).text
+        shown = re.findall(r'data-run-id="([^"]+)"', page)
+        assert sorted(shown) == sorted(r.run_id for r in runs)
+        failed = client.get("/ui/runs", params={"status": "FAILURE"}).text
+        assert re.findall(r'data-run-id="([^"]+)"', failed) == [runs[0].run_id]
+        bad = client.get("/ui/runs", params={"status": "nope"}).text
+        assert "unknown status &#39;nope&#39;" in bad
+
+    async def test_a_run_page_shows_executions_deliveries_and_the_pipeline_dag(
+        self,
+        client,  # noqa: F811
+        app,  # noqa: F811
+    ):
+        run = launched("tok")
+        events = run_events(run, [RunStatus.FAILURE], pipeline=True, deliveries=2)
+        await app.state.feed([run, *events])
+        sign_in(client)
+        r = client.get(f"/ui/runs/{run.run_id}")
+        assert r.status_code == 200
+        assert '<td class="exit-code">1</td>' in r.text
+        assert "boom" in r.text  # the stderr tail
+        assert '<svg class="dag"' in r.text and 'data-node="a"' in r.text
+        assert "hookrun.trigger.launched" in r.text  # the timeline
+        assert 'id="replay-payload"' in r.text and "&#34;n&#34;: 1" in r.text
+
+    async def test_triggers_show_rejections_and_subscriptions_their_success_rate(
+        self,
+        client,  # noqa: F811
+        app,  # noqa: F811
+    ):
+        run = launched("tok")
+        await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS], deliveries=1)])
+        sign_in(client)
+        triggers = client.get("/ui/triggers")
+        assert triggers.status_code == 200 and 'data-trigger-id="gh"' in triggers.text
+        log = client.get("/ui/triggers/tok")
+        assert log.status_code == 200
+        subs = client.get("/ui/subscriptions")
+        assert subs.status_code == 200 and "data-subscription-id" in subs.text
+
+
+def test_a_dag_is_laid_out_in_columns_by_dependency():
+    drawing = dag.layout(
+        {"extract": "s", "train": "s", "report": "s", "lint": "s"},
+        [["extract", "train"], ["train", "report"], ["extract", "report"]],
+        {"extract": "succeeded"},
+    )
+    x = {b.name: b.x for b in drawing.boxes}
+    assert x["extract"] == x["lint"] < x["train"] < x["report"]
+    assert {b.name: b.state for b in drawing.boxes}["train"] == "pending"
+    assert len(drawing.arrows) == 3
+
+
+class TestRunFeed:
+    async def test_a_stored_change_comes_out_as_a_run_event_that_passes_the_filter(
+        self,
+        app,  # noqa: F811
+    ):
+        deps: Deps = app.state.deps
+        feed = stream.run_events(deps, stream.matches(RunFilter(trigger_id="tok"), None))
+        assert await anext(feed) == b"retry: 2000\n\n"
+        mine, other = launched("tok"), launched("other")
+        waiting = asyncio.ensure_future(anext(feed))
+        await app.state.feed([other, mine])
+        deps.progress.notify()
+        chunk = await asyncio.wait_for(waiting, 5)
+        [(event_id, data)] = re.findall(rb"id: (\S+)\nevent: run\ndata: (.+)\n\n", chunk)
+        run = orjson.loads(data)
+        assert run["run_id"] == mine.run_id and run["trigger_id"] == "tok"
+        assert run["status"] is None and run["info_status"] == "pending"
+        # resuming from that id sends only what changed after it
+        topic = topics.named(topics.RUNS, deps.namespace)
+        assert stream.parse_position(event_id.decode()) == await deps.store.offsets(topic)
+        await feed.aclose()
+
+    async def test_a_feed_ends_when_the_server_shuts_down(self, app):  # noqa: F811
+        feed = stream.run_events(app.state.deps, lambda run: True, closing=lambda: True)
+        assert [chunk async for chunk in feed] == [b"retry: 2000\n\n"]
+
+    def test_a_bad_last_event_id_is_a_400(self):
+        with pytest.raises(Exception, match="Last-Event-ID"):
+            stream.parse_position("not-an-id")
