@@ -132,6 +132,11 @@ class TestOnlyNormalisedPathsAreForwarded:
             b"/api/v1//..//..//openapi.json",
             b"/api/v0/launch/%2e%2e/run/",
             b"/api/v1/..#/../openapi.json",
+            b"/ui/../openapi.json",
+            b"/ui/%2e%2e/docs",
+            b"/ui/..%2fopenapi.json",
+            b"/ui/static/%5c..%5c..%5cmetrics",
+            b"/uix/runs",
         ],
     )
     @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -154,6 +159,11 @@ class TestOnlyNormalisedPathsAreForwarded:
             (b"/api/v0/launch/gh/run", "/api/v0/launch/gh/run"),
             (b"/api/v0/launch/a%1Fb/run/", "/api/v0/launch/a%1Fb/run/"),
             (b"/api/v0/launch/caf%C3%A9/run/", "/api/v0/launch/caf%C3%A9/run/"),
+            (b"/ui", "/ui"),
+            (b"/ui/", "/ui/"),
+            (b"/ui/runs/r-1", "/ui/runs/r-1"),
+            (b"/ui/static/../runs", "/ui/runs"),
+            (b"/ui/runs/%2e%2e/triggers", "/ui/triggers"),
         ],
     )
     def test_admin_and_run_info_paths_reach_the_status_service_normalised(
@@ -177,3 +187,41 @@ def test_no_secret_of_a_forwarded_request_reaches_the_log(seen, caplog):
         r = c.get("/api/v0/launch/query/run/?token=qtok-secret&run_id=r-1")
     assert r.status_code == 200 and seen
     assert "qtok-secret" not in caplog.text
+
+
+def test_dashboard_answers_keep_every_cookie_and_the_gateway_names_the_scheme(seen):
+    def status(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            303,
+            headers=[("location", "/ui/runs"), ("set-cookie", "a=1"), ("set-cookie", "b=2")],
+        )
+
+    with client_for(httpx.MockTransport(status)) as c:
+        r = c.post(
+            "/ui/login",
+            content=b"token=t",
+            headers={"X-Forwarded-Proto": "https"},
+            follow_redirects=False,
+        )
+    assert r.status_code == 303 and r.headers["location"] == "/ui/runs"
+    assert r.headers.get_list("set-cookie") == ["a=1", "b=2"]
+    # the client's own claim is dropped: the gateway says how the browser reached it
+    assert seen[0].headers.get_list("x-forwarded-proto") == ["http"]
+
+
+def test_a_live_feed_is_relayed_as_an_event_stream_of_no_fixed_length():
+    chunks = [b"retry: 2000\n\n", b'event: run\ndata: {"run_id": "r-1"}\n\n']
+
+    class Feed(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            for chunk in chunks:
+                yield chunk
+
+    def status(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Feed())
+
+    with client_for(httpx.MockTransport(status)) as c, c.stream("GET", "/ui/runs/stream") as r:
+        assert r.headers["content-type"] == "text/event-stream"
+        assert "content-length" not in r.headers
+        assert b"".join(r.iter_raw()) == b"".join(chunks)

@@ -10,7 +10,9 @@ from urllib.parse import parse_qsl, quote, unquote
 
 import httpx
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
+from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
 from hookrun.config import InboundRequest
@@ -198,6 +200,8 @@ _NOT_FORWARDED = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding"}
 )
 _NOT_FORWARDED_RAW = frozenset(name.encode() for name in _NOT_FORWARDED)
+#: Request headers the gateway sets itself from the connection, never the client's.
+_SET_BY_GATEWAY_RAW = frozenset({b"x-forwarded-proto"})
 
 # What a path may hold as sent (RFC 3986 pchar, "/" and "%" escapes). Anything else ("#", "?",
 # backslashes, spaces, bytes over 0x7f) is read differently by the clients and servers behind.
@@ -208,8 +212,9 @@ _NOT_FOUND = b'{"detail":"Not Found"}'
 def forwarded_path(raw_path: str) -> str | None:
     """The path to forward to the status service for ``raw_path`` (as sent, percent-encoded).
 
-    Dot segments are resolved, "%2e%2e" as "..": the result must be under /api/v1/ or be a
-    run-info path /api/v0/launch/<one segment>/run[/], else None. None too for a segment that
+    Dot segments are resolved, "%2e%2e" as "..": the result must be under /api/v1/, be the
+    dashboard (/ui or under /ui/) or a run-info path /api/v0/launch/<one segment>/run[/], else
+    None. None too for a segment that
     holds a slash or a backslash, escaped or not, and for an empty one ("//"). Segments keep
     their escapes: decoded, "%1F" would be a control character that httpx refuses.
     """
@@ -229,7 +234,7 @@ def forwarded_path(raw_path: str) -> str | None:
             return None
         else:
             segments.append(part)
-    if len(segments) >= 3 and segments[:2] == ["api", "v1"]:
+    if (len(segments) >= 3 and segments[:2] == ["api", "v1"]) or segments[:1] == ["ui"]:
         return "/" + "/".join(segments)
     if (
         len(segments) in (5, 6)
@@ -259,17 +264,20 @@ async def forward(request: Request) -> Response:
     except BodyTooLarge:
         return Response(b'{"error":"request body too large"}', 413, media_type="application/json")
     # Raw (latin-1) bytes: a header value outside ASCII must not turn into a 500 here.
-    skip = (
-        _NOT_FORWARDED_RAW if request.client is None else _NOT_FORWARDED_RAW | {b"x-forwarded-for"}
-    )
+    skip = _NOT_FORWARDED_RAW | _SET_BY_GATEWAY_RAW
+    if request.client is not None:
+        skip |= {b"x-forwarded-for"}
     headers = [(k, v) for k, v in request.headers.raw if k.lower() not in skip]
     if request.client is not None:
         # The status service checks conditions such as an IP allow-list against the sender.
         headers.append((b"x-forwarded-for", request.client.host.encode()))
+    # The dashboard marks its cookie Secure when the browser came over https.
+    headers.append((b"x-forwarded-proto", request.url.scheme.encode("latin-1")))
     url = path + (f"?{request.url.query}" if request.url.query else "")
     client: httpx.AsyncClient = request.app.state.status_client
     try:
-        upstream = await client.request(request.method, url, content=body, headers=headers)
+        sent = client.build_request(request.method, url, content=body, headers=headers)
+        upstream = await client.send(sent, stream=True)
     except httpx.HTTPError as exc:
         log.warning("status service unreachable: %r", exc)
         return Response(
@@ -278,9 +286,36 @@ async def forward(request: Request) -> Response:
             {"Retry-After": str(request.app.state.deps.retry_after_s)},
             media_type="application/json",
         )
-    passed = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED}
-    passed.pop("content-encoding", None)  # httpx already decoded the body
-    return Response(upstream.content, upstream.status_code, passed)
+    if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+        # A live feed (GET /api/v1/runs/stream, /ui/runs/stream): relayed as it comes.
+        streamed = StreamingResponse(
+            upstream.aiter_raw(), upstream.status_code, background=BackgroundTask(upstream.aclose)
+        )
+        return _with_headers(streamed, upstream)
+    try:
+        content = await upstream.aread()
+    except httpx.HTTPError as exc:
+        log.warning("status service answer cut short: %r", exc)
+        return Response(
+            b'{"error":"status service unavailable, retry later"}',
+            503,
+            {"Retry-After": str(request.app.state.deps.retry_after_s)},
+            media_type="application/json",
+        )
+    finally:
+        await upstream.aclose()
+    return _with_headers(Response(content, upstream.status_code), upstream)
+
+
+def _with_headers(response: Response, upstream: httpx.Response) -> Response:
+    """``response`` with the status service's headers, each one (several Set-Cookie too)."""
+    response.raw_headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in upstream.headers.multi_items()
+        # httpx decoded the body already; the length is recomputed or the body streamed.
+        if k.lower() not in _NOT_FORWARDED and k.lower() != "content-encoding"
+    ] + [(k, v) for k, v in response.raw_headers if k == b"content-length"]
+    return response
 
 
 @router.get(
@@ -318,4 +353,11 @@ async def run_info(trigger_id: str, request: Request) -> Response:
 )
 async def admin(path: str, request: Request) -> Response:
     """See the status service's OpenAPI document for the admin routes."""
+    return await forward(request)
+
+
+@router.api_route("/ui", methods=["GET", "POST"], include_in_schema=False)
+@router.api_route("/ui/{path:path}", methods=["GET", "POST"], include_in_schema=False)
+async def dashboard(request: Request) -> Response:
+    """The dashboard (docs/status.md, Dashboard), answered by the status service."""
     return await forward(request)
