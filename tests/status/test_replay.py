@@ -144,6 +144,20 @@ def varied_events() -> list[Event]:
             delivery_id="d-1",
             run_id="some-run",
         ),
+        *(
+            TriggerLogged(
+                trigger_id="tok",
+                outcome=outcome,
+                reason=reason,
+                status_code=status,
+                method="POST",
+                remote_addr="10.0.0.2",
+            )
+            for outcome, reason, status in (
+                ("filtered", "filter[0] did not match: payload.ref equals 'main'", 200),
+                ("rate_limited", "over 10 launches per 60 s", 429),
+            )
+        ),
     ]
     return events
 

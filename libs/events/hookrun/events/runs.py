@@ -32,6 +32,17 @@ class RunStatus(StrEnum):
 ActionType = Literal["run_execution", "run_pipeline", "copy_pipeline"]
 
 
+def parse_payload(body: bytes, content_type: str | None) -> Any:
+    """The payload a run sees of a request body: JSON, a form as a dict, else None."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype == "application/x-www-form-urlencoded":
+        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -53,14 +64,7 @@ class LaunchRequest(_Part):
 
     def payload(self) -> Any:
         """Return the body parsed as JSON, or as a form (dict) for form bodies; else None."""
-        raw = self.body()
-        ctype = (self.content_type or "").split(";")[0].strip().lower()
-        if ctype == "application/x-www-form-urlencoded":
-            return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
+        return parse_payload(self.body(), self.content_type)
 
 
 class LaunchRef(_Part):

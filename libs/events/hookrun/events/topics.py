@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 #: Every event of one run, keyed by run id: launches, actions, executions, deliveries, finish.
 RUNS = "hookrun.runs"
-#: Trigger log entries that belong to no run (rejected and duplicate launches), keyed by trigger id.
+#: Trigger log entries that belong to no run (rejected, duplicate, filtered and rate-limited launches), keyed by trigger id.
 TRIGGERS = "hookrun.triggers"
 #: Subscriptions disabled by a 410 answer, keyed by subscription id; compacted.
 SUBSCRIPTIONS = "hookrun.subscriptions"

@@ -20,7 +20,8 @@ from hookrun.events.registry import register
     consumers=("status",),
 )
 class TriggerLogged(Event):
-    """A launch the gateway answered without starting a run: rejected, or a redelivery.
+    """A launch the gateway answered without starting a run: rejected, a redelivery, left out
+    by the trigger's filter (``filtered``) or past its rate limit (``rate_limited``).
 
     Accepted launches are in the trigger log too: their entry is the run's TriggerLaunched on
     ``hookrun.runs``. The key is the trigger id as requested (it may name no trigger). Past a
@@ -31,7 +32,7 @@ class TriggerLogged(Event):
     key_field = "trigger_id"
 
     trigger_id: str
-    outcome: Literal["rejected", "duplicate"]
+    outcome: Literal["rejected", "duplicate", "filtered", "rate_limited"]
     reason: BoundedText
     status_code: int
     method: str

@@ -37,8 +37,9 @@ class Settings(BaseSettings):
     #: Seconds a sender is told to wait (Retry-After) when Kafka is unavailable.
     hookrun_retry_after_s: PositiveInt = 5
     hookrun_dedupe_window_s: PositiveInt = topics.DEDUPE_WINDOW_S
-    #: Refused launches (rejected, duplicate) of one source logged one by one per window; past
-    #: it they are counted, and one entry per window carries the count (``sampling``).
+    #: Refused launches (rejected, duplicate, filtered, rate-limited) of one source logged one
+    #: by one per window; past it they are counted, and one entry per window carries the count
+    #: (``sampling``).
     hookrun_rejection_log_limit: PositiveInt = sampling.DEFAULT_LIMIT
     hookrun_rejection_log_window_s: PositiveFloat = sampling.DEFAULT_WINDOW_S
     #: Where run info and the admin API are answered; the gateway forwards those paths there.

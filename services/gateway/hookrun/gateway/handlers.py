@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import check_conditions, delivery_id, recorded_launch
+from hookrun.config.filters import filter_miss
 from hookrun.config.templating import render_response
 from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_id
 from hookrun.events.kafka import KafkaUnavailable
@@ -19,6 +20,8 @@ from hookrun.gateway.sampling import DEFAULT_LIMIT, DEFAULT_WINDOW_S, TriggerLog
 
 #: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
 REJECTED_BODY = b'{"error":"launch rejected"}'
+#: The answer to an authenticated launch that the trigger's filter leaves out.
+FILTERED_BODY = b'{"ok":true,"filtered":true}'
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ async def launch(
     """Handle one launch request and return the reply.
 
     202 only once TriggerLaunched is acknowledged by Kafka; 400 (the same body every time) for
-    an unknown or disabled trigger or a failed condition; 503 with Retry-After when Kafka does
+    an unknown or disabled trigger or a failed condition; 200 ``filtered`` for an authenticated
+    launch that the trigger's filter leaves out; 503 with Retry-After when Kafka does
     not acknowledge. A redelivery of an accepted delivery id gets the original run id back.
     """
     trigger = deps.triggers.get(trigger_id)
@@ -91,6 +95,10 @@ async def launch(
     if json_too_deep(request.body, deps.max_json_depth):
         reason = f"JSON body nests deeper than HOOKRUN_MAX_JSON_DEPTH ({deps.max_json_depth})"
         return reject(trigger_id, request, deps, reason)
+    if trigger.filter is not None:
+        miss = filter_miss(trigger, request)
+        if miss is not None:
+            return _filtered(trigger, request, deps, miss)
 
     delivery = delivery_id(trigger, request)
     if delivery is not None:
@@ -178,6 +186,13 @@ def _duplicate(
     deps.trigger_log.offer(entry)
     deps.launches.refused(trigger.id, "duplicate", reason, original)
     return accepted(trigger, original)
+
+
+def _filtered(trigger: Trigger, request: InboundRequest, deps: Deps, reason: str) -> Reply:
+    """200 ``filtered``: the sender is authenticated, the launch is not one the trigger wants."""
+    deps.trigger_log.offer(_logged(trigger.id, request, "filtered", reason, 200))
+    deps.launches.refused(trigger.id, "filtered", reason, None)
+    return Reply(200, FILTERED_BODY)
 
 
 def unavailable(deps: Deps, trigger_id: str) -> Reply:

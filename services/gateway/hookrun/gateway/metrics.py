@@ -22,7 +22,7 @@ log = logging.getLogger("hookrun.gateway")
 LAUNCHES = Counter(
     "hookrun_launches",
     "Launch requests, by trigger (_unknown: not in the config), outcome (accepted, rejected,"
-    " duplicate, unavailable) and, for rejections, reason",
+    " duplicate, filtered, rate_limited, unavailable) and, for rejections, reason",
     ["trigger", "outcome", "reason"],
 )
 #: The trigger label of ids the config does not have.
@@ -76,7 +76,7 @@ class LaunchCounter:
             )
 
     def refused(self, trigger_id: str, outcome: str, reason: str, run_id: str | None) -> None:
-        """A launch that started no run (rejected, duplicate, unavailable), logged at DEBUG:
+        """A launch that started no run (rejected, duplicate, filtered, ...), logged at DEBUG:
         the trigger log keeps the reasons, and anyone can send a flood of them."""
         self.count(trigger_id, outcome, reason_kind(reason) if outcome == "rejected" else "")
         if log.isEnabledFor(logging.DEBUG):

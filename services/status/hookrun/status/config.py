@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     #: Processes a rebuild projects with, each its share of the partitions (0: one per CPU).
     hookrun_rebuild_workers: NonNegativeInt = 0
     hookrun_kafka_timeout_s: PositiveFloat = 5.0
-    #: How long the trigger log keeps the entries that started no run (rejected, duplicate):
+    #: How long the trigger log keeps the entries that started no run (rejected, duplicate, filtered, rate-limited):
     #: the rows here and ``hookrun.triggers``'s retention (``retention``).
     hookrun_trigger_log_retention_s: PositiveInt = topics.TRIGGER_LOG_RETENTION_S
     #: How often rows past that retention are deleted.

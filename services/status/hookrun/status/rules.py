@@ -111,7 +111,7 @@ def apply_rule(
 
 _ACTIONS = frozenset({"run_execution", "run_pipeline", "copy_pipeline"})
 _OUTCOMES = frozenset({"succeeded", "failed", "refused", "gone"})
-_LOGGED = frozenset({"rejected", "duplicate"})
+_LOGGED = frozenset({"rejected", "duplicate", "filtered", "rate_limited"})
 
 
 def _json(value: Any) -> str:

@@ -83,7 +83,7 @@ SCHEMA = [
 #: declaration). Opening a store adds those it lacks, last, as in SCHEMA's own order.
 ADDED_COLUMNS = [("trigger_log", "count", "BIGINT NOT NULL DEFAULT 1")]
 
-#: Entries that started no run (from ``hookrun.triggers``: rejected, duplicate), older than the
+#: Entries that started no run (from ``hookrun.triggers``: rejected, duplicate, filtered, rate-limited), older than the
 #: first parameter, the second at most per statement; accepted launches stay with their runs.
 PRUNE_TRIGGER_LOG = (
     "DELETE FROM trigger_log WHERE entry_id IN (SELECT entry_id FROM trigger_log"

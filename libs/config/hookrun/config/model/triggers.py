@@ -19,6 +19,7 @@ from pydantic import (
 
 from hookrun.config.model.base import Frozen, NonEmptyStr, Secret, decode_whsec, require_one_of
 from hookrun.config.model.conditions import PRESETS, Condition, StaticSecretCondition
+from hookrun.config.model.filters import FilterRule, filter_rules
 from hookrun.config.model.steps import Pipeline
 from hookrun.config.templating import parse_path
 
@@ -160,11 +161,17 @@ class Trigger(Frozen):
     notifications: tuple[Notification, ...] = ()
     # Where the provider puts its delivery id; presets fill it in when it is not given.
     dedupe: Dedupe | None = None
+    #: Checked after the conditions: every rule must match, else no run (``filtered``).
+    filter: Annotated[
+        Annotated[tuple[FilterRule, ...], Field(min_length=1)] | None,
+        BeforeValidator(filter_rules),
+    ] = None
 
     _validator: Draft202012Validator | None = PrivateAttr(None)
     _redacted_headers: frozenset[str] = PrivateAttr(_ALWAYS_REDACTED_HEADERS)
     _redacted_query: frozenset[str] = PrivateAttr(frozenset())
     _signs_body: bool = PrivateAttr(False)
+    _filter_reads_payload: bool = PrivateAttr(False)
 
     @model_validator(mode="before")
     @classmethod
@@ -211,6 +218,7 @@ class Trigger(Frozen):
             if isinstance(c, StaticSecretCondition) and c.query is not None
         )
         self._signs_body = any(c.signs_body for c in self.conditions)
+        self._filter_reads_payload = any(r._reads_payload for r in self.filter or ())
 
     @property
     def payload_validator(self) -> Draft202012Validator | None:

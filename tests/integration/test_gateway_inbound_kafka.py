@@ -1,0 +1,101 @@
+"""Filters, rate limits, JWT and provider presets through a real gateway process and broker."""
+
+import uuid
+
+import httpx
+import pytest
+
+from hookrun.dev.events import read_events
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
+from hookrun.events import decode, topics
+
+pytestmark = pytest.mark.kafka
+
+HEAD = """
+project: {id: p-1, slug: demo, name: Demo}
+organization: {id: o-1, slug: acme, title: Acme}
+environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+steps: [{name: noop, command: ["true"]}]
+triggers:
+"""
+
+
+@pytest.fixture
+def gateway(kafka_bootstrap, tmp_path):
+    """Start a gateway with the given triggers (YAML list items); returns its base URL."""
+    started: list[ServiceProcess] = []
+
+    def start(triggers: str, **env: str) -> str:
+        config = tmp_path / f"hookrun-{len(started)}.yaml"
+        config.write_text(HEAD + triggers)
+        port = free_port()
+        proc = ServiceProcess(
+            f"gateway-{port}",
+            "hookrun.gateway",
+            {
+                "HOOKRUN_CONFIG": str(config),
+                "HOOKRUN_PORT": str(port),
+                "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                **env,
+            },
+            tmp_path,
+            health_url=f"http://127.0.0.1:{port}/healthz",
+        )
+        started.append(proc)
+        proc.start(wait_s=0)
+        proc.wait_healthy(60, ready_key="kafka")
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+async def launched(bootstrap: str, run_id: str):
+    """The run's TriggerLaunched, read back from hookrun.runs (202 came after acks=all)."""
+    [raw] = await read_events(bootstrap, topics.RUNS, key=run_id, timeout_s=0)
+    return decode(raw.value, [(k, v.encode()) for k, v in raw.headers.items()])
+
+
+async def trigger_log(bootstrap: str, trigger_id: str, count: int) -> list[dict]:
+    """The first ``count`` TriggerLogged entries of ``trigger_id`` on hookrun.triggers."""
+    found = await read_events(
+        bootstrap, topics.TRIGGERS, key=trigger_id, until=lambda f: len(f) >= count
+    )
+    return [e.data() for e in found]
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_filtered_launch_starts_nothing_and_is_logged_as_filtered(gateway, kafka_bootstrap):
+    trigger = unique("pushes")
+    url = gateway(f"""
+  - id: {trigger}
+    title: Pushes to main
+    conditions: [{{type: static_secret, header: X-Token, secret: tok}}]
+    filter:
+      - {{path: headers.x-github-event, equals: push}}
+      - {{path: payload.ref, in: [refs/heads/main]}}
+    actions: [{{action: run_execution, step: noop}}]
+    response: {{json: {{run_id: "{{run_id}}"}}}}
+""")
+    launch = f"{url}/api/v0/launch/{trigger}/"
+    push = {"X-Token": "tok", "X-GitHub-Event": "push"}
+    accepted = httpx.post(launch, content=b'{"ref": "refs/heads/main"}', headers=push)
+    assert accepted.status_code == 202
+    event = await launched(kafka_bootstrap, accepted.json()["run_id"])
+    assert event.trigger_id == trigger
+
+    left_out = httpx.post(launch, content=b'{"ref": "refs/heads/dev"}', headers=push)
+    assert left_out.status_code == 200
+    assert left_out.json() == {"ok": True, "filtered": True}
+    [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
+    assert entry["outcome"] == "filtered"
+    assert entry["status_code"] == 200
+    assert entry["reason"] == "filter[1] did not match: payload.ref in ['refs/heads/main']"
+    # the accepted launch is the only run of the trigger
+    runs = await read_events(kafka_bootstrap, topics.RUNS, timeout_s=0)
+    assert sum(trigger.encode() in r.value for r in runs) == 1
