@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup kafka-fetch setup-postgres setup-sandbox run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup kafka-fetch setup-postgres setup-browser setup-sandbox run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
 	@echo "make setup        install uv, the workspace (.venv), the Kafka broker jars and bubblewrap"
@@ -70,9 +70,21 @@ setup-postgres:
 	  echo "PostgreSQL not found: its status tests skip here and fail under CI=true (apt-get install postgresql)"; \
 	fi
 
+# The dashboard's browser tests drive Debian's headless Chromium through chromedriver (Selenium):
+# both packages are installed when missing (as root with apt-get; CI runs as root).
+setup-browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver for the dashboard's browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "Chromium not found: the browser tests skip here and fail under CI=true (apt-get install chromium chromium-driver)"; \
+	fi
+
 # pytest's session fixture uses KAFKA_BOOTSTRAP_SERVERS, else a broker container if Docker
 # answers, else the broker on 127.0.0.1:9092, else starts one for the run and stops it at the end.
-test: setup setup-postgres
+test: setup setup-postgres setup-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: $(SYNCED)
