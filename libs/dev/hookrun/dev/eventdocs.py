@@ -36,6 +36,8 @@ _CE_HEADERS = {
 _TOPIC_DOC = {
     topics.RUNS: "Every event of one run. Key: the run id, so a run's events are ordered.",
     topics.TRIGGERS: "Trigger log entries that belong to no run (rejected, duplicate, filtered, rate-limited). Key: trigger id.",
+    topics.SCHEDULES: "Each trigger schedule's firings, skips, pauses and resumes, compacted. "
+    "Key: trigger id.",
     topics.SUBSCRIPTIONS: "Subscriptions disabled after a 410 answer, compacted. Key: subscription id.",
     topics.INBOUND_DELIVERIES: "Accepted provider delivery ids (redelivery dedupe), compacted. "
     "Key: `<trigger id>/<delivery id>`.",

@@ -38,6 +38,13 @@ from hookrun.events.runs import (
     RunStatus,
     TriggerLaunched,
 )
+from hookrun.events.schedules import (
+    ScheduleArmed,
+    ScheduleFired,
+    SchedulePaused,
+    ScheduleResumed,
+    ScheduleSkipped,
+)
 from hookrun.events.triggers import InboundDeliveryRecorded, TriggerLogged
 
 __all__ = [
@@ -65,6 +72,11 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "RunStatus",
+    "ScheduleArmed",
+    "ScheduleFired",
+    "SchedulePaused",
+    "ScheduleResumed",
+    "ScheduleSkipped",
     "SubscriptionDisabled",
     "TriggerLaunched",
     "TriggerLogged",

@@ -56,6 +56,7 @@ def launched_record(
             "delivery_id": delivery_id,
             "is_test": is_test,
             "account": account,
+            "schedule": None,
         }
     )
     if len(value) > MAX_RECORD_BYTES:

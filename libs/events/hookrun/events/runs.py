@@ -75,6 +75,14 @@ class LaunchRef(_Part):
     offset: int
 
 
+class ScheduledLaunch(_Part):
+    """The due time of the trigger's schedule that launched a run (no HTTP request did)."""
+
+    due_at: datetime
+    cron: str
+    timezone: str
+
+
 @register(
     "hookrun.trigger.launched",
     version=1,
@@ -92,6 +100,9 @@ class TriggerLaunched(Event):
     delivery_id: str | None = None
     is_test: bool = False
     account: str | None = None
+    #: Set when the trigger's schedule launched the run; ``request`` is then a stand-in
+    #: (method ``SCHEDULE``, a JSON body naming the due time).
+    schedule: ScheduledLaunch | None = None
 
 
 @register(

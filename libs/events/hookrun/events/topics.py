@@ -16,6 +16,8 @@ SUBSCRIPTIONS = "hookrun.subscriptions"
 INBOUND_DELIVERIES = "hookrun.inbound-deliveries"
 #: Pipeline definitions (for copy_pipeline across partitions), keyed by pipeline id; compacted.
 PIPELINES = "hookrun.pipelines"
+#: Each trigger schedule's firings, skips, pauses and resumes, keyed by trigger id; compacted.
+SCHEDULES = "hookrun.schedules"
 #: Every config version a service loaded, as its file was written, keyed by version; compacted.
 CONFIGS = "hookrun.configs"
 
@@ -57,7 +59,7 @@ class Layout:
 
     #: Copies of every partition; capped by the number of brokers when topics are created.
     replication_factor: int = 3
-    #: Partitions of the keyed topics (runs, triggers, inbound deliveries).
+    #: Partitions of the keyed topics (runs, triggers, schedules, inbound deliveries).
     partitions: int = 6
 
     @property
@@ -128,6 +130,9 @@ def _specs(partitions: int) -> list[TopicSpec]:
         # performed with its launch's version however long ago that was loaded, and the topic
         # keeps one record per version, however often services restart with it.
         TopicSpec(CONFIGS, 1, {"cleanup.policy": "compact", "retention.ms": "-1", **size}),
+        # Keyed, so the schedules spread over the runners; compacted, and never deleted: a
+        # schedule's newest record says all there is to go on, however long ago it was written.
+        TopicSpec(SCHEDULES, partitions, {"cleanup.policy": "compact", "retention.ms": "-1"}),
         TopicSpec(
             INBOUND_DELIVERIES,
             partitions,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -23,6 +24,7 @@ from hookrun.runner.config import Settings
 from hookrun.runner.consumer import Runner
 from hookrun.runner.isolation import Isolation, IsolationError, build_isolation
 from hookrun.runner.pipelines import KafkaPipelineIndex, waiting
+from hookrun.runner.schedules import Scheduler
 from hookrun.runner.versions import KafkaConfigStore
 
 log = logging.getLogger("hookrun.runner")
@@ -83,10 +85,29 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
             settings.hookrun_metrics_port, runner.health, host=settings.hookrun_metrics_host
         )
     log.info("runner %s consuming %s", runner_id, topics.named(topics.RUNS, ns))
+    schedules = None
+    if any(trigger.schedule is not None for trigger in config.triggers):
+        scheduler = Scheduler(
+            config=config,
+            consumer=GroupConsumer(
+                **consumer_settings(bootstrap, "runner", group=settings.schedules_group_id)
+            ),
+            publisher=publisher,
+            bootstrap=bootstrap,
+            tick_s=settings.hookrun_schedule_tick_s,
+        )
+        schedules = asyncio.create_task(scheduler.run(runner.stopping))
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # A scheduler that fails ends the session, which restarts as after a Kafka failure.
+            if not task.cancelled() and (exc := task.exception()) and not runner.stopping.is_set():
+                runner.fail(exc)
+
+        schedules.add_done_callback(ended)
     try:
         await runner.run()
     except Exception:
-        # An append no retry can mend (logged by _fail): end the session with 1.
+        # An append no retry can mend (logged by fail): end the session with 1.
         if runner.fatal is None and not runner.stopping.is_set():
             raise
     except asyncio.CancelledError:
@@ -94,6 +115,10 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
         if runner.fatal is None:
             raise
     finally:
+        if schedules is not None:
+            runner.stopping.set()
+            with contextlib.suppress(Exception):
+                await schedules
         for close in (runner.executor.stop, configs.stop, index.stop, publisher.stop):
             try:
                 await close()

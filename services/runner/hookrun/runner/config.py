@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     #: auto: a bubblewrap sandbox when `bwrap` is on PATH and its start-up probe works, else
     #: none (with a WARNING); bwrap: required (the runner refuses to start without it); none.
     hookrun_execution_sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    #: How often the owner of a schedule looks for due times (HOOKRUN_SCHEDULE_TICK_S).
+    hookrun_schedule_tick_s: PositiveFloat = 1.0
     #: Port of GET /metrics, /healthz and /readyz (HOOKRUN_METRICS_PORT); 0 serves none.
     #: HOOKRUN_RUNNER_HEALTH_PORT, when set, wins: one environment shared by the runner and
     #: the notifier (`make run`, the tests) gives each its own port.
@@ -67,3 +69,8 @@ class Settings(BaseSettings):
         if self.hookrun_namespace == topics.NAMESPACE:
             return "runner"
         return f"{self.hookrun_namespace}.runner"
+
+    @property
+    def schedules_group_id(self) -> str:
+        """Group of the runners that fire schedules: `<group_id>-schedules`."""
+        return f"{self.group_id}-schedules"

@@ -138,7 +138,7 @@ class Runner(Service[int]):
             owns=self.owns,
             expect_echo=self._expect_echo,
             stopping=self.stopping,
-            fail=self._fail,
+            fail=self.fail,
         )
         #: Executions waiting for a slot beyond which the runner stops taking launches.
         self.max_backlog = max_backlog if max_backlog is not None else 4 * concurrency
@@ -181,7 +181,7 @@ class Runner(Service[int]):
             run.finished = forced_finish(run, error, ctx.now)
             return Plan(events=[run.finished])
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         log.error("cannot append events (%r): stopping; another runner will replay", exc)
         self.fatal = exc
         self.stopping.set()

@@ -24,6 +24,7 @@ from hookrun.events.runs import (
     RunStarted,
     TriggerLaunched,
 )
+from hookrun.events.schedules import SCHEDULE_TYPES
 from hookrun.runner.context import Context, Plan
 from hookrun.runner.reconcile import reconcile
 from hookrun.runner.state import RunState
@@ -57,15 +58,16 @@ HANDLERS: dict[type[Event], Handlers] = {
 
 
 #: PipelineDefined feeds the pipeline index that copy_pipeline looks sources up in,
-#: ConfigRecorded the config versions runs are performed with; deliveries are the notifier's
-#: business.
+#: ConfigRecorded the config versions runs are performed with, the schedule events the state
+#: the scheduler fires from; deliveries are the notifier's business.
 EVENTS = EventMap(
     "runner",
-    frozenset({topics.RUNS, topics.PIPELINES, topics.CONFIGS}),
+    frozenset({topics.RUNS, topics.PIPELINES, topics.CONFIGS, topics.SCHEDULES}),
     {
         **HANDLERS,
         PipelineDefined: "PipelineIndex.remember",
         ConfigRecorded: "KafkaConfigStore",
+        **dict.fromkeys(SCHEDULE_TYPES, "Scheduler.apply"),
     },
     frozenset({DeliveryAttempted, DeliveryExhausted, RedeliveryRequested}),
 )

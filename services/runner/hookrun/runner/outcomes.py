@@ -166,17 +166,17 @@ def _invocation(launched: TriggerLaunched, *, with_payload: bool = True) -> Invo
     payload = request.payload() if with_payload else None
     if payload is None and request.body_b64 and with_payload:
         payload = request.body().decode("utf-8", "replace")
+    context: dict[str, Any] = {
+        "trigger_id": launched.trigger_id,
+        "delivery_id": launched.delivery_id,
+        "content_type": request.content_type,
+        "method": request.method,
+        "path": request.path,
+    }
+    if launched.schedule is not None:
+        context["schedule"] = launched.schedule.model_dump(mode="json")
     return Invocation(
-        id=launched.event_id,
-        payload=payload,
-        timestamp=launched.occurred_at,
-        context={
-            "trigger_id": launched.trigger_id,
-            "delivery_id": launched.delivery_id,
-            "content_type": request.content_type,
-            "method": request.method,
-            "path": request.path,
-        },
+        id=launched.event_id, payload=payload, timestamp=launched.occurred_at, context=context
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 
 from hookrun.events import Event, topics
 from hookrun.events.maps import EventMap
+from hookrun.events.schedules import SCHEDULE_TYPES
 from hookrun.status.rules import HANDLERS, apply_rule
 from hookrun.status.statements import Op
 
@@ -129,4 +130,9 @@ def fold(event: Event, at: Position) -> list[Op]:
     return cast(list[Op], applied.ops)
 
 
-EVENTS = EventMap("status", frozenset({topics.RUNS, topics.TRIGGERS}), HANDLERS)
+#: The schedule events are the schedules book's (routes: the admin API's schedules).
+EVENTS = EventMap(
+    "status",
+    frozenset({topics.RUNS, topics.TRIGGERS, topics.SCHEDULES}),
+    {**HANDLERS, **dict.fromkeys(SCHEDULE_TYPES, "KafkaScheduleBook")},
+)

@@ -20,6 +20,7 @@ from pydantic import (
 from hookrun.config.model.base import Frozen, NonEmptyStr, Secret, decode_whsec, require_one_of
 from hookrun.config.model.conditions import PRESETS, Condition, StaticSecretCondition
 from hookrun.config.model.filters import FilterRule, filter_rules
+from hookrun.config.model.schedules import Schedule
 from hookrun.config.model.steps import Pipeline
 from hookrun.config.templating import parse_path
 
@@ -166,6 +167,8 @@ class Trigger(Frozen):
         Annotated[tuple[FilterRule, ...], Field(min_length=1)] | None,
         BeforeValidator(filter_rules),
     ] = None
+    # Launches on its own at these times too; conditions still guard the launch URL.
+    schedule: Schedule | None = None
 
     _validator: Draft202012Validator | None = PrivateAttr(None)
     _redacted_headers: frozenset[str] = PrivateAttr(_ALWAYS_REDACTED_HEADERS)
