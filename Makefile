@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup kafka-fetch setup-postgres setup-browser setup-sandbox run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup kafka-fetch setup-postgres setup-browser setup-sandbox setup-helm run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
 	@echo "make setup        install uv, the workspace (.venv), the Kafka broker jars and bubblewrap"
@@ -82,9 +82,16 @@ setup-browser:
 	  echo "Chromium not found: the browser tests skip here and fail under CI=true (apt-get install chromium chromium-driver)"; \
 	fi
 
+# The Helm chart's tests (tests/dev/test_helm.py) render and lint it with a real helm, built
+# once with Go from the module proxy into ~/.cache/hookrun (HOOKRUN_CACHE_DIR), which every
+# clone reuses. Without Go the tests say so (and fail under CI=true).
+setup-helm: $(SYNCED)
+	@$(PY) -m hookrun.dev.helm install >/dev/null || \
+	  echo "helm could not be built: the chart's tests fail under CI=true (see above)"
+
 # pytest's session fixture uses KAFKA_BOOTSTRAP_SERVERS, else a broker container if Docker
 # answers, else the broker on 127.0.0.1:9092, else starts one for the run and stops it at the end.
-test: setup setup-postgres setup-browser
+test: setup setup-postgres setup-browser setup-helm
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: $(SYNCED)

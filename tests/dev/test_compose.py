@@ -39,11 +39,12 @@ def _names(name: str, field: FieldInfo) -> set[str]:
     return {str(choice).upper() for choice in choices}
 
 
-def read_by(service: str) -> set[str]:
+def read_by(service: str, config: str | None = None) -> set[str]:
     """The variables ``service`` reads: its Settings, the shared ones, and the ${env:NAME} the
-    example config (mounted into every service) refers to."""
+    config text (default: the example config, mounted into every service) refers to."""
     fields = SERVICES[service].model_fields
-    config = (ROOT / "examples/hookrun.yaml").read_text()
+    if config is None:
+        config = (ROOT / "examples/hookrun.yaml").read_text()
     return (
         {n for name, field in fields.items() for n in _names(name, field)}
         | SHARED

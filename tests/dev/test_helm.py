@@ -1,0 +1,395 @@
+"""The Helm chart (deploy/helm/hookrun) renders, lints and validates against Kubernetes' schemas,
+with its default values and with deploy/helm/values-secured.yaml, and what it renders agrees
+with the services: probes and scrapes on the ports they serve, only variables they read, files
+where the Kafka settings say, and no secret outside the Secret."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from hookrun.config.loader import parse_config
+from hookrun.dev.helm import helm_binary
+from tests.dev.test_compose import ROOT, SERVICES, SHARED, read_by
+
+CHART = ROOT / "deploy/helm/hookrun"
+SECURED = ROOT / "deploy/helm/values-secured.yaml"
+VALUES = {"default": [], "secured": ["-f", str(SECURED)]}
+#: The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion) and the newest schemas.
+KUBERNETES = ["1.29", kubernetes_validate.latest_version()]
+#: The setting each service listens on for /healthz, /readyz and /metrics, and its address.
+LISTENS = {
+    "gateway": ("hookrun_port", "hookrun_host"),
+    "status": ("hookrun_status_port", "hookrun_status_host"),
+    "runner": ("hookrun_metrics_port", "hookrun_metrics_host"),
+    "notifier": ("hookrun_metrics_port", "hookrun_metrics_host"),
+}
+#: What ``hookrun-topics`` (hookrun.events.topics_cli) reads besides the shared Kafka settings.
+TOPICS_CLI = {"KAFKA_BOOTSTRAP_SERVERS", "HOOKRUN_NAMESPACE"}
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    binary = helm_binary()
+    if not binary.exists():
+        reason = f"helm is not built at {binary}: run `make setup-helm` (needs Go)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return binary
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def render(helm: Path, *args: str) -> list[dict[str, Any]]:
+    result = run_helm(helm, "template", "hookrun", str(CHART), *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=VALUES)
+def variant(request: pytest.FixtureRequest, helm: Path) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render(helm, *VALUES[request.param])
+
+
+def values_of(name: str) -> dict[str, Any]:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if name == "secured":
+        _merge(values, yaml.safe_load(SECURED.read_text()))
+    return values
+
+
+def _merge(into: dict[str, Any], over: dict[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+        for d in of_kind(docs, "Deployment")
+    }
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    (only,) = workload["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def secret_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (secret,) = of_kind(docs, "Secret")
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+
+
+def config_text(docs: list[dict[str, Any]]) -> str:
+    (config,) = of_kind(docs, "ConfigMap")
+    return config["data"]["hookrun.yaml"]
+
+
+def pod_env(docs: list[dict[str, Any]], workload: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the pod gets it, secret references resolved."""
+    secrets = secret_data(docs)
+    env = {}
+    for var in container(workload)["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            if ref["key"] in secrets:
+                env[var["name"]] = secrets[ref["key"]]
+            else:
+                assert ref.get("optional"), f"{var['name']}: no key {ref['key']} in the Secret"
+    return env
+
+
+class TestChart:
+    @pytest.mark.parametrize("values", VALUES)
+    def test_helm_lint_finds_nothing(self, helm, values):
+        result = run_helm(helm, "lint", "--strict", str(CHART), *VALUES[values])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    @pytest.mark.parametrize("version", KUBERNETES)
+    def test_every_manifest_is_valid_kubernetes(self, variant, version):
+        _, docs = variant
+        assert {d["kind"] for d in docs} == {
+            "ConfigMap", "Deployment", "Job", "Secret", "Service"
+        }  # fmt: skip
+        for doc in docs:
+            # strict: a misspelt or misplaced field is an error, not ignored by the API server
+            kubernetes_validate.validate(doc, version, strict=True)
+
+    def test_the_chart_declares_the_oldest_kubernetes_it_is_validated_against(self):
+        chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+        assert chart["kubeVersion"] == f">={KUBERNETES[0]}.0-0"
+
+
+class TestServices:
+    def test_a_deployment_per_service_with_the_replicas_asked_for(self, variant):
+        name, docs = variant
+        values = values_of(name)
+        found = deployments(docs)
+        assert set(found) == set(SERVICES)
+        for service, workload in found.items():
+            assert workload["spec"]["replicas"] == values[service]["replicas"]
+            command = container(workload)["command"]
+            assert command == ["python", "-m", f"hookrun.{service}"]
+
+    def test_every_variable_the_chart_sets_is_one_the_service_reads(self, variant):
+        _, docs = variant
+        config = config_text(docs)
+        for service, workload in deployments(docs).items():
+            names = [var["name"] for var in container(workload)["env"]]
+            assert len(names) == len(set(names)), f"{service} sets a variable twice"
+            # OTEL_*: read by OpenTelemetry's SDK, which configures traces (DESIGN.md, 8)
+            unread = {n for n in names if not n.startswith("OTEL_")} - read_by(service, config)
+            assert unread == set(), service
+        (job,) = of_kind(docs, "Job")
+        assert {var["name"] for var in container(job)["env"]} - (SHARED | TOPICS_CLI) == set()
+
+    def test_probes_and_scrapes_go_to_the_port_each_service_listens_on(self, variant, monkeypatch):
+        _, docs = variant
+        for service, workload in deployments(docs).items():
+            spec = container(workload)
+            ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
+            # The port and address the service itself takes from the pod's environment.
+            with monkeypatch.context() as env:
+                for name in read_by(service):
+                    env.delenv(name, raising=False)
+                for name, value in pod_env(docs, workload).items():
+                    env.setenv(name, value)
+                settings = SERVICES[service]()
+            port_field, host_field = LISTENS[service]
+            served = getattr(settings, port_field)
+            assert getattr(settings, host_field) == "0.0.0.0", service
+            for probe, path in (
+                ("startupProbe", "/healthz"),
+                ("livenessProbe", "/healthz"),
+                ("readinessProbe", "/readyz"),
+            ):
+                get = spec[probe]["httpGet"]
+                assert get["path"] == path, (service, probe)
+                assert ports[get["port"]] == served, (service, probe)
+            annotations = workload["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true"
+            assert annotations["prometheus.io/path"] == "/metrics"
+            assert int(annotations["prometheus.io/port"]) == served, service
+
+    def test_services_reach_the_http_ports_and_the_gateway_forwards_to_status(self, variant):
+        _, docs = variant
+        services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+        found = deployments(docs)
+        assert set(services) == {"hookrun-gateway", "hookrun-status"}
+        for name, svc in services.items():
+            component = name.removeprefix("hookrun-")
+            labels = found[component]["spec"]["template"]["metadata"]["labels"]
+            assert svc["spec"]["selector"].items() <= labels.items()
+            (port,) = svc["spec"]["ports"]
+            assert port["targetPort"] in {p["name"] for p in container(found[component])["ports"]}
+        status = services["hookrun-status"]["spec"]["ports"][0]["port"]
+        gateway = pod_env(docs, found["gateway"])
+        assert gateway["HOOKRUN_STATUS_URL"] == f"http://hookrun-status:{status}"
+
+    def test_no_service_links_and_no_api_token_in_any_pod(self, variant):
+        _, docs = variant
+        for workload in [*deployments(docs).values(), *of_kind(docs, "Job")]:
+            pod = workload["spec"]["template"]["spec"]
+            # a Service named hookrun-status would otherwise set HOOKRUN_STATUS_PORT=tcp://...
+            assert pod["enableServiceLinks"] is False
+            assert pod["automountServiceAccountToken"] is False
+
+
+class TestSecurity:
+    def test_pods_run_as_non_root_without_privileges_on_a_read_only_root(self, variant):
+        _, docs = variant
+        for workload in [*deployments(docs).values(), *of_kind(docs, "Job")]:
+            pod = workload["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["securityContext"]["runAsUser"] != 0
+            context = container(workload)["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"]["drop"] == ["ALL"]
+
+    def test_every_place_a_service_writes_is_a_writable_volume(self, variant):
+        _, docs = variant
+        for service, workload in deployments(docs).items():
+            env = pod_env(docs, workload)
+            writable = {
+                m["mountPath"] for m in container(workload)["volumeMounts"] if not m.get("readOnly")
+            }
+            places = {"/tmp"}
+            if service == "runner":
+                places.add(env["HOOKRUN_DATA_DIR"])
+            url = env.get("HOOKRUN_DATABASE_URL", "")
+            if service == "status" and url.startswith("sqlite:///"):
+                places.add(str(Path(url.removeprefix("sqlite:///")).parent))
+            for place in places:
+                assert any(place == m or place.startswith(m + "/") for m in writable), (
+                    service,
+                    place,
+                )
+
+    def test_secret_values_appear_nowhere_but_base64_in_the_secret(self, helm):
+        docs = render(helm, *VALUES["secured"])
+        secrets = values_of("secured")["secrets"]
+        plain = [v for k, v in secrets.items() if k != "env" and v] + list(secrets["env"].values())
+        assert len(plain) == 6
+        text = yaml.safe_dump_all(docs)
+        for value in plain:
+            for line in value.strip().splitlines():
+                assert line.strip() not in text
+        assert set(secret_data(docs).values()) == set(plain)
+        for workload in deployments(docs).values():
+            env = {v["name"]: v for v in container(workload)["env"]}
+            for name in ("HOOKRUN_ADMIN_TOKEN", "HOOKRUN_DATABASE_URL", *secrets["env"]):
+                if name in env:
+                    assert "secretKeyRef" in env[name]["valueFrom"], name
+            # the password is a mounted file, never a variable
+            assert "KAFKA_SASL_PASSWORD" not in env
+
+    def test_an_existing_secret_replaces_the_charts_own(self, helm):
+        docs = render(helm, *VALUES["secured"], "--set", "secrets.existingSecret=hookrun-prod")
+        assert of_kind(docs, "Secret") == []
+        text = yaml.safe_dump_all(docs)
+        for value in values_of("secured")["secrets"]["env"].values():
+            assert value not in text
+        names = set()
+        for workload in [*deployments(docs).values(), *of_kind(docs, "Job")]:
+            pod = workload["spec"]["template"]["spec"]
+            names |= {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+            for var in container(workload)["env"]:
+                if "valueFrom" in var:
+                    names.add(var["valueFrom"]["secretKeyRef"]["name"])
+        assert names == {"hookrun-prod"}
+
+    def test_the_admin_token_and_database_url_reach_the_status_service_only(self, helm):
+        docs = render(helm, *VALUES["secured"])
+        for service, workload in deployments(docs).items():
+            env = {v["name"] for v in container(workload)["env"]}
+            has = {"HOOKRUN_ADMIN_TOKEN", "HOOKRUN_DATABASE_URL"} & env
+            assert has == (has if service == "status" else set()), service
+        status = pod_env(docs, deployments(docs)["status"])
+        assert status["HOOKRUN_DATABASE_URL"].startswith("postgresql://")
+        assert status["HOOKRUN_ADMIN_TOKEN"] == values_of("secured")["secrets"]["adminToken"]
+
+    def test_kafka_files_are_mounted_from_the_secret_where_the_settings_say(self, variant):
+        name, docs = variant
+        secrets = secret_data(docs)
+        for workload in [*deployments(docs).values(), *of_kind(docs, "Job")]:
+            spec = container(workload)
+            env = {v["name"]: v.get("value") for v in spec["env"]}
+            volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+            files = {}
+            for mount in spec.get("volumeMounts", []):
+                source = volumes[mount["name"]].get("secret")
+                for item in (source or {}).get("items", []):
+                    files[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+            named = {
+                k: env[k]
+                for k in ("KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE")
+                if k in env
+            }
+            for path in named.values():
+                assert path in files, path
+                assert files[path] in secrets
+            if name == "secured":
+                assert set(named) == {"KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE"}
+                assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+                assert (
+                    secrets[files[named["KAFKA_SASL_PASSWORD_FILE"]]]
+                    == (values_of(name)["secrets"]["kafkaSaslPassword"])
+                )
+            else:
+                assert named == {} and env["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+
+    def test_the_config_the_chart_mounts_loads_with_the_secrets_it_gets(self, variant, monkeypatch):
+        name, docs = variant
+        env = pod_env(docs, deployments(docs)["runner"])
+        for ref in re.findall(r"\$\{env:([A-Za-z0-9_]+)\}", config_text(docs)):
+            monkeypatch.delenv(ref, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        config = parse_config(config_text(docs), "hookrun.yaml")
+        assert len(config.triggers) == (1 if name == "secured" else 0)
+
+
+class TestTopicsJob:
+    def test_the_job_runs_the_topics_command_of_the_events_package(self, variant):
+        name, docs = variant
+        (job,) = of_kind(docs, "Job")
+        command = container(job)["command"]
+        assert command == values_of(name)["kafka"]["topicsJob"]["command"]
+        pyproject = tomllib.loads((ROOT / "libs/events/pyproject.toml").read_text())
+        assert command[0] in pyproject["project"]["scripts"]
+        assert command[1:] == ["create"]
+        hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")
+        assert hooks == ["post-install", "pre-upgrade"]
+
+    def test_the_job_lays_topics_out_as_the_services_would(self, variant):
+        name, docs = variant
+        (job,) = of_kind(docs, "Job")
+        topics = values_of(name)["kafka"]["topics"]
+        job_env = {v["name"]: v.get("value") for v in container(job)["env"]}
+        assert job_env["HOOKRUN_TOPIC_REPLICATION_FACTOR"] == str(topics["replicationFactor"])
+        assert job_env["HOOKRUN_TOPIC_PARTITIONS"] == str(topics["partitions"])
+        for workload in deployments(docs).values():
+            env = {v["name"]: v.get("value") for v in container(workload)["env"]}
+            assert {k: env[k] for k in job_env} == job_env
+
+
+class TestBadValues:
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--set", "kafka.securityProtocol=TLS"], "securityProtocol"),
+            (["--set", "kafka.securityProtocol=SASL_SSL"], "kafka.sasl.username: required"),
+            (
+                ["--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.username=u"],
+                "secrets.kafkaSaslPassword: required",
+            ),
+            (
+                ["--set", "kafka.tls.ca=true"],
+                "kafka.tls: set with kafka.securityProtocol=PLAINTEXT",
+            ),
+            (["--set", "status.database=postgresql"], "secrets.databaseUrl: required"),
+            (
+                ["--set", "status.database=postgresql", "--set", "secrets.databaseUrl=mysql://x"],
+                "secrets.databaseUrl: must start with postgresql://",
+            ),
+            (["--set", "secrets.env.bad-name=x"], "bad-name"),
+            (
+                ["--set", "gateway.env.HOOKRUN_PORT=9000"],
+                "gateway.env.HOOKRUN_PORT: the chart sets",
+            ),
+            (["--set", "secrets.env.LOG_LEVEL=x"], "secrets.env.LOG_LEVEL: the chart sets"),
+            (
+                ["--set", "runner.env.HOOKRUN_RUNNER_HEALTH_PORT=9200"],
+                "runner.env.HOOKRUN_RUNNER_HEALTH_PORT: it would move /metrics",
+            ),
+            (["--set", "otel.LOG_LEVEL=x"], "LOG_LEVEL"),
+        ],
+    )
+    def test_values_that_cannot_work_fail_the_render_naming_the_field(self, helm, args, message):
+        result = run_helm(helm, "template", "hookrun", str(CHART), *args)
+        assert result.returncode != 0
+        assert message in result.stderr
