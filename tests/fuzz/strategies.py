@@ -36,6 +36,7 @@ triggers:
     conditions: [{{preset: github, secret: gh-secret}}]
     actions: [{{action: run_execution, step: noop}}]
     response: {{text: "Created run {{run_id}}"}}
+    notifications: [{{url: "https://hooks.example.com/gh", secret: whsec_c3ctc2VjcmV0}}]
   - id: token
     title: Static token in a header, dedupe by payload id
     conditions: [{{type: static_secret, header: X-Token, secret: tok}}]

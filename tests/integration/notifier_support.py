@@ -59,6 +59,31 @@ def start_notifier(
     return proc.start(wait_s=60)
 
 
+def start_status(
+    tmp_path: Path, bootstrap: str, ns: str, config: str, token: str, **env: str
+) -> tuple[ServiceProcess, str]:
+    """The status service (SQLite in ``tmp_path``) on the same config; returns it and its URL."""
+    path = tmp_path / "status.yaml"
+    path.write_text(config)
+    port = free_port()
+    proc = ServiceProcess(
+        "status",
+        "hookrun.status",
+        {
+            "HOOKRUN_CONFIG": str(path),
+            "HOOKRUN_STATUS_PORT": str(port),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HOOKRUN_NAMESPACE": ns,
+            "HOOKRUN_DATABASE_URL": f"sqlite:///{tmp_path / 'status.db'}",
+            "HOOKRUN_ADMIN_TOKEN": token,
+            **env,
+        },
+        tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    return proc.start(wait_s=60), f"http://127.0.0.1:{port}"
+
+
 async def publish(bootstrap: str, ns: str, events: list) -> None:
     publisher = Publisher(bootstrap, "test", namespace=ns)
     await publisher.start(wait=True)

@@ -104,7 +104,7 @@ class TestAttemptDelivery:
         assert isinstance(disabled, SubscriptionDisabled)
         assert disabled.config_version == config.config_version
         # later runs are not delivered to it under this config
-        deps.disabled[disabled.subscription_id] = disabled.config_version
+        deps.states.apply(disabled)
         book2 = Book()
         await apply([make_run_finished(run_id="run-2")], book2, deps)
         assert disabled.subscription_id not in {k[1] for k in book2.deliveries}

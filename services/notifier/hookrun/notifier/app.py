@@ -25,7 +25,7 @@ from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
 from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.health import serve_health
 from hookrun.events.kafka import Publisher, TopicTable, consumer_settings, ensure_topics_forever
-from hookrun.events.notifications import RedeliveryRequested, SubscriptionDisabled
+from hookrun.events.notifications import RedeliveryRequested
 from hookrun.events.runs import RunFinished
 from hookrun.events.service import Handler, Partition, PublisherClient, Service
 from hookrun.notifier import metrics
@@ -110,8 +110,7 @@ class Notifier(Service[Book]):
 
     def disabled(self, event: Event) -> None:
         """Follow hookrun.subscriptions: note each subscription disabled (and under which config)."""
-        if isinstance(event, SubscriptionDisabled):
-            self.deps.disabled[event.subscription_id] = event.config_version
+        self.deps.states.apply(event)
 
     @property
     def books(self) -> dict[TopicPartition, Book]:

@@ -7,7 +7,6 @@ restarted notifier exactly which deliveries still wait and when they are due.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from hookrun.events.runs import (
     RunStarted,
     TriggerLaunched,
 )
+from hookrun.events.subscriptions import SubscriptionStates, subscription_id
 from hookrun.notifier.adapters import Sender
 from hookrun.notifier.payload import notification_body
 from hookrun.notifier.signing import message_id, signed_headers
@@ -60,11 +60,6 @@ class Subscription:
     keys: tuple[bytes, ...]
     first_secret: str
     enabled: bool
-
-
-def subscription_id(trigger_id: str, url: str) -> str:
-    """``<trigger id>:<12 hex of sha256(url)>``."""
-    return f"{trigger_id}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
 def subscriptions_of(config: HookrunConfig, trigger_id: str) -> list[Subscription]:
@@ -137,8 +132,8 @@ class Deps:
     schedule: tuple[float, ...]
     jitter: float
     sender: Sender
-    #: subscription id -> config version it was disabled under (from hookrun.subscriptions).
-    disabled: dict[str, str | None] = field(default_factory=dict)
+    #: What hookrun.subscriptions says about each subscription (disabled ones, ...).
+    states: SubscriptionStates = field(default_factory=SubscriptionStates)
     now: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
     #: The RunFinished at (partition, offset) of the runs topic, None if it is not there.
@@ -161,10 +156,7 @@ class Deps:
     def is_disabled(self, sub: Subscription) -> bool:
         if not sub.enabled:
             return True
-        if sub.id not in self.disabled:
-            return False
-        version = self.disabled[sub.id]
-        return version is None or version == self.config.config_version
+        return self.states.disabled_under(sub.id, self.config.config_version) is not None
 
 
 @dataclass

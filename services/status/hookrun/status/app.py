@@ -17,9 +17,10 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.events import logs
+from hookrun.events import logs, topics
 from hookrun.events.configs import ConfigRecorded
-from hookrun.events.kafka import Publisher, ensure_topics_forever
+from hookrun.events.kafka import Publisher, TopicTable, ensure_topics_forever
+from hookrun.events.subscriptions import SubscriptionStates
 from hookrun.status import dashboard, handlers, metrics, retention, routes
 from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
 from hookrun.status.config import Settings, shown_url, sqlite_path
@@ -30,6 +31,10 @@ from hookrun.status.sqlite import SqliteStore
 from hookrun.status.store import SqlStore
 
 log = logging.getLogger(__name__)
+
+#: How long the subscriptions table's fetch waits at the broker when there is nothing new
+#: (answered at once when records arrive; a long wait only makes the idle table cheap).
+IDLE_TABLE_FETCH_WAIT_MS = 500
 
 
 def open_store(url: str, *, apply_delay_s: float = 0.0) -> SqlStore:
@@ -59,6 +64,8 @@ def build(
     progress = Progress()
     publisher: Publisher | None = None
     projector: Projector | None = None
+    table: TopicTable | None = None
+    followed = SubscriptionStates()
     if event_log is None:
         publisher = Publisher(
             settings.kafka_bootstrap_servers,
@@ -81,6 +88,13 @@ def build(
             progress=progress,
         )
         metrics.watch(projector)
+        table = TopicTable(
+            settings.kafka_bootstrap_servers,
+            "status",
+            topics.named(topics.SUBSCRIPTIONS, settings.hookrun_namespace),
+            followed.apply,
+            fetch_max_wait_ms=IDLE_TABLE_FETCH_WAIT_MS,
+        )
     if ends is None:
         ends = KafkaLogEnds(
             settings.kafka_bootstrap_servers, timeout_s=settings.hookrun_kafka_timeout_s
@@ -95,6 +109,8 @@ def build(
                 settings.kafka_bootstrap_servers, namespace=settings.hookrun_namespace
             )
             await publisher.start()
+            if table is not None:
+                await table.start()
             tasks.append(asyncio.create_task(projector.run()))
             # Deletes trigger-log entries that started no run once past their retention.
             tasks.append(asyncio.create_task(retention.keep_trigger_log(store, settings)))
@@ -109,6 +125,8 @@ def build(
                     await task
             if isinstance(ends, KafkaLogEnds):
                 await ends.stop()
+            if table is not None:
+                await table.stop()
             if publisher is not None:
                 await publisher.stop()
             await store.close()
@@ -130,6 +148,7 @@ def build(
         admin_token=token.get_secret_value() if token is not None else None,
         catch_up_timeout_s=settings.hookrun_status_catch_up_timeout_s,
         max_json_depth=settings.hookrun_max_json_depth,
+        subscriptions=followed,
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.projector = projector

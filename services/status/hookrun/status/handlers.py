@@ -16,6 +16,7 @@ from hookrun.config.conditions import check_conditions, recorded_launch
 from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
+from hookrun.events.subscriptions import SubscriptionStates
 from hookrun.status.adapters import EventLog, LogEnds
 from hookrun.status.projector import Progress
 from hookrun.status.store import SqlStore
@@ -57,6 +58,8 @@ class Deps:
     max_json_depth: int = MAX_JSON_DEPTH
     clock: Callable[[], float] = time.time
     new_run_id: Callable[[], str] = new_id
+    #: What hookrun.subscriptions says (app.py follows the topic into it).
+    subscriptions: SubscriptionStates = field(default_factory=SubscriptionStates)
     triggers: dict[str, Trigger] = field(init=False)
 
     def __post_init__(self) -> None:

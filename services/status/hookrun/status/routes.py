@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from hookrun.config import InboundRequest
 from hookrun.config.bodies import BodyTooLarge, read_body
 from hookrun.events import RunStatus
-from hookrun.status import handlers, stream
+from hookrun.status import handlers, stream, subscriptions
 from hookrun.status.handlers import ApiError
 from hookrun.status.store import INFO_STATUSES, RunFilter, decode_cursor
 
@@ -359,6 +359,28 @@ async def trigger_log(
 async def test_launch(trigger_id: str, request: Request, deps: Admin) -> Response:
     body = await body_of(request)
     return json(await handlers.launch_test_run(trigger_id, inbound(request, body), deps), 202)
+
+
+@router.get(
+    "/api/v1/subscriptions",
+    summary="Every subscription with its state, recent success rate and last attempt",
+    tags=["admin"],
+    responses={
+        200: {
+            "description": "Config-file subscriptions first, in file order, then those made"
+            " through the API",
+            "content": {"application/json": {"schema": subscriptions.LIST_SCHEMA}},
+        },
+        **_ADMIN_RESPONSES,
+    },
+)
+async def list_subscriptions(
+    deps: Admin,
+    window_s: Annotated[
+        int, Query(ge=60, le=30 * 86_400, description="Seconds the `recent` figures cover")
+    ] = subscriptions.RECENT_WINDOW_S,
+) -> Response:
+    return json(await subscriptions.list_subscriptions(deps, window_s))
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

@@ -61,6 +61,8 @@ SCHEMA = [
         attempt INTEGER NOT NULL, outcome TEXT NOT NULL, status_code INTEGER,
         duration_ms BIGINT, response_excerpt TEXT, error TEXT, at TEXT, next_attempt_at TEXT,
         PRIMARY KEY (run_id, message_id, subscription_id, attempt))""",
+    # A subscription's recent success rate and last attempt (GET /api/v1/subscriptions).
+    "CREATE INDEX IF NOT EXISTS attempts_by_subscription ON attempts (subscription_id, at)",
     """CREATE TABLE IF NOT EXISTS events (
         topic TEXT NOT NULL, part INTEGER NOT NULL, off BIGINT NOT NULL, run_id TEXT NOT NULL,
         type TEXT NOT NULL, at TEXT, event_id TEXT, doc TEXT NOT NULL,
@@ -416,6 +418,32 @@ class SqlStore:
             for d in deliveries
         ]
         return out
+
+    async def subscription_stats(self, since: str) -> dict[str, dict[str, Any]]:
+        """Per subscription id: ``attempts`` and ``succeeded`` at or after ``since`` (stored
+        time text), and its ``last_attempt`` ever (``at``, ``outcome``, ``status_code``)."""
+        stats: dict[str, dict[str, Any]] = {}
+        for row in await self._rows(
+            "SELECT subscription_id, COUNT(*) AS attempts,"
+            " SUM(CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END) AS succeeded"
+            " FROM attempts WHERE at >= ? GROUP BY subscription_id",
+            (since,),
+        ):
+            stats[row["subscription_id"]] = {
+                "attempts": int(row["attempts"]),
+                "succeeded": int(row["succeeded"] or 0),
+            }
+        for row in await self._rows(
+            "SELECT a.subscription_id, a.at, a.outcome, a.status_code FROM attempts a"
+            " JOIN (SELECT subscription_id, MAX(at) AS last_at FROM attempts"
+            " GROUP BY subscription_id) m"
+            " ON a.subscription_id = m.subscription_id AND a.at = m.last_at"
+            " ORDER BY a.attempt"
+        ):
+            stats.setdefault(row["subscription_id"], {"attempts": 0, "succeeded": 0})[
+                "last_attempt"
+            ] = {"at": row["at"], "outcome": row["outcome"], "status_code": row["status_code"]}
+        return stats
 
     async def run_events(self, run_id: str) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT doc FROM events WHERE run_id = ? ORDER BY off", (run_id,))

@@ -1,0 +1,41 @@
+"""What ``hookrun.subscriptions`` says about each subscription: a pure fold of its events.
+
+The notifier and the status service both follow the topic (a ``TopicTable``) into one of these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from hookrun.events.base import Event
+from hookrun.events.notifications import SubscriptionDisabled
+
+
+def subscription_id(trigger_id: str, url: str) -> str:
+    """The id of a config-file subscription: ``<trigger id>:<12 hex of sha256(url)>``, stable
+    while its URL is."""
+    return f"{trigger_id}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class SubscriptionStates:
+    """The state of every subscription the topic mentions, newest record per key."""
+
+    #: Subscription id -> the event that disabled it, while it is disabled.
+    disabled: dict[str, SubscriptionDisabled] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> None:
+        """Fold one event of the topic in (idempotent: the newest record of a key wins)."""
+        if isinstance(event, SubscriptionDisabled):
+            self.disabled[event.subscription_id] = event
+
+    def disabled_under(
+        self, subscription_id: str, config_version: str
+    ) -> SubscriptionDisabled | None:
+        """The event that disabled the subscription, if it still holds under ``config_version``:
+        one disabled under an older config version is enabled again by the new version."""
+        event = self.disabled.get(subscription_id)
+        if event is None or event.config_version not in (None, config_version):
+            return None
+        return event

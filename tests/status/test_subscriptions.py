@@ -1,0 +1,149 @@
+"""The admin API's subscriptions, with a real SQLite store and fake Kafka adapters."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hookrun.config import parse_config
+from hookrun.events import DeliveryAttempted, SubscriptionDisabled
+from hookrun.events.subscriptions import subscription_id
+from hookrun.gateway.adapters import FakeEventLog
+from hookrun.status.adapters import FakeLogEnds
+from hookrun.status.app import build
+from hookrun.status.config import Settings
+
+TOKEN = "admin-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+CONFIG = f"""
+project: {{id: p-1, slug: demo, name: Demo}}
+organization: {{id: o-1, slug: acme, title: Acme}}
+environment: {{id: e-1, slug: dev, type: DEVELOPMENT}}
+steps:
+  - {{name: noop, command: ["true"]}}
+triggers:
+  - id: t1
+    title: T1
+    actions: [{{action: run_execution, step: noop}}]
+    notifications:
+      - {{url: "https://a.example.com/hook", secret: "{WHSEC}"}}
+      - {{url: "https://b.example.com/hook", secret: "{WHSEC}"}}
+      - {{url: "https://c.example.com/hook", secret: "{WHSEC}", enabled: false}}
+"""
+A, B, C = (subscription_id("t1", f"https://{h}.example.com/hook") for h in "abc")
+
+
+@contextlib.asynccontextmanager
+async def _no_lifespan(app):
+    yield
+
+
+@pytest.fixture
+def app(store, feed):
+    config = parse_config(CONFIG, "test.yaml")
+    settings = Settings(hookrun_admin_token=TOKEN)
+    application = build(settings, config, store=store, event_log=FakeEventLog(), ends=FakeLogEnds())
+    application.state.deps.clock = NOW.timestamp
+    application.state.feed = feed
+    application.router.lifespan_context = _no_lifespan
+    return application
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+def attempt(sub: str, n: int, outcome: str, at: datetime, code: int | None) -> DeliveryAttempted:
+    return DeliveryAttempted(
+        run_id=f"run-{sub}-{n}",
+        message_id=f"msg-{n}",
+        subscription_id=sub,
+        url="https://a.example.com/hook",
+        attempt=1,
+        outcome=outcome,
+        status_code=code,
+        occurred_at=at,
+    )
+
+
+class TestListSubscriptions:
+    async def test_each_subscription_shows_its_state_success_rate_and_last_attempt(
+        self, client, app
+    ):
+        await app.state.feed(
+            [
+                # outside the 24 h window: counts for the last attempt only if it is the last
+                attempt(A, 1, "failed", NOW - timedelta(days=2), 500),
+                attempt(A, 2, "succeeded", NOW - timedelta(hours=3), 200),
+                attempt(A, 3, "succeeded", NOW - timedelta(hours=2), 204),
+                attempt(A, 4, "failed", NOW - timedelta(hours=1), 503),
+            ]
+        )
+        r = client.get("/api/v1/subscriptions", headers=AUTH)
+        assert r.status_code == 200
+        body = r.json()
+        assert [s["id"] for s in body["subscriptions"]] == [A, B, C]
+        a, b, c = body["subscriptions"]
+        assert a["trigger_id"] == "t1" and a["url"] == "https://a.example.com/hook"
+        assert (a["source"], a["state"], a["disabled"]) == ("config", "enabled", None)
+        assert a["recent"] == {
+            "window_s": 86400,
+            "attempts": 3,
+            "succeeded": 2,
+            "success_rate": 0.6667,
+        }
+        assert a["last_attempt"] == {
+            "at": "2026-12-05T11:00:00.000000Z",
+            "outcome": "failed",
+            "status_code": 503,
+        }
+        # never attempted: no rate rather than a made-up one
+        assert b["recent"]["success_rate"] is None and b["last_attempt"] is None
+        assert c["state"] == "disabled" and c["disabled"]["cause"] == "config"
+
+    async def test_a_wider_window_counts_older_attempts(self, client, app):
+        await app.state.feed(
+            [
+                attempt(A, 1, "failed", NOW - timedelta(days=2), 500),
+                attempt(A, 2, "succeeded", NOW - timedelta(hours=3), 200),
+            ]
+        )
+        body = client.get(
+            "/api/v1/subscriptions", params={"window_s": 3 * 86400}, headers=AUTH
+        ).json()
+        assert body["subscriptions"][0]["recent"]["attempts"] == 2
+        assert (
+            client.get("/api/v1/subscriptions", params={"window_s": 1}, headers=AUTH).status_code
+            == 422
+        )
+
+    def test_a_subscription_disabled_by_a_410_shows_why(self, client, app):
+        deps = app.state.deps
+        deps.subscriptions.apply(
+            SubscriptionDisabled(
+                subscription_id=B,
+                trigger_id="t1",
+                url="https://b.example.com/hook",
+                reason="410 Gone on attempt 1 of msg-1",
+                config_version=deps.config.config_version,
+                occurred_at=NOW,
+            )
+        )
+        b = client.get("/api/v1/subscriptions", headers=AUTH).json()["subscriptions"][1]
+        assert b["state"] == "disabled"
+        assert b["disabled"] == {
+            "cause": "gone",
+            "reason": "410 Gone on attempt 1 of msg-1",
+            "at": "2026-12-05T12:00:00.000000Z",
+        }
+
+    def test_without_the_admin_token_is_401(self, client):
+        assert client.get("/api/v1/subscriptions").status_code == 401
