@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from hookrun.config import parse_config
+from hookrun.config import ConfigError, parse_config
 from hookrun.events import TriggerLaunched, TriggerLogged
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.app import build
@@ -37,9 +37,9 @@ def log():
 def make_client(log):
     clients = []
 
-    def make(triggers: str, **deps):
+    def make(triggers: str, settings: Settings | None = None, **deps):
         app = build(
-            Settings(),
+            settings or Settings(),
             parse_config(HEAD + triggers, "test.yaml"),
             event_log=log,
             deliveries=FakeDeliveryIndex(),
@@ -100,3 +100,101 @@ class TestFilter:
         client.post("/api/v0/launch/pushes/", content=b"{}", headers={"X-Token": "tok"})
         metrics = client.get("/metrics").text
         assert 'hookrun_launches_total{outcome="filtered",reason="",trigger="pushes"}' in metrics
+
+
+LIMITED = """
+  - id: limited
+    title: Three launches per 30 s, two at once
+    conditions: [{type: static_secret, header: X-Token, secret: tok}]
+    rate_limit: {launches: 3, per_s: 30, burst: 2}
+    actions: [{action: run_execution, step: noop}]
+  - id: free
+    title: No limit
+    actions: [{action: run_execution, step: noop}]
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestRateLimit:
+    def launch(self, client, trigger="limited"):
+        return client.post(f"/api/v0/launch/{trigger}/", content=b"{}", headers={"X-Token": "tok"})
+
+    def test_a_flood_past_the_limit_is_sampled_like_other_rejections(self, make_client, log):
+        client = make_client(LIMITED, Settings(hookrun_rejection_log_limit=2), monotonic=Clock())
+        codes = [self.launch(client).status_code for _ in range(7)]
+        assert codes == [202, 202] + [429] * 5
+        assert [e.count for e in logged(log)] == [1, 1]
+        client.app.state.deps.trigger_log.flush()
+        summary = logged(log)[-1]
+        assert (summary.outcome, summary.count) == ("rate_limited", 3)
+        assert summary.reason.startswith("3 more rate_limited launches from testclient")
+
+    def test_a_burst_passes_then_429_with_the_seconds_until_a_token(self, make_client, log):
+        clock = Clock()
+        client = make_client(LIMITED, monotonic=clock)
+        assert [self.launch(client).status_code for _ in range(2)] == [202, 202]
+        refused = self.launch(client)
+        assert refused.status_code == 429
+        # one token per 10 s, none left: the next one is 10 s away
+        assert refused.headers["retry-after"] == "10"
+        assert refused.json() == {"error": "rate limit exceeded, retry later"}
+        assert len(launched(log)) == 2
+        [entry] = logged(log)
+        assert entry.outcome == "rate_limited"
+        assert entry.status_code == 429
+        assert "3 launches per 30 s (burst 2)" in entry.reason
+
+        clock.now += 7.5
+        assert self.launch(client).headers["retry-after"] == "3"  # rounded up from 2.5
+        clock.now += 2.5
+        assert self.launch(client).status_code == 202
+        assert len(launched(log)) == 3
+
+    def test_the_bucket_refills_to_the_burst_not_beyond(self, make_client, log):
+        clock = Clock()
+        client = make_client(LIMITED, monotonic=clock)
+        clock.now += 3600
+        codes = [self.launch(client).status_code for _ in range(3)]
+        assert codes == [202, 202, 429]
+
+    def test_a_failed_condition_takes_no_token(self, make_client, log):
+        client = make_client(LIMITED, monotonic=Clock())
+        for _ in range(5):
+            r = client.post("/api/v0/launch/limited/", content=b"{}", headers={"X-Token": "x"})
+            assert r.status_code == 400
+        assert self.launch(client).status_code == 202
+
+    def test_other_triggers_are_not_limited(self, make_client, log):
+        client = make_client(LIMITED, monotonic=Clock())
+        codes = [client.post("/api/v0/launch/free/", content=b"{}").status_code for _ in range(5)]
+        assert codes == [202] * 5
+
+    @pytest.mark.parametrize(
+        ("limit", "error"),
+        [
+            ("{launches: 0, per_s: 1}", "triggers[0].rate_limit.launches: input should be"),
+            ("{launches: 1, per_s: 0}", "triggers[0].rate_limit.per_s: input should be greater"),
+            ("{launches: 1, per_s: 1, burst: 0}", "triggers[0].rate_limit.burst: input should"),
+            ("{launches: 1}", "triggers[0].rate_limit.per_s: field required"),
+        ],
+    )
+    def test_a_bad_rate_limit_is_a_config_error_naming_the_field(self, limit, error):
+        text = (
+            HEAD
+            + f"""
+  - id: t
+    title: T
+    rate_limit: {limit}
+    actions: [{{action: run_execution, step: noop}}]
+"""
+        )
+        with pytest.raises(ConfigError) as exc:
+            parse_config(text, "test.yaml")
+        assert f"test.yaml: {error}" in str(exc.value)

@@ -99,3 +99,26 @@ async def test_a_filtered_launch_starts_nothing_and_is_logged_as_filtered(gatewa
     # the accepted launch is the only run of the trigger
     runs = await read_events(kafka_bootstrap, topics.RUNS, timeout_s=0)
     assert sum(trigger.encode() in r.value for r in runs) == 1
+
+
+async def test_past_the_rate_limit_429_with_retry_after_and_a_rate_limited_entry(
+    gateway, kafka_bootstrap
+):
+    trigger = unique("limited")
+    url = gateway(f"""
+  - id: {trigger}
+    title: One launch an hour, two at once
+    rate_limit: {{launches: 1, per_s: 3600, burst: 2}}
+    actions: [{{action: run_execution, step: noop}}]
+    response: {{json: {{run_id: "{{run_id}}"}}}}
+""")
+    launch = f"{url}/api/v0/launch/{trigger}/"
+    first, second, third = (httpx.post(launch, content=b"{}") for _ in range(3))
+    for accepted in (first, second):
+        assert accepted.status_code == 202
+        assert (await launched(kafka_bootstrap, accepted.json()["run_id"])).trigger_id == trigger
+    assert third.status_code == 429
+    assert 3590 <= int(third.headers["retry-after"]) <= 3600
+    [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
+    assert entry["outcome"] == "rate_limited"
+    assert entry["status_code"] == 429

@@ -16,12 +16,14 @@ from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
 from hookrun.gateway.metrics import LaunchCounter
+from hookrun.gateway.ratelimit import TokenBucket, retry_after
 from hookrun.gateway.sampling import DEFAULT_LIMIT, DEFAULT_WINDOW_S, TriggerLogSampler
 
 #: One answer for unknown, disabled and unauthenticated launches, so it reveals nothing.
 REJECTED_BODY = b'{"error":"launch rejected"}'
 #: The answer to an authenticated launch that the trigger's filter leaves out.
 FILTERED_BODY = b'{"ok":true,"filtered":true}'
+RATE_LIMITED_BODY = b'{"error":"rate limit exceeded, retry later"}'
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Deps:
     #: Deepest JSON body accepted (HOOKRUN_MAX_JSON_DEPTH); a deeper one is rejected.
     max_json_depth: int = MAX_JSON_DEPTH
     clock: Callable[[], float] = time.time
+    #: The rate limits' clock.
+    monotonic: Callable[[], float] = time.monotonic
     new_run_id: Callable[[], str] = new_id
     #: Refused launches logged one by one per source and window, past it counted
     #: (HOOKRUN_REJECTION_LOG_LIMIT, HOOKRUN_REJECTION_LOG_WINDOW_S).
@@ -56,6 +60,8 @@ class Deps:
     config_version: str = field(init=False)
     #: Launches counted for /metrics and logged (accepted at INFO, the others at DEBUG).
     launches: LaunchCounter = field(init=False)
+    #: The token bucket of each trigger that has a ``rate_limit``, by trigger id.
+    buckets: dict[str, TokenBucket] = field(init=False)
 
     #: Launches of a delivery id being appended now, by ``<trigger id>/<delivery id>``: the
     #: run id each one answered (None: 503), for the copies that arrive meanwhile.
@@ -71,6 +77,10 @@ class Deps:
         )
         self.config_version = self.config.config_version
         self.launches = LaunchCounter(self.triggers)
+        now = self.monotonic()
+        self.buckets = {
+            t.id: TokenBucket(t.rate_limit, now) for t in self.triggers.values() if t.rate_limit
+        }
 
 
 async def launch(
@@ -80,8 +90,9 @@ async def launch(
 
     202 only once TriggerLaunched is acknowledged by Kafka; 400 (the same body every time) for
     an unknown or disabled trigger or a failed condition; 200 ``filtered`` for an authenticated
-    launch that the trigger's filter leaves out; 503 with Retry-After when Kafka does
-    not acknowledge. A redelivery of an accepted delivery id gets the original run id back.
+    launch that the trigger's filter leaves out; 429 with Retry-After past the trigger's rate
+    limit; 503 with Retry-After when Kafka does not acknowledge. A redelivery of an accepted
+    delivery id gets the original run id back.
     """
     trigger = deps.triggers.get(trigger_id)
     if trigger is None:
@@ -99,6 +110,10 @@ async def launch(
         miss = filter_miss(trigger, request)
         if miss is not None:
             return _filtered(trigger, request, deps, miss)
+    if trigger.rate_limit is not None:
+        wait_s = deps.buckets[trigger.id].take(deps.monotonic())
+        if wait_s:
+            return _rate_limited(trigger, request, deps, wait_s)
 
     delivery = delivery_id(trigger, request)
     if delivery is not None:
@@ -193,6 +208,19 @@ def _filtered(trigger: Trigger, request: InboundRequest, deps: Deps, reason: str
     deps.trigger_log.offer(_logged(trigger.id, request, "filtered", reason, 200))
     deps.launches.refused(trigger.id, "filtered", reason, None)
     return Reply(200, FILTERED_BODY)
+
+
+def _rate_limited(trigger: Trigger, request: InboundRequest, deps: Deps, wait_s: float) -> Reply:
+    """429 with Retry-After (seconds until this instance's bucket has a token), no run."""
+    limit = trigger.rate_limit
+    assert limit is not None
+    reason = (
+        f"over the rate limit of {limit.launches} launches per {limit.per_s:g} s"
+        f" (burst {limit.capacity}) of this gateway instance"
+    )
+    deps.trigger_log.offer(_logged(trigger.id, request, "rate_limited", reason, 429))
+    deps.launches.refused(trigger.id, "rate_limited", reason, None)
+    return Reply(429, RATE_LIMITED_BODY, headers={"Retry-After": retry_after(wait_s)})
 
 
 def unavailable(deps: Deps, trigger_id: str) -> Reply:

@@ -146,11 +146,15 @@ launch_routes = APIRouter(route_class=LaunchRoute)
     status_code=202,
     summary="Launch a trigger",
     responses={
+        200: {
+            "description": 'The trigger\'s filter left the launch out: {"ok": true, "filtered": true}'
+        },
         202: {"description": "Accepted: the trigger's response with {run_id} filled in"},
         400: {
             "description": "Unknown or disabled trigger, or a condition failed (one body for all)"
         },
         413: {"description": "Body over HOOKRUN_MAX_BODY_BYTES"},
+        429: {"description": "Past the trigger's rate limit; retry after Retry-After seconds"},
         503: {"description": "Kafka did not acknowledge; retry after Retry-After seconds"},
     },
 )

@@ -148,6 +148,25 @@ class Dedupe(Frozen):
             self._path = parse_path(self.payload)
 
 
+class RateLimit(Frozen):
+    """A token bucket: ``launches`` per ``per_s`` seconds on average, ``burst`` at once."""
+
+    launches: int = Field(ge=1)
+    per_s: float = Field(gt=0)
+    #: How many launches may come at once after a quiet spell; default ``launches``.
+    burst: int | None = Field(default=None, ge=1)
+
+    @property
+    def capacity(self) -> int:
+        """The bucket's size: ``burst``, or ``launches`` when not given."""
+        return self.burst if self.burst is not None else self.launches
+
+    @property
+    def per_second(self) -> float:
+        """Tokens added per second."""
+        return self.launches / self.per_s
+
+
 _ALWAYS_REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
@@ -162,6 +181,8 @@ class Trigger(Frozen):
     notifications: tuple[Notification, ...] = ()
     # Where the provider puts its delivery id; presets fill it in when it is not given.
     dedupe: Dedupe | None = None
+    #: Per gateway instance: past it 429 with Retry-After, no run (``rate_limited``).
+    rate_limit: RateLimit | None = None
     #: Checked after the conditions: every rule must match, else no run (``filtered``).
     filter: Annotated[
         Annotated[tuple[FilterRule, ...], Field(min_length=1)] | None,
