@@ -8,17 +8,24 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shutil
 import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 
 from hookrun.config.loader import parse_config
 from hookrun.dev.helm import helm_binary
+from hookrun.dev.kafka_net import free_port
+from hookrun.dev.procs import ServiceProcess
+from hookrun.dev.pytest_kafka import new_namespace
 from tests.dev.test_compose import ROOT, SERVICES, SHARED, read_by
 
 CHART = ROOT / "deploy/helm/hookrun"
@@ -393,3 +400,162 @@ class TestBadValues:
         result = run_helm(helm, "template", "hookrun", str(CHART), *args)
         assert result.returncode != 0
         assert message in result.stderr
+
+
+#: A config whose one trigger runs a step that writes a temporary file and its output.
+RUN_CONFIG = """
+project: {id: p-ro, slug: ro, name: Read-only}
+organization: {id: o-ro, slug: ro, title: Read-only}
+environment: {id: e-ro, slug: ro, type: PRODUCTION}
+steps:
+  - name: Write
+    command: ["python3", "-c", "import json, os, tempfile; tempfile.TemporaryFile().close(); json.dump({'uid': os.getuid()}, open(os.environ['HOOKRUN_OUTPUT'], 'w'))"]
+    timeout_s: 60
+triggers:
+  - id: ro
+    title: Read-only root
+    conditions:
+      - {type: static_secret, header: X-Token, secret: "${env:HOOKRUN_RO_TOKEN}"}
+    actions:
+      - {action: run_execution, step: Write}
+    response:
+      json: {run_id: "{run_id}"}
+"""
+#: The image's user (Dockerfile) and the chart's runAsUser.
+POD_UID = 10001
+
+
+def read_only_root(writable: dict[str, Path], read_only: dict[str, Path]) -> list[str]:
+    """bwrap options for this machine's root made read-only, as a pod's readOnlyRootFilesystem,
+    with only its volumes mounted: ``writable`` and ``read_only`` map a path in the pod to the
+    host folder that stands for the volume."""
+    targets = [*writable, *read_only]
+    args = ["--tmpfs", "/"]
+
+    def mirror(folder: Path) -> None:
+        # Bind each entry of the root as it is, but build the folders a volume lies in on the
+        # tmpfs (a mount point cannot be made inside a read-only bind).
+        for entry in sorted(folder.iterdir()):
+            path = str(entry)
+            if path in ("/proc", "/dev", "/sys") or path in targets:
+                continue
+            if entry.is_symlink():
+                args.extend(["--symlink", os.readlink(entry), path])
+            elif entry.is_dir() and any(t.startswith(path + "/") for t in targets):
+                args.extend(["--dir", path])
+                mirror(entry)
+            elif entry.is_dir() or entry.is_file():
+                args.extend(["--ro-bind", path, path])
+
+    mirror(Path("/"))
+    args += ["--dev", "/dev", "--unshare-pid", "--proc", "/proc", "--die-with-parent"]
+    for path, host in writable.items():
+        args.extend(["--bind", str(host), path])
+    for path, host in read_only.items():
+        args.extend(["--ro-bind", str(host), path])
+    return [*args, "--remount-ro", "/"]
+
+
+@pytest.fixture
+def bwrap() -> str:
+    found = shutil.which("bwrap")
+    if found is None:
+        reason = "bwrap is not on PATH: `make setup` installs Debian's bubblewrap"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+class TestPods:
+    def test_the_services_run_a_launch_on_a_read_only_root_with_the_charts_volumes(
+        self, helm, bwrap, kafka_bootstrap, tmp_path
+    ):
+        (tmp_path / "hookrun.yaml").write_text(RUN_CONFIG)
+        token = "ro-token-5b1e"
+        docs = render(
+            helm,
+            *("--set-file", f"config={tmp_path / 'hookrun.yaml'}"),
+            *("--set", f"secrets.env.HOOKRUN_RO_TOKEN={token}"),
+        )
+        namespace = new_namespace("helm")
+        ports = {service: free_port() for service in SERVICES}
+        started: list[ServiceProcess] = []
+        try:
+            for service in ("status", "runner", "notifier", "gateway"):
+                workload = deployments(docs)[service]
+                env = pod_env(docs, workload)
+                port_setting = LISTENS[service][0].upper()
+                env |= {
+                    "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                    "HOOKRUN_NAMESPACE": namespace,
+                    # Pods have a network namespace each: here they share 127.0.0.1.
+                    port_setting: str(ports[service]),
+                    LISTENS[service][1].upper(): "127.0.0.1",
+                    "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+                    "HOME": "/home/hookrun",
+                }
+                if service == "gateway":
+                    env["HOOKRUN_STATUS_URL"] = f"http://127.0.0.1:{ports['status']}"
+                writable, read_only = self.volumes(docs, workload, tmp_path / service)
+                wrapper = [
+                    bwrap,
+                    *read_only_root(writable, read_only),
+                    *("--unshare-user", "--uid", str(POD_UID), "--gid", str(POD_UID)),
+                    "--clearenv",
+                    *[arg for name, value in env.items() for arg in ("--setenv", name, value)],
+                    "--",
+                ]
+                proc = ServiceProcess(
+                    service,
+                    f"hookrun.{service}",
+                    {},
+                    tmp_path / "logs",
+                    health_url=f"http://127.0.0.1:{ports[service]}/readyz",
+                    wrapper=wrapper,
+                )
+                started.append(proc.start(wait_s=0))
+            for proc in started:
+                proc.wait_healthy(90, ready_key=None)
+
+            gateway = f"http://127.0.0.1:{ports['gateway']}/api/v0/launch/ro"
+            launched = httpx.post(f"{gateway}/", json={}, headers={"X-Token": token}, timeout=10)
+            assert launched.status_code == 202, launched.text
+            run_id = launched.json()["run_id"]
+            deadline = time.monotonic() + 60
+            info: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                info = httpx.get(
+                    f"{gateway}/run/", params={"run_id": run_id}, headers={"X-Token": token}
+                ).json()
+                if info["status"] != "pending":
+                    break
+                time.sleep(0.2)
+            logs = "\n".join(p.tail() for p in started)
+            assert info["status"] == "completed", logs
+            # Nothing was written to the read-only root: no service logged a refused write.
+            assert "Read-only file system" not in logs
+        finally:
+            for proc in started:
+                proc.stop()
+
+    @staticmethod
+    def volumes(
+        docs: list[dict[str, Any]], workload: dict[str, Any], host: Path
+    ) -> tuple[dict[str, Path], dict[str, Path]]:
+        """Host folders standing for the pod's volumes: emptyDirs (writable) and the config."""
+        (config,) = of_kind(docs, "ConfigMap")
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        writable, read_only = {}, {}
+        for mount in container(workload)["volumeMounts"]:
+            folder = host / mount["name"]
+            folder.mkdir(parents=True)
+            volume = volumes[mount["name"]]
+            if "configMap" in volume:
+                for key, text in config["data"].items():
+                    (folder / key).write_text(text)
+                read_only[mount["mountPath"]] = folder
+            else:
+                assert "emptyDir" in volume, mount["name"]
+                writable[mount["mountPath"]] = folder
+        return writable, read_only

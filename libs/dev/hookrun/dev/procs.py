@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -42,12 +42,15 @@ class ServiceProcess:
         log_dir: Path,
         *,
         health_url: str | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
+        """``wrapper``: argv put before ``python -m <module>`` (a sandbox, say)."""
         self.name = name
         self.module = module
         self.env = dict(env)
         self.log_path = Path(log_dir) / f"{name}.log"
         self.health_url = health_url
+        self.wrapper = list(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,7 +64,7 @@ class ServiceProcess:
         log = self.log_path.open("ab")
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
+            [*self.wrapper, sys.executable, "-m", self.module],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
