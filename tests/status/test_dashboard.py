@@ -177,8 +177,8 @@ class TestPages:
         assert triggers.status_code == 200 and 'data-trigger-id="gh"' in triggers.text
         log = client.get("/ui/triggers/tok")
         assert log.status_code == 200
-        subs = client.get("/ui/subscriptions")
-        assert subs.status_code == 200 and "data-subscription-id" in subs.text
+        subs = client.get("/ui/subscriptions")  # this config has none (tests/e2e shows rows)
+        assert subs.status_code == 200 and "No subscriptions" in subs.text
 
 
 def test_a_dag_is_laid_out_in_columns_by_dependency():

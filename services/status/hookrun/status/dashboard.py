@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader
 
 from hookrun.events import LaunchRequest, RunStatus
-from hookrun.status import dag, handlers, routes
+from hookrun.status import dag, handlers, routes, subscriptions
 from hookrun.status.handlers import ApiError
 from hookrun.status.projection import ts
 from hookrun.status.store import INFO_STATUSES
@@ -49,8 +49,6 @@ SECURITY_HEADERS = {
 }
 #: Longest text of one event's data shown in the timeline.
 EVENT_TEXT_LIMIT = 4000
-#: Deliveries the subscriptions page derives each subscription's recent success rate from.
-RECENT_DELIVERIES = 1000
 
 ui = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -406,33 +404,12 @@ async def trigger_page(request: Request, trigger_id: str, cursor: str | None = N
 
 @ui.get("/subscriptions")
 async def subscriptions_page(request: Request) -> Response:
-    """Each subscription's state, recent success rate and last attempt, from its deliveries."""
+    """Each subscription's state, recent success rate and last attempt, as the admin API has them."""
     session = _session(request)
     if session is None:
         return _to("/ui/login")
-    deps = _deps(request)
-    subs: dict[str, dict[str, Any]] = {}
-    for d in await deps.store.recent_deliveries(RECENT_DELIVERIES):  # newest first
-        sub = subs.get(d["subscription_id"])
-        if sub is None:
-            sub = subs[d["subscription_id"]] = {
-                "id": d["subscription_id"],
-                "url": d["url"],
-                "state": d["state"],
-                "last_attempt_at": d["last_attempt_at"],
-                "last_status_code": d["last_status_code"],
-                "last_error": d["last_error"],
-                "last_run_id": d["run_id"],
-                "deliveries": 0,
-                "succeeded": 0,
-            }
-        sub["deliveries"] += 1
-        sub["succeeded"] += d["state"] == "succeeded"
-    for sub in subs.values():
-        sub["rate"] = round(100 * sub["succeeded"] / sub["deliveries"])
-    rows = sorted(subs.values(), key=lambda s: s["url"] or "")
-    context = {"subscriptions": rows, "window": RECENT_DELIVERIES}
-    return _page(request, "subscriptions.html", context, session=session)
+    listed = await subscriptions.list_subscriptions(_deps(request))
+    return _page(request, "subscriptions.html", listed, session=session)
 
 
 @ui.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PATCH", "DELETE"])

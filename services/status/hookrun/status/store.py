@@ -508,15 +508,6 @@ class SqlStore:
             (since,),
         )
 
-    async def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
-        """The latest ``limit`` deliveries by their last attempt, newest first."""
-        return await self._rows(
-            "SELECT run_id, subscription_id, url, state, attempts, last_status_code,"
-            " last_attempt_at, last_error FROM deliveries WHERE last_attempt_at IS NOT NULL"
-            " ORDER BY last_attempt_at DESC LIMIT ?",
-            (limit,),
-        )
-
 
 def _run(r: dict[str, Any]) -> dict[str, Any]:
     return {
