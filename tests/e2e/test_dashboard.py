@@ -116,8 +116,17 @@ def shot(chrome: WebDriver, name: str) -> None:
         chrome.set_window_size(1280, 900)
 
 
-def status_of(chrome: WebDriver) -> str:
-    return chrome.find_element(By.CSS_SELECTOR, "#run-status .badge").text
+def text_of(chrome: WebDriver, css: str) -> str | None:
+    """The text of the first element ``css`` selects, read at once: the run page swaps its live
+    part when the run changes, so an element found a moment earlier may be gone."""
+    return chrome.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : null",
+        css,
+    )
+
+
+def status_of(chrome: WebDriver) -> str | None:
+    return text_of(chrome, "#run-status .badge")
 
 
 def signed_in(browser: WebDriver, system: System) -> WebDriver:
@@ -154,21 +163,23 @@ def test_a_launched_run_appears_and_finishes_without_a_reload(
     until(chrome, found("#live-state.connected"), "the live feed to connect")
     chrome.execute_script("window.sameDocument = true")
     run_id = run_id_of(system.launch("gh-ok", {"n": 7, "note": "<script>alert(1)</script>"}))
-    row = until(chrome, found(f'tr[data-run-id="{run_id}"]'), f"run {run_id} in the list")
-    assert "gh-ok" in row.text
+    row = f'tr[data-run-id="{run_id}"]'
+    until(chrome, found(row), f"run {run_id} in the list")
+    assert "gh-ok" in (text_of(chrome, row) or "")
     until(
         chrome,
-        lambda c: "SUCCESS" in c.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"]').text,
+        lambda c: "SUCCESS" in (text_of(c, row) or ""),
         "the run to turn SUCCESS in the list",
         60,
     )
     assert chrome.execute_script("return window.sameDocument") is True  # never reloaded
 
     # open it: its execution, exit code, and the payload shown as text, never run
-    chrome.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] a').click()
+    # the row is replaced whenever the run changes: find and click it in one try
+    until(chrome, lambda c: c.find_element(By.CSS_SELECTOR, f"{row} a").click() or True, "click")
     until(chrome, found("#run-id"), "the run page")
     assert chrome.find_element(By.ID, "run-id").text == run_id
-    assert chrome.find_element(By.CSS_SELECTOR, ".exit-code").text == "0"
+    until(chrome, lambda c: text_of(c, ".exit-code") == "0", "the exit code 0")
     editor = chrome.find_element(By.ID, "replay-payload")
     assert json.loads(editor.get_attribute("value")) == {
         "n": 7,
@@ -179,7 +190,7 @@ def test_a_launched_run_appears_and_finishes_without_a_reload(
     # redeliver: the receiver gets the run's notification a second time
     until(chrome, lambda c: len(system.notifications(run_id)) == 1, "the first notification", 60)
     chrome.find_element(By.ID, "redeliver").click()
-    until(chrome, lambda c: "Redelivery requested" in c.find_element(By.ID, "flash").text, "ok")
+    until(chrome, lambda c: "Redelivery requested" in (text_of(c, "#flash") or ""), "ok")
     wait_for(lambda: len(system.notifications(run_id)) >= 2, 60, "the redelivered notification")
 
 
@@ -190,7 +201,7 @@ def test_a_running_run_is_canceled_from_its_page(browser: WebDriver, system: Sys
     until(chrome, found("#live"), "the run page")
     until(chrome, found(".execution .s-running"), "the execution to be running (live)", 60)
     chrome.find_element(By.ID, "cancel").click()
-    until(chrome, lambda c: "Cancel requested" in c.find_element(By.ID, "flash").text, "ok")
+    until(chrome, lambda c: "Cancel requested" in (text_of(c, "#flash") or ""), "ok")
     until(chrome, lambda c: status_of(c) == "CANCELED", "the run to show CANCELED (live)", 60)
 
 
@@ -201,10 +212,10 @@ def test_a_pipeline_is_drawn_as_its_dag_with_each_nodes_state(
     run_id = run_id_of(system.launch("token-pipe", {"token": "t-1"}))
     chrome.get(f"{system.base}/ui/runs/{run_id}")
     until(chrome, lambda c: status_of(c) == "SUCCESS", "the pipeline run to succeed", 60)
-    states = {
-        node.get_attribute("data-node"): node.get_attribute("data-state")
-        for node in chrome.find_elements(By.CSS_SELECTOR, "svg.dag g.node")
-    }
+    states = chrome.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('svg.dag g.node'),"
+        " (n) => [n.dataset.node, n.dataset.state]))"
+    )
     assert states == {"produce": "SUCCESS", "consume": "SUCCESS"}
     shot(chrome, "run-pipeline")
 
