@@ -29,7 +29,7 @@ def test_dumps_and_repr_of_a_loaded_config_hold_no_secret(parse: Parse, data: di
             assert secret not in output
     # The values are still there for the code that needs them.
     assert config.triggers[0].conditions[0].secret.get_secret_value() == GH_SECRET
-    assert config.triggers[0].notifications[0].signing_keys[1] == b"rotated-secret"
+    assert config.triggers[0].notifications[0].signing_keys.hmac[1] == b"rotated-secret"
 
 
 @pytest.mark.parametrize(

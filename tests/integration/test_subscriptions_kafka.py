@@ -18,7 +18,7 @@ from tests.integration.notifier_support import (
     trigger,
     wait_for,
 )
-from tests.notifier.conftest import make_run_finished
+from tests.notifier.conftest import make_run_finished, make_whsk, verify_v1a
 
 pytestmark = pytest.mark.kafka
 
@@ -26,9 +26,14 @@ TOKEN = "admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+WHSK, WHPK = make_whsk()
+
+
 def respond(request, count):
     if request.path == "/gone":
         return Answer(410, body=b"gone")
+    if request.path == "/v1a":
+        return Answer(200) if verify_v1a(WHPK, request.body, request.headers) else Answer(401)
     return Answer(200) if request.verified else Answer(401)
 
 
@@ -42,13 +47,22 @@ def system(kafka_bootstrap, tmp_path_factory):
         + "triggers:\n"
         + trigger("gone", url("/gone"))
         + trigger("ok", url("/ok"))
+        + trigger("signed", url("/v1a"), secrets=f'"{WHSK}"')
+        + trigger("filtered", url("/every"))
+        + f'      - {{url: "{url("/failures")}", secret: "{WHSEC}", statuses: [FAILURE, TIMED_OUT],'
+        + ' headers: {X-Env: "${env:HOOK_ENV}"}}\n'
         + "notifier: {allow_private_targets: true, timeout_s: 1.0, jitter: 0.0}\n"
     )
     tmp = tmp_path_factory.mktemp("subscriptions")
     notifier = start_notifier(
-        tmp, kafka_bootstrap, ns, config, HOOKRUN_NOTIFIER_RETRY_SCHEDULE_S="0,0.5"
+        tmp,
+        kafka_bootstrap,
+        ns,
+        config,
+        HOOKRUN_NOTIFIER_RETRY_SCHEDULE_S="0,0.5",
+        HOOK_ENV="prod",
     )
-    status, base = start_status(tmp, kafka_bootstrap, ns, config, TOKEN)
+    status, base = start_status(tmp, kafka_bootstrap, ns, config, TOKEN, HOOK_ENV="prod")
     yield kafka_bootstrap, ns, receiver, base
     status.stop()
     notifier.stop()
@@ -89,3 +103,32 @@ async def test_the_list_shows_a_410_disabled_subscription_and_each_ones_last_att
     assert listed[ok]["state"] == "enabled"
     assert listed[ok]["recent"]["success_rate"] == 1.0
     assert listed[ok]["last_attempt"]["outcome"] == "succeeded"
+
+
+async def test_a_filtered_subscription_gets_only_its_statuses_with_its_headers(system):
+    bootstrap, ns, receiver, _ = system
+    runs = [
+        make_run_finished(run_id="r-filter-ok", trigger_id="filtered"),
+        make_run_finished(ok=False, run_id="r-filter-failed", trigger_id="filtered"),
+        make_run_finished(
+            ok=False, run_id="r-filter-timeout", trigger_id="filtered", status="TIMED_OUT"
+        ),
+    ]
+    await publish(bootstrap, ns, runs)
+    wait_for(lambda: len(receiver.on("/every")) == 3, what="every run at the unfiltered one")
+    wait_for(lambda: len(receiver.on("/failures")) == 2, what="the failures at the filtered one")
+    failures = receiver.on("/failures")
+    assert sorted(r.json()["id"] for r in failures) == ["r-filter-failed", "r-filter-timeout"]
+    # the header's value came from the notifier's environment, beside a valid signature
+    assert all(r.headers["x-env"] == "prod" and r.verified for r in failures)
+    assert all("x-env" not in r.headers for r in receiver.on("/every"))
+
+
+async def test_a_whsk_subscription_signs_v1a_that_its_whpk_key_verifies(system):
+    bootstrap, ns, receiver, _ = system
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-v1a", trigger_id="signed")])
+    wait_for(lambda: receiver.on("/v1a"), what="the v1a delivery")
+    [request] = receiver.on("/v1a")
+    assert request.headers["webhook-signature"].startswith("v1a,")
+    assert verify_v1a(WHPK, request.body, request.headers)
+    assert not request.verified  # no whsec_ secret: no v1 signature at all

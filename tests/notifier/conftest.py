@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hookrun.config import parse_config
 from hookrun.events.runs import RunFinished
@@ -100,3 +104,34 @@ async def live_notifier(deps, publisher, concurrency: int = 4, broker=None, **op
         while not notifier.ready:
             await notifier.loop.step()
     return notifier, TopicPartition(notifier.topic, 0), broker
+
+
+def make_whsk() -> tuple[str, str]:
+    """A fresh ``whsk_`` secret key and its ``whpk_`` public key."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    return (
+        "whsk_" + base64.b64encode(key.private_bytes_raw()).decode(),
+        "whpk_" + base64.b64encode(public).decode(),
+    )
+
+
+def verify_v1a(whpk: str, body: bytes, headers: dict[str, str], tolerance_s: int = 300) -> bool:
+    """Verify as the Standard Webhooks specification describes it: the signed content is
+    ``{webhook-id}.{webhook-timestamp}.{body}``, the header a space-separated list of
+    ``<version>,<base64 signature>``, any ``v1a`` entry that the public key verifies passes,
+    and the timestamp must be within the tolerance."""
+    if abs(int(headers["webhook-timestamp"]) - time.time()) > tolerance_s:
+        return False
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(whpk.removeprefix("whpk_")))
+    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    for entry in headers["webhook-signature"].split(" "):
+        version, _, sig = entry.partition(",")
+        if version != "v1a":
+            continue
+        try:
+            public.verify(base64.b64decode(sig), content)
+        except InvalidSignature:
+            continue
+        return True
+    return False

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hookrun.config import parse_config
 from hookrun.events.memory import MemoryBroker
 from hookrun.events.notifications import (
     DeliveryAttempted,
@@ -259,3 +260,61 @@ async def test_an_unexpected_error_retries_the_delivery_later_not_at_once(config
             worker.cancel()
     assert len(calls) == 1
     assert delivery.next_at >= time.time() + 4
+
+
+FILTERED = """
+project: {id: p-1, slug: demo, name: Demo}
+organization: {id: o-1, slug: acme, title: Acme}
+environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+steps:
+  - {name: extract, command: ["true"]}
+triggers:
+  - id: t1
+    title: T1
+    actions: [{action: run_execution, step: extract}]
+    notifications:
+      - {url: "http://hooks.example.com/all", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+      - url: "http://hooks.example.com/failures"
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        statuses: [FAILURE, TIMED_OUT]
+        headers: {X-Env: prod}
+"""
+
+
+class TestStatusesAndHeaders:
+    async def test_only_runs_with_a_listed_status_are_delivered_to_a_filtered_subscription(self):
+        config = parse_config(FILTERED, "filtered.yaml")
+        deps = deps_for(config)
+        book = Book()
+        await apply(
+            [
+                make_run_finished(run_id="ok"),
+                make_run_finished(ok=False, run_id="failed"),
+                make_run_finished(ok=False, run_id="canceled", status="CANCELED"),
+            ],
+            book,
+            deps,
+        )
+        urls = sorted((d.run_id, d.subscription.url.rsplit("/", 1)[1]) for d in book.pending())
+        assert urls == [
+            ("canceled", "all"),
+            ("failed", "all"),
+            ("failed", "failures"),
+            ("ok", "all"),
+        ]
+
+    async def test_the_extra_headers_are_sent_beside_the_signature(self):
+        sent = []
+
+        def respond(url, body, headers):
+            sent.append(headers)
+            return SendResult(200, 3, "")
+
+        deps = deps_for(parse_config(FILTERED, "filtered.yaml"), respond)
+        book = Book()
+        await apply([make_run_finished(ok=False, run_id="failed")], book, deps)
+        for delivery in book.pending():
+            await attempt_delivery(delivery, deps)
+        extra = [h.get("X-Env") for h in sent]
+        assert sorted(extra, key=str) == [None, "prod"]
+        assert all(h["webhook-signature"].startswith("v1,") for h in sent)

@@ -11,13 +11,15 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from hookrun.config.model.base import signing_keys
 from hookrun.events.notification_schema import RUN_NOTIFICATION_SCHEMA
 from hookrun.notifier.payload import build_notification, notification_body
 from hookrun.notifier.signing import message_id, signed_headers
-from tests.notifier.conftest import WHSEC_A, WHSEC_B, make_run_finished
+from tests.notifier.conftest import WHSEC_A, WHSEC_B, make_run_finished, make_whsk, verify_v1a
 
 SCHEMAS = Path(__file__).parents[2] / "libs/events/schemas/run-notification"
 
@@ -192,13 +194,13 @@ class TestSigning:
     def test_the_official_library_verifies_the_signature(self, config):
         body = notification_body(make_run_finished(), config)
         msg = message_id("run-1", "t1:abc")
-        headers = signed_headers(msg, int(time.time()), body, [_key(WHSEC_A)], WHSEC_A)
+        headers = signed_headers(msg, int(time.time()), body, signing_keys([WHSEC_A]))
         assert Webhook(WHSEC_A).verify(body, headers) == orjson.loads(body)
         assert headers["webhook-id"] == msg
 
     def test_a_wrong_secret_or_a_changed_body_does_not_verify(self, config):
         body = notification_body(make_run_finished(), config)
-        headers = signed_headers("msg_1", int(time.time()), body, [_key(WHSEC_A)], WHSEC_A)
+        headers = signed_headers("msg_1", int(time.time()), body, signing_keys([WHSEC_A]))
         with pytest.raises(WebhookVerificationError):
             Webhook(WHSEC_B).verify(body, headers)
         with pytest.raises(WebhookVerificationError):
@@ -206,8 +208,8 @@ class TestSigning:
 
     def test_during_a_rotation_both_secrets_sign_and_each_verifies(self, config):
         body = notification_body(make_run_finished(), config)
-        keys = [_key(WHSEC_B), _key(WHSEC_A)]
-        headers = signed_headers("msg_1", int(time.time()), body, keys, WHSEC_B)
+        keys = signing_keys([WHSEC_B, WHSEC_A])
+        headers = signed_headers("msg_1", int(time.time()), body, keys)
         signatures = headers["webhook-signature"].split(" ")
         assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
         Webhook(WHSEC_A).verify(body, headers)
@@ -218,7 +220,7 @@ class TestSigning:
 
     def test_x_trigger_signature_is_the_hex_hmac_of_the_body(self):
         body = b'{"id":"run-1"}'
-        headers = signed_headers("msg_1", 1, body, [_key(WHSEC_A)], WHSEC_A)
+        headers = signed_headers("msg_1", 1, body, signing_keys([WHSEC_A]))
         expected = hmac.new(WHSEC_A.encode(), body, hashlib.sha256).hexdigest()
         assert headers["x-trigger-signature-256"] == expected
 
@@ -228,5 +230,47 @@ class TestSigning:
         assert message_id("run-1", "t1:a").startswith("msg_run-1_")
 
 
-def _key(whsec: str) -> bytes:
-    return base64.b64decode(whsec.removeprefix("whsec_"))
+class TestAsymmetricSigning:
+    """Standard Webhooks' ``v1a``: ed25519 over ``id.timestamp.body`` with a ``whsk_`` key."""
+
+    def test_a_whsk_key_signs_v1a_and_its_whpk_key_verifies_it(self, config):
+        whsk, whpk = make_whsk()
+        body = notification_body(make_run_finished(), config)
+        headers = signed_headers("msg_1", int(time.time()), body, signing_keys([whsk]))
+        [sig] = headers["webhook-signature"].split(" ")
+        assert sig.startswith("v1a,")
+        assert verify_v1a(whpk, body, headers)
+        # Trigger.dev's header is an HMAC: without a whsec_ secret it is not sent
+        assert "x-trigger-signature-256" not in headers
+
+    def test_another_key_or_a_changed_body_does_not_verify(self, config):
+        whsk, _ = make_whsk()
+        _, other = make_whsk()
+        body = notification_body(make_run_finished(), config)
+        headers = signed_headers("msg_1", int(time.time()), body, signing_keys([whsk]))
+        assert not verify_v1a(other, body, headers)
+        assert not verify_v1a(make_whsk()[1], body + b" ", headers)
+
+    def test_v1_and_v1a_sign_side_by_side_and_each_receiver_verifies(self, config):
+        whsk, whpk = make_whsk()
+        body = notification_body(make_run_finished(), config)
+        headers = signed_headers("msg_1", int(time.time()), body, signing_keys([WHSEC_A, whsk]))
+        assert [s.split(",")[0] for s in headers["webhook-signature"].split(" ")] == ["v1", "v1a"]
+        Webhook(WHSEC_A).verify(body, headers)
+        assert verify_v1a(whpk, body, headers)
+
+    def test_a_64_byte_libsodium_style_key_signs_as_its_seed(self, config):
+        key = Ed25519PrivateKey.generate()
+        seed, public = key.private_bytes_raw(), key.public_key().public_bytes_raw()
+        whsk = "whsk_" + base64.b64encode(seed + public).decode()
+        whpk = "whpk_" + base64.b64encode(public).decode()
+        body = b'{"id":"run-1"}'
+        assert verify_v1a(
+            whpk, body, signed_headers("m", int(time.time()), body, signing_keys([whsk]))
+        )
+
+    def test_a_whsk_key_whose_halves_differ_is_refused(self):
+        seed = Ed25519PrivateKey.generate().private_bytes_raw()
+        other = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        with pytest.raises(ValueError, match="public half"):
+            signing_keys(["whsk_" + base64.b64encode(seed + other).decode()])

@@ -1,13 +1,13 @@
 """The notifier's HTTP/1.1 client against raw asyncio servers: framing, keep-alive, failures."""
 
 import asyncio
-import base64
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 from standardwebhooks import Webhook
 
+from hookrun.config.model.base import signing_keys
 from hookrun.notifier import pool
 from hookrun.notifier.adapters import HttpSender
 from hookrun.notifier.pool import ProtocolError, Target, request_bytes
@@ -107,8 +107,7 @@ class TestRequests:
     async def test_the_signature_of_a_request_sent_verifies_with_the_official_library(self, sender):
         async with RawServer(ok()) as server:
             body = b'{"id":"run-1"}'
-            key = base64.b64decode(WHSEC_A.removeprefix("whsec_"))
-            headers = signed_headers("msg_1", int(time.time()), body, [key], WHSEC_A)
+            headers = signed_headers("msg_1", int(time.time()), body, signing_keys([WHSEC_A]))
             result = await send(sender, server.url, body, headers)
         assert result.status_code == 200
         head, _, sent = server.requests[0].partition(b"\r\n\r\n")

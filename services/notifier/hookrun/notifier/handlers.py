@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hookrun.config import HookrunConfig
+from hookrun.config.model.base import SigningKeys
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.maps import EventMap
@@ -57,9 +58,16 @@ class Subscription:
     id: str
     trigger_id: str
     url: str
-    keys: tuple[bytes, ...]
-    first_secret: str
+    keys: SigningKeys
     enabled: bool
+    #: Run statuses delivered; None: all.
+    statuses: frozenset[str] | None = None
+    #: Extra headers of every delivery (checked: none a signature or hop-by-hop one).
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def wants(self, run: RunFinished) -> bool:
+        """Whether a run that ended so is delivered to this subscription."""
+        return self.statuses is None or run.status.value in self.statuses
 
 
 def subscriptions_of(config: HookrunConfig, trigger_id: str) -> list[Subscription]:
@@ -73,8 +81,9 @@ def subscriptions_of(config: HookrunConfig, trigger_id: str) -> list[Subscriptio
             trigger_id,
             n.url,
             n.signing_keys,
-            n.secret[0].get_secret_value(),
             n.enabled,
+            None if n.statuses is None else frozenset(n.statuses),
+            tuple(n.headers.items()),
         )
         for n in trigger.notifications
     ]
@@ -270,7 +279,11 @@ async def plan_deliveries(event: Event, offset: int, book: Book, deps: Deps) -> 
     book.remember(event, offset)
     at = event.occurred_at.timestamp()
     for sub in deps.subscriptions(event.trigger_id):
-        if deps.is_disabled(sub) or (event.run_id, sub.id) in book.deliveries:
+        if (
+            not sub.wants(event)
+            or deps.is_disabled(sub)
+            or (event.run_id, sub.id) in book.deliveries
+        ):
             continue
         book.touched.append(_deliver_to(book, event.run_id, event, offset, sub, at))
     book.settle(event.run_id)  # nothing to deliver
@@ -319,6 +332,8 @@ async def plan_redelivery(event: Event, offset: int, book: Book, deps: Deps) -> 
     for sub in deps.subscriptions(trigger_id):
         if event.subscription_id not in (None, sub.id) or deps.is_disabled(sub):
             continue
+        if event.subscription_id is None and not _wanted(sub, run, record):
+            continue
         made = record.attempts.get(sub.id, 0) if record is not None else 0
         delivery = _deliver_to(book, event.run_id, run, run_offset, sub, at, made)
         if delivery.done or delivery.attempts:
@@ -329,6 +344,14 @@ async def plan_redelivery(event: Event, offset: int, book: Book, deps: Deps) -> 
         book.touched.append(delivery)
     book.settle(event.run_id)  # nothing to redeliver
     return []
+
+
+def _wanted(sub: Subscription, run: RunFinished | None, record: Delivered | None) -> bool:
+    """Whether a redelivery of every subscription includes ``sub``: its statuses filter let the
+    run through (a run kept only as Delivered: the subscription was attempted)."""
+    if run is not None:
+        return sub.wants(run)
+    return sub.statuses is None or (record is not None and sub.id in record.attempts)
 
 
 async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
@@ -361,7 +384,7 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
         return _exhausted(
             delivery, DeliveryAttempted(**base, outcome="failed", error=reason), reason
         )
-    headers = signed_headers(delivery.message_id, int(deps.now()), body, sub.keys, sub.first_secret)
+    headers = signed_headers(delivery.message_id, int(deps.now()), body, sub.keys, sub.headers)
     result = await deps.sender.send(sub.id, sub.url, body, headers)
     fields = {
         **base,

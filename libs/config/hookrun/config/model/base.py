@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 #: A parameter name or an environment variable name.
@@ -76,3 +79,103 @@ def decode_whsec(secret: str) -> bytes:
     if not key:
         raise ValueError("must be 'whsec_' followed by a non-empty base64 key")
     return key
+
+
+def decode_whsk(secret: str) -> Ed25519PrivateKey:
+    """The ed25519 key of a `whsk_<base64>` secret key (Standard Webhooks' asymmetric `v1a`):
+    the 32-byte seed, or the seed and public key (64 bytes, as libsodium keeps them).
+
+    Raises ValueError (without the value) if it is not one.
+    """
+    if not secret.startswith("whsk_"):
+        raise ValueError("must start with 'whsk_'")
+    encoded = secret[len("whsk_") :]
+    try:
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be 'whsk_' followed by base64") from None
+    if len(raw) not in (32, 64):
+        raise ValueError("must be 'whsk_' followed by a 32- or 64-byte ed25519 key in base64")
+    key = Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if len(raw) == 64 and key.public_key().public_bytes_raw() != raw[32:]:
+        raise ValueError("the public half of the 64-byte 'whsk_' key does not match its seed")
+    return key
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """The keys a subscription's secrets sign each delivery with, in the configured order."""
+
+    #: HMAC-SHA256 keys of the `whsec_` secrets: one `v1,` signature each.
+    hmac: tuple[bytes, ...] = ()
+    #: ed25519 keys of the `whsk_` secrets: one `v1a,` signature each.
+    ed25519: tuple[Ed25519PrivateKey, ...] = ()
+    #: The first `whsec_` secret's text: Trigger.dev's `X-Trigger-Signature-256` key (None
+    #: with `whsk_` secrets only: that header exists for HMAC receivers alone).
+    trigger_secret: str | None = None
+
+
+def signing_keys(secrets: Sequence[str]) -> SigningKeys:
+    """Parse `whsec_` and `whsk_` secrets; raises ValueError naming which one is bad (never
+    its value)."""
+    hmac_keys: list[bytes] = []
+    ed25519_keys: list[Ed25519PrivateKey] = []
+    for index, secret in enumerate(secrets):
+        try:
+            if secret.startswith("whsk_"):
+                ed25519_keys.append(decode_whsk(secret))
+            elif secret.startswith("whsec_"):
+                hmac_keys.append(decode_whsec(secret))
+            else:
+                raise ValueError("must start with 'whsec_' (v1, HMAC) or 'whsk_' (v1a, ed25519)")
+        except ValueError as exc:
+            where = f"secret {index + 1} of {len(secrets)} " if len(secrets) > 1 else ""
+            raise ValueError(f"{where}{exc}") from None
+    trigger_secret = next((s for s in secrets if s.startswith("whsec_")), None)
+    return SigningKeys(tuple(hmac_keys), tuple(ed25519_keys), trigger_secret)
+
+
+#: Headers a subscription's `headers` may not set: hop-by-hop ones (RFC 9110 7.6.1), those the
+#: HTTP client computes, and those the notifier signs and traces each delivery with.
+RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-trigger-signature-256",
+        "traceparent",
+        "tracestate",
+    }
+)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Printable ASCII and tabs: what the notifier's HTTP client sends in a header value.
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return ``headers`` if each may be sent with a delivery; raise ValueError naming the
+    header that may not (reserved, not an HTTP token, or a value with a line break)."""
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"header {name!r}: not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(
+                f"header {name} may not be set: hookrun sets it (hop-by-hop or signature)"
+            )
+        if not isinstance(value, str) or not _VALUE.fullmatch(value):
+            raise ValueError(
+                f"header {name}: the value must be printable ASCII without line breaks"
+            )
+    return dict(headers)

@@ -17,7 +17,15 @@ from pydantic import (
     model_validator,
 )
 
-from hookrun.config.model.base import Frozen, NonEmptyStr, Secret, decode_whsec, require_one_of
+from hookrun.config.model.base import (
+    Frozen,
+    NonEmptyStr,
+    Secret,
+    SigningKeys,
+    check_headers,
+    require_one_of,
+    signing_keys,
+)
 from hookrun.config.model.conditions import PRESETS, Condition, StaticSecretCondition
 from hookrun.config.model.filters import FilterRule, filter_rules
 from hookrun.config.model.schedules import Schedule
@@ -89,13 +97,24 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str | SecretStr) else value
 
 
+#: A run's outcome, in the RunNotification's vocabulary (``hookrun.events.RunStatus``).
+RunStatusName = Literal[
+    "SUCCESS", "FAILURE", "TIMED_OUT", "CANCELED", "ABORTED", "UNRESOLVED_AUTH", "INVALID_PAYLOAD"
+]
+
+
 class Notification(Frozen):
     url: NonEmptyStr
-    # Several secrets while rotating: every delivery is signed with each of them.
+    # Several secrets while rotating: every delivery is signed with each of them. `whsec_`
+    # secrets sign `v1` (HMAC), `whsk_` secret keys `v1a` (ed25519).
     secret: Annotated[tuple[Secret, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
     enabled: bool = True
+    #: Only runs that ended with one of these are delivered; None: every run.
+    statuses: tuple[RunStatusName, ...] | None = Field(default=None, min_length=1)
+    #: Sent with every delivery (values may be `${env:...}`).
+    headers: dict[str, str] = Field(default_factory=dict)
 
-    _keys: tuple[bytes, ...] = PrivateAttr(())
+    _keys: SigningKeys = PrivateAttr(default_factory=SigningKeys)
 
     @field_validator("url")
     @classmethod
@@ -107,21 +126,21 @@ class Notification(Frozen):
 
     @field_validator("secret")
     @classmethod
-    def _whsec_secrets(cls, secrets: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        for index, secret in enumerate(secrets):
-            try:
-                decode_whsec(secret.get_secret_value())
-            except ValueError as exc:
-                where = f"secret {index + 1} of {len(secrets)} " if len(secrets) > 1 else ""
-                raise ValueError(f"{where}{exc}") from None
+    def _signing_secrets(cls, secrets: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        signing_keys([s.get_secret_value() for s in secrets])
         return secrets
 
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers)
+
     def _post_init(self) -> None:
-        self._keys = tuple(decode_whsec(s.get_secret_value()) for s in self.secret)
+        self._keys = signing_keys([s.get_secret_value() for s in self.secret])
 
     @property
-    def signing_keys(self) -> tuple[bytes, ...]:
-        """HMAC keys decoded from the `whsec_` secrets, in the configured order."""
+    def signing_keys(self) -> SigningKeys:
+        """The keys of the secrets (`whsec_` HMAC, `whsk_` ed25519), in the configured order."""
         return self._keys
 
 
