@@ -161,6 +161,38 @@ def test_a_redelivery_gets_the_same_run_and_one_notification(system: System) -> 
     assert {e["outcome"] for e in log if e["delivery_id"] == delivery} >= {"duplicate"}
 
 
+def test_a_replay_runs_the_trigger_again_and_both_runs_show_it(
+    system: System, launched: dict[str, str]
+) -> None:
+    original = launched["SUCCESS"]
+    system.notification(original)
+
+    # the same payload, then a new one; conditions are not asked for (the token authorises)
+    again = system.admin("POST", f"/runs/{original}/replay")
+    assert again.status_code == 202, again.text
+    assert again.json() == {"run_id": again.json()["run_id"], "replay_of": original}
+    edited = system.admin("POST", f"/runs/{original}/replay", json={"payload": {"n": 11}})
+    assert edited.status_code == 202, edited.text
+    same_id, new_id = again.json()["run_id"], edited.json()["run_id"]
+    assert len({original, same_id, new_id}) == 3
+
+    body = system.notification(new_id)
+    assert body["status"] == "SUCCESS"
+    assert body["invocation"]["context"]["replay_of"] == original
+    assert body["invocation"]["payload"] == {"n": 11}
+    assert list(body["output"].values()) == [{"params": {"n": 11}, "payload": {"n": 11}}]
+    assert system.notification(same_id)["invocation"]["payload"] == {"n": 7}
+    assert "replay_of" not in system.notification(original)["invocation"]["context"]
+
+    detail = system.admin("GET", f"/runs/{new_id}").json()
+    assert detail["replay_of"] == original
+    assert detail["trigger_id"] == "gh-ok"
+    assert system.admin("GET", f"/runs/{original}").json()["replays"] == [same_id, new_id]
+
+    assert system.admin("POST", f"/runs/{uuid.uuid4()}/replay").status_code == 404
+    assert system.http.post(f"/api/v1/runs/{original}/replay").status_code == 401
+
+
 def test_the_admin_api_lists_the_run_with_its_deliveries(
     system: System, launched: dict[str, str]
 ) -> None:

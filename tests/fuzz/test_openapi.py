@@ -31,7 +31,7 @@ from schemathesis import checks  # noqa: E402
 from schemathesis.specs.openapi import checks as openapi_checks  # noqa: E402
 
 ADMIN = "fuzz-admin-token"
-#: Cases per API operation (4 gateway operations, 10 status operations).
+#: Cases per API operation (4 gateway operations, 11 status operations).
 EXAMPLES = 150
 CHECKS = [
     checks.not_a_server_error,
@@ -99,4 +99,6 @@ def test_gateway_conforms_to_its_openapi_document(gateway_schema):
 def test_status_conforms_to_its_openapi_document(status_schema):
     # with the admin token, so that the admin operations get past the guard
     auth = {"Authorization": f"Bearer {ADMIN}"}
-    assert _check_every_operation(status_schema, headers=auth) >= 9
+    assert _check_every_operation(status_schema, headers=auth) >= 10
+    paths = {result.ok().path for result in status_schema.get_all_operations()}
+    assert "/api/v1/runs/{run_id}/replay" in paths

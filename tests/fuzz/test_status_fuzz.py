@@ -36,8 +36,10 @@ from tests.fuzz.strategies import (
     header_name,
     header_value,
     huge_numbers,
+    json_value,
     queries,
     signed_headers,
+    too_deep,
     trigger_ids,
 )
 from tests.status.conftest import Feeder
@@ -160,3 +162,41 @@ def test_run_info_never_fails_and_answers_only_the_triggers_own_runs(status, dat
                 assert request.trigger_id in runs.trigger_of.values()
     else:
         assert (r.status_code, r.json()) == (400, REJECTED)
+
+
+@fuzz(500)
+@given(data=st.data())
+def test_replay_never_fails_and_launches_only_a_known_run_of_an_enabled_trigger(status, data):
+    client, event_log, runs = status
+    run_id = data.draw(st.one_of(st.sampled_from(sorted(runs.trigger_of)), st.text(max_size=40)))
+    body = data.draw(
+        st.one_of(
+            st.binary(max_size=200),
+            st.builds(lambda v: orjson.dumps({"payload": v}), json_value),
+            st.builds(lambda b: b'{"payload": ' + b.data + b"}", too_deep),
+            st.just(b""),
+        )
+    )
+    try:
+        r = client.post(
+            f"/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/replay",
+            content=body,
+            headers={"Authorization": "Bearer admin"},
+        )
+        assert r.status_code < 500, (r.status_code, r.text)
+        if r.status_code == 202:
+            [event] = event_log.events
+            assert r.json() == {"run_id": event.run_id, "replay_of": run_id}
+            assert event.replay_of == run_id
+            assert event.trigger_id == runs.trigger_of[run_id] != "disabled-one"
+            doc = orjson.loads(body) if body.strip() else {}
+            if "payload" in doc:
+                assert event.request.payload() == doc["payload"]
+            else:
+                assert event.request.body() == b'{"n": 1}'  # the original's
+        else:
+            assert event_log.events == []
+            assert r.status_code in {400, 404, 409, 413}, r.text
+    finally:
+        # the run-info property holds the log empty: each example starts from there
+        event_log.events.clear()

@@ -286,6 +286,42 @@ class TestAdmin:
             client.post("/api/v1/triggers/nope/test-launch", headers=self.auth()).status_code == 404
         )
 
+    async def test_replay_launches_the_trigger_again_with_its_request_or_a_new_payload(
+        self, client, app
+    ):
+        original = launched("gh", body=b'{"n": 1}', account="acct-1")
+        await app.state.feed([original, *run_events(original, [RunStatus.SUCCESS])])
+        url = f"/api/v1/runs/{original.run_id}/replay"
+        same = client.post(url, headers=self.auth())
+        edited = client.post(url, json={"payload": {"n": 5}}, headers=self.auth())
+        assert same.status_code == edited.status_code == 202, edited.text
+        assert same.json()["replay_of"] == edited.json()["replay_of"] == original.run_id
+        [again, changed] = app.state.event_log.events
+        assert isinstance(again, TriggerLaunched) and isinstance(changed, TriggerLaunched)
+        assert [again.run_id, changed.run_id] == [same.json()["run_id"], edited.json()["run_id"]]
+        assert (again.trigger_id, again.replay_of, again.is_test) == ("gh", original.run_id, False)
+        assert again.account == "acct-1"
+        assert again.request.body() == b'{"n": 1}'
+        assert changed.request.payload() == {"n": 5}
+        assert changed.request.content_type == "application/json"
+
+        # the projection records both sides of the link
+        await app.state.feed([again])
+        detail = client.get(f"/api/v1/runs/{again.run_id}", headers=self.auth()).json()
+        assert detail["replay_of"] == original.run_id and detail["replays"] == []
+        detail = client.get(f"/api/v1/runs/{original.run_id}", headers=self.auth()).json()
+        assert detail["replay_of"] is None and detail["replays"] == [again.run_id]
+
+    async def test_replay_refuses_unknown_runs_and_bodies_that_are_not_objects(self, client, app):
+        original = launched("gh")
+        await app.state.feed([original])
+        r = client.post("/api/v1/runs/nope/replay", headers=self.auth())
+        assert (r.status_code, r.json()) == (404, {"error": "run not found"})
+        url = f"/api/v1/runs/{original.run_id}/replay"
+        assert client.post(url, content=b"[1]", headers=self.auth()).status_code == 400
+        assert client.post(url).status_code == 401
+        assert app.state.event_log.events == []
+
     def test_test_launch_refuses_a_body_nested_deeper_than_the_limit(self, client, app):
         deep = b'{"a":' * 65 + b"1" + b"}" * 65
         r = client.post("/api/v1/triggers/gh/test-launch", content=deep, headers=self.auth())

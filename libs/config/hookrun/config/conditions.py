@@ -392,6 +392,7 @@ def recorded_launch(
     delivery_id: str | None = None,
     is_test: bool = False,
     account: str | None = None,
+    replay_of: str | None = None,
 ) -> Record:
     """The ``TriggerLaunched`` record of ``request``: raw body, secrets that authenticated it redacted.
 
@@ -414,4 +415,5 @@ def recorded_launch(
         delivery_id=delivery_id,
         is_test=is_test,
         account=account,
+        replay_of=replay_of,
     )

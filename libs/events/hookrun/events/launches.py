@@ -28,6 +28,7 @@ def launched_record(
     delivery_id: str | None = None,
     is_test: bool = False,
     account: str | None = None,
+    replay_of: str | None = None,
 ) -> Record:
     """Return the record ``encode(TriggerLaunched(...), source=source)`` would return.
 
@@ -57,6 +58,7 @@ def launched_record(
             "is_test": is_test,
             "account": account,
             "schedule": None,
+            "replay_of": replay_of,
         }
     )
     if len(value) > MAX_RECORD_BYTES:

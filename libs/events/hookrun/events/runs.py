@@ -103,6 +103,8 @@ class TriggerLaunched(Event):
     #: Set when the trigger's schedule launched the run; ``request`` is then a stand-in
     #: (method ``SCHEDULE``, a JSON body naming the due time).
     schedule: ScheduledLaunch | None = None
+    #: The run this one replays (``POST /api/v1/runs/{id}/replay``); None for every other launch.
+    replay_of: str | None = None
 
 
 @register(

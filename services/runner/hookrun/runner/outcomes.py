@@ -175,6 +175,8 @@ def _invocation(launched: TriggerLaunched, *, with_payload: bool = True) -> Invo
     }
     if launched.schedule is not None:
         context["schedule"] = launched.schedule.model_dump(mode="json")
+    if launched.replay_of is not None:
+        context["replay_of"] = launched.replay_of
     return Invocation(
         id=launched.event_id, payload=payload, timestamp=launched.occurred_at, context=context
     )

@@ -16,6 +16,7 @@ from hookrun.config.conditions import check_conditions, recorded_launch
 from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
+from hookrun.events.runs import LaunchRequest
 from hookrun.events.subscriptions import SubscriptionStates
 from hookrun.status.adapters import EventLog, LogEnds
 from hookrun.status.projector import Progress
@@ -213,17 +214,25 @@ async def redeliver(run_id: str, subscription_id: str | None, deps: Deps) -> dic
     return {"run_id": run_id, "redelivery_requested": True, "subscription_id": subscription_id}
 
 
-async def launch_test_run(trigger_id: str, request: InboundRequest, deps: Deps) -> dict[str, Any]:
-    """Launch like the gateway does, skipping conditions, with is_test=True.
+async def launch_test_run(
+    trigger_id: str,
+    request: InboundRequest,
+    deps: Deps,
+    *,
+    is_test: bool = True,
+    account: str | None = None,
+    replay_of: str | None = None,
+) -> dict[str, Any]:
+    """Launch like the gateway does, skipping conditions: a test launch, or a replay.
 
     A JSON body nested deeper than HOOKRUN_MAX_JSON_DEPTH is refused (400), as the gateway
     refuses it: no event could carry it through the run.
     """
     trigger = deps.triggers.get(trigger_id)
     if trigger is None:
-        raise ApiError(404, {"error": "trigger not found"})
+        raise ApiError(404, {"error": f"trigger {trigger_id!r} not found"})
     if not trigger.enabled:
-        raise ApiError(409, {"error": "trigger is disabled"})
+        raise ApiError(409, {"error": f"trigger {trigger_id!r} is disabled"})
     if json_too_deep(request.body, deps.max_json_depth):
         reason = f"JSON body nests deeper than HOOKRUN_MAX_JSON_DEPTH ({deps.max_json_depth})"
         raise ApiError(400, {"error": reason})
@@ -234,7 +243,53 @@ async def launch_test_run(trigger_id: str, request: InboundRequest, deps: Deps) 
         source=deps.log.source,
         run_id=run_id,
         config_version=deps.config.config_version,
-        is_test=True,
+        is_test=is_test,
+        account=account,
+        replay_of=replay_of,
     )
     await _appended(deps.log.append_records([launched]), deps)
-    return {"run_id": run_id, "isTest": True}
+    return {"run_id": run_id, "isTest": is_test}
+
+
+#: ``replay``'s payload argument when the body named none: the original request body is reused.
+ORIGINAL_PAYLOAD: Any = object()
+
+
+async def replay(run_id: str, payload: Any, deps: Deps) -> dict[str, Any]:
+    """Launch the run's trigger again with its request, or with ``payload`` as a JSON body.
+
+    Conditions are skipped (the admin token authorised it); the new run keeps the original's
+    ``is_test`` and ``account`` and records ``replay_of``. The trigger is performed as the
+    current config defines it.
+    """
+    await known_run(run_id, deps)
+    launch = await deps.store.launch_of(run_id)
+    if launch is None:
+        raise ApiError(404, NOT_FOUND)
+    trigger_id = str(launch["trigger_id"])
+    if trigger_id not in deps.triggers:
+        raise ApiError(409, {"error": f"trigger {trigger_id!r} is no longer in the config"})
+    original = LaunchRequest.model_validate(launch["request"])
+    headers = dict(original.headers)
+    body = original.body()
+    if payload is not ORIGINAL_PAYLOAD:
+        body = orjson.dumps(payload)
+        headers.pop("content-length", None)
+        headers["content-type"] = "application/json"
+    request = InboundRequest(
+        method=original.method,
+        path=original.path,
+        headers=headers,
+        query=original.query,
+        body=body,
+        remote_addr=original.remote_addr,
+    )
+    launched = await launch_test_run(
+        trigger_id,
+        request,
+        deps,
+        is_test=bool(launch.get("is_test")),
+        account=launch.get("account"),
+        replay_of=run_id,
+    )
+    return {"run_id": launched["run_id"], "replay_of": run_id}

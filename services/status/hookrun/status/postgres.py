@@ -10,6 +10,7 @@ from typing import Any
 from hookrun.status.store import (
     ADDED_COLUMNS,
     SCHEMA,
+    SECONDARY_INDEXES,
     Applied,
     ApplyResult,
     Gaps,
@@ -67,11 +68,15 @@ class PostgresStore(SqlStore):
             await self._writer.execute("SELECT pg_advisory_xact_lock(7160301)")
             await self._writer.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             for ddl in SCHEMA:
-                await self._writer.execute(ddl)
+                if ddl not in SECONDARY_INDEXES:
+                    await self._writer.execute(ddl)
+            # Columns first: an index may be on an added column.
             for table, column, declaration in ADDED_COLUMNS:
                 await self._writer.execute(
                     f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {declaration}"
                 )
+            for ddl in SECONDARY_INDEXES:
+                await self._writer.execute(ddl)
         for _ in range(self._n_readers):
             conn = await self._connect(autocommit=True)
             self._all.append(conn)

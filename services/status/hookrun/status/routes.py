@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from hookrun.config import InboundRequest
 from hookrun.config.bodies import BodyTooLarge, read_body
 from hookrun.events import RunStatus
+from hookrun.events.limits import json_too_deep
 from hookrun.status import handlers, stream, subscriptions
 from hookrun.status.handlers import ApiError
 from hookrun.status.store import INFO_STATUSES, RunFilter, decode_cursor
@@ -318,6 +319,43 @@ async def redeliver(run_id: str, request: Request, deps: Admin) -> Response:
     return json(await handlers.redeliver(run_id, None if sub is None else str(sub), deps), 202)
 
 
+@router.post(
+    "/api/v1/runs/{run_id}/replay",
+    status_code=202,
+    summary="Start a new run of the run's trigger, with its payload or a new one",
+    tags=["admin"],
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "payload": {"description": "Replaces the original payload (as JSON)"}
+                        },
+                    }
+                }
+            },
+        }
+    },
+    responses={
+        **_ONE_RUN_RESPONSES,
+        **_errors(
+            {
+                400: "The body is not a JSON object, or its payload nests too deep",
+                409: "The run's trigger is disabled or no longer in the config",
+                413: "Body over HOOKRUN_MAX_BODY_BYTES",
+            }
+        ),
+    },
+)
+async def replay(run_id: str, request: Request, deps: Admin) -> Response:
+    body = await _json_body(request, payload_depth=deps.max_json_depth)
+    payload = body["payload"] if "payload" in body else handlers.ORIGINAL_PAYLOAD
+    return json(await handlers.replay(run_id, payload, deps), 202)
+
+
 @router.get(
     "/api/v1/triggers/{trigger_id}/log",
     summary="Accepted and rejected launches",
@@ -383,10 +421,18 @@ async def list_subscriptions(
     return json(await subscriptions.list_subscriptions(deps, window_s))
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, payload_depth: int | None = None) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty); 400 for anything else.
+
+    With ``payload_depth``, a body whose ``payload`` nests deeper than that is refused (400)
+    before it is parsed, as the gateway refuses such a body.
+    """
     raw = await body_of(request)
     if not raw.strip():
         return {}
+    if payload_depth is not None and json_too_deep(raw, payload_depth + 1):
+        reason = f"payload nests deeper than HOOKRUN_MAX_JSON_DEPTH ({payload_depth})"
+        raise ApiError(400, {"error": reason})
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -164,6 +164,7 @@ def _open_run(d: Data, part: int, off: int, event_id: str, occurred: str) -> lis
                 delivery_id,
                 opt_string(d.get("account")),
                 part,
+                opt_string(d.get("replay_of")),
             ),
         ),
         Op(

@@ -88,13 +88,17 @@ class SqliteStore(SqlStore):
         # for good: half of what a rebuild, which writes every run, gets.
         writer.execute(f"PRAGMA cache_size = -{65536 if self._scratch else 32768}")
         for ddl in SCHEMA:
-            # A rebuild builds the indexes only the queries use once, at the end: cheaper than
-            # keeping them sorted through every batch. The projection's writes use primary keys.
-            if not (self._scratch and ddl in SECONDARY_INDEXES):
+            if ddl not in SECONDARY_INDEXES:
                 writer.execute(ddl)
+        # Columns first: an index may be on an added column.
         for table, column, declaration in ADDED_COLUMNS:
             if column not in {r[1] for r in writer.execute(f"PRAGMA table_info({table})")}:
                 writer.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        # A rebuild builds the indexes only the queries use once, at the end: cheaper than
+        # keeping them sorted through every batch. The projection's writes use primary keys.
+        if not self._scratch:
+            for ddl in SECONDARY_INDEXES:
+                writer.execute(ddl)
         self._writer = writer
         self._reader = self._connect()
 

@@ -75,8 +75,8 @@ INSERT_SKIPPED = (
 )
 INSERT_RUN = (
     "INSERT INTO runs (run_id, trigger_id, config_version, received_at, is_test,"
-    " delivery_id, account, part, info_status, actions_ok, actions_failed)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0) ON CONFLICT DO NOTHING"
+    " delivery_id, account, part, replay_of, info_status, actions_ok, actions_failed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0) ON CONFLICT DO NOTHING"
 )
 UPDATE_RUN_STARTED = (
     "UPDATE runs SET action_count = ?, runner_id = ?,"

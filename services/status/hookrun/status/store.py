@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from hookrun.events import TriggerLaunched
 from hookrun.status.statements import Op, Statement, statements
 
 #: Portable DDL: TEXT timestamps (fixed-width UTC), TEXT JSON, BIGINT counters and offsets.
@@ -29,6 +30,7 @@ SCHEMA = [
         failed_execution_id TEXT, cancel_requested_at TEXT, redelivery_requested_at TEXT)""",
     "CREATE INDEX IF NOT EXISTS runs_by_time ON runs (received_at, run_id)",
     "CREATE INDEX IF NOT EXISTS runs_by_trigger ON runs (trigger_id, received_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_replay_of ON runs (replay_of)",
     """CREATE TABLE IF NOT EXISTS actions (
         run_id TEXT NOT NULL, action_index INTEGER NOT NULL, action TEXT NOT NULL,
         status TEXT NOT NULL, result TEXT, error TEXT, completed_at TEXT,
@@ -83,7 +85,10 @@ SCHEMA = [
 
 #: Columns added to a table of SCHEMA after stores with the table existed: (table, column,
 #: declaration). Opening a store adds those it lacks, last, as in SCHEMA's own order.
-ADDED_COLUMNS = [("trigger_log", "count", "BIGINT NOT NULL DEFAULT 1")]
+ADDED_COLUMNS = [
+    ("trigger_log", "count", "BIGINT NOT NULL DEFAULT 1"),
+    ("runs", "replay_of", "TEXT"),
+]
 
 #: Entries that started no run (from ``hookrun.triggers``: rejected, duplicate, filtered, rate-limited), older than the
 #: first parameter, the second at most per statement; accepted launches stay with their runs.
@@ -308,6 +313,10 @@ class SqlStore:
         if not rows:
             return None
         out = _run(rows[0])
+        replays = await self._rows(
+            "SELECT run_id FROM runs WHERE replay_of = ? ORDER BY received_at, run_id", (run_id,)
+        )
+        out["replays"] = [r["run_id"] for r in replays]
         results = await self._rows(
             "SELECT entry FROM results WHERE run_id = ? ORDER BY seq", (run_id,)
         )
@@ -445,6 +454,17 @@ class SqlStore:
             ] = {"at": row["at"], "outcome": row["outcome"], "status_code": row["status_code"]}
         return stats
 
+    async def launch_of(self, run_id: str) -> dict[str, Any] | None:
+        """The data of the run's TriggerLaunched as stored (its request body included), or None."""
+        rows = await self._rows(
+            "SELECT doc FROM events WHERE run_id = ? AND type = ? ORDER BY off LIMIT 1",
+            (run_id, TriggerLaunched.type),
+        )
+        if not rows:
+            return None
+        data: dict[str, Any] = orjson.loads(rows[0]["doc"])["data"]
+        return data
+
     async def run_events(self, run_id: str) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT doc FROM events WHERE run_id = ? ORDER BY off", (run_id,))
         return [orjson.loads(r["doc"]) for r in rows]
@@ -531,6 +551,7 @@ def _run(r: dict[str, Any]) -> dict[str, Any]:
         "failed_execution_id": r["failed_execution_id"],
         "cancel_requested_at": r["cancel_requested_at"],
         "redelivery_requested_at": r["redelivery_requested_at"],
+        "replay_of": r["replay_of"],
     }
 
 
