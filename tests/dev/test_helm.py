@@ -409,7 +409,7 @@ organization: {id: o-ro, slug: ro, title: Read-only}
 environment: {id: e-ro, slug: ro, type: PRODUCTION}
 steps:
   - name: Write
-    command: ["python3", "-c", "import json, os, tempfile; tempfile.TemporaryFile().close(); json.dump({'uid': os.getuid()}, open(os.environ['HOOKRUN_OUTPUT'], 'w'))"]
+    command: ["python3", "-c", "import json, os, tempfile; tempfile.TemporaryFile().close(); json.dump({'ok': True}, open(os.environ['HOOKRUN_OUTPUT'], 'w'))"]
     timeout_s: 60
 triggers:
   - id: ro
@@ -468,7 +468,7 @@ def bwrap() -> str:
 
 
 class TestPods:
-    def test_the_services_run_a_launch_on_a_read_only_root_with_the_charts_volumes(
+    def test_the_job_and_the_services_run_a_launch_on_a_read_only_root_with_the_charts_volumes(
         self, helm, bwrap, kafka_bootstrap, tmp_path
     ):
         (tmp_path / "hookrun.yaml").write_text(RUN_CONFIG)
@@ -479,33 +479,33 @@ class TestPods:
             *("--set", f"secrets.env.HOOKRUN_RO_TOKEN={token}"),
         )
         namespace = new_namespace("helm")
+        base = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "HOOKRUN_NAMESPACE": namespace}
+
+        # The topics Job first, as `helm install` runs it (it is a hook): its command creates
+        # the topics and finds them safe.
+        (job,) = of_kind(docs, "Job")
+        made = subprocess.run(
+            [*self.pod(bwrap, docs, job, base, tmp_path / "topics"), *container(job)["command"]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert f"created {namespace}.runs" in made.stdout
+        assert "is there and safe" in made.stdout
+
         ports = {service: free_port() for service in SERVICES}
         started: list[ServiceProcess] = []
         try:
             for service in ("status", "runner", "notifier", "gateway"):
                 workload = deployments(docs)[service]
-                env = pod_env(docs, workload)
-                port_setting = LISTENS[service][0].upper()
-                env |= {
-                    "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                    "HOOKRUN_NAMESPACE": namespace,
-                    # Pods have a network namespace each: here they share 127.0.0.1.
-                    port_setting: str(ports[service]),
-                    LISTENS[service][1].upper(): "127.0.0.1",
-                    "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-                    "HOME": "/home/hookrun",
-                }
+                port_setting, host_setting = (name.upper() for name in LISTENS[service])
+                # Pods have a network namespace each: here they share 127.0.0.1.
+                env = {**base, port_setting: str(ports[service]), host_setting: "127.0.0.1"}
                 if service == "gateway":
                     env["HOOKRUN_STATUS_URL"] = f"http://127.0.0.1:{ports['status']}"
-                writable, read_only = self.volumes(docs, workload, tmp_path / service)
-                wrapper = [
-                    bwrap,
-                    *read_only_root(writable, read_only),
-                    *("--unshare-user", "--uid", str(POD_UID), "--gid", str(POD_UID)),
-                    "--clearenv",
-                    *[arg for name, value in env.items() for arg in ("--setenv", name, value)],
-                    "--",
-                ]
+                wrapper = self.pod(bwrap, docs, workload, env, tmp_path / service)
                 proc = ServiceProcess(
                     service,
                     f"hookrun.{service}",
@@ -538,6 +538,32 @@ class TestPods:
         finally:
             for proc in started:
                 proc.stop()
+
+    def pod(
+        self,
+        bwrap: str,
+        docs: list[dict[str, Any]],
+        workload: dict[str, Any],
+        overrides: dict[str, str],
+        host: Path,
+    ) -> list[str]:
+        """The argv prefix that runs a command as the workload's pod would: uid 10001, a
+        read-only root with the pod's volumes, the pod's environment alone (with
+        ``overrides``)."""
+        env = pod_env(docs, workload) | overrides
+        env |= {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/home/hookrun",
+        }
+        writable, read_only = self.volumes(docs, workload, host)
+        return [
+            bwrap,
+            *read_only_root(writable, read_only),
+            *("--unshare-user", "--uid", str(POD_UID), "--gid", str(POD_UID)),
+            "--clearenv",
+            *[arg for name, value in env.items() for arg in ("--setenv", name, value)],
+            "--",
+        ]
 
     @staticmethod
     def volumes(
