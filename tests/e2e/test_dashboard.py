@@ -76,6 +76,7 @@ def browser(system: System) -> Iterator[WebDriver]:
     options.binary_location = binary
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     chrome = webdriver.Chrome(service=Service(driver), options=options)
     chrome.set_page_load_timeout(30)
     try:
@@ -127,6 +128,13 @@ def text_of(chrome: WebDriver, css: str) -> str | None:
 
 def status_of(chrome: WebDriver) -> str | None:
     return text_of(chrome, "#run-status .badge")
+
+
+def blocked_by_csp(chrome: WebDriver) -> list[str]:
+    """The console's Content-Security-Policy violations since the last call."""
+    return [
+        e["message"] for e in chrome.get_log("browser") if "Content Security Policy" in e["message"]
+    ]
 
 
 def signed_in(browser: WebDriver, system: System) -> WebDriver:
@@ -217,6 +225,8 @@ def test_a_pipeline_is_drawn_as_its_dag_with_each_nodes_state(
         " (n) => [n.dataset.node, n.dataset.state]))"
     )
     assert states == {"produce": "SUCCESS", "consume": "SUCCESS"}
+    # every page so far used only what the policy allows (no inline script or style)
+    assert blocked_by_csp(chrome) == []
     shot(chrome, "run-pipeline")
 
 
