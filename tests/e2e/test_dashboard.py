@@ -202,6 +202,40 @@ def test_a_launched_run_appears_and_finishes_without_a_reload(
     wait_for(lambda: len(system.notifications(run_id)) >= 2, 60, "the redelivered notification")
 
 
+def test_a_run_is_replayed_with_an_edited_payload(browser: WebDriver, system: System) -> None:
+    chrome = signed_in(browser, system)
+    original = run_id_of(system.launch("gh-ok", {"n": 3}))
+    chrome.get(f"{system.base}/ui/runs/{original}")
+    until(chrome, lambda c: status_of(c) == "SUCCESS", "the original run to succeed", 60)
+    chrome.find_element(By.CSS_SELECTOR, "#replay-editor summary").click()
+    editor = chrome.find_element(By.ID, "replay-payload")
+    assert json.loads(editor.get_attribute("value")) == {"n": 3}
+
+    # a payload that is not JSON is refused in the page, naming why
+    editor.clear()
+    editor.send_keys('{"n": ')
+    chrome.find_element(By.ID, "replay").click()
+    until(chrome, lambda c: "not valid JSON" in (text_of(c, "#flash") or ""), "the JSON error")
+    assert text_of(chrome, "#run-id") == original
+
+    editor.clear()
+    editor.send_keys('{"n": 11}')
+    chrome.find_element(By.ID, "replay").click()
+    until(chrome, lambda c: text_of(c, "#run-id") not in (None, original), "the replay's page")
+    replay = text_of(chrome, "#run-id")
+    until(chrome, lambda c: status_of(c) == "SUCCESS", "the replay to succeed", 60)
+    assert original in (text_of(chrome, "#replay-of") or "")
+    editor = chrome.find_element(By.ID, "replay-payload")
+    assert json.loads(editor.get_attribute("value")) == {"n": 11}
+    notification = system.notification(replay)
+    assert notification["invocation"]["payload"] == {"n": 11}
+    # the execution got the edited payload (the step echoes it in its output)
+    assert list(notification["output"].values()) == [{"params": {"n": 11}, "payload": {"n": 11}}]
+    assert notification["invocation"]["context"]["replay_of"] == original
+    chrome.get(f"{system.base}/ui/runs/{original}")
+    until(chrome, lambda c: replay in (text_of(c, "#replays") or ""), "the original's replays")
+
+
 def test_a_running_run_is_canceled_from_its_page(browser: WebDriver, system: System) -> None:
     chrome = signed_in(browser, system)
     run_id = run_id_of(system.launch("sw-hold", {"x": 1}))
