@@ -72,9 +72,10 @@ triggers:
     conditions: [{{type: ip_allow, cidrs: ["10.0.0.0/8", "::1/128"]}}]
     actions: [{{action: run_execution, step: noop}}]
   - id: open
-    title: No conditions
+    title: No conditions, and a schedule (the admin API's schedules)
     conditions: []
     actions: [{{action: run_execution, step: noop}}]
+    schedule: {{cron: "*/5 * * * *", timezone: Europe/Helsinki, misfire_grace_s: 300}}
   - id: disabled-one
     title: Disabled
     enabled: false

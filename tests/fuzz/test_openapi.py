@@ -102,3 +102,11 @@ def test_status_conforms_to_its_openapi_document(status_schema):
     assert _check_every_operation(status_schema, headers=auth) >= 10
     paths = {result.ok().path for result in status_schema.get_all_operations()}
     assert "/api/v1/runs/{run_id}/replay" in paths
+
+
+def test_the_status_document_describes_the_schedule_operations(status_schema):
+    paths = status_schema.raw_schema["paths"]
+    assert set(paths["/api/v1/schedules"]) == {"get"}
+    assert set(paths["/api/v1/schedules/{trigger_id}"]) == {"get"}
+    assert set(paths["/api/v1/schedules/{trigger_id}/pause"]) == {"post"}
+    assert set(paths["/api/v1/schedules/{trigger_id}/resume"]) == {"post"}

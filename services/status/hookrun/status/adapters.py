@@ -1,4 +1,5 @@
-"""The status service's I/O besides the store: appending admin events and log-end lookups."""
+"""The status service's I/O besides the store: appending admin events, log-end lookups and
+the schedules' states."""
 
 from __future__ import annotations
 
@@ -6,14 +7,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from hookrun.events import Event, Record
-from hookrun.events.kafka import KafkaUnavailable, Publisher, consumer_settings, partitions_of
+from hookrun.events import Event, Record, topics
+from hookrun.events.kafka import (
+    KafkaUnavailable,
+    Publisher,
+    TopicTable,
+    consumer_settings,
+    partitions_of,
+)
 from hookrun.events.murmur import partition_for
+from hookrun.events.schedules import SCHEDULE_TYPES, ScheduleState
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +170,69 @@ class KafkaLogEnds:
             if waiting is not None and not waiting.done():
                 waiting.cancel()
             self._lookups.pop(topic, None)
+
+
+class ScheduleBook(Protocol):
+    """Every schedule's state as hookrun.schedules says it."""
+
+    async def states(self) -> dict[str, ScheduleState]:
+        """The states, with everything on the topic at call time applied.
+
+        Raises KafkaUnavailable when that cannot be told now.
+        """
+
+
+class KafkaScheduleBook:
+    """ScheduleBook following the whole (compacted, small) topic without a consumer group."""
+
+    def __init__(
+        self, bootstrap: str, *, namespace: str = topics.NAMESPACE, timeout_s: float = 5.0
+    ) -> None:
+        self._states: dict[str, ScheduleState] = {}
+        self._table = TopicTable(
+            bootstrap,
+            "status",
+            topics.named(topics.SCHEDULES, namespace),
+            self._apply,
+            catch_up_timeout_s=timeout_s,
+            # An idle table waits long at the broker (docs/decisions/0008).
+            fetch_max_wait_ms=500,
+        )
+
+    def _apply(self, event: Event) -> None:
+        fold_schedule(self._states, event)
+
+    async def start(self) -> None:
+        await self._table.start()
+
+    async def stop(self) -> None:
+        await self._table.stop()
+
+    async def states(self) -> dict[str, ScheduleState]:
+        await self._table.catch_up()
+        return self._states
+
+
+class FakeScheduleBook:
+    """ScheduleBook over the events of a fake event log (unit tests, fuzzing): what the admin
+    API appends there is read back, as from the topic."""
+
+    def __init__(self, log: Any = None) -> None:
+        #: Anything with an ``events`` list (``hookrun.gateway.adapters.FakeEventLog``).
+        self.log = log
+
+    async def states(self) -> dict[str, ScheduleState]:
+        states: dict[str, ScheduleState] = {}
+        for event in getattr(self.log, "events", ()):
+            if isinstance(event, SCHEDULE_TYPES):
+                fold_schedule(states, event)
+        return states
+
+
+def fold_schedule(states: dict[str, ScheduleState], event: Event) -> None:
+    """Fold one event of hookrun.schedules into the state of its schedule."""
+    trigger_id = event.key
+    found = states.get(trigger_id)
+    if found is None:
+        found = states[trigger_id] = ScheduleState(trigger_id)
+    found.apply(event)

@@ -22,7 +22,15 @@ from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, TopicTable, ensure_topics_forever
 from hookrun.events.subscriptions import SubscriptionStates
 from hookrun.status import dashboard, handlers, metrics, retention, routes
-from hookrun.status.adapters import EventLog, KafkaEventLog, KafkaLogEnds, LogEnds
+from hookrun.status.adapters import (
+    EventLog,
+    FakeScheduleBook,
+    KafkaEventLog,
+    KafkaLogEnds,
+    KafkaScheduleBook,
+    LogEnds,
+    ScheduleBook,
+)
 from hookrun.status.config import Settings, shown_url, sqlite_path
 from hookrun.status.postgres import PostgresStore
 from hookrun.status.projector import Progress, Projector
@@ -56,6 +64,7 @@ def build(
     store: SqlStore | None = None,
     event_log: EventLog | None = None,
     ends: LogEnds | None = None,
+    schedules: ScheduleBook | None = None,
 ) -> FastAPI:
     """Return the status app; Kafka adapters and the projection unless fakes are passed in."""
     store = store or open_store(
@@ -66,6 +75,7 @@ def build(
     projector: Projector | None = None
     table: TopicTable | None = None
     followed = SubscriptionStates()
+    book: KafkaScheduleBook | None = None
     if event_log is None:
         publisher = Publisher(
             settings.kafka_bootstrap_servers,
@@ -95,6 +105,11 @@ def build(
             followed.apply,
             fetch_max_wait_ms=IDLE_TABLE_FETCH_WAIT_MS,
         )
+        book = KafkaScheduleBook(
+            settings.kafka_bootstrap_servers,
+            namespace=settings.hookrun_namespace,
+            timeout_s=settings.hookrun_status_catch_up_timeout_s,
+        )
     if ends is None:
         ends = KafkaLogEnds(
             settings.kafka_bootstrap_servers, timeout_s=settings.hookrun_kafka_timeout_s
@@ -114,6 +129,8 @@ def build(
             tasks.append(asyncio.create_task(projector.run()))
             # Deletes trigger-log entries that started no run once past their retention.
             tasks.append(asyncio.create_task(retention.keep_trigger_log(store, settings)))
+        if book is not None:
+            await book.start()
         if isinstance(ends, KafkaLogEnds):
             await ends.start()
         try:
@@ -127,6 +144,8 @@ def build(
                 await ends.stop()
             if table is not None:
                 await table.stop()
+            if book is not None:
+                await book.stop()
             if publisher is not None:
                 await publisher.stop()
             await store.close()
@@ -149,6 +168,7 @@ def build(
         catch_up_timeout_s=settings.hookrun_status_catch_up_timeout_s,
         max_json_depth=settings.hookrun_max_json_depth,
         subscriptions=followed,
+        schedules=schedules or book or FakeScheduleBook(event_log),
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.projector = projector

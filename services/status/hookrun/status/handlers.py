@@ -18,7 +18,7 @@ from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.events.runs import LaunchRequest
 from hookrun.events.subscriptions import SubscriptionStates
-from hookrun.status.adapters import EventLog, LogEnds
+from hookrun.status.adapters import EventLog, FakeScheduleBook, LogEnds, ScheduleBook
 from hookrun.status.projector import Progress
 from hookrun.status.store import SqlStore
 
@@ -61,6 +61,8 @@ class Deps:
     new_run_id: Callable[[], str] = new_id
     #: What hookrun.subscriptions says (app.py follows the topic into it).
     subscriptions: SubscriptionStates = field(default_factory=SubscriptionStates)
+    #: The schedules' states (hookrun.schedules), for the admin API's schedules.
+    schedules: ScheduleBook = field(default_factory=FakeScheduleBook)
     triggers: dict[str, Trigger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -180,7 +182,7 @@ async def known_run(run_id: str, deps: Deps) -> dict[str, Any]:
     return detail
 
 
-async def _appended(append: Awaitable[None], deps: Deps) -> None:
+async def appended(append: Awaitable[None], deps: Deps) -> None:
     """Wait for an append to the event log; 503 with Retry-After when Kafka does not ack it."""
     try:
         await append
@@ -198,7 +200,7 @@ async def cancel(run_id: str, reason: str, deps: Deps) -> dict[str, Any]:
     if run["status"] is not None:
         raise ApiError(409, {"error": f"run already finished ({run['status']})"})
     cancel = RunCancelRequested(run_id=run_id, requested_by="admin", reason=reason)
-    await _appended(deps.log.append([cancel]), deps)
+    await appended(deps.log.append([cancel]), deps)
     return {"run_id": run_id, "cancel_requested": True}
 
 
@@ -210,7 +212,7 @@ async def redeliver(run_id: str, subscription_id: str | None, deps: Deps) -> dic
     again = RedeliveryRequested(
         run_id=run_id, subscription_id=subscription_id, requested_by="admin"
     )
-    await _appended(deps.log.append([again]), deps)
+    await appended(deps.log.append([again]), deps)
     return {"run_id": run_id, "redelivery_requested": True, "subscription_id": subscription_id}
 
 
@@ -247,7 +249,7 @@ async def launch_test_run(
         account=account,
         replay_of=replay_of,
     )
-    await _appended(deps.log.append_records([launched]), deps)
+    await appended(deps.log.append_records([launched]), deps)
     return {"run_id": run_id, "isTest": is_test}
 
 

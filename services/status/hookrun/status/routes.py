@@ -14,7 +14,7 @@ from hookrun.config import InboundRequest
 from hookrun.config.bodies import BodyTooLarge, read_body
 from hookrun.events import RunStatus
 from hookrun.events.limits import json_too_deep
-from hookrun.status import handlers, stream, subscriptions
+from hookrun.status import handlers, schedules, stream, subscriptions
 from hookrun.status.handlers import ApiError
 from hookrun.status.store import INFO_STATUSES, RunFilter, decode_cursor
 
@@ -419,6 +419,52 @@ async def list_subscriptions(
     ] = subscriptions.RECENT_WINDOW_S,
 ) -> Response:
     return json(await subscriptions.list_subscriptions(deps, window_s))
+
+
+_SCHEDULE_RESPONSES = {
+    **_ADMIN_RESPONSES,
+    **_errors({404: "The trigger has no schedule (or does not exist)"}),
+}
+
+
+@router.get(
+    "/api/v1/schedules",
+    summary="Every trigger's schedule: state, next fire time, last firing and skip",
+    tags=["admin"],
+    responses=_ADMIN_RESPONSES,
+)
+async def list_schedules(deps: Admin) -> Response:
+    return json(await schedules.list_schedules(deps))
+
+
+@router.get(
+    "/api/v1/schedules/{trigger_id}",
+    summary="One trigger's schedule",
+    tags=["admin"],
+    responses=_SCHEDULE_RESPONSES,
+)
+async def get_schedule(trigger_id: str, deps: Admin) -> Response:
+    return json(await schedules.one_schedule(trigger_id, deps))
+
+
+@router.post(
+    "/api/v1/schedules/{trigger_id}/pause",
+    summary="Pause a schedule: it fires nothing until resumed",
+    tags=["admin"],
+    responses=_SCHEDULE_RESPONSES,
+)
+async def pause_schedule(trigger_id: str, deps: Admin) -> Response:
+    return json(await schedules.pause(trigger_id, deps))
+
+
+@router.post(
+    "/api/v1/schedules/{trigger_id}/resume",
+    summary="Resume a schedule from its next due time (missed times are not made up)",
+    tags=["admin"],
+    responses=_SCHEDULE_RESPONSES,
+)
+async def resume_schedule(trigger_id: str, deps: Admin) -> Response:
+    return json(await schedules.resume(trigger_id, deps))
 
 
 async def _json_body(request: Request, payload_depth: int | None = None) -> dict[str, Any]:
