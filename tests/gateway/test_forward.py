@@ -1,5 +1,6 @@
 """Run info and the admin API are forwarded to the status service unchanged."""
 
+import asyncio
 import logging
 from urllib.parse import unquote
 
@@ -225,3 +226,20 @@ def test_a_live_feed_is_relayed_as_an_event_stream_of_no_fixed_length():
         assert r.headers["content-type"] == "text/event-stream"
         assert "content-length" not in r.headers
         assert b"".join(r.iter_raw()) == b"".join(chunks)
+
+
+def test_a_relayed_feed_ends_when_the_gateway_shuts_down():
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b"retry: 2000\n\n"
+            await asyncio.Event().wait()  # a feed with nothing more to say, for ever
+            yield b""
+
+    def status(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Endless())
+
+    app = gateway_for(httpx.MockTransport(status))
+    app.state.closing = lambda: True
+    with TestClient(app) as c:
+        r = c.get("/ui/runs/stream")
+    assert r.status_code == 200 and r.content == b"retry: 2000\n\n"

@@ -163,6 +163,8 @@ def build(
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.publisher = publisher
     app.state.together = together
+    #: Whether the server is shutting down: relayed live feeds end then (main() sets it).
+    app.state.closing = lambda: False
     app.launch_endpoint = routes.LaunchEndpoint(app.state.deps, settings.hookrun_max_body_bytes)
     app.router.routes.extend(routes.launch_routes.routes)
     app.router.routes.append(Route("/metrics", metrics.serve_metrics, methods=["GET"]))
@@ -179,12 +181,14 @@ def main() -> None:
     except ConfigError as exc:
         print(f"hookrun gateway: invalid config\n{exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    app = build(settings, config, freeze_heap=True)
     # uvicorn's own lines go through the handler logs.configure set, in LOG_FORMAT.
-    uvicorn.run(
-        build(settings, config, freeze_heap=True),
-        log_config=None,
-        **server.uvicorn_options(settings),
+    serving = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, **server.uvicorn_options(settings))
     )
+    # Relayed live feeds would otherwise hold a shutdown for the whole graceful timeout.
+    app.state.closing = lambda: serving.should_exit
+    serving.run()
 
 
 if __name__ == "__main__":

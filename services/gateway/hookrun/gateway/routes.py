@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import string
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -293,7 +294,9 @@ async def forward(request: Request) -> Response:
     if upstream.headers.get("content-type", "").startswith("text/event-stream"):
         # A live feed (GET /api/v1/runs/stream, /ui/runs/stream): relayed as it comes.
         streamed = StreamingResponse(
-            upstream.aiter_raw(), upstream.status_code, background=BackgroundTask(upstream.aclose)
+            _relayed(upstream, request.app.state.closing),
+            upstream.status_code,
+            background=BackgroundTask(upstream.aclose),
         )
         return _with_headers(streamed, upstream)
     try:
@@ -309,6 +312,32 @@ async def forward(request: Request) -> Response:
     finally:
         await upstream.aclose()
     return _with_headers(Response(content, upstream.status_code), upstream)
+
+
+#: How often a relayed feed waiting for its next chunk checks whether the gateway shuts down.
+CLOSING_POLL_S = 0.5
+
+
+async def _relayed(upstream: httpx.Response, closing: Callable[[], bool]) -> AsyncIterator[bytes]:
+    """The chunks of a live feed as they come, until it ends or the gateway shuts down."""
+    chunks = upstream.aiter_raw()
+    pending: asyncio.Future[bytes | None] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(chunks, None))
+            done, _ = await asyncio.wait({pending}, timeout=CLOSING_POLL_S)
+            if not done:
+                if closing():
+                    return
+                continue
+            chunk, pending = pending.result(), None
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        if pending is not None:
+            pending.cancel()
 
 
 def _with_headers(response: Response, upstream: httpx.Response) -> Response:
