@@ -275,6 +275,16 @@ class TestAdmin:
         assert isinstance(cancel, RunCancelRequested) and cancel.run_id == running.run_id
         assert isinstance(redeliver, RedeliveryRequested) and redeliver.run_id == done.run_id
 
+    async def test_cancel_and_redeliver_carry_the_runs_trace_context(self, client, app):
+        trace = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01", "tracestate": "vendor=1"}
+        running, done = launched("tok", **trace), launched("tok", **trace)
+        await app.state.feed([running, done, *run_events(done, [RunStatus.SUCCESS])])
+        client.post(f"/api/v1/runs/{running.run_id}/cancel", headers=self.auth())
+        client.post(f"/api/v1/runs/{done.run_id}/redeliver", headers=self.auth())
+        [cancel, redeliver] = app.state.event_log.events
+        for event in (cancel, redeliver):
+            assert (event.traceparent, event.tracestate) == (trace["traceparent"], "vendor=1")
+
     def test_test_launch_skips_conditions_and_sets_is_test(self, client, app):
         r = client.post("/api/v1/triggers/gh/test-launch", content=b'{"n": 2}', headers=self.auth())
         assert r.status_code == 202 and r.json()["isTest"] is True

@@ -24,6 +24,7 @@ from hookrun.config.model import (
 from hookrun.config.templating import PayloadPathError, lookup_path
 from hookrun.events import Record, new_id
 from hookrun.events.launches import launched_record
+from hookrun.events.tracing import TraceContext
 
 __all__ = [
     "FALLBACK_DELIVERY_HEADERS",
@@ -393,11 +394,13 @@ def recorded_launch(
     is_test: bool = False,
     account: str | None = None,
     replay_of: str | None = None,
+    trace: TraceContext | None = None,
 ) -> Record:
     """The ``TriggerLaunched`` record of ``request``: raw body, secrets that authenticated it redacted.
 
-    Encoded by :func:`hookrun.events.launches.launched_record` with a fresh event id and
-    ``source`` as its ``ce_source``; raises ``UnrecordableEvent`` as that does.
+    Encoded by :func:`hookrun.events.launches.launched_record` with a fresh event id,
+    ``source`` as its ``ce_source`` and ``trace`` as its ``ce_traceparent``; raises
+    ``UnrecordableEvent`` as that does.
     """
     headers, query = redact(trigger, request)
     return launched_record(
@@ -416,4 +419,5 @@ def recorded_launch(
         is_test=is_test,
         account=account,
         replay_of=replay_of,
+        trace=trace,
     )

@@ -33,6 +33,13 @@ _CE_HEADERS = {
     "content-type": "`application/json`",
 }
 
+#: The CloudEvents distributed-tracing extension: on every event of a run, so optional.
+_TRACE_HEADERS = {
+    "ce_traceparent": "the run's W3C `traceparent` (the launch's: the sender's, continued, or a "
+    "new trace); the same on every event of the run",
+    "ce_tracestate": "the run's W3C `tracestate`, when the sender sent one",
+}
+
 _TOPIC_DOC = {
     topics.RUNS: "Every event of one run. Key: the run id, so a run's events are ordered.",
     topics.TRIGGERS: "Trigger log entries that belong to no run (rejected, duplicate, filtered, rate-limited). Key: trigger id.",
@@ -78,7 +85,8 @@ def _asyncapi(types: dict[str, type[Event]]) -> str:
         "type": "object",
         "required": list(_CE_HEADERS),
         "properties": {
-            name: {"type": "string", "description": doc} for name, doc in _CE_HEADERS.items()
+            name: {"type": "string", "description": doc}
+            for name, doc in {**_CE_HEADERS, **_TRACE_HEADERS}.items()
         },
     }
     for cls in types.values():
@@ -146,6 +154,7 @@ def _markdown(types: dict[str, type[Event]]) -> str:
         "| header | meaning |",
         "| --- | --- |",
         *[f"| `{h}` | {d} |" for h, d in _CE_HEADERS.items()],
+        *[f"| `{h}` | {d} (optional) |" for h, d in _TRACE_HEADERS.items()],
         "",
         "## Topics",
         "",

@@ -8,8 +8,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hookrun.events.tracing import TraceContext
+
 #: Fields that travel in the CloudEvents headers, not in the value.
-ENVELOPE_FIELDS = frozenset({"event_id", "occurred_at", "source"})
+ENVELOPE_FIELDS = frozenset({"event_id", "occurred_at", "source", "traceparent", "tracestate"})
 
 
 def utcnow() -> datetime:
@@ -52,6 +54,17 @@ class Event(BaseModel):
     event_id: str = Field(default_factory=new_id)
     occurred_at: datetime = Field(default_factory=utcnow)
     source: str = "hookrun"
+    #: The run's W3C trace context: the CloudEvents distributed-tracing extension
+    #: (``ce_traceparent``, ``ce_tracestate``), the same on every event of a run.
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @property
+    def trace(self) -> TraceContext | None:
+        """The trace context the event carries, if any."""
+        if self.traceparent is None:
+            return None
+        return TraceContext(self.traceparent, self.tracestate)
 
     @property
     def key(self) -> str:

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from hookrun.events import topics
-from hookrun.events.base import Event
+from hookrun.events.base import ENVELOPE_FIELDS, Event
 from hookrun.events.registry import lookup
+from hookrun.events.tracing import TraceContext, parse
 from hookrun.events.upcasters import upcast
 
 Headers = list[tuple[str, bytes]]
@@ -20,6 +21,8 @@ Headers = list[tuple[str, bytes]]
 SPECVERSION = b"1.0"
 CONTENT_TYPE = b"application/json"
 _SCHEMA_PREFIX = "urn:hookrun:schema:"
+#: The envelope travels in the headers, not in the value.
+_NOT_IN_VALUE = set(ENVELOPE_FIELDS)
 
 
 class InvalidEvent(Exception):
@@ -57,10 +60,11 @@ def dataschema(type_: str, version: int) -> str:
     return f"{_SCHEMA_PREFIX}{type_}:v{version}"
 
 
-def encode(event: Event, *, source: str | None = None) -> Record:
+def encode(event: Event, *, source: str | None = None, trace: TraceContext | None = None) -> Record:
     """Encode ``event`` as a Kafka record in CloudEvents binary content mode.
 
-    ``source`` overrides the event's own ``source`` (the producing service stamps itself).
+    ``source`` overrides the event's own ``source`` (the producing service stamps itself);
+    ``trace`` is the run's trace context when the event carries none of its own.
     Raises :class:`UnrecordableEvent` when the event does not serialise (nested too deep) or
     its value is over :data:`MAX_RECORD_BYTES`, which the broker would refuse.
     """
@@ -68,7 +72,7 @@ def encode(event: Event, *, source: str | None = None) -> Record:
     if not cls.type:
         raise TypeError(f"{cls.__name__} is not registered")
     try:
-        value = event.model_dump_json(exclude={"event_id", "occurred_at", "source"}).encode()
+        value = event.model_dump_json(exclude=_NOT_IN_VALUE).encode()
     except PydanticSerializationError as exc:
         raise UnrecordableEvent(f"{cls.type} does not serialise: {exc}") from exc
     if len(value) > MAX_RECORD_BYTES:
@@ -82,19 +86,27 @@ def encode(event: Event, *, source: str | None = None) -> Record:
         source=source or event.source,
         occurred_at=event.occurred_at,
         key=key,
+        trace=event.trace or trace,
     )
     return Record(cls.topic, key, value, headers)
 
 
 def envelope(
-    cls: type[Event], *, event_id: str, source: str, occurred_at: datetime, key: bytes
+    cls: type[Event],
+    *,
+    event_id: str,
+    source: str,
+    occurred_at: datetime,
+    key: bytes,
+    trace: TraceContext | None = None,
 ) -> Headers:
-    """The CloudEvents headers of an event of the registered type ``cls`` keyed ``key``.
+    """The CloudEvents headers of an event of the registered type ``cls`` keyed ``key``,
+    with the distributed-tracing extension's when ``trace`` is given.
 
     ``encode`` writes these; so does a producer that writes an event's JSON value itself (the
     gateway's launch record) to get the same envelope.
     """
-    return [
+    headers = [
         ("ce_specversion", SPECVERSION),
         ("ce_id", event_id.encode()),
         ("ce_source", source.encode()),
@@ -104,6 +116,9 @@ def envelope(
         ("ce_dataschema", dataschema(cls.type, cls.version).encode()),
         ("content-type", CONTENT_TYPE),
     ]
+    if trace is not None:
+        headers += trace.headers()
+    return headers
 
 
 def decode(value: bytes | None, headers: Any) -> Event:
@@ -140,6 +155,10 @@ def decode(value: bytes | None, headers: Any) -> Event:
     data["source"] = h.get("ce_source") or ""
     if "ce_time" in h:
         data["occurred_at"] = h["ce_time"]
+    # A malformed trace context from some other producer loses the trace, not the event.
+    trace = parse(h.get("ce_traceparent"), h.get("ce_tracestate"))
+    data["traceparent"] = None if trace is None else trace.traceparent
+    data["tracestate"] = None if trace is None else trace.tracestate
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

@@ -26,7 +26,7 @@ from typing import Any, Generic
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from hookrun.events import metrics
+from hookrun.events import metrics, tracing
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit, ConsumerClient
 from hookrun.events.kafka import KafkaUnavailable, decode_or_dead_letter
@@ -288,7 +288,10 @@ class ConsumeLoop(Generic[S]):
                 else:
                     await self._read(part, records, out)
         if taken:
+            spans = self._process_spans(taken) if tracing.enabled() else ()
             await self.service.take(taken)
+            for span in spans:
+                span.end()
         if out:
             await self.publish(out)
         for part in list(self.parts.values()):
@@ -327,9 +330,60 @@ class ConsumeLoop(Generic[S]):
                 continue
             assert self._publisher is not None
             event = await decode_or_dead_letter(self._publisher, record)
-            if event is not None:
+            if event is None:
+                continue
+            if live and tracing.enabled():
+                out.extend(await self._apply_traced(event, record, state))
+            else:
                 out.extend(await self._apply(event, offset, state))
         part.position = position
+
+    async def _apply_traced(self, event: Event, record: Any, state: S) -> list[Event]:
+        """:meth:`_apply` in a consumer span, a child of the event's trace context."""
+        trace = event.trace
+        attributes = tracing.messaging_attributes(
+            "process",
+            record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            message_id=event.event_id.encode(),
+            group=self.group,
+        )
+        attributes["hookrun.event.type"] = type(event).type
+        with (
+            tracing.span(
+                f"process {record.topic}", parent=trace, kind="consumer", attributes=attributes
+            ),
+            tracing.working_on(trace),
+        ):
+            return await self._apply(event, record.offset, state)
+
+    def _process_spans(self, taken: Sequence[tuple[Partition[S], Sequence[Any]]]) -> list[Any]:
+        """Consumer spans of the live records a projection takes that carry a trace context,
+        started now; the caller ends them once the records are taken."""
+        spans = []
+        for part, records in taken:
+            if not part.live:
+                continue
+            for record in records:
+                trace = tracing.of_headers(record.headers)
+                if trace is None:
+                    continue
+                attributes = tracing.messaging_attributes(
+                    "process",
+                    record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    group=self.group,
+                )
+                span = tracing.start_span(
+                    f"process {record.topic}", parent=trace, kind="consumer", attributes=attributes
+                )
+                if span is not None:
+                    spans.append(span)
+        return spans
 
     async def _apply(self, event: Event, offset: int, state: S) -> list[Event]:
         out: list[Event] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
-from hookrun.events import metrics, topics
+from hookrun.events import metrics, topics, tracing
 from hookrun.events.admin import (
     delete_topics,
     ensure_topics,
@@ -191,16 +192,20 @@ class Publisher:
         """
         if self._producer is None:
             raise KafkaUnavailable("kafka producer is not connected")
+        topic = topics.named(record.topic, self.namespace)
+        span = tracing.send_span(topic, record.key, record.headers) if tracing.enabled() else None
         try:
             acked: asyncio.Future[Any] = await self._producer.send(
-                topics.named(record.topic, self.namespace),
-                record.value,
-                key=record.key,
-                headers=record.headers,
+                topic, record.value, key=record.key, headers=record.headers
             )
-            return acked
         except KafkaError as exc:
+            if span is not None:
+                tracing.fail(span, repr(exc))
+                span.end()
             raise KafkaUnavailable(str(exc)) from exc
+        if span is not None:
+            acked.add_done_callback(functools.partial(tracing.sent, span))
+        return acked
 
     def record(self, event: Event) -> Record:
         """Return ``event`` encoded as :meth:`publish` sends it (stamped with this publisher)."""

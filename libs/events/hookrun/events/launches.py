@@ -10,6 +10,7 @@ import orjson
 
 from hookrun.events.codec import MAX_RECORD_BYTES, Record, UnrecordableEvent, envelope
 from hookrun.events.runs import TriggerLaunched
+from hookrun.events.tracing import TraceContext
 
 
 def launched_record(
@@ -29,6 +30,7 @@ def launched_record(
     is_test: bool = False,
     account: str | None = None,
     replay_of: str | None = None,
+    trace: TraceContext | None = None,
 ) -> Record:
     """Return the record ``encode(TriggerLaunched(...), source=source)`` would return.
 
@@ -36,7 +38,8 @@ def launched_record(
     (:func:`~hookrun.events.codec.envelope`), stamped with the current time, without building
     and validating the pydantic model: the launch is the gateway's hot path, and its inputs are
     plain strings already. ``headers`` and ``query`` are stored as given (redacted, header names
-    lowercased); the content type is the ``content-type`` header's value.
+    lowercased); the content type is the ``content-type`` header's value; ``trace`` is the
+    run's trace context (``ce_traceparent``).
     Raises :class:`~hookrun.events.codec.UnrecordableEvent` when the value is over
     :data:`~hookrun.events.codec.MAX_RECORD_BYTES`, as ``encode`` does.
     """
@@ -68,6 +71,11 @@ def launched_record(
         )
     key = run_id.encode()
     ce_headers = envelope(
-        TriggerLaunched, event_id=event_id, source=source, occurred_at=datetime.now(UTC), key=key
+        TriggerLaunched,
+        event_id=event_id,
+        source=source,
+        occurred_at=datetime.now(UTC),
+        key=key,
+        trace=trace,
     )
     return Record(TriggerLaunched.topic, key, value, ce_headers)

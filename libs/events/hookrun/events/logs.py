@@ -2,7 +2,8 @@
 
 ``LOG_FORMAT=json`` makes each record one line with ``time``, ``level``, ``service``,
 ``logger`` and ``message``, plus the context a log call passes in ``extra`` (``run_id``,
-``trigger_id``, ``execution_id``, ``subscription_id``, ``trace_id``) when it knows it, and
+``trigger_id``, ``execution_id``, ``subscription_id``, ``trace_id``) when it knows it (the
+trace id also from the trace the logging task works on), and
 ``exc_info`` for an exception. Only those named keys are copied from a record, so whatever
 else a library attaches to its records (a request, a config) never reaches the log.
 """
@@ -16,10 +17,12 @@ from typing import IO, Any, Literal
 
 import orjson
 
+from hookrun.events import tracing
+
 LogFormat = Literal["text", "json"]
 
-#: The ``extra`` keys a JSON line carries when a log call passes them. ``trace_id`` is filled
-#: once tracing sets it on the records.
+#: The ``extra`` keys a JSON line carries when a log call passes them. ``trace_id`` is also
+#: filled from the trace the logging task works on (:func:`hookrun.events.tracing.working_on`).
 CONTEXT_KEYS = ("run_id", "trigger_id", "execution_id", "subscription_id", "trace_id")
 
 #: The text format: a service's lines say which service wrote them, as in `make run`'s logs.
@@ -46,6 +49,10 @@ class JsonFormatter(logging.Formatter):
             value = fields.get(key)
             if value is not None:
                 doc[key] = value
+        if "trace_id" not in doc:
+            trace_id = tracing.current_trace_id()
+            if trace_id is not None:
+                doc["trace_id"] = trace_id
         if record.exc_info:
             doc["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.events import logs
+from hookrun.events import logs, tracing
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, ensure_topics_forever
 from hookrun.events.transactions import TransactionalPublisher, transactional_id
@@ -176,6 +176,7 @@ def main() -> None:
     """Serve the gateway with the settings from the environment."""
     settings = Settings()
     logs.configure("gateway", settings.log_level, settings.log_format)
+    tracing.start("gateway")
     try:
         config = load_config(settings.hookrun_config)
     except ConfigError as exc:

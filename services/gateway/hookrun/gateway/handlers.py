@@ -11,7 +11,7 @@ from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import check_conditions, delivery_id, recorded_launch
 from hookrun.config.filters import filter_miss
 from hookrun.config.templating import render_response
-from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_id
+from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_id, tracing
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.gateway.adapters import DeliveryIndex, EventLog
@@ -127,6 +127,7 @@ async def launch(
         config_version=deps.config_version,
         is_test=is_test,
         account=verdict.account,
+        trace=tracing.for_launch(request.headers),
     )
     started = time.perf_counter()
     try:
@@ -177,6 +178,7 @@ async def _launch_delivery(
             delivery_id=delivery,
             is_test=is_test,
             account=account,
+            trace=tracing.for_launch(request.headers),
         )
         record = InboundDeliveryRecorded(trigger_id=trigger.id, delivery_id=delivery, run_id=run_id)
         started = time.perf_counter()

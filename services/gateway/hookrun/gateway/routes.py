@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from hookrun.config import InboundRequest
 from hookrun.config.bodies import BodyTooLarge, ClientDisconnected, read_body, receive_body
 from hookrun.config.conditions import Headers
+from hookrun.events import tracing
 from hookrun.gateway import handlers
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,11 @@ class LaunchEndpoint:
                 return
             except ClientDisconnected:
                 return
-            reply = await handlers.launch(trigger_id, _inbound(scope, raw_headers, body), self.deps)
+            request = _inbound(scope, raw_headers, body)
+            if tracing.enabled():
+                reply = await self._launch_traced(trigger_id, request)
+            else:
+                reply = await handlers.launch(trigger_id, request, self.deps)
             await send_reply(reply)
         except Exception:
             # What Starlette's ServerErrorMiddleware does: a 500 if nothing was sent, then raise
@@ -98,6 +103,31 @@ class LaunchEndpoint:
                     handlers.Reply(500, b"Internal Server Error", "text/plain; charset=utf-8")
                 )
             raise
+
+    async def _launch_traced(self, trigger_id: str, request: InboundRequest) -> handlers.Reply:
+        """The launch in a server span, a child of the sender's ``traceparent`` if valid."""
+        sender = tracing.parse(
+            request.headers.get("traceparent"), request.headers.get("tracestate")
+        )
+        attributes = {
+            "http.request.method": "POST",
+            "http.route": _LAUNCH_ROUTE,
+            "url.path": request.path,
+            "hookrun.trigger_id": trigger_id,
+        }
+        with tracing.span(
+            _LAUNCH_SPAN, parent=sender, kind="server", attributes=attributes
+        ) as span:
+            reply = await handlers.launch(trigger_id, request, self.deps)
+            assert span is not None
+            span.set_attribute("http.response.status_code", reply.status)
+            if reply.status >= 500:
+                tracing.fail(span, f"HTTP {reply.status}")
+        return reply
+
+
+_LAUNCH_ROUTE = "/api/v0/launch/{trigger_id}/"
+_LAUNCH_SPAN = f"POST {_LAUNCH_ROUTE}"
 
 
 def _inbound(scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes) -> InboundRequest:

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.events import logs, topics
+from hookrun.events import logs, topics, tracing
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit, ConsumerClient, GroupConsumer
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
@@ -368,6 +368,7 @@ def main() -> None:
     """Run the notifier with the settings from the environment."""
     settings = Settings()
     logs.configure("notifier", settings.log_level, settings.log_format)
+    tracing.start("notifier")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(settings.hookrun_config)

@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from hookrun.config import HookrunConfig
 from hookrun.config.model.base import SigningKeys
-from hookrun.events import topics
+from hookrun.events import topics, tracing
 from hookrun.events.base import Event
 from hookrun.events.maps import EventMap
 from hookrun.events.notifications import (
@@ -41,7 +42,8 @@ from hookrun.events.runs import (
     TriggerLaunched,
 )
 from hookrun.events.subscriptions import SubscriptionStates, subscription_id
-from hookrun.notifier.adapters import Sender
+from hookrun.events.tracing import TraceContext
+from hookrun.notifier.adapters import Sender, SendResult
 from hookrun.notifier.payload import notification_body
 from hookrun.notifier.signing import message_id, signed_headers
 
@@ -365,6 +367,8 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
         "url": sub.url,
         "attempt": attempt,
     }
+    if delivery.run is not None:
+        base.update(tracing.fields(delivery.run.trace))
     if deps.is_disabled(sub):
         # Disabled while this delivery waited: close it so a replay does not retry it.
         return [DeliveryAttempted(**base, outcome="gone", error="subscription is disabled")]
@@ -377,6 +381,7 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
                 delivery, DeliveryAttempted(**base, outcome="failed", error=reason), reason
             )
         delivery.run = run  # held until the delivery is done
+        base.update(tracing.fields(run.trace))
     try:
         body = notification_body(run, deps.config)
     except (TypeError, ValueError) as exc:  # orjson: nested too deep, or not serialisable
@@ -385,7 +390,7 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
             delivery, DeliveryAttempted(**base, outcome="failed", error=reason), reason
         )
     headers = signed_headers(delivery.message_id, int(deps.now()), body, sub.keys, sub.headers)
-    result = await deps.sender.send(sub.id, sub.url, body, headers)
+    result = await _send(delivery, run.trace, attempt, body, headers, deps)
     fields = {
         **base,
         "status_code": result.status_code,
@@ -402,6 +407,7 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
         return [
             DeliveryAttempted(**fields, outcome="gone"),
             SubscriptionDisabled(
+                **tracing.fields(run.trace),
                 subscription_id=sub.id,
                 trigger_id=sub.trigger_id,
                 url=sub.url,
@@ -419,11 +425,49 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
     return [DeliveryAttempted(**fields, outcome="failed", next_attempt_at=next_at)]
 
 
+async def _send(
+    delivery: Delivery,
+    trace: TraceContext | None,
+    attempt: int,
+    body: bytes,
+    headers: dict[str, str],
+    deps: Deps,
+) -> SendResult:
+    """One HTTP attempt carrying the run's ``traceparent``; with spans on, in a client span of
+    the run's trace (whose context the request carries)."""
+    sub = delivery.subscription
+    url = urlsplit(sub.url)
+    attributes = {
+        "http.request.method": "POST",
+        "server.address": url.hostname or "",
+        "url.scheme": url.scheme,
+        "url.path": url.path or "/",
+        "hookrun.run_id": delivery.run_id,
+        "hookrun.subscription_id": sub.id,
+        "hookrun.delivery.attempt": attempt,
+    }
+    with (
+        tracing.span("POST", parent=trace, kind="client", attributes=attributes) as span,
+        tracing.working_on(trace),
+    ):
+        context = tracing.current_context() or trace
+        if context is not None:
+            headers.update(context.http_headers())
+        result = await deps.sender.send(sub.id, sub.url, body, headers)
+        if span is not None:
+            if result.status_code is not None:
+                span.set_attribute("http.response.status_code", result.status_code)
+            if result.status_code is None or not 200 <= result.status_code < 300:
+                tracing.fail(span, result.error or f"HTTP {result.status_code}")
+    return result
+
+
 def _exhausted(delivery: Delivery, last: DeliveryAttempted, why: str) -> list[Event]:
     """The last attempt of a delivery, and the DeliveryExhausted that gives it up, saying why."""
     return [
         last,
         DeliveryExhausted(
+            **tracing.fields(last.trace),
             run_id=last.run_id,
             message_id=delivery.message_id,
             subscription_id=last.subscription_id,

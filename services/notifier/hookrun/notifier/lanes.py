@@ -66,7 +66,12 @@ def _log_outcome(delivery: Delivery, events: list[Event]) -> None:
         attempted.outcome,
         attempted.status_code if attempted.status_code is not None else "-",
         "; given up" if gave_up else "",
-        extra={"run_id": delivery.run_id, "trigger_id": sub.trigger_id, "subscription_id": sub.id},
+        extra={
+            "run_id": delivery.run_id,
+            "trigger_id": sub.trigger_id,
+            "subscription_id": sub.id,
+            "trace_id": attempted.trace.trace_id if attempted.trace is not None else None,
+        },
     )
 
 

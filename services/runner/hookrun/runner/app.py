@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.events import logs, topics
+from hookrun.events import logs, topics, tracing
 from hookrun.events.clients import GroupConsumer
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.health import serve_health
@@ -138,6 +138,7 @@ def main() -> None:
     """Entry point: `python -m hookrun.runner`."""
     settings = Settings()
     logs.configure("runner", settings.log_level, settings.log_format)
+    tracing.start("runner")
     logging.getLogger("aiokafka").setLevel(
         logging.WARNING if settings.log_level.upper() != "TRACE" else logging.DEBUG
     )

@@ -6,15 +6,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
-from hookrun.events import topics
+from hookrun.events import topics, tracing
 from hookrun.events.base import Event, utcnow
 from hookrun.events.codec import Record, UnrecordableEvent, encode
 from hookrun.events.kafka import KafkaUnavailable
-from hookrun.events.runs import ErrorDetail, PipelineDefined, RunFinished
+from hookrun.events.runs import (
+    ErrorDetail,
+    ExecutionFinished,
+    PipelineDefined,
+    RunFinished,
+    RunStatus,
+)
 from hookrun.events.service import PublisherClient
+from hookrun.events.tracing import TraceContext
 from hookrun.runner import metrics
 from hookrun.runner.outcomes import forced_finish
 from hookrun.runner.pipelines import PipelineIndex
@@ -117,22 +125,27 @@ class Appender:
             run_id = getattr(event, "run_id", "")
             if run_id in ended:
                 continue
+            run = self._table.runs.get(run_id)
+            # Every event of a run carries its launch's trace context (also after a replay:
+            # the run's TriggerLaunched is replayed with it).
+            trace = None if run is None or run.launched is None else run.launched.trace
             try:
                 # The service stamps itself as the source while encoding (no model copy).
-                record = encode(event, source=stamp if event.source == "hookrun" else None)
+                source = stamp if event.source == "hookrun" else None
+                record = encode(event, source=source, trace=trace)
             except UnrecordableEvent as exc:
                 ended.add(run_id)
                 finish = self._end_unrecordable(event, str(exc))
                 if finish is None:
                     continue
-                event, record = finish, encode(finish, source=stamp)
+                event, record = finish, encode(finish, source=stamp, trace=trace)
             if isinstance(event, PipelineDefined):
                 self._index.remember(event)
             records.append(record)
-            if type(event).topic == topics.RUNS:
-                run = self._table.runs.get(run_id)
-                if run is not None and self._owns(run):
-                    self._expect_echo(run, event)
+            if run is not None and trace is not None and tracing.enabled():
+                record_spans(run, event, trace)
+            if type(event).topic == topics.RUNS and run is not None and self._owns(run):
+                self._expect_echo(run, event)
         return records, ended
 
     def _end_unrecordable(self, event: Event, reason: str) -> RunFinished | None:
@@ -154,6 +167,54 @@ class Appender:
         # Nothing more starts for it; the reconcile whose append carries the finish forgets it.
         run.finished = finish
         return finish
+
+
+def record_spans(run: RunState, event: Event, trace: TraceContext) -> None:
+    """The span of what ``event`` ends, once it is appended: an execution, or the whole run.
+
+    Recorded from the times the events hold, so an execution ended by a successor runner
+    (aborted after a takeover) gets its span as well.
+    """
+    if isinstance(event, ExecutionFinished):
+        ex = run.executions.get(event.execution_id)
+        step = ex.created.step if ex is not None else "step"
+        start = event.started_at or (ex.created.occurred_at if ex is not None else None)
+        attributes: dict[str, Any] = {
+            "hookrun.run_id": run.run_id,
+            "hookrun.execution_id": event.execution_id,
+            "hookrun.step": step,
+            "hookrun.status": str(event.status),
+        }
+        if event.exit_code is not None:
+            attributes["process.exit.code"] = event.exit_code
+        tracing.record_span(
+            f"execute {step}",
+            parent=trace,
+            start=start or event.completed_at,
+            end=event.completed_at,
+            attributes=attributes,
+            error=None if event.status is RunStatus.SUCCESS else _why(event.status, event.error),
+        )
+    elif isinstance(event, RunFinished):
+        tracing.record_span(
+            f"run {event.trigger_id}",
+            parent=trace,
+            start=event.started_at,
+            end=event.completed_at,
+            attributes={
+                "hookrun.run_id": run.run_id,
+                "hookrun.trigger_id": event.trigger_id,
+                "hookrun.status": str(event.status),
+                "hookrun.execution_count": event.execution_count,
+            },
+            error=None
+            if event.ok
+            else _why(event.status, event.error.message if event.error else None),
+        )
+
+
+def _why(status: RunStatus, error: str | None) -> str:
+    return f"{status}: {error}" if error else str(status)
 
 
 def _retriable(exc: KafkaUnavailable) -> bool:

@@ -278,7 +278,8 @@ class Runner(Service[int]):
             if run.finished is not None and (
                 run.run_id in ended or any(e is run.finished for e in plan.events)
             ):
-                metrics.run_finished(run.finished)
+                trace = run.launched.trace if run.launched is not None else None
+                metrics.run_finished(run.finished, trace.trace_id if trace is not None else None)
                 self.table.forget(run.run_id, finished=True)
 
     def _spawn(self, coro: Any) -> None:

@@ -69,8 +69,8 @@ def executions_recorded(events: Iterable[Event]) -> None:
                 EXECUTION_SECONDS.labels(status).observe(event.duration_ms / 1000)
 
 
-def run_finished(finished: RunFinished) -> None:
-    """Count and log a run whose RunFinished Kafka acknowledged."""
+def run_finished(finished: RunFinished, trace_id: str | None = None) -> None:
+    """Count and log a run whose RunFinished Kafka acknowledged (``trace_id``: its trace's)."""
     status = finished.status.value
     RUNS_FINISHED.labels(finished.trigger_id, status).inc()
     RUN_SECONDS.labels(status).observe(finished.duration_ms / 1000)
@@ -79,5 +79,5 @@ def run_finished(finished: RunFinished) -> None:
         finished.run_id,
         status,
         finished.duration_ms,
-        extra={"run_id": finished.run_id, "trigger_id": finished.trigger_id},
+        extra={"run_id": finished.run_id, "trigger_id": finished.trigger_id, "trace_id": trace_id},
     )

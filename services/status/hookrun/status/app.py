@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.events import logs, topics
+from hookrun.events import logs, topics, tracing
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, TopicTable, ensure_topics_forever
 from hookrun.events.subscriptions import SubscriptionStates
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     settings = Settings()
     logs.configure("status", settings.log_level, settings.log_format)
+    tracing.start("status")
     if args[:1] == ["rebuild"]:
         started = time.monotonic()
         count = asyncio.run(rebuild(settings))

@@ -13,7 +13,7 @@ import orjson
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import check_conditions, recorded_launch
-from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics
+from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics, tracing
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.events.runs import LaunchRequest
@@ -199,7 +199,10 @@ async def cancel(run_id: str, reason: str, deps: Deps) -> dict[str, Any]:
     run = await known_run(run_id, deps)
     if run["status"] is not None:
         raise ApiError(409, {"error": f"run already finished ({run['status']})"})
-    cancel = RunCancelRequested(run_id=run_id, requested_by="admin", reason=reason)
+    trace = await deps.store.run_trace(run_id)
+    cancel = RunCancelRequested(
+        run_id=run_id, requested_by="admin", reason=reason, **tracing.fields(trace)
+    )
     await appended(deps.log.append([cancel]), deps)
     return {"run_id": run_id, "cancel_requested": True}
 
@@ -210,7 +213,10 @@ async def redeliver(run_id: str, subscription_id: str | None, deps: Deps) -> dic
     if run["status"] is None:
         raise ApiError(409, {"error": "run has not finished; there is nothing to redeliver"})
     again = RedeliveryRequested(
-        run_id=run_id, subscription_id=subscription_id, requested_by="admin"
+        run_id=run_id,
+        subscription_id=subscription_id,
+        requested_by="admin",
+        **tracing.fields(await deps.store.run_trace(run_id)),
     )
     await appended(deps.log.append([again]), deps)
     return {"run_id": run_id, "redelivery_requested": True, "subscription_id": subscription_id}
@@ -248,6 +254,7 @@ async def launch_test_run(
         is_test=is_test,
         account=account,
         replay_of=replay_of,
+        trace=tracing.for_launch(request.headers),
     )
     await appended(deps.log.append_records([launched]), deps)
     return {"run_id": run_id, "isTest": is_test}

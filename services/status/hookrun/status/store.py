@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from hookrun.events import TriggerLaunched
+from hookrun.events import TriggerLaunched, tracing
+from hookrun.events.tracing import TraceContext
 from hookrun.status.statements import Op, Statement, statements
 
 #: Portable DDL: TEXT timestamps (fixed-width UTC), TEXT JSON, BIGINT counters and offsets.
@@ -464,6 +465,16 @@ class SqlStore:
             return None
         data: dict[str, Any] = orjson.loads(rows[0]["doc"])["data"]
         return data
+
+    async def run_trace(self, run_id: str) -> TraceContext | None:
+        """The trace context of the run (its first recorded event's), if it has one."""
+        rows = await self._rows(
+            "SELECT doc FROM events WHERE run_id = ? ORDER BY off LIMIT 1", (run_id,)
+        )
+        doc = _loads(rows[0]["doc"]) if rows else None
+        if not isinstance(doc, dict):
+            return None
+        return tracing.parse(doc.get("traceparent"), doc.get("tracestate"))
 
     async def run_events(self, run_id: str) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT doc FROM events WHERE run_id = ? ORDER BY off", (run_id,))
