@@ -182,16 +182,19 @@ async def known_run(run_id: str, deps: Deps) -> dict[str, Any]:
     return detail
 
 
+def unavailable(what: str, deps: Deps) -> ApiError:
+    """503 with Retry-After: ``what`` (Kafka's part of the answer) cannot be had now."""
+    return ApiError(
+        503, {"error": f"{what} unavailable, retry later"}, {"Retry-After": str(deps.retry_after_s)}
+    )
+
+
 async def appended(append: Awaitable[None], deps: Deps) -> None:
     """Wait for an append to the event log; 503 with Retry-After when Kafka does not ack it."""
     try:
         await append
     except KafkaUnavailable as exc:
-        raise ApiError(
-            503,
-            {"error": "event log unavailable, retry later"},
-            {"Retry-After": str(deps.retry_after_s)},
-        ) from exc
+        raise unavailable("event log", deps) from exc
 
 
 async def cancel(run_id: str, reason: str, deps: Deps) -> dict[str, Any]:

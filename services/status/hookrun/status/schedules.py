@@ -16,7 +16,7 @@ from hookrun.config.model.schedules import Schedule
 from hookrun.events.base import utcnow
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.schedules import SchedulePaused, ScheduleResumed, ScheduleState
-from hookrun.status.handlers import ApiError, Deps, appended
+from hookrun.status.handlers import ApiError, Deps, appended, unavailable
 
 State = Literal["active", "paused", "disabled"]
 
@@ -68,11 +68,7 @@ async def _states(deps: Deps) -> dict[str, ScheduleState]:
     try:
         return await deps.schedules.states()
     except KafkaUnavailable as exc:
-        raise ApiError(
-            503,
-            {"error": "schedules unavailable, retry later"},
-            {"Retry-After": str(deps.retry_after_s)},
-        ) from exc
+        raise unavailable("schedules", deps) from exc
 
 
 def _scheduled(trigger_id: str, deps: Deps) -> Trigger:
