@@ -24,13 +24,20 @@ import yaml
 from hookrun.config.loader import parse_config
 from hookrun.dev.helm import helm_binary
 from hookrun.dev.kafka_net import free_port
+from hookrun.dev.kafka_secure import USERNAME
 from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
 from tests.dev.test_compose import ROOT, SERVICES, SHARED, read_by
 
 CHART = ROOT / "deploy/helm/hookrun"
 SECURED = ROOT / "deploy/helm/values-secured.yaml"
-VALUES = {"default": [], "secured": ["-f", str(SECURED)]}
+#: Values files rendered: the defaults, the documented secured example, and mutual TLS.
+FILES = {
+    "default": None,
+    "secured": SECURED,
+    "mtls": Path(__file__).with_name("helm-values-mtls.yaml"),
+}
+VALUES = {name: ["-f", str(path)] if path else [] for name, path in FILES.items()}
 #: The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion) and the newest schemas.
 KUBERNETES = ["1.29", kubernetes_validate.latest_version()]
 #: The setting each service listens on for /healthz, /readyz and /metrics, and its address.
@@ -74,8 +81,8 @@ def variant(request: pytest.FixtureRequest, helm: Path) -> tuple[str, list[dict[
 
 def values_of(name: str) -> dict[str, Any]:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    if name == "secured":
-        _merge(values, yaml.safe_load(SECURED.read_text()))
+    if FILES[name] is not None:
+        _merge(values, yaml.safe_load(FILES[name].read_text()))
     return values
 
 
@@ -302,6 +309,17 @@ class TestSecurity:
     def test_kafka_files_are_mounted_from_the_secret_where_the_settings_say(self, variant):
         name, docs = variant
         secrets = secret_data(docs)
+        kafka, given = values_of(name)["kafka"], values_of(name)["secrets"]
+        tls = kafka["securityProtocol"] in ("SSL", "SASL_SSL")
+        expected = {}
+        if kafka["securityProtocol"].startswith("SASL_"):
+            expected["KAFKA_SASL_PASSWORD_FILE"] = given["kafkaSaslPassword"]
+        if tls and kafka["tls"]["ca"]:
+            expected["KAFKA_SSL_CAFILE"] = given["kafkaCa"]
+        if tls and kafka["tls"]["clientCertificate"]:
+            expected["KAFKA_SSL_CERTFILE"] = given["kafkaCert"]
+            expected["KAFKA_SSL_KEYFILE"] = given["kafkaKey"]
+        assert expected or name == "default"
         for workload in [*deployments(docs).values(), *of_kind(docs, "Job")]:
             spec = container(workload)
             env = {v["name"]: v.get("value") for v in spec["env"]}
@@ -311,23 +329,9 @@ class TestSecurity:
                 source = volumes[mount["name"]].get("secret")
                 for item in (source or {}).get("items", []):
                     files[f"{mount['mountPath']}/{item['path']}"] = item["key"]
-            named = {
-                k: env[k]
-                for k in ("KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE")
-                if k in env
-            }
-            for path in named.values():
-                assert path in files, path
-                assert files[path] in secrets
-            if name == "secured":
-                assert set(named) == {"KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE"}
-                assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
-                assert (
-                    secrets[files[named["KAFKA_SASL_PASSWORD_FILE"]]]
-                    == (values_of(name)["secrets"]["kafkaSaslPassword"])
-                )
-            else:
-                assert named == {} and env["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+            named = {k: v for k, v in env.items() if k.startswith("KAFKA_") and k.endswith("FILE")}
+            assert {k: secrets[files[path]] for k, path in named.items()} == expected
+            assert env["KAFKA_SECURITY_PROTOCOL"] == kafka["securityProtocol"]
 
     def test_the_config_the_chart_mounts_loads_with_the_secrets_it_gets(self, variant, monkeypatch):
         name, docs = variant
@@ -337,7 +341,8 @@ class TestSecurity:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         config = parse_config(config_text(docs), "hookrun.yaml")
-        assert len(config.triggers) == (1 if name == "secured" else 0)
+        written = yaml.safe_load(values_of(name)["config"])
+        assert len(config.triggers) == len(written.get("triggers") or [])
 
 
 class TestTopicsJob:
@@ -471,15 +476,42 @@ class TestPods:
     def test_the_job_and_the_services_run_a_launch_on_a_read_only_root_with_the_charts_volumes(
         self, helm, bwrap, kafka_bootstrap, tmp_path
     ):
+        self.launch(helm, bwrap, kafka_bootstrap, tmp_path, VALUES["default"])
+
+    def test_the_secured_example_runs_a_launch_on_a_sasl_ssl_broker_with_the_secrets_mounted(
+        self, helm, bwrap, secure_kafka, tmp_path
+    ):
+        # The secured example against the SCRAM-SHA-512-over-TLS broker, its password and CA
+        # in the chart's Secret, mounted as the pods would; status on SQLite here.
+        self.launch(
+            helm,
+            bwrap,
+            secure_kafka.bootstrap,
+            tmp_path,
+            [
+                *VALUES["secured"],
+                *("--set", f"kafka.sasl.username={USERNAME}"),
+                *("--set", f"secrets.kafkaSaslPassword={secure_kafka.password}"),
+                *("--set-file", f"secrets.kafkaCa={secure_kafka.cafile}"),
+                *("--set", "status.database=sqlite", "--set", "secrets.databaseUrl="),
+            ],
+        )
+
+    def launch(
+        self, helm: Path, bwrap: str, bootstrap: str, tmp_path: Path, values: list[str]
+    ) -> None:
+        """Run the topics Job's command, then the four services, as the chart's pods with
+        ``values`` would, and drive one launch through them to completed."""
         (tmp_path / "hookrun.yaml").write_text(RUN_CONFIG)
         token = "ro-token-5b1e"
-        docs = render(
-            helm,
+        args = [
+            *values,
             *("--set-file", f"config={tmp_path / 'hookrun.yaml'}"),
             *("--set", f"secrets.env.HOOKRUN_RO_TOKEN={token}"),
-        )
+        ]
+        docs = render(helm, *args)
         namespace = new_namespace("helm")
-        base = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "HOOKRUN_NAMESPACE": namespace}
+        base = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "HOOKRUN_NAMESPACE": namespace}
 
         # The topics Job first, as `helm install` runs it (it is a hook): its command creates
         # the topics and finds them safe.
@@ -569,8 +601,10 @@ class TestPods:
     def volumes(
         docs: list[dict[str, Any]], workload: dict[str, Any], host: Path
     ) -> tuple[dict[str, Path], dict[str, Path]]:
-        """Host folders standing for the pod's volumes: emptyDirs (writable) and the config."""
+        """Host folders standing for the pod's volumes: emptyDirs (writable), the config and
+        the Secret's items (read-only)."""
         (config,) = of_kind(docs, "ConfigMap")
+        secrets = secret_data(docs)
         volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
         writable, read_only = {}, {}
         for mount in container(workload)["volumeMounts"]:
@@ -580,6 +614,10 @@ class TestPods:
             if "configMap" in volume:
                 for key, text in config["data"].items():
                     (folder / key).write_text(text)
+                read_only[mount["mountPath"]] = folder
+            elif "secret" in volume:
+                for item in volume["secret"]["items"]:
+                    (folder / item["path"]).write_text(secrets[item["key"]])
                 read_only[mount["mountPath"]] = folder
             else:
                 assert "emptyDir" in volume, mount["name"]
