@@ -55,6 +55,7 @@ def the_model_encoded(record, f):
         delivery_id=f.get("delivery_id"),
         is_test=f.get("is_test", False),
         account=f.get("account"),
+        account_metadata=f.get("account_metadata"),
     )
     return encode(event, source=f["source"])
 
@@ -66,7 +67,14 @@ def test_a_plain_launch_is_the_same_record():
 
 
 def test_optional_fields_set_are_the_same_record():
-    f = fields(delivery_id="d-1", is_test=True, account="acct", remote_addr=None, headers={})
+    f = fields(
+        delivery_id="d-1",
+        is_test=True,
+        account="acct",
+        account_metadata={"iss": "https://idp.example", "exp": 1796531040, "roles": ["ci"]},
+        remote_addr=None,
+        headers={},
+    )
     record = launched_record(**f)
     assert record == the_model_encoded(record, f)
 

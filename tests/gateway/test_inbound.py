@@ -1,5 +1,8 @@
 """Launch rules past the conditions, with fake adapters: filters, rate limits, JWT senders."""
 
+import time
+
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -198,3 +201,39 @@ class TestRateLimit:
         with pytest.raises(ConfigError) as exc:
             parse_config(text, "test.yaml")
         assert f"test.yaml: {error}" in str(exc.value)
+
+
+JWT_SECRET = "j" * 48
+JWT = f"""
+  - id: jwt
+    title: Senders with a token from our identity provider
+    conditions: [{{type: jwt, secret: {JWT_SECRET}, algorithms: [HS256], issuer: idp}}]
+    actions: [{{action: run_execution, step: noop}}]
+"""
+
+
+class TestJwt:
+    def test_the_tokens_subject_and_claims_are_the_launchs_account(self, make_client, log):
+        client = make_client(JWT)
+        exp = int(time.time()) + 60
+        token = jwt.encode({"sub": "alice", "iss": "idp", "exp": exp, "team": "ml"}, JWT_SECRET)
+        r = client.post(
+            "/api/v0/launch/jwt/", content=b"{}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert r.status_code == 202
+        [event] = launched(log)
+        assert event.account == "alice"
+        assert event.account_metadata == {"iss": "idp", "exp": exp, "team": "ml"}
+        assert event.request.headers["authorization"] == "[redacted]"
+
+    def test_an_expired_token_is_the_uniform_400_and_the_log_says_why(self, make_client, log):
+        client = make_client(JWT)
+        token = jwt.encode({"sub": "a", "iss": "idp", "exp": int(time.time()) - 5}, JWT_SECRET)
+        r = client.post(
+            "/api/v0/launch/jwt/", content=b"{}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert r.status_code == 400
+        assert r.json() == {"error": "launch rejected"}
+        assert launched(log) == []
+        [entry] = logged(log)
+        assert entry.reason == "conditions[0] (jwt): invalid token: Signature has expired"

@@ -1,9 +1,14 @@
 """Filters, rate limits, JWT and provider presets through a real gateway process and broker."""
 
+import json
+import time
 import uuid
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from hookrun.dev.events import read_events
 from hookrun.dev.kafka_net import free_port
@@ -122,3 +127,44 @@ async def test_past_the_rate_limit_429_with_retry_after_and_a_rate_limited_entry
     [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
     assert entry["outcome"] == "rate_limited"
     assert entry["status_code"] == 429
+
+
+async def test_a_jwt_senders_subject_and_claims_travel_on_trigger_launched(
+    gateway, kafka_bootstrap, tmp_path
+):
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"kid": "k1"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    trigger = unique("jwt")
+    url = gateway(f"""
+  - id: {trigger}
+    title: Tokens from the identity provider
+    conditions:
+      - {{type: jwt, algorithms: [ES256], jwks_file: jwks.json, issuer: https://idp.example,
+         audience: hookrun, leeway_s: 5}}
+    actions: [{{action: run_execution, step: noop}}]
+    response: {{json: {{run_id: "{{run_id}}"}}}}
+""")
+    claims = {
+        "sub": "svc-deploy",
+        "iss": "https://idp.example",
+        "aud": "hookrun",
+        "exp": int(time.time()) + 60,
+        "scope": "launch",
+    }
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1"})
+    launch = f"{url}/api/v0/launch/{trigger}/"
+    r = httpx.post(launch, content=b"{}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 202, r.text
+    event = await launched(kafka_bootstrap, r.json()["run_id"])
+    assert event.account == "svc-deploy"
+    assert event.account_metadata == {k: v for k, v in claims.items() if k != "sub"}
+    assert event.request.headers["authorization"] == "[redacted]"
+
+    wrong_audience = jwt.encode(
+        claims | {"aud": "other"}, key, algorithm="ES256", headers={"kid": "k1"}
+    )
+    r = httpx.post(launch, content=b"{}", headers={"Authorization": f"Bearer {wrong_audience}"})
+    assert r.status_code == 400
+    [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
+    assert entry["reason"] == "conditions[0] (jwt): invalid token: Audience doesn't match"

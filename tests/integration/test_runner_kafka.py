@@ -230,8 +230,8 @@ class Harness:
             ),
         )
 
-    async def launch(self, trigger_id: str, body: Any = None) -> str:
-        event = self.launched(trigger_id, body)
+    async def launch(self, trigger_id: str, body: Any = None, **fields: Any) -> str:
+        event = self.launched(trigger_id, body).model_copy(update=fields)
         await self.publisher.publish([event])
         return event.run_id
 
@@ -291,6 +291,12 @@ async def outcomes(harness):
     runs = {
         "ok": await harness.launch("ok", {"batch_size": "7"}),
         "fail": await harness.launch("fail"),
+        "identified": await harness.launch(
+            "ok",
+            {"batch_size": "1"},
+            account="alice",
+            account_metadata={"iss": "https://idp.example", "roles": ["ci"]},
+        ),
         "slow": await harness.launch("slow"),
         "authed": await harness.launch("authed"),
         "schema": await harness.launch("ok", {"size": 1}),
@@ -341,6 +347,13 @@ async def test_a_successful_execution_gets_typed_parameters_payload_and_environm
         "hookrun.execution.created",
     ]
     assert types(evs)[-2:] == ["hookrun.action.completed", FINISHED]
+
+
+async def test_the_sender_a_condition_identified_is_the_finished_runs_account(outcomes):
+    run = finish(outcomes[0]["identified"])
+    assert run.status == "SUCCESS"
+    assert run.account == "alice"
+    assert run.account_metadata == {"iss": "https://idp.example", "roles": ["ci"]}
 
 
 async def test_a_failing_execution_fails_the_run_with_its_details(outcomes):

@@ -73,6 +73,13 @@ class TestPayload:
         assert body["statuses"][0]["state"] == "failure"
         assert body["account"] == {"id": "user-7", "metadata": None}
 
+    def test_a_jwt_senders_other_claims_are_the_accounts_metadata(self, config):
+        claims = {"iss": "https://idp.example", "exp": 1796531040, "roles": ["ci"]}
+        run = make_run_finished(account="alice", account_metadata=claims)
+        body = build_notification(run, config)
+        validate(body)
+        assert body["account"] == {"id": "alice", "metadata": claims}
+
     def test_a_run_that_failed_before_any_execution_still_validates(self, config):
         run = make_run_finished(
             ok=False, status="INVALID_PAYLOAD", executions=[], execution_count=0

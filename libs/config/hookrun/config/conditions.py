@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 import orjson
 
 from hookrun.config.model import (
     HmacCondition,
     IpAllowCondition,
+    JwtCondition,
     SlackCondition,
     StandardWebhooksCondition,
     StaticSecretCondition,
@@ -98,6 +100,16 @@ class Verdict:
     ok: bool
     reason: str
     account: str | None = None
+    #: What the condition that identified the sender knows of it (a JWT's other claims).
+    account_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Identified:
+    """A passed condition that identified the sender (a JWT): its subject and other claims."""
+
+    account: str | None
+    metadata: dict[str, Any]
 
 
 _PASSED = Verdict(ok=True, reason="all conditions passed")
@@ -109,13 +121,21 @@ def check_conditions(trigger: Trigger, request: InboundRequest, now: float) -> V
     if not trigger.conditions:
         return _NO_CONDITIONS
     account: str | None = None
+    metadata: dict[str, Any] | None = None
     for index, condition in enumerate(trigger.conditions):
-        failure = _CHECKS[type(condition)](condition, request, now)
-        if failure is not None:
-            return Verdict(ok=False, reason=f"conditions[{index}] ({condition.type}): {failure}")
+        outcome = _CHECKS[type(condition)](condition, request, now)
+        if outcome is not None:
+            if type(outcome) is not _Identified:
+                reason = f"conditions[{index}] ({condition.type}): {outcome}"
+                return Verdict(ok=False, reason=reason)
+            if account is None and metadata is None:
+                account, metadata = outcome.account or condition.account, outcome.metadata
+                continue
         if account is None and condition.account is not None:
             account = condition.account
-    return _PASSED if account is None else Verdict(True, _PASSED.reason, account)
+    if account is None and metadata is None:
+        return _PASSED
+    return Verdict(True, _PASSED.reason, account, metadata)
 
 
 def _bytes(value: str) -> bytes:
@@ -269,13 +289,92 @@ def _check_ip_allow(c: IpAllowCondition, request: InboundRequest, now: float) ->
     return f"remote address {address} is not allowed"
 
 
-_CHECKS: dict[type[Any], Callable[[Any, InboundRequest, float], str | None]] = {
+def _jwt_token(c: JwtCondition, request: InboundRequest) -> tuple[str | None, str]:
+    """(the token, "") or (None, why there is none)."""
+    if c.query is not None:
+        token = request.query.get(c.query)
+        return (token, "") if token else (None, f"missing query parameter {c.query}")
+    if c.cookie is not None:
+        for part in request.headers.get("cookie", "").split(";"):
+            name, _, cookie = part.strip().partition("=")
+            if name == c.cookie and cookie:
+                return cookie.strip('"'), ""
+        return None, f"missing cookie {c.cookie}"
+    header = request.headers.get(c._header)
+    if not header:
+        return None, f"missing header {c.header or 'Authorization'}"
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None, "empty Bearer token"
+    if c._header == "authorization":
+        return None, "Authorization is not a Bearer token"
+    return header.strip(), ""
+
+
+def _jwt_times(claims: dict[str, Any], now: float, leeway_s: float) -> str | None:
+    """Why ``exp``, ``nbf`` or ``iat`` refuse the token at ``now`` (PyJWT's wording), or None."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if value is None and name != "exp":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} must be a number"
+    if claims["exp"] <= now - leeway_s:
+        return "Signature has expired"
+    if claims.get("nbf") is not None and claims["nbf"] > now + leeway_s:
+        return "The token is not yet valid (nbf)"
+    if claims.get("iat") is not None and claims["iat"] > now + leeway_s:
+        return "The token is not yet valid (iat)"
+    return None
+
+
+def _check_jwt(c: JwtCondition, request: InboundRequest, now: float) -> str | _Identified:
+    token, missing = _jwt_token(c, request)
+    if token is None:
+        return missing
+    key: Any = c._key
+    if c._jwks:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid") or ""
+        except jwt.InvalidTokenError as exc:
+            return f"invalid token: {exc}"
+        key = c._jwks.get(str(kid))
+        if key is None and not kid and len(c._jwks) == 1:
+            [key] = c._jwks.values()
+        if key is None:
+            return f"invalid token: no key with kid {str(kid)[:100]!r} in the JWKS file"
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=c.algorithms,
+            audience=c.audience,
+            issuer=c.issuer,
+            options={
+                "require": ["exp"],
+                "verify_aud": c.audience is not None,
+                # Checked below against `now`, the clock every condition is checked at.
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.InvalidTokenError as exc:
+        return f"invalid token: {exc}"
+    if (late := _jwt_times(claims, now, c.leeway_s)) is not None:
+        return f"invalid token: {late}"
+    subject = claims.pop("sub", None)
+    return _Identified(None if subject is None else str(subject), claims)
+
+
+_CHECKS: dict[type[Any], Callable[[Any, InboundRequest, float], str | _Identified | None]] = {
     HmacCondition: _check_hmac,
     StaticSecretCondition: _check_static_secret,
     StandardWebhooksCondition: _check_standard_webhooks,
     StripeCondition: _check_stripe,
     SlackCondition: _check_slack,
     IpAllowCondition: _check_ip_allow,
+    JwtCondition: _check_jwt,
 }
 
 _NO_PAYLOAD = object()
@@ -395,6 +494,7 @@ def recorded_launch(
     account: str | None = None,
     replay_of: str | None = None,
     trace: TraceContext | None = None,
+    account_metadata: dict[str, Any] | None = None,
 ) -> Record:
     """The ``TriggerLaunched`` record of ``request``: raw body, secrets that authenticated it redacted.
 
@@ -420,4 +520,5 @@ def recorded_launch(
         account=account,
         replay_of=replay_of,
         trace=trace,
+        account_metadata=account_metadata,
     )

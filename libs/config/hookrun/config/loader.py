@@ -115,12 +115,13 @@ def _parse(data: bytes, source: str, config_dir: str | None = None) -> HookrunCo
     substituted = _substitute(raw, (), os.environ, problems)
     if problems:
         raise ConfigError(source, problems)
-    try:
-        config = HookrunConfig.model_validate(substituted)
-    except ValidationError as exc:
-        raise ConfigError(source, _problems(exc)) from None
     if config_dir is None:
         config_dir = os.path.dirname(os.path.abspath(source))
+    try:
+        # Key files named in the config (a JWT condition's) are read relative to its directory.
+        config = HookrunConfig.model_validate(substituted, context={"config_dir": config_dir})
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
     return config.with_source(hashlib.sha256(data).hexdigest()[:12], config_dir, text)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -31,6 +32,7 @@ def launched_record(
     account: str | None = None,
     replay_of: str | None = None,
     trace: TraceContext | None = None,
+    account_metadata: Mapping[str, Any] | None = None,
 ) -> Record:
     """Return the record ``encode(TriggerLaunched(...), source=source)`` would return.
 
@@ -62,6 +64,7 @@ def launched_record(
             "account": account,
             "schedule": None,
             "replay_of": replay_of,
+            "account_metadata": account_metadata,
         }
     )
     if len(value) > MAX_RECORD_BYTES:

@@ -105,6 +105,9 @@ class TriggerLaunched(Event):
     schedule: ScheduledLaunch | None = None
     #: The run this one replays (``POST /api/v1/runs/{id}/replay``); None for every other launch.
     replay_of: str | None = None
+    #: What the condition that identified the sender (``account``) knows of it: a JWT's
+    #: claims other than ``sub``.
+    account_metadata: dict[str, Any] | None = None
 
 
 @register(
@@ -412,6 +415,8 @@ class RunFinished(Event):
     invocation: Invocation
     is_test: bool = False
     account: str | None = None
+    #: RunNotification's ``account.metadata`` (a JWT's claims other than ``sub``).
+    account_metadata: dict[str, Any] | None = None
     #: Outputs of the successful executions (JSON written to HOOKRUN_OUTPUT), by execution id.
     output: Any = None
     error: ErrorDetail | None = None

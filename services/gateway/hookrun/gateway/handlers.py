@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
-from hookrun.config.conditions import check_conditions, delivery_id, recorded_launch
+from hookrun.config.conditions import Verdict, check_conditions, delivery_id, recorded_launch
 from hookrun.config.filters import filter_miss
 from hookrun.config.templating import render_response
 from hookrun.events import InboundDeliveryRecorded, TriggerLogged, encode, new_id, tracing
@@ -117,7 +117,7 @@ async def launch(
 
     delivery = delivery_id(trigger, request)
     if delivery is not None:
-        return await _launch_delivery(trigger, request, deps, delivery, verdict.account, is_test)
+        return await _launch_delivery(trigger, request, deps, delivery, verdict, is_test)
     run_id = deps.new_run_id()
     launched = recorded_launch(
         trigger,
@@ -127,6 +127,7 @@ async def launch(
         config_version=deps.config_version,
         is_test=is_test,
         account=verdict.account,
+        account_metadata=verdict.account_metadata,
         trace=tracing.for_launch(request.headers),
     )
     started = time.perf_counter()
@@ -143,7 +144,7 @@ async def _launch_delivery(
     request: InboundRequest,
     deps: Deps,
     delivery: str,
-    account: str | None,
+    verdict: Verdict,
     is_test: bool,
 ) -> Reply:
     """A launch with a provider delivery id: one run per delivery id within the window.
@@ -177,7 +178,8 @@ async def _launch_delivery(
             config_version=deps.config_version,
             delivery_id=delivery,
             is_test=is_test,
-            account=account,
+            account=verdict.account,
+            account_metadata=verdict.account_metadata,
             trace=tracing.for_launch(request.headers),
         )
         record = InboundDeliveryRecorded(trigger_id=trigger.id, delivery_id=delivery, run_id=run_id)

@@ -144,7 +144,7 @@ def build_notification(run: RunFinished, config: HookrunConfig) -> dict[str, Any
         if task is not None:
             body["task"] = task
     if run.account is not None:
-        body["account"] = {"id": run.account, "metadata": None}
+        body["account"] = {"id": run.account, "metadata": run.account_metadata}
     return body
 
 

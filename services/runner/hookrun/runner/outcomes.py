@@ -157,6 +157,7 @@ def _run_finished(
         invocation=_invocation(launched, with_payload=with_payload),
         is_test=launched.is_test,
         account=launched.account,
+        account_metadata=launched.account_metadata,
         **details,
     )
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 from typing import Annotated, Any, ClassVar, Literal
 
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,6 +42,10 @@ class _ConditionBase(Frozen):
     def redacted_headers(self) -> frozenset[str]:
         """The headers of a request this condition checked that must not be stored."""
         return self.secret_headers
+
+    def redacted_query(self) -> frozenset[str]:
+        """The query parameters of a request this condition checked that must not be stored."""
+        return frozenset()
 
     # A fixed sender identity reported as the run's `account` when this condition passes.
     account: str | None = None
@@ -81,6 +90,9 @@ class StaticSecretCondition(_ConditionBase):
 
     def redacted_headers(self) -> frozenset[str]:
         return frozenset({self.header.lower()}) if self.header is not None else frozenset()
+
+    def redacted_query(self) -> frozenset[str]:
+        return frozenset({self.query}) if self.query is not None else frozenset()
 
 
 class _TimestampedCondition(_ConditionBase):
@@ -141,7 +153,128 @@ class IpAllowCondition(_ConditionBase):
         self._networks = tuple(ipaddress.ip_network(c, strict=False) for c in self.cidrs)
 
 
-CONDITION_TYPES = ("hmac", "static_secret", "standard_webhooks", "stripe", "slack", "ip_allow")
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA")
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
+
+
+def config_path(name: str, info: ValidationInfo) -> str:
+    """A path from the config file, relative ones against the config file's directory."""
+    base = (info.context or {}).get("config_dir") or "."
+    return os.path.join(base, os.path.expanduser(name))
+
+
+class JwtCondition(_ConditionBase):
+    """A JSON Web Token signed with ``secret`` (HS*), a PEM public key or a key of a JWKS file.
+
+    The token's ``sub`` becomes the run's account id, its other claims the account's metadata.
+    """
+
+    type: Literal["jwt"]
+    algorithms: tuple[JwtAlgorithm, ...] = Field(min_length=1)
+    secret: Secret | None = None
+    public_key: NonEmptyStr | None = None
+    public_key_file: NonEmptyStr | None = None
+    jwks_file: NonEmptyStr | None = None
+    #: Where the token is: a header (default ``Authorization: Bearer <token>``), a query
+    #: parameter or a cookie.
+    header: NonEmptyStr | None = None
+    query: NonEmptyStr | None = None
+    cookie: NonEmptyStr | None = None
+    issuer: NonEmptyStr | None = None
+    audience: NonEmptyStr | tuple[NonEmptyStr, ...] | None = None
+    leeway_s: float = Field(default=0, ge=0)
+
+    #: The key for every algorithm (a secret or a public key), or None with a JWKS file.
+    _key: Any = PrivateAttr(None)
+    #: A JWKS file's keys by ``kid`` (``""`` for a key without one).
+    _jwks: dict[str, jwt.PyJWK] = PrivateAttr(default_factory=dict)
+    _header: str = PrivateAttr("authorization")
+
+    @model_validator(mode="after")
+    def _load_key(self, info: ValidationInfo) -> JwtCondition:
+        places = [name for name in ("header", "query", "cookie") if getattr(self, name)]
+        if len(places) > 1:
+            raise ValueError("give at most one of 'header', 'query' or 'cookie'")
+        sources = ("secret", "public_key", "public_key_file", "jwks_file")
+        given = [name for name in sources if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(repr(s) for s in sources)}")
+        source = given[0]
+        symmetric = [a for a in self.algorithms if a.startswith("HS")]
+        # One key never serves both kinds: an HS256 token "signed" with a public key is the
+        # classic algorithm-confusion forgery.
+        if source == "secret" and len(symmetric) != len(self.algorithms):
+            raise ValueError("algorithms: a 'secret' verifies HS256, HS384 and HS512 only")
+        if source != "secret" and symmetric:
+            raise ValueError(f"algorithms: {symmetric[0]} needs a 'secret', not a public key")
+        if source == "jwks_file":
+            self._jwks = _load_jwks(self.jwks_file or "", info, self.algorithms)
+        else:
+            self._key = self._single_key(source, info)
+        self._header = (self.header or "authorization").lower()
+        self._publish_private()
+        return self
+
+    def _single_key(self, source: str, info: ValidationInfo) -> Any:
+        if source == "secret":
+            assert self.secret is not None
+            key: Any = secret_bytes(self.secret)
+        else:
+            if source == "public_key_file":
+                pem = _read(self.public_key_file or "", info, "public_key_file")
+            else:
+                pem = (self.public_key or "").encode()
+            try:
+                key = load_pem_public_key(pem)
+            except (ValueError, TypeError):
+                raise ValueError(f"{source}: not a PEM public key") from None
+        for name in self.algorithms:
+            algorithm = jwt.get_algorithm_by_name(name)
+            try:
+                weak = algorithm.check_key_length(algorithm.prepare_key(key))
+            except (jwt.InvalidKeyError, TypeError, ValueError):
+                raise ValueError(f"{source}: the key cannot verify {name}") from None
+            if weak:
+                raise ValueError(f"{source}: too weak for {name}: {weak}")
+        return key
+
+    def redacted_headers(self) -> frozenset[str]:
+        return frozenset({self.header.lower()}) if self.header is not None else frozenset()
+
+    def redacted_query(self) -> frozenset[str]:
+        return frozenset({self.query}) if self.query is not None else frozenset()
+
+
+def _read(name: str, info: ValidationInfo, field: str) -> bytes:
+    path = config_path(name, info)
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ValueError(f"{field}: cannot read {path}: {exc.strerror}") from None
+
+
+def _load_jwks(name: str, info: ValidationInfo, algorithms: tuple[str, ...]) -> dict[str, Any]:
+    raw = _read(name, info, "jwks_file")
+    try:
+        keys = jwt.PyJWKSet.from_dict(json.loads(raw)).keys
+    except (ValueError, jwt.PyJWKError, jwt.PyJWKSetError, TypeError, AttributeError) as exc:
+        raise ValueError(f"jwks_file: not a usable JSON Web Key Set: {exc}") from None
+    usable = {key.key_id or "": key for key in keys if key.algorithm_name in algorithms}
+    if not usable:
+        raise ValueError(f"jwks_file: no key for {', '.join(algorithms)}")
+    return usable
+
+
+CONDITION_TYPES = (
+    "hmac",
+    "static_secret",
+    "standard_webhooks",
+    "stripe",
+    "slack",
+    "ip_allow",
+    "jwt",
+)
 
 # preset name -> (condition fields it stands for, where that provider puts its delivery id)
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
@@ -185,7 +318,8 @@ Condition = Annotated[
         | StandardWebhooksCondition
         | StripeCondition
         | SlackCondition
-        | IpAllowCondition,
+        | IpAllowCondition
+        | JwtCondition,
         Field(discriminator="type"),
     ],
     BeforeValidator(_expand_preset),

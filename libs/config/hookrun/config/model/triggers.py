@@ -26,7 +26,7 @@ from hookrun.config.model.base import (
     require_one_of,
     signing_keys,
 )
-from hookrun.config.model.conditions import PRESETS, Condition, StaticSecretCondition
+from hookrun.config.model.conditions import PRESETS, Condition
 from hookrun.config.model.filters import FilterRule, filter_rules
 from hookrun.config.model.schedules import Schedule
 from hookrun.config.model.steps import Pipeline
@@ -255,11 +255,7 @@ class Trigger(Frozen):
         self._redacted_headers = _ALWAYS_REDACTED_HEADERS.union(
             *(c.redacted_headers() for c in self.conditions)
         )
-        self._redacted_query = frozenset(
-            c.query
-            for c in self.conditions
-            if isinstance(c, StaticSecretCondition) and c.query is not None
-        )
+        self._redacted_query = frozenset().union(*(c.redacted_query() for c in self.conditions))
         self._signs_body = any(c.signs_body for c in self.conditions)
         self._filter_reads_payload = any(r._reads_payload for r in self.filter or ())
 
