@@ -45,6 +45,17 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "stripe": [{"type": "stripe", "secret": "whsec_stripe"}],
     "slack": [{"type": "slack", "secret": "slack-signing"}],
     "ip_allow": [{"type": "ip_allow", "cidrs": ["127.0.0.0/8"]}],
+    "jwt": [
+        {"type": "jwt", "secret": "j" * 32, "algorithms": ["HS256"], "issuer": "i"},
+        {"type": "jwt", "secret": "j" * 64, "algorithms": ["HS512"], "query": "jwt"},
+        {
+            "type": "jwt",
+            "secret": "j" * 48,
+            "algorithms": ["HS384"],
+            "cookie": "s",
+            "audience": ["a", "b"],
+        },
+    ],
 }
 
 #: Fields a preset needs besides a secret; presets not listed get {"secret": WHSEC}.

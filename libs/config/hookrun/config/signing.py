@@ -13,9 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
+
 from hookrun.config.model import (
     HmacCondition,
     IpAllowCondition,
+    JwtCondition,
     SlackCondition,
     StandardWebhooksCondition,
     StaticSecretCondition,
@@ -99,6 +107,63 @@ def _sign_ip_allow(c: IpAllowCondition, out: OutgoingRequest, opts: SigningOptio
     """Nothing to add: the sender's address decides, and the gateway sees the one connected from."""
 
 
+#: How long a token minted by ``hookrun send`` is valid.
+JWT_LIFETIME_S = 300
+
+
+def _sign_jwt(c: JwtCondition, out: OutgoingRequest, opts: SigningOptions) -> None:
+    """A token with ``exp``, and ``iss``/``aud`` when the condition checks them.
+
+    HS* tokens are minted from the condition's secret; the others need the private key
+    (``opts.private_key``), and with a JWKS file the token names the matching key's ``kid``.
+    """
+    now = int(opts.now)
+    claims: dict[str, Any] = {"sub": "hookrun-send", "iat": now, "exp": now + JWT_LIFETIME_S}
+    if c.issuer is not None:
+        claims["iss"] = c.issuer
+    if c.audience is not None:
+        claims["aud"] = c.audience if isinstance(c.audience, str) else c.audience[0]
+    headers: dict[str, str] | None = None
+    if c.secret is not None:
+        key: Any = c._key
+        algorithm: str = c.algorithms[0]
+    else:
+        key, algorithm, kid = _private_key_for(c, opts.private_key)
+        headers = {"kid": kid} if kid else None
+    token = jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+    if c.query is not None:
+        out.query[c.query] = token
+    elif c.cookie is not None:
+        out.headers["Cookie"] = f"{c.cookie}={token}"
+    elif c.header is not None:
+        out.headers[c.header] = token
+    else:
+        out.headers["Authorization"] = f"Bearer {token}"
+
+
+def _private_key_for(c: JwtCondition, pem: bytes | None) -> tuple[Any, str, str | None]:
+    """(private key, algorithm, JWKS kid or None) to sign for ``c`` with the PEM ``pem``."""
+    if pem is None:
+        raise SigningError(f"signing {'/'.join(c.algorithms)} needs the private key (PEM)")
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise SigningError("the private key is not an unencrypted PEM private key") from None
+    public = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    for kid, jwk in c._jwks.items():
+        if jwk.key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == public:
+            return key, jwk.algorithm_name, kid or None
+    if c._jwks:
+        raise SigningError("the private key matches no key of the JWKS file")
+    for algorithm in c.algorithms:
+        try:
+            jwt.get_algorithm_by_name(algorithm).prepare_key(key)
+        except (jwt.InvalidKeyError, TypeError, ValueError):
+            continue
+        return key, algorithm, None
+    raise SigningError(f"the private key cannot sign {'/'.join(c.algorithms)}")
+
+
 #: Condition model class -> its signer. Every condition type needs one (tests/config/test_signing.py).
 SIGNERS: dict[type[Any], Signer] = {
     HmacCondition: _sign_hmac,
@@ -107,6 +172,7 @@ SIGNERS: dict[type[Any], Signer] = {
     StripeCondition: _sign_stripe,
     SlackCondition: _sign_slack,
     IpAllowCondition: _sign_ip_allow,
+    JwtCondition: _sign_jwt,
 }
 
 
