@@ -177,6 +177,7 @@ async def test_two_instances_fire_each_due_time_once(system: System) -> None:
         scheduled_run_id("tick", at) for at in due
     ), "each firing launched exactly its own run"
     assert all(e.schedule is not None and e.schedule.due_at in due for e in launched)
+    assert all(e.traceparent is not None for e in launched), "a scheduled run starts a trace"
 
 
 async def test_two_owners_at_once_are_fenced_to_one_firing_per_due_time(system: System) -> None:

@@ -73,6 +73,8 @@ class TestPlan:
         assert fired.run_id == launched.run_id == scheduled_run_id("daily", DUE)
         assert launched.schedule is not None and launched.schedule.due_at == DUE
         assert launched.request.method == "SCHEDULE"
+        assert launched.traceparent is not None, "the run starts a trace"
+        assert fired.traceparent == launched.traceparent
         body = orjson.loads(base64.b64decode(launched.request.body_b64))
         assert body == {
             "schedule": {

@@ -25,7 +25,7 @@ from aiokafka import TopicPartition
 
 from hookrun.config import HookrunConfig, Trigger
 from hookrun.config.model.schedules import Schedule
-from hookrun.events import topics
+from hookrun.events import topics, tracing
 from hookrun.events.base import Event, utcnow
 from hookrun.events.clients import Commit, ConsumerClient
 from hookrun.events.consumer import ConsumeLoop
@@ -92,8 +92,11 @@ def plan(
             )
         ]
     run_id = scheduled_run_id(trigger.id, due)
-    launched = scheduled_launch(trigger, schedule, due, run_id, config_version)
+    # No request to continue a trace from: each firing starts one, which its run carries on.
+    trace = tracing.new_trace()
+    launched = scheduled_launch(trigger, schedule, due, run_id, config_version, trace)
     fired = ScheduleFired(
+        **tracing.fields(trace),
         trigger_id=trigger.id,
         due_at=due,
         run_id=run_id,
@@ -105,7 +108,12 @@ def plan(
 
 
 def scheduled_launch(
-    trigger: Trigger, schedule: Schedule, due: datetime, run_id: str, config_version: str
+    trigger: Trigger,
+    schedule: Schedule,
+    due: datetime,
+    run_id: str,
+    config_version: str,
+    trace: tracing.TraceContext | None = None,
 ) -> TriggerLaunched:
     """The launch of a due time: no HTTP request, a JSON body naming the schedule instead, so
     actions may use ``{payload.schedule.due_at}``."""
@@ -123,6 +131,7 @@ def scheduled_launch(
             body_b64=base64.b64encode(body).decode(),
         ),
         schedule=named,
+        **tracing.fields(trace),
     )
 
 
