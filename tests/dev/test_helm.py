@@ -27,7 +27,7 @@ from hookrun.dev.kafka_net import free_port
 from hookrun.dev.kafka_secure import USERNAME
 from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
-from tests.dev.test_compose import ROOT, SERVICES, SHARED, read_by
+from tests.dev.test_compose import COMPOSE, ROOT, SERVICES, SHARED, read_by
 
 CHART = ROOT / "deploy/helm/hookrun"
 SECURED = ROOT / "deploy/helm/values-secured.yaml"
@@ -207,6 +207,25 @@ class TestServices:
             assert annotations["prometheus.io/scrape"] == "true"
             assert annotations["prometheus.io/path"] == "/metrics"
             assert int(annotations["prometheus.io/port"]) == served, service
+
+    def test_the_chart_runs_each_service_as_docker_compose_does(self, helm):
+        docs = render(helm)
+        for service, workload in deployments(docs).items():
+            composed = COMPOSE["services"][service]
+            assert container(workload)["command"] == composed["command"]
+            env = pod_env(docs, workload)
+            same = {
+                "HOOKRUN_PORT",
+                "HOOKRUN_STATUS_PORT",
+                "HOOKRUN_METRICS_PORT",
+                "HOOKRUN_DATA_DIR",
+            }
+            for name in same & env.keys():
+                assert env[name] == str(composed["environment"][name]), (service, name)
+        status = pod_env(docs, deployments(docs)["status"])["HOOKRUN_DATABASE_URL"]
+        assert (
+            f":-{status}}}" in COMPOSE["services"]["status"]["environment"]["HOOKRUN_DATABASE_URL"]
+        )
 
     def test_services_reach_the_http_ports_and_the_gateway_forwards_to_status(self, variant):
         _, docs = variant
