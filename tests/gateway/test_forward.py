@@ -243,3 +243,39 @@ def test_a_relayed_feed_ends_when_the_gateway_shuts_down():
     with TestClient(app) as c:
         r = c.get("/ui/runs/stream")
     assert r.status_code == 200 and r.content == b"retry: 2000\n\n"
+
+
+def test_live_feeds_are_relayed_on_a_pool_of_their_own(seen):
+    """Open dashboards hold their feed's connection: they must not take run info's."""
+
+    def status(request: httpx.Request) -> httpx.Response:
+        seen.append(("status", request.url.path))
+        return httpx.Response(200, json={"status": "pending", "result": []})
+
+    class Retry(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b"retry: 2000\n\n"
+
+    def feeds(request: httpx.Request) -> httpx.Response:
+        seen.append(("feeds", request.url.path))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Retry())
+
+    app = gateway_for(httpx.MockTransport(status))
+    with TestClient(app) as c:
+        app.state.feed_client = httpx.AsyncClient(
+            base_url="http://status", transport=httpx.MockTransport(feeds)
+        )
+        for path in ("/ui/runs/stream", "/api/v1/runs/stream", "/api/v1/runs", "/ui/runs"):
+            assert c.get(path).status_code == 200
+    assert seen == [
+        ("feeds", "/ui/runs/stream"),
+        ("feeds", "/api/v1/runs/stream"),
+        ("status", "/api/v1/runs"),
+        ("status", "/ui/runs"),
+    ]
+    # as served (no test transport): the feeds' pool has its own limit
+    real = gateway_for(None)
+    with TestClient(real):
+        pool = real.state.feed_client._transport._pool
+        assert pool._max_connections == 64
+        assert real.state.status_client._transport._pool._max_connections == 100

@@ -124,6 +124,14 @@ def build(
         app.state.status_client = httpx.AsyncClient(
             base_url=settings.hookrun_status_url, timeout=30, transport=status_transport
         )
+        # Live feeds hold their connection open: a pool of their own, so that open dashboards
+        # never take the connections run info and the admin API are forwarded on.
+        app.state.feed_client = httpx.AsyncClient(
+            base_url=settings.hookrun_status_url,
+            timeout=30,
+            limits=httpx.Limits(max_connections=routes.MAX_FEEDS),
+            transport=status_transport,
+        )
         if freeze_heap:
             gc.collect()
             gc.freeze()
@@ -131,6 +139,7 @@ def build(
             yield
         finally:
             await app.state.status_client.aclose()
+            await app.state.feed_client.aclose()
             for task in (topics_task, together_start):
                 if task is not None:
                     task.cancel()

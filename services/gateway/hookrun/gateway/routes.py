@@ -309,7 +309,8 @@ async def forward(request: Request) -> Response:
     # The dashboard marks its cookie Secure when the browser came over https.
     headers.append((b"x-forwarded-proto", request.url.scheme.encode("latin-1")))
     url = path + (f"?{request.url.query}" if request.url.query else "")
-    client: httpx.AsyncClient = request.app.state.status_client
+    state = request.app.state
+    client: httpx.AsyncClient = state.feed_client if path in FEED_PATHS else state.status_client
     try:
         sent = client.build_request(request.method, url, content=body, headers=headers)
         upstream = await client.send(sent, stream=True)
@@ -344,6 +345,10 @@ async def forward(request: Request) -> Response:
     return _with_headers(Response(content, upstream.status_code), upstream)
 
 
+#: The live run feeds (server-sent events), relayed on a connection pool of their own.
+FEED_PATHS = frozenset({"/api/v1/runs/stream", "/ui/runs/stream"})
+#: Most feeds relayed at once; one more waits for a place, then gets 503.
+MAX_FEEDS = 64
 #: How often a relayed feed waiting for its next chunk checks whether the gateway shuts down.
 CLOSING_POLL_S = 0.5
 
