@@ -32,6 +32,8 @@ WHSK, WHPK = make_whsk()
 def respond(request, count):
     if request.path == "/gone":
         return Answer(410, body=b"gone")
+    if request.path == "/dead":
+        return Answer(503, body=b"down")
     if request.path == "/v1a":
         return Answer(200) if verify_v1a(WHPK, request.body, request.headers) else Answer(401)
     return Answer(200) if request.verified else Answer(401)
@@ -47,11 +49,13 @@ def system(kafka_bootstrap, tmp_path_factory):
         + "triggers:\n"
         + trigger("gone", url("/gone"))
         + trigger("ok", url("/ok"))
+        + trigger("dead", url("/dead"))
         + trigger("signed", url("/v1a"), secrets=f'"{WHSK}"')
         + trigger("filtered", url("/every"))
         + f'      - {{url: "{url("/failures")}", secret: "{WHSEC}", statuses: [FAILURE, TIMED_OUT],'
         + ' headers: {X-Env: "${env:HOOK_ENV}"}}\n'
-        + "notifier: {allow_private_targets: true, timeout_s: 1.0, jitter: 0.0}\n"
+        + "notifier: {allow_private_targets: true, timeout_s: 1.0, jitter: 0.0,"
+        + " disable_after_exhausted: 2}\n"
     )
     tmp = tmp_path_factory.mktemp("subscriptions")
     notifier = start_notifier(
@@ -132,3 +136,48 @@ async def test_a_whsk_subscription_signs_v1a_that_its_whpk_key_verifies(system):
     assert request.headers["webhook-signature"].startswith("v1a,")
     assert verify_v1a(WHPK, request.body, request.headers)
     assert not request.verified  # no whsec_ secret: no v1 signature at all
+
+
+def enable(base: str, sid: str) -> httpx.Response:
+    return httpx.post(f"{base}/api/v1/subscriptions/{sid}/enable", headers=AUTH, timeout=10)
+
+
+async def test_a_410_disabled_subscription_enabled_again_gets_the_next_run(system):
+    bootstrap, ns, receiver, base = system
+    gone = subscription_id("gone", receiver.url("/gone"))
+    # the first test disabled it; make sure, in case this one runs alone
+    if subscriptions(base)[gone]["state"] == "enabled":
+        await publish(bootstrap, ns, [make_run_finished(run_id="r-gone-0", trigger_id="gone")])
+        wait_for(lambda: subscriptions(base)[gone]["state"] == "disabled", what="the 410")
+    before = len(receiver.on("/gone"))
+    r = enable(base, gone)
+    assert (r.status_code, r.json()["state"]) == (200, "enabled")
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-gone-again", trigger_id="gone")])
+    wait_for(
+        lambda: len(receiver.on("/gone")) == before + 1, what="the notifier to follow the enable"
+    )
+    assert receiver.on("/gone")[-1].json()["id"] == "r-gone-again"
+
+
+async def test_exhausted_deliveries_in_a_row_disable_a_subscription_until_enabled(system):
+    bootstrap, ns, receiver, base = system
+    dead = subscription_id("dead", receiver.url("/dead"))
+    for n in (1, 2):
+        await publish(bootstrap, ns, [make_run_finished(run_id=f"r-dead-{n}", trigger_id="dead")])
+        # each delivery: two attempts (the schedule 0, 0.5), then exhausted
+        wait_for(lambda n=n: len(receiver.on("/dead")) == 2 * n, what=f"delivery {n} exhausted")
+    wait_for(lambda: subscriptions(base)[dead]["state"] == "disabled", what="the failing disable")
+    listed = subscriptions(base)[dead]
+    assert listed["disabled"]["cause"] == "failing"
+    assert "2 deliveries in a row exhausted" in listed["disabled"]["reason"]
+    assert listed["exhausted_in_row"] == 2 and listed["failing_since"] is not None
+    assert listed["recent"]["success_rate"] == 0.0
+    # disabled: a third run is not attempted
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-dead-3", trigger_id="dead")])
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-dead-probe", trigger_id="ok")])
+    wait_for(lambda: any(r.json()["id"] == "r-dead-probe" for r in receiver.on("/ok")))
+    assert len(receiver.on("/dead")) == 4
+    # enabled again, its failures are forgotten
+    assert enable(base, dead).json()["exhausted_in_row"] == 0
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-dead-4", trigger_id="dead")])
+    wait_for(lambda: len(receiver.on("/dead")) >= 5, what="the enabled subscription's attempt")

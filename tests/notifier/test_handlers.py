@@ -13,6 +13,8 @@ from hookrun.events.notifications import (
     DeliveryExhausted,
     RedeliveryRequested,
     SubscriptionDisabled,
+    SubscriptionEnabled,
+    SubscriptionHealthChanged,
 )
 from hookrun.notifier.adapters import FakeSender, SendResult, parse_retry_after
 from hookrun.notifier.app import Notifier
@@ -24,6 +26,7 @@ from hookrun.notifier.handlers import (
     retry_delay,
     subscriptions_of,
 )
+from tests.notifier.conftest import CONFIG as CONFIG_WITH_NOTIFIER
 from tests.notifier.conftest import NAMESPACE, live_notifier, make_run_finished
 
 SVIX = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -72,8 +75,9 @@ class TestAttemptDelivery:
         deps = deps_for(config, lambda u, b, h: SendResult(500, 12, "boom"))
         book = await planned(config, deps)
         delivery = next(iter(book.deliveries.values()))
-        [event] = await attempt_delivery(delivery, deps)
+        event, health = await attempt_delivery(delivery, deps)
         assert isinstance(event, DeliveryAttempted)
+        assert isinstance(health, SubscriptionHealthChanged) and health.failing_since is not None
         assert (event.outcome, event.status_code, event.duration_ms) == ("failed", 500, 12)
         assert event.response_excerpt == "boom" and event.attempt == 1
         assert event.next_attempt_at.timestamp() == pytest.approx(time.time() + 1.0, abs=0.5)
@@ -81,7 +85,7 @@ class TestAttemptDelivery:
     async def test_retry_after_moves_the_next_attempt(self, config):
         deps = deps_for(config, lambda u, b, h: SendResult(503, 1, retry_after_s=30))
         book = await planned(config, deps)
-        [event] = await attempt_delivery(next(iter(book.deliveries.values())), deps)
+        event, _ = await attempt_delivery(next(iter(book.deliveries.values())), deps)
         assert event.next_attempt_at.timestamp() == pytest.approx(time.time() + 30, abs=0.5)
 
     async def test_the_last_failed_attempt_exhausts_the_delivery(self, config):
@@ -91,7 +95,7 @@ class TestAttemptDelivery:
         for _ in range(3):
             events = await attempt_delivery(delivery, deps)
             await apply(events, book, deps)
-        attempted, exhausted = events
+        attempted, exhausted, _ = events
         assert attempted.attempt == 3 and attempted.next_attempt_at is None
         assert isinstance(exhausted, DeliveryExhausted) and exhausted.attempts == 3
         assert exhausted.last_error == "timed out"
@@ -113,7 +117,7 @@ class TestAttemptDelivery:
     async def test_a_refused_target_is_final(self, config):
         deps = deps_for(config, lambda u, b, h: SendResult(None, 0, error="no", refused=True))
         book = await planned(config, deps)
-        [event] = await attempt_delivery(next(iter(book.deliveries.values())), deps)
+        event, _ = await attempt_delivery(next(iter(book.deliveries.values())), deps)
         assert event.outcome == "refused" and event.next_attempt_at is None
 
 
@@ -318,3 +322,88 @@ class TestStatusesAndHeaders:
         extra = [h.get("X-Env") for h in sent]
         assert sorted(extra, key=str) == [None, "prod"]
         assert all(h["webhook-signature"].startswith("v1,") for h in sent)
+
+
+class Clock:
+    """An injectable clock: tests move time instead of waiting."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+DAY = 86_400.0
+
+
+class TestSubscriptionHealth:
+    async def attempt(self, deps, run_id, book=None):
+        """One attempt of a fresh delivery; its events are folded as the Notifier does."""
+        book = book or Book()
+        await apply([make_run_finished(run_id=run_id)], book, deps)
+        delivery = next(d for d in book.pending() if d.subscription.url.endswith("/a"))
+        events = await attempt_delivery(delivery, deps)
+        for event in events:
+            deps.states.apply(event)
+        return events
+
+    def failing(self, config, code=500, **kw):
+        clock = Clock(1_800_000_000.0)
+        deps = deps_for(config, lambda u, b, h: SendResult(code, 1), now=clock, **kw)
+        return deps, clock
+
+    async def test_a_subscription_failing_for_five_days_is_disabled(self, config):
+        deps, clock = self.failing(config)
+        [_, started] = await self.attempt(deps, "r-1")
+        assert started.failing_since.timestamp() == clock.at
+        clock.at += 5 * DAY - 1
+        assert [type(e) for e in await self.attempt(deps, "r-2")] == [DeliveryAttempted]
+        clock.at += 1
+        *_, disabled = await self.attempt(deps, "r-3")
+        assert isinstance(disabled, SubscriptionDisabled) and disabled.cause == "failing"
+        assert "every attempt failed for 432000 s" in disabled.reason
+        # the next run is not delivered to it
+        book = Book()
+        await apply([make_run_finished(run_id="r-4")], book, deps)
+        assert disabled.subscription_id not in {d.subscription.id for d in book.pending()}
+
+    async def test_one_success_starts_the_count_again(self, config):
+        deps, clock = self.failing(config)
+        await self.attempt(deps, "r-1")
+        deps.sender = FakeSender(lambda u, b, h: SendResult(200, 1))
+        clock.at += 4 * DAY
+        [_, recovered] = await self.attempt(deps, "r-2")
+        assert isinstance(recovered, SubscriptionHealthChanged)
+        assert recovered.failing_since is None and not deps.states.health
+        deps.sender = FakeSender(lambda u, b, h: SendResult(500, 1))
+        clock.at += 4 * DAY
+        events = await self.attempt(deps, "r-3")
+        assert not any(isinstance(e, SubscriptionDisabled) for e in events)
+        # a healthy subscription's success records nothing
+        deps.sender = FakeSender(lambda u, b, h: SendResult(200, 1))
+        await self.attempt(deps, "r-4")
+        assert [type(e) for e in await self.attempt(deps, "r-5")] == [DeliveryAttempted]
+
+    async def test_n_exhausted_deliveries_in_a_row_disable_it(self):
+        config = parse_config(
+            CONFIG_WITH_NOTIFIER + "notifier: {disable_after_exhausted: 2}\n", "n.yaml"
+        )
+        deps, _ = self.failing(config, schedule=(0.0,))
+        first = await self.attempt(deps, "r-1")
+        assert first[-1].exhausted_in_row == 1
+        second = await self.attempt(deps, "r-2")
+        assert isinstance(second[-1], SubscriptionDisabled)
+        assert second[-1].reason == "2 deliveries in a row exhausted (disable_after_exhausted: 2)"
+
+    async def test_enabling_it_again_forgets_its_failures(self, config):
+        deps, clock = self.failing(config)
+        await self.attempt(deps, "r-1")
+        clock.at += 5 * DAY
+        *_, disabled = await self.attempt(deps, "r-2")
+        deps.states.apply(
+            SubscriptionEnabled(subscription_id=disabled.subscription_id, trigger_id="t1")
+        )
+        assert not deps.states.disabled and not deps.states.health
+        [_, started] = await self.attempt(deps, "r-3")
+        assert started.failing_since.timestamp() == clock.at

@@ -9,7 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hookrun.config import parse_config
-from hookrun.events import DeliveryAttempted, SubscriptionDisabled
+from hookrun.events import (
+    DeliveryAttempted,
+    SubscriptionDisabled,
+    SubscriptionEnabled,
+    SubscriptionHealthChanged,
+)
 from hookrun.events.subscriptions import subscription_id
 from hookrun.gateway.adapters import FakeEventLog
 from hookrun.status.adapters import FakeLogEnds
@@ -48,7 +53,9 @@ async def _no_lifespan(app):
 def app(store, feed):
     config = parse_config(CONFIG, "test.yaml")
     settings = Settings(hookrun_admin_token=TOKEN)
-    application = build(settings, config, store=store, event_log=FakeEventLog(), ends=FakeLogEnds())
+    event_log = FakeEventLog()
+    application = build(settings, config, store=store, event_log=event_log, ends=FakeLogEnds())
+    application.state.event_log = event_log
     application.state.deps.clock = NOW.timestamp
     application.state.feed = feed
     application.router.lifespan_context = _no_lifespan
@@ -147,3 +154,58 @@ class TestListSubscriptions:
 
     def test_without_the_admin_token_is_401(self, client):
         assert client.get("/api/v1/subscriptions").status_code == 401
+
+
+def disable(app, sid: str, cause: str = "gone") -> None:
+    app.state.deps.subscriptions.apply(
+        SubscriptionDisabled(
+            subscription_id=sid,
+            trigger_id="t1",
+            url="https://b.example.com/hook",
+            reason="410 Gone on attempt 1 of msg-1",
+            config_version=app.state.deps.config.config_version,
+            cause=cause,
+        )
+    )
+
+
+class TestEnable:
+    def test_a_410_disabled_subscription_is_enabled_again(self, client, app):
+        disable(app, B)
+        r = client.post(f"/api/v1/subscriptions/{B}/enable", headers=AUTH)
+        assert r.status_code == 200
+        assert (r.json()["id"], r.json()["state"], r.json()["disabled"]) == (B, "enabled", None)
+        [event] = app.state.event_log.events
+        assert isinstance(event, SubscriptionEnabled) and event.subscription_id == B
+        listed = client.get("/api/v1/subscriptions", headers=AUTH).json()["subscriptions"]
+        assert listed[1]["state"] == "enabled"
+
+    def test_a_failing_one_shows_since_when_and_enabling_forgets_it(self, client, app):
+        deps = app.state.deps
+        deps.subscriptions.apply(
+            SubscriptionHealthChanged(
+                subscription_id=A, trigger_id="t1", failing_since=NOW, exhausted_in_row=3
+            )
+        )
+        disable(app, A, cause="failing")
+        a = client.get("/api/v1/subscriptions", headers=AUTH).json()["subscriptions"][0]
+        assert a["disabled"]["cause"] == "failing"
+        assert (a["failing_since"], a["exhausted_in_row"]) == ("2026-12-05T12:00:00.000000Z", 3)
+        a = client.post(f"/api/v1/subscriptions/{A}/enable", headers=AUTH).json()
+        assert (a["state"], a["failing_since"], a["exhausted_in_row"]) == ("enabled", None, 0)
+
+    def test_one_disabled_in_the_config_file_is_the_files_to_change(self, client, app):
+        r = client.post(f"/api/v1/subscriptions/{C}/enable", headers=AUTH)
+        assert r.status_code == 409 and "config file" in r.json()["error"]
+        assert app.state.event_log.events == []
+
+    def test_an_unknown_subscription_is_404(self, client):
+        r = client.post("/api/v1/subscriptions/t1:nope/enable", headers=AUTH)
+        assert (r.status_code, r.json()) == (404, {"error": "subscription not found"})
+
+    def test_kafka_down_is_503_and_changes_nothing(self, client, app):
+        disable(app, B)
+        app.state.event_log.down = True
+        r = client.post(f"/api/v1/subscriptions/{B}/enable", headers=AUTH)
+        assert r.status_code == 503 and "retry-after" in r.headers
+        assert app.state.deps.subscriptions.disabled

@@ -17,6 +17,8 @@ from hookrun.events.notifications import (
     DeliveryExhausted,
     RedeliveryRequested,
     SubscriptionDisabled,
+    SubscriptionEnabled,
+    SubscriptionHealthChanged,
 )
 from hookrun.events.registry import register, registered
 from hookrun.events.runs import (
@@ -78,6 +80,8 @@ __all__ = [
     "ScheduleResumed",
     "ScheduleSkipped",
     "SubscriptionDisabled",
+    "SubscriptionEnabled",
+    "SubscriptionHealthChanged",
     "TriggerLaunched",
     "TriggerLogged",
     "UnknownEventType",

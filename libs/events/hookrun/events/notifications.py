@@ -73,10 +73,12 @@ class RedeliveryRequested(Event):
     version=1,
     topic=topics.SUBSCRIPTIONS,
     producers=("notifier",),
-    consumers=("notifier",),
+    consumers=("notifier", "status"),
 )
 class SubscriptionDisabled(Event):
-    """A subscriber answered 410 Gone: no more deliveries go to it until the config changes it."""
+    """No more deliveries go to the subscription until it is enabled again (admin API) or the
+    config changes: its subscriber answered 410 Gone (``gone``), or every delivery failed for
+    ``notifier.disable_after_s`` or that many deliveries in a row were exhausted (``failing``)."""
 
     key_field = "subscription_id"
 
@@ -86,3 +88,50 @@ class SubscriptionDisabled(Event):
     reason: BoundedText
     #: The config version the subscription was disabled under; a new config version re-enables it.
     config_version: str | None = None
+    cause: Literal["gone", "failing"] = "gone"
+
+
+@register(
+    "hookrun.subscription.enabled",
+    version=1,
+    topic=topics.SUBSCRIPTIONS,
+    producers=("status",),
+    consumers=("notifier", "status"),
+)
+class SubscriptionEnabled(Event):
+    """Someone enabled a disabled subscription again (admin API); its health starts afresh."""
+
+    key_field = "subscription_id"
+
+    subscription_id: str
+    trigger_id: str
+    requested_by: str = "admin"
+
+
+@register(
+    "hookrun.subscription.health_changed",
+    version=1,
+    topic=topics.SUBSCRIPTIONS,
+    producers=("notifier",),
+    consumers=("notifier", "status"),
+)
+class SubscriptionHealthChanged(Event):
+    """A subscription started failing, failed a whole delivery again, or recovered.
+
+    Key: ``<subscription id>/health``, so that compaction keeps it beside (not instead of) the
+    subscription's newest disabled or enabled record.
+    """
+
+    key_field = "subscription_id"
+
+    subscription_id: str
+    trigger_id: str
+    #: When the first of the failed attempts since the last success was made; None: healthy.
+    failing_since: datetime | None = None
+    #: Deliveries exhausted in a row since the last success.
+    exhausted_in_row: int = 0
+
+    @property
+    def key(self) -> str:
+        """``<subscription id>/health``."""
+        return f"{self.subscription_id}/health"

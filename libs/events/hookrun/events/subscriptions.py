@@ -9,7 +9,18 @@ import hashlib
 from dataclasses import dataclass, field
 
 from hookrun.events.base import Event
-from hookrun.events.notifications import SubscriptionDisabled
+from hookrun.events.notifications import (
+    SubscriptionDisabled,
+    SubscriptionEnabled,
+    SubscriptionHealthChanged,
+)
+
+#: The types on hookrun.subscriptions that :class:`SubscriptionStates` folds.
+SUBSCRIPTION_TYPES: tuple[type[Event], ...] = (
+    SubscriptionDisabled,
+    SubscriptionEnabled,
+    SubscriptionHealthChanged,
+)
 
 
 def subscription_id(trigger_id: str, url: str) -> str:
@@ -24,11 +35,21 @@ class SubscriptionStates:
 
     #: Subscription id -> the event that disabled it, while it is disabled.
     disabled: dict[str, SubscriptionDisabled] = field(default_factory=dict)
+    #: Subscription id -> its newest health record, while it is failing.
+    health: dict[str, SubscriptionHealthChanged] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         """Fold one event of the topic in (idempotent: the newest record of a key wins)."""
         if isinstance(event, SubscriptionDisabled):
             self.disabled[event.subscription_id] = event
+        elif isinstance(event, SubscriptionEnabled):
+            self.disabled.pop(event.subscription_id, None)
+            self.health.pop(event.subscription_id, None)
+        elif isinstance(event, SubscriptionHealthChanged):
+            if event.failing_since is None and not event.exhausted_in_row:
+                self.health.pop(event.subscription_id, None)
+            else:
+                self.health[event.subscription_id] = event
 
     def disabled_under(
         self, subscription_id: str, config_version: str

@@ -26,6 +26,7 @@ from hookrun.events.notifications import (
     DeliveryExhausted,
     RedeliveryRequested,
     SubscriptionDisabled,
+    SubscriptionHealthChanged,
 )
 from hookrun.events.runs import (
     ActionCompleted,
@@ -41,7 +42,7 @@ from hookrun.events.runs import (
     RunStarted,
     TriggerLaunched,
 )
-from hookrun.events.subscriptions import SubscriptionStates, subscription_id
+from hookrun.events.subscriptions import SUBSCRIPTION_TYPES, SubscriptionStates, subscription_id
 from hookrun.events.tracing import TraceContext
 from hookrun.notifier.adapters import Sender, SendResult
 from hookrun.notifier.payload import notification_body
@@ -400,9 +401,9 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
     }
     code = result.status_code
     if code is not None and 200 <= code < 300:
-        return [DeliveryAttempted(**fields, outcome="succeeded")]
+        return [DeliveryAttempted(**fields, outcome="succeeded"), *_health(sub, deps, ok=True)]
     if result.refused:
-        return [DeliveryAttempted(**fields, outcome="refused")]
+        return [DeliveryAttempted(**fields, outcome="refused"), *_health(sub, deps)]
     if code == 410:
         return [
             DeliveryAttempted(**fields, outcome="gone"),
@@ -420,9 +421,59 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
     )
     if delay is None:
         last = DeliveryAttempted(**fields, outcome="failed")
-        return _exhausted(delivery, last, result.error or f"HTTP {code}")
+        exhausted = _exhausted(delivery, last, result.error or f"HTTP {code}")
+        return [*exhausted, *_health(sub, deps, exhausted=True)]
     next_at = datetime.fromtimestamp(deps.now() + delay, UTC)
-    return [DeliveryAttempted(**fields, outcome="failed", next_attempt_at=next_at)]
+    return [
+        DeliveryAttempted(**fields, outcome="failed", next_attempt_at=next_at),
+        *_health(sub, deps),
+    ]
+
+
+def _health(
+    sub: Subscription, deps: Deps, *, ok: bool = False, exhausted: bool = False
+) -> list[Event]:
+    """What an attempt's outcome changes in the subscription's health: a record when it starts
+    failing, exhausts a delivery or recovers, and a SubscriptionDisabled once every attempt
+    failed for ``disable_after_s`` or ``disable_after_exhausted`` deliveries in a row were
+    exhausted. The records are on hookrun.subscriptions, so every instance (and a restart)
+    counts from the same start."""
+    current = deps.states.health.get(sub.id)
+    if ok:
+        if current is None:
+            return []
+        return [SubscriptionHealthChanged(subscription_id=sub.id, trigger_id=sub.trigger_id)]
+    now = deps.now()
+    since = current.failing_since if current is not None else None
+    in_row = (current.exhausted_in_row if current is not None else 0) + exhausted
+    events: list[Event] = []
+    if since is None or exhausted:
+        since = since or datetime.fromtimestamp(now, UTC)
+        events.append(
+            SubscriptionHealthChanged(
+                subscription_id=sub.id,
+                trigger_id=sub.trigger_id,
+                failing_since=since,
+                exhausted_in_row=in_row,
+            )
+        )
+    policy = deps.config.notifier
+    failing_for = now - since.timestamp()
+    if failing_for >= policy.disable_after_s:
+        why = f"every attempt failed for {failing_for:.0f} s (disable_after_s: {policy.disable_after_s:g})"
+    elif policy.disable_after_exhausted is not None and in_row >= policy.disable_after_exhausted:
+        why = f"{in_row} deliveries in a row exhausted (disable_after_exhausted: {policy.disable_after_exhausted})"
+    else:
+        return events
+    disabled = SubscriptionDisabled(
+        subscription_id=sub.id,
+        trigger_id=sub.trigger_id,
+        url=sub.url,
+        reason=why,
+        config_version=deps.config.config_version,
+        cause="failing",
+    )
+    return [*events, disabled]
 
 
 async def _send(
@@ -487,11 +538,11 @@ HANDLERS: dict[type[Event], list[Handler]] = {
 }
 
 #: The runs topic's other types are skipped undecoded (by their ce_type header); the
-#: subscriptions topic's SubscriptionDisabled is followed by the Notifier's table of disabled ones.
+#: subscriptions topic's types are followed by the Notifier's table (SubscriptionStates).
 EVENTS = EventMap(
     "notifier",
     frozenset({topics.RUNS, topics.SUBSCRIPTIONS}),
-    {**HANDLERS, SubscriptionDisabled: "Notifier.disabled"},
+    {**HANDLERS, **dict.fromkeys(SUBSCRIPTION_TYPES, "Notifier.disabled")},
     frozenset(
         {
             TriggerLaunched,

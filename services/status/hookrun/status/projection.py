@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from hookrun.events import Event, topics
 from hookrun.events.maps import EventMap
 from hookrun.events.schedules import SCHEDULE_TYPES
+from hookrun.events.subscriptions import SUBSCRIPTION_TYPES
 from hookrun.status.rules import HANDLERS, apply_rule
 from hookrun.status.statements import Op
 
@@ -130,9 +131,14 @@ def fold(event: Event, at: Position) -> list[Op]:
     return cast(list[Op], applied.ops)
 
 
-#: The schedule events are the schedules book's (routes: the admin API's schedules).
+#: The schedule events are the schedules book's (routes: the admin API's schedules); the
+#: subscriptions topic's are folded by app.py's table into SubscriptionStates.
 EVENTS = EventMap(
     "status",
-    frozenset({topics.RUNS, topics.TRIGGERS, topics.SCHEDULES}),
-    {**HANDLERS, **dict.fromkeys(SCHEDULE_TYPES, "KafkaScheduleBook")},
+    frozenset({topics.RUNS, topics.TRIGGERS, topics.SCHEDULES, topics.SUBSCRIPTIONS}),
+    {
+        **HANDLERS,
+        **dict.fromkeys(SCHEDULE_TYPES, "KafkaScheduleBook"),
+        **dict.fromkeys(SUBSCRIPTION_TYPES, "SubscriptionStates"),
+    },
 )

@@ -473,6 +473,36 @@ async def _json_body(request: Request, payload_depth: int | None = None) -> dict
     With ``payload_depth``, a body whose ``payload`` nests deeper than that is refused (400)
     before it is parsed, as the gateway refuses such a body.
     """
+
+
+_ONE_SUBSCRIPTION = {
+    200: {
+        "description": "The subscription, as the list shows it",
+        "content": {
+            "application/json": {
+                "schema": subscriptions.LIST_SCHEMA["properties"]["subscriptions"]["items"]
+            }
+        },
+    },
+    **_ADMIN_RESPONSES,
+    **_errors({404: "No such subscription"}),
+}
+
+
+@router.post(
+    "/api/v1/subscriptions/{subscription_id}/enable",
+    summary="Enable a subscription the notifier disabled (410, or failing deliveries)",
+    tags=["admin"],
+    responses={
+        **_ONE_SUBSCRIPTION,
+        **_errors({409: "Disabled in the config file (enabled: false): change the file"}),
+    },
+)
+async def enable_subscription(subscription_id: str, deps: Admin) -> Response:
+    return json(await subscriptions.enable(deps, subscription_id))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
     raw = await body_of(request)
     if not raw.strip():
         return {}

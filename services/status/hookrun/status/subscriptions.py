@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from hookrun.config.model.base import SigningKeys
+from hookrun.events.notifications import SubscriptionEnabled
 from hookrun.events.subscriptions import subscription_id
-from hookrun.status.handlers import Deps
+from hookrun.status.handlers import ApiError, Deps, appended
 from hookrun.status.projection import ts
 
 _TIME = {"type": "string", "format": "date-time"}
@@ -28,10 +31,30 @@ LIST_SCHEMA: dict[str, Any] = {
                     "source",
                     "state",
                     "disabled",
+                    "statuses",
+                    "headers",
+                    "signatures",
+                    "failing_since",
+                    "exhausted_in_row",
                     "recent",
                     "last_attempt",
                 ],
                 "properties": {
+                    "statuses": {
+                        "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}],
+                        "description": "the run statuses delivered; null: all",
+                    },
+                    "headers": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "names of the extra headers (values are never shown)",
+                    },
+                    "signatures": {"type": "array", "items": {"enum": ["v1", "v1a"]}},
+                    "failing_since": {
+                        "anyOf": [_TIME, {"type": "null"}],
+                        "description": "first failed attempt since the last success",
+                    },
+                    "exhausted_in_row": {"type": "integer", "minimum": 0},
                     "id": {"type": "string"},
                     "trigger_id": {"type": "string"},
                     "url": {"type": "string"},
@@ -95,49 +118,134 @@ LIST_SCHEMA: dict[str, Any] = {
 RECENT_WINDOW_S = 86_400
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A subscription as the admin API shows it (never with its secrets or header values)."""
+
+    id: str
+    trigger_id: str
+    url: str
+    source: Literal["config", "api"]
+    #: False: ``enabled: false`` in the config file.
+    enabled: bool
+    statuses: list[str] | None
+    header_names: list[str]
+    signatures: list[str]
+
+
+def _signatures(keys: SigningKeys) -> list[str]:
+    return (["v1"] if keys.hmac else []) + (["v1a"] if keys.ed25519 else [])
+
+
+def _from_config(deps: Deps) -> list[Listed]:
+    return [
+        Listed(
+            subscription_id(trigger.id, n.url),
+            trigger.id,
+            n.url,
+            "config",
+            n.enabled,
+            None if n.statuses is None else list(n.statuses),
+            sorted(n.headers),
+            _signatures(n.signing_keys),
+        )
+        for trigger in deps.config.triggers
+        for n in trigger.notifications
+    ]
+
+
+def every_subscription(deps: Deps) -> list[Listed]:
+    """Config-file subscriptions in file order."""
+    return _from_config(deps)
+
+
+def find(deps: Deps, sid: str) -> Listed:
+    """The subscription ``sid``; 404 when there is none."""
+    for listed in every_subscription(deps):
+        if listed.id == sid:
+            return listed
+    raise ApiError(404, {"error": "subscription not found"})
+
+
+def describe(
+    listed: Listed, deps: Deps, stats: dict[str, Any] | None, window_s: int
+) -> dict[str, Any]:
+    """The JSON of one subscription (LIST_SCHEMA's item)."""
+    item: dict[str, Any] = {
+        "id": listed.id,
+        "trigger_id": listed.trigger_id,
+        "url": listed.url,
+        "source": listed.source,
+        "state": "enabled",
+        "disabled": None,
+        "statuses": listed.statuses,
+        "headers": listed.header_names,
+        "signatures": listed.signatures,
+    }
+    disabled = deps.subscriptions.disabled_under(listed.id, deps.config.config_version)
+    if not listed.enabled:
+        item["state"] = "disabled"
+        item["disabled"] = {"cause": "config", "reason": "enabled: false in the config file"}
+    elif disabled is not None:
+        item["state"] = "disabled"
+        item["disabled"] = {
+            "cause": disabled.cause,
+            "reason": disabled.reason,
+            "at": ts(disabled.occurred_at),
+        }
+    health = deps.subscriptions.health.get(listed.id)
+    item["failing_since"] = None if health is None else ts(health.failing_since)
+    item["exhausted_in_row"] = 0 if health is None else health.exhausted_in_row
+    stats = stats or {"attempts": 0, "succeeded": 0}
+    attempts, succeeded = stats["attempts"], stats["succeeded"]
+    item["recent"] = {
+        "window_s": window_s,
+        "attempts": attempts,
+        "succeeded": succeeded,
+        # None, not 1.0 or 0.0, when nothing was attempted: no traffic is not health.
+        "success_rate": round(succeeded / attempts, 4) if attempts else None,
+    }
+    item["last_attempt"] = stats.get("last_attempt")
+    return item
+
+
+async def _stats(deps: Deps, window_s: int) -> dict[str, dict[str, Any]]:
+    since = ts(datetime.fromtimestamp(deps.clock() - window_s, UTC))
+    return await deps.store.subscription_stats(since or "")
+
+
 async def list_subscriptions(deps: Deps, window_s: int = RECENT_WINDOW_S) -> dict[str, Any]:
     """Every subscription, config-file ones first in file order, each with its state, the
     attempts of the last ``window_s`` seconds and its last attempt (docs/status.md)."""
-    since = ts(datetime.fromtimestamp(deps.clock() - window_s, UTC))
-    stats = await deps.store.subscription_stats(since or "")
-    items = []
-    for trigger in deps.config.triggers:
-        for notification in trigger.notifications:
-            sid = subscription_id(trigger.id, notification.url)
-            item: dict[str, Any] = {
-                "id": sid,
-                "trigger_id": trigger.id,
-                "url": notification.url,
-                "source": "config",
-                "state": "enabled",
-                "disabled": None,
-            }
-            disabled = deps.subscriptions.disabled_under(sid, deps.config.config_version)
-            if not notification.enabled:
-                item["state"] = "disabled"
-                item["disabled"] = {"cause": "config", "reason": "enabled: false in the config"}
-            elif disabled is not None:
-                item["state"] = "disabled"
-                item["disabled"] = {
-                    "cause": "gone",
-                    "reason": disabled.reason,
-                    "at": ts(disabled.occurred_at),
-                }
-            items.append(item | _health(stats.get(sid), window_s))
-    return {"subscriptions": items, "window_s": window_s}
-
-
-def _health(stats: dict[str, Any] | None, window_s: int) -> dict[str, Any]:
-    stats = stats or {"attempts": 0, "succeeded": 0}
-    attempts, succeeded = stats["attempts"], stats["succeeded"]
-    last = stats.get("last_attempt")
+    stats = await _stats(deps, window_s)
     return {
-        "recent": {
-            "window_s": window_s,
-            "attempts": attempts,
-            "succeeded": succeeded,
-            # None, not 1.0 or 0.0, when nothing was attempted: no traffic is not health.
-            "success_rate": round(succeeded / attempts, 4) if attempts else None,
-        },
-        "last_attempt": last,
+        "subscriptions": [
+            describe(listed, deps, stats.get(listed.id), window_s)
+            for listed in every_subscription(deps)
+        ],
+        "window_s": window_s,
     }
+
+
+async def one(deps: Deps, sid: str) -> dict[str, Any]:
+    """One subscription as the list shows it."""
+    listed = find(deps, sid)
+    stats = await _stats(deps, RECENT_WINDOW_S)
+    return describe(listed, deps, stats.get(sid), RECENT_WINDOW_S)
+
+
+async def enable(deps: Deps, sid: str) -> dict[str, Any]:
+    """Enable a subscription the notifier disabled (410, or failing): SubscriptionEnabled,
+    which also forgets its failures. One disabled in the config file is the file's to change."""
+    listed = find(deps, sid)
+    if not listed.enabled:
+        raise ApiError(
+            409,
+            {
+                "error": "the subscription is disabled in the config file (enabled: false); change the file"
+            },
+        )
+    event = SubscriptionEnabled(subscription_id=sid, trigger_id=listed.trigger_id)
+    await appended(deps.log.append([event]), deps)
+    deps.subscriptions.apply(event)  # read your write; the topic brings it to the others
+    return await one(deps, sid)

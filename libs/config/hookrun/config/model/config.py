@@ -41,6 +41,10 @@ class NotifierConfig(Frozen):
         default=(0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0), min_length=1
     )
     jitter: float = Field(default=0.2, ge=0, le=1)
+    #: A subscription whose attempts all failed for this long is disabled (Svix: 5 days).
+    disable_after_s: float = Field(default=5 * 86_400.0, gt=0)
+    #: ... or once this many of its deliveries in a row were exhausted; None: never for that.
+    disable_after_exhausted: int | None = Field(default=None, ge=1)
 
 
 class HookrunConfig(Frozen):
