@@ -1,6 +1,10 @@
 """A delivery carries its run's trace: the webhook's traceparent, and the events recording it."""
 
-from hookrun.events.notifications import DeliveryAttempted, DeliveryExhausted
+from hookrun.events.notifications import (
+    DeliveryAttempted,
+    DeliveryExhausted,
+    SubscriptionHealthChanged,
+)
 from hookrun.notifier.adapters import FakeSender, SendResult
 from hookrun.notifier.handlers import Book, Deps, attempt_delivery
 from tests.notifier.conftest import make_run_finished
@@ -31,8 +35,13 @@ async def test_the_webhook_and_the_attempt_carry_the_runs_trace_context(config) 
 async def test_an_exhausted_delivery_records_the_trace_on_both_events(config) -> None:
     run = make_run_finished(traceparent=TRACEPARENT)
     _, events = await _attempts(config, run, lambda u, b, h: SendResult(500, 1))
-    assert [type(e) for e in events] == [DeliveryAttempted, DeliveryExhausted]
-    assert {e.traceparent for e in events} == {TRACEPARENT}
+    # the subscription's health record is about the subscription, not the run: no trace
+    assert [type(e) for e in events] == [
+        DeliveryAttempted,
+        DeliveryExhausted,
+        SubscriptionHealthChanged,
+    ]
+    assert {e.traceparent for e in events[:2]} == {TRACEPARENT}
 
 
 async def test_a_run_without_a_trace_sends_no_traceparent(config) -> None:

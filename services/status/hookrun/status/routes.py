@@ -467,14 +467,6 @@ async def resume_schedule(trigger_id: str, deps: Admin) -> Response:
     return json(await schedules.resume(trigger_id, deps))
 
 
-async def _json_body(request: Request, payload_depth: int | None = None) -> dict[str, Any]:
-    """The body as a JSON object ({} when empty); 400 for anything else.
-
-    With ``payload_depth``, a body whose ``payload`` nests deeper than that is refused (400)
-    before it is parsed, as the gateway refuses such a body.
-    """
-
-
 _ONE_SUBSCRIPTION = {
     200: {
         "description": "The subscription, as the list shows it",
@@ -502,7 +494,12 @@ async def enable_subscription(subscription_id: str, deps: Admin) -> Response:
     return json(await subscriptions.enable(deps, subscription_id))
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, payload_depth: int | None = None) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty); 400 for anything else.
+
+    With ``payload_depth``, a body whose ``payload`` nests deeper than that is refused (400)
+    before it is parsed, as the gateway refuses such a body.
+    """
     raw = await body_of(request)
     if not raw.strip():
         return {}
