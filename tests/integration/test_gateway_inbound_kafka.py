@@ -1,5 +1,6 @@
 """Filters, rate limits, JWT and provider presets through a real gateway process and broker."""
 
+import base64
 import json
 import time
 import uuid
@@ -8,6 +9,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import ECAlgorithm
 
 from hookrun.dev.events import read_events
@@ -168,3 +170,36 @@ async def test_a_jwt_senders_subject_and_claims_travel_on_trigger_launched(
     assert r.status_code == 400
     [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
     assert entry["reason"] == "conditions[0] (jwt): invalid token: Audience doesn't match"
+
+
+async def test_a_v1a_signed_launch_is_accepted_with_its_webhook_id_as_delivery_id(
+    gateway, kafka_bootstrap
+):
+    key = Ed25519PrivateKey.generate()
+    whpk = "whpk_" + base64.b64encode(key.public_key().public_bytes_raw()).decode()
+    trigger = unique("v1a")
+    url = gateway(f"""
+  - id: {trigger}
+    title: Asymmetric Standard Webhooks
+    conditions: [{{type: standard_webhooks, public_key: "{whpk}"}}]
+    actions: [{{action: run_execution, step: noop}}]
+    response: {{json: {{run_id: "{{run_id}}"}}}}
+""")
+    body = b'{"type": "contact.created"}'
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    timestamp = str(int(time.time()))
+    signature = key.sign(f"{msg_id}.{timestamp}.".encode() + body)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1a," + base64.b64encode(signature).decode(),
+    }
+    launch = f"{url}/api/v0/launch/{trigger}/"
+    r = httpx.post(launch, content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    event = await launched(kafka_bootstrap, r.json()["run_id"])
+    assert event.delivery_id == msg_id
+    assert event.request.headers["webhook-signature"] == "[redacted]"
+    # the same delivery again is the same run; a changed body is refused
+    assert httpx.post(launch, content=body, headers=headers).json() == r.json()
+    assert httpx.post(launch, content=body + b" ", headers=headers).status_code == 400

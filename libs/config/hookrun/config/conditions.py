@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 import orjson
+from cryptography.exceptions import InvalidSignature
 
 from hookrun.config.model import (
     HmacCondition,
@@ -215,16 +216,22 @@ def _check_standard_webhooks(
     if (late := _outside_tolerance(timestamp, now, c.tolerance_s)) is not None:
         return late
     signed = b"".join((_bytes(msg_id), b".", _bytes(raw_timestamp.strip()), b".", request.body))
-    expected = hmac.digest(c._key, signed, "sha256")
+    expected = hmac.digest(c._key, signed, "sha256") if c.secret is not None else None
+    public_key = c._public_key
     for item in signatures.split():
         version, _, encoded = item.partition(",")
-        if version != "v1":
-            continue
-        try:
-            candidate = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if hmac.compare_digest(candidate, expected):
+        if version == "v1" and expected is not None:
+            try:
+                candidate = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if hmac.compare_digest(candidate, expected):
+                return None
+        elif version == "v1a" and public_key is not None:
+            try:
+                public_key.verify(base64.b64decode(encoded, validate=True), signed)
+            except (binascii.Error, ValueError, InvalidSignature):
+                continue
             return None
     return "signature mismatch"
 

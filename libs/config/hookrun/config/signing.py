@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -30,6 +31,7 @@ from hookrun.config.model import (
     StripeCondition,
     Trigger,
 )
+from hookrun.config.model.base import decode_whsk
 from hookrun.events import new_id
 
 __all__ = ["SIGNERS", "OutgoingRequest", "SigningError", "SigningOptions", "sign_request"]
@@ -85,9 +87,31 @@ def _sign_standard_webhooks(
     msg_id = out.headers.setdefault("webhook-id", f"msg_{new_id()}")
     timestamp = str(int(opts.now))
     signed = f"{msg_id}.{timestamp}.".encode() + out.body
-    signature = base64.b64encode(hmac.digest(c._key, signed, "sha256")).decode()
+    if c.secret is not None:
+        signature = f"v1,{base64.b64encode(hmac.digest(c._key, signed, 'sha256')).decode()}"
+    else:
+        key = _ed25519_key(opts.private_key)
+        public = c._public_key
+        if public is None or key.public_key().public_bytes_raw() != public.public_bytes_raw():
+            raise SigningError("the private key is not the one of the condition's 'whpk_' key")
+        signature = f"v1a,{base64.b64encode(key.sign(signed)).decode()}"
     out.headers["webhook-timestamp"] = timestamp
-    out.headers["webhook-signature"] = f"v1,{signature}"
+    out.headers["webhook-signature"] = signature
+
+
+def _ed25519_key(private_key: bytes | None) -> Ed25519PrivateKey:
+    """The `v1a` signing key from a `whsk_` secret key or an ed25519 PEM private key."""
+    if private_key is None:
+        raise SigningError("signing v1a needs the private key ('whsk_...' or a PEM)")
+    try:
+        if private_key.strip().startswith(b"whsk_"):
+            return decode_whsk(private_key.strip().decode())
+        key = load_pem_private_key(private_key, password=None)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise SigningError("the private key is neither 'whsk_...' nor a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningError("v1a signs with an ed25519 private key")
+    return key
 
 
 def _sign_stripe(c: StripeCondition, out: OutgoingRequest, opts: SigningOptions) -> None:

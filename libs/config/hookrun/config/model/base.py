@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 #: A parameter name or an environment variable name.
@@ -100,6 +100,23 @@ def decode_whsk(secret: str) -> Ed25519PrivateKey:
     if len(raw) == 64 and key.public_key().public_bytes_raw() != raw[32:]:
         raise ValueError("the public half of the 64-byte 'whsk_' key does not match its seed")
     return key
+
+
+def decode_whpk(public_key: str) -> Ed25519PublicKey:
+    """The ed25519 key of a `whpk_<base64>` public key (Standard Webhooks' `v1a` verifiers).
+
+    Raises ValueError if it is not one.
+    """
+    if not public_key.startswith("whpk_"):
+        raise ValueError("must start with 'whpk_'")
+    encoded = public_key[len("whpk_") :]
+    try:
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be 'whpk_' followed by base64") from None
+    if len(raw) != 32:
+        raise ValueError("must be 'whpk_' followed by a 32-byte ed25519 public key in base64")
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import os
 from typing import Annotated, Any, ClassVar, Literal
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import (
     AfterValidator,
@@ -25,6 +26,7 @@ from hookrun.config.model.base import (
     Frozen,
     NonEmptyStr,
     Secret,
+    decode_whpk,
     decode_whsec,
     require_one_of,
     secret_bytes,
@@ -108,21 +110,50 @@ class _TimestampedCondition(_ConditionBase):
 
 
 class StandardWebhooksCondition(_TimestampedCondition):
+    """Standard Webhooks: `v1` (HMAC-SHA256, a `whsec_` secret) and `v1a` (ed25519, a `whpk_`
+    public key) signatures; with both keys configured either kind of signature passes."""
+
     type: Literal["standard_webhooks"]
     secret_headers: ClassVar[frozenset[str]] = frozenset({"webhook-signature", "svix-signature"})
 
+    secret: Secret | None = None  # type: ignore[assignment]
+    public_key: NonEmptyStr | None = None
+
+    _public_key: Ed25519PublicKey | None = PrivateAttr(None)
+
     @field_validator("secret")
     @classmethod
-    def _whsec_is_base64(cls, secret: SecretStr) -> SecretStr:
-        value = secret.get_secret_value()
+    def _whsec_is_base64(cls, secret: SecretStr | None) -> SecretStr | None:
+        value = secret.get_secret_value() if secret is not None else ""
         if value.startswith("whsec_"):
             decode_whsec(value)
+        if value.startswith(("whpk_", "whsk_")):
+            raise ValueError(
+                "a 'whpk_' public key goes in 'public_key' (the receiver never needs 'whsk_')"
+            )
         return secret
 
+    @field_validator("public_key")
+    @classmethod
+    def _whpk(cls, public_key: str | None) -> str | None:
+        if public_key is not None:
+            decode_whpk(public_key)
+        return public_key
+
+    @model_validator(mode="after")
+    def _a_key(self) -> StandardWebhooksCondition:
+        if self.secret is None and self.public_key is None:
+            raise ValueError(
+                "give 'secret' (whsec_, for v1), 'public_key' (whpk_, for v1a) or both"
+            )
+        return self
+
     def _post_init(self) -> None:
-        value = self.secret.get_secret_value()
+        value = self.secret.get_secret_value() if self.secret is not None else ""
         # `whsec_<base64>` is the standard form; a secret without the prefix is used as raw bytes.
         self._key = decode_whsec(value) if value.startswith("whsec_") else value.encode()
+        if self.public_key is not None and self.public_key.startswith("whpk_"):
+            self._public_key = decode_whpk(self.public_key)
 
 
 class StripeCondition(_TimestampedCondition):
