@@ -1,6 +1,8 @@
 """Filters, rate limits, JWT and provider presets through a real gateway process and broker."""
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -203,3 +205,45 @@ async def test_a_v1a_signed_launch_is_accepted_with_its_webhook_id_as_delivery_i
     # the same delivery again is the same run; a changed body is refused
     assert httpx.post(launch, content=body, headers=headers).json() == r.json()
     assert httpx.post(launch, content=body + b" ", headers=headers).status_code == 400
+
+
+async def test_provider_presets_launch_with_the_providers_delivery_id(gateway, kafka_bootstrap):
+    gitlab, shopify = unique("gitlab"), unique("shopify")
+    url = gateway(f"""
+  - id: {gitlab}
+    title: GitLab pushes
+    conditions: [{{preset: gitlab, secret: gl-token}}]
+    actions: [{{action: run_execution, step: noop}}]
+    response: {{json: {{run_id: "{{run_id}}"}}}}
+  - id: {shopify}
+    title: Shopify orders
+    conditions: [{{preset: shopify, secret: shpss_client_secret}}]
+    actions: [{{action: run_execution, step: noop}}]
+    response: {{json: {{run_id: "{{run_id}}"}}}}
+""")
+    body = b'{"object_kind": "push"}'
+    event_uuid = str(uuid.uuid4())
+    headers = {"X-Gitlab-Token": "gl-token", "X-Gitlab-Event-UUID": event_uuid}
+    first = httpx.post(f"{url}/api/v0/launch/{gitlab}/", content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    event = await launched(kafka_bootstrap, first.json()["run_id"])
+    assert event.delivery_id == event_uuid
+    assert event.request.headers["x-gitlab-token"] == "[redacted]"
+    again = httpx.post(f"{url}/api/v0/launch/{gitlab}/", content=body, headers=headers)
+    assert again.json() == first.json()
+
+    order = b'{"id": 820982911946154508}'
+    digest = hmac.new(b"shpss_client_secret", order, hashlib.sha256).digest()
+    webhook_id = str(uuid.uuid4())
+    signed = {
+        "X-Shopify-Hmac-Sha256": base64.b64encode(digest).decode(),
+        "X-Shopify-Webhook-Id": webhook_id,
+    }
+    r = httpx.post(f"{url}/api/v0/launch/{shopify}/", content=order, headers=signed)
+    assert r.status_code == 202, r.text
+    assert (await launched(kafka_bootstrap, r.json()["run_id"])).delivery_id == webhook_id
+    forged = signed | {"X-Shopify-Hmac-Sha256": base64.b64encode(b"x" * 32).decode()}
+    assert (
+        httpx.post(f"{url}/api/v0/launch/{shopify}/", content=order, headers=forged).status_code
+        == 400
+    )

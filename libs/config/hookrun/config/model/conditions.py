@@ -322,6 +322,46 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "stripe": ({"type": "stripe"}, {"payload": "id"}),
     "slack": ({"type": "slack"}, {"payload": "event_id"}),
     "standard_webhooks": ({"type": "standard_webhooks"}, {"header": "webhook-id"}),
+    # https://docs.gitlab.com/user/project/integrations/webhooks/ : the secret token is sent
+    # as is; X-Gitlab-Event-UUID is the same on a retry of the same event.
+    "gitlab": (
+        {"type": "static_secret", "header": "X-Gitlab-Token"},
+        {"header": "X-Gitlab-Event-UUID"},
+    ),
+    # https://support.atlassian.com/bitbucket-cloud/docs/manage-webhooks/
+    "bitbucket": (
+        {
+            "type": "hmac",
+            "header": "X-Hub-Signature",
+            "algorithm": "sha256",
+            "encoding": "hex",
+            "prefix": "sha256=",
+        },
+        {"header": "X-Request-UUID"},
+    ),
+    # https://shopify.dev/docs/apps/build/webhooks/verify-deliveries
+    "shopify": (
+        {"type": "hmac", "header": "X-Shopify-Hmac-Sha256", "encoding": "base64"},
+        {"header": "X-Shopify-Webhook-Id"},
+    ),
+    # Svix signs per Standard Webhooks with svix-* header names
+    # (https://docs.svix.com/receiving/verifying-payloads/how-manual).
+    "svix": ({"type": "standard_webhooks"}, {"header": "svix-id"}),
+    # https://linear.app/developers/webhooks
+    "linear": (
+        {"type": "hmac", "header": "Linear-Signature", "encoding": "hex"},
+        {"header": "Linear-Delivery"},
+    ),
+    # https://docs.sentry.io/organization/integrations/integration-platform/webhooks/
+    "sentry": (
+        {"type": "hmac", "header": "Sentry-Hook-Signature", "encoding": "hex"},
+        {"header": "Request-ID"},
+    ),
+    # https://www.typeform.com/developers/webhooks/secure-your-webhooks/
+    "typeform": (
+        {"type": "hmac", "header": "Typeform-Signature", "encoding": "base64", "prefix": "sha256="},
+        {"payload": "event_id"},
+    ),
 }
 
 
