@@ -291,7 +291,9 @@ class TestSecurity:
         for value in plain:
             for line in value.strip().splitlines():
                 assert line.strip() not in text
-        assert set(secret_data(docs).values()) == set(plain)
+        data = secret_data(docs)
+        assert len(data.pop("ui-session-key")) == 48  # made by the chart: none in the values
+        assert set(data.values()) == set(plain)
         for workload in deployments(docs).values():
             env = {v["name"]: v for v in container(workload)["env"]}
             for name in ("HOOKRUN_ADMIN_TOKEN", "HOOKRUN_DATABASE_URL", *secrets["env"]):
@@ -299,6 +301,18 @@ class TestSecurity:
                     assert "secretKeyRef" in env[name]["valueFrom"], name
             # the password is a mounted file, never a variable
             assert "KAFKA_SASL_PASSWORD" not in env
+
+    def test_every_status_replica_signs_dashboard_sessions_with_one_key(self, helm):
+        docs = render(helm, *VALUES["secured"], "--set", "secrets.uiSessionKey=k")
+        assert secret_data(docs)["ui-session-key"] == "k"
+        made = render(helm, *VALUES["secured"])
+        status = deployments(made)["status"]
+        assert status["spec"]["replicas"] > 1
+        env = {v["name"]: v for v in container(status)["env"]}
+        assert env["HOOKRUN_UI_SESSION_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "ui-session-key"
+        assert (
+            pod_env(made, status)["HOOKRUN_UI_SESSION_KEY"] == secret_data(made)["ui-session-key"]
+        )
 
     def test_an_existing_secret_replaces_the_charts_own(self, helm):
         docs = render(helm, *VALUES["secured"], "--set", "secrets.existingSecret=hookrun-prod")

@@ -113,6 +113,9 @@ and OpenTelemetry. */}}
 - name: HOOKRUN_ADMIN_TOKEN
   valueFrom: {secretKeyRef: {name: {{ $secret }}, key: admin-token, optional: true}}
 {{- end }}
+# Every replica signs and checks the dashboard's sessions with the same key.
+- name: HOOKRUN_UI_SESSION_KEY
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: ui-session-key, optional: true}}
 {{- else }}
 - {name: HOOKRUN_METRICS_HOST, value: 0.0.0.0}
 - {name: HOOKRUN_METRICS_PORT, value: {{ $port | quote }}}
