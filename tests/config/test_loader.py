@@ -169,10 +169,11 @@ class TestErrorMessages:
         ]
 
     def test_unknown_preset_lists_the_known_ones(self, parse: Parse, data: dict) -> None:
-        data["triggers"][0]["conditions"] = [{"preset": "gitlab", "secret": "x"}]
+        data["triggers"][0]["conditions"] = [{"preset": "gitea", "secret": "x"}]
         assert errors_of(parse, data) == [
-            "hookrun.yaml: triggers[0].conditions[0]: unknown preset 'gitlab' "
-            "(expected one of github, stripe, slack, standard_webhooks)"
+            "hookrun.yaml: triggers[0].conditions[0]: unknown preset 'gitea' "
+            "(expected one of github, stripe, slack, standard_webhooks, gitlab, bitbucket,"
+            " shopify, svix, linear, sentry, typeform)"
         ]
 
     def test_notification_url_must_be_http(self, parse: Parse, data: dict) -> None:
