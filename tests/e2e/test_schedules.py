@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from hookrun.dev.pytest_kafka import new_namespace
@@ -95,3 +96,16 @@ def test_pause_stops_the_runs_and_resume_starts_at_the_next_due_time(system: Sys
     assert first >= at, "times missed while paused were made up"
     listed = system.admin("GET", "/schedules/tick").json()
     assert listed["last_fired"]["due_at"] is not None
+
+
+def test_the_runner_counts_the_due_times_it_fired(system: System) -> None:
+    wait_for(lambda: ticks(system), 60, "a scheduled run")
+    runner = system.procs[1]
+    assert runner.health_url is not None
+    text = httpx.get(runner.health_url.replace("/healthz", "/metrics"), timeout=10).text
+    [line] = [
+        line
+        for line in text.splitlines()
+        if line.startswith('hookrun_schedule_due_times_total{outcome="fired",trigger="tick"}')
+    ]
+    assert float(line.split()[-1]) >= 1

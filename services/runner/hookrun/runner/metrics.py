@@ -41,6 +41,12 @@ EXECUTION_SECONDS = Histogram(
     ["status"],
     buckets=DURATION_BUCKETS,
 )
+SCHEDULE_DUE_TIMES = Counter(
+    "hookrun_schedule_due_times",
+    "Due times of trigger schedules recorded by their owner, by trigger and outcome"
+    " (fired, or skipped past misfire_grace_s)",
+    ["trigger", "outcome"],
+)
 #: The runner's appends (its executions' reports, its reconciles' events).
 ACKED = KAFKA_ACK_SECONDS.labels("publish")
 RUNNING = Gauge("hookrun_executions_running", "Executions whose process runs now")

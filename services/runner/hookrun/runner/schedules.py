@@ -44,6 +44,7 @@ from hookrun.events.schedules import (
 )
 from hookrun.events.service import Partition, Service
 from hookrun.events.transactions import TransactionalPublisher
+from hookrun.runner import metrics
 from hookrun.runner.handlers import EVENTS
 
 log = logging.getLogger("hookrun.runner.schedules")
@@ -308,7 +309,10 @@ class Scheduler(Service[Owned]):
             for event in events:
                 if not isinstance(event, TriggerLaunched):
                     state.apply(event)
+                if isinstance(event, ScheduleSkipped):
+                    metrics.SCHEDULE_DUE_TIMES.labels(trigger.id, "skipped").inc()
                 if isinstance(event, ScheduleFired):
+                    metrics.SCHEDULE_DUE_TIMES.labels(trigger.id, "fired").inc()
                     log.info(
                         "schedule of %s fired %s: run %s",
                         trigger.id,
