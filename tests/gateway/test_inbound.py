@@ -1,12 +1,13 @@
 """Launch rules past the conditions, with fake adapters: filters, rate limits, JWT senders."""
 
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from hookrun.config import ConfigError, parse_config
+from hookrun.config import ConfigError, load_config, parse_config
 from hookrun.events import TriggerLaunched, TriggerLogged
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.app import build
@@ -237,3 +238,28 @@ class TestJwt:
         assert launched(log) == []
         [entry] = logged(log)
         assert entry.reason == "conditions[0] (jwt): invalid token: Signature has expired"
+
+
+def test_the_examples_jwt_filtered_rate_limited_trigger_works_as_its_comments_say(log):
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / "hookrun.yaml")
+    app = build(Settings(), config, event_log=log, deliveries=FakeDeliveryIndex())
+    claims = {"sub": "ci", "iss": "hookrun-demo-ci", "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, "demo-jwt-secret-of-at-least-32-bytes", algorithm="HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    url = "/api/v0/launch/extraction-on-main/"
+    with TestClient(app) as client:
+        main = client.post(
+            url, content=b'{"ref": "refs/heads/main", "batch_size": 4}', headers=headers
+        )
+        assert main.status_code == 202
+        assert launched(log)[0].account == "ci"
+        draft = b'{"ref": "refs/heads/main", "draft": true, "batch_size": 4}'
+        assert client.post(url, content=draft, headers=headers).json()["filtered"] is True
+        other = b'{"ref": "refs/heads/dev", "batch_size": 4}'
+        assert client.post(url, content=other, headers=headers).json()["filtered"] is True
+        codes = [
+            client.post(url, content=b'{"ref": "refs/heads/main"}', headers=headers).status_code
+            for _ in range(5)
+        ]
+        assert codes == [202] * 4 + [429]
+        assert client.post(url, content=b'{"ref": "refs/heads/main"}').status_code == 400
