@@ -232,9 +232,6 @@ class Scheduler(Service[Owned]):
         owned.state(event.key).apply(event)
         return ()
 
-    async def went_live(self, part: Partition[Owned]) -> None:
-        await self._fence(part.state)
-
     async def _fence(self, owned: Owned) -> None:
         # Its transactional id is the partition's: starting it fences the previous owner.
         owned.publisher = TransactionalPublisher(
@@ -259,11 +256,17 @@ class Scheduler(Service[Owned]):
     async def sweep(self) -> None:
         """Every tick: fire, skip or arm what is due in each partition owned and fenced."""
         for part in list(self.loop.parts.values()):
-            if part.live and await self._fenced(part):
-                await self._tick(part.state)
+            schedules = self._schedules_of(part.state.number)
+            # A partition without a schedule of this config needs no producer of its own.
+            if schedules and part.live and await self._fenced(part):
+                await self._tick(part.state, schedules)
 
     async def _fenced(self, part: Partition[Owned]) -> bool:
-        """True once the fencing producer is up and the partition is read to the end it found."""
+        """True once the fencing producer is up and the partition is read to the end it found.
+
+        The producer is started at the first tick after the partition went live, and again a
+        while after a firing failed.
+        """
         owned = part.state
         if owned.publisher is None:
             if time.monotonic() < owned.refence_at:
@@ -278,10 +281,10 @@ class Scheduler(Service[Owned]):
             owned.fenced_end = ends[part.tp]
         return await self._consumer.position(part.tp) >= owned.fenced_end
 
-    async def _tick(self, owned: Owned) -> None:
+    async def _tick(self, owned: Owned, schedules: list[Trigger]) -> None:
         self.ticks += 1
         now = self.clock()
-        for trigger in self._schedules_of(owned.number):
+        for trigger in schedules:
             assert trigger.schedule is not None
             state = owned.state(trigger.id)
             events = plan(trigger, trigger.schedule, state, now, self.config.config_version)
