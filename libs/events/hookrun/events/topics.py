@@ -133,6 +133,7 @@ def _specs(partitions: int) -> list[TopicSpec]:
         # Keyed, so the schedules spread over the runners; compacted, and never deleted: a
         # schedule's newest record says all there is to go on, however long ago it was written.
         TopicSpec(SCHEDULES, partitions, {"cleanup.policy": "compact", "retention.ms": "-1"}),
+        TopicSpec(dlq(SCHEDULES), 1, forever),
         TopicSpec(
             INBOUND_DELIVERIES,
             partitions,
