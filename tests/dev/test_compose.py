@@ -10,6 +10,7 @@ import pytest
 import yaml
 from pydantic.fields import FieldInfo
 
+from hookrun.events import tracing
 from hookrun.events.security import ENV, PASSWORD_FILE
 from hookrun.gateway.config import Settings as GatewaySettings
 from hookrun.notifier.config import Settings as NotifierSettings
@@ -30,6 +31,7 @@ SHARED = {
     PASSWORD_FILE,
     "HOOKRUN_TOPIC_REPLICATION_FACTOR",
     "HOOKRUN_TOPIC_PARTITIONS",
+    tracing.ENDPOINT,
 }
 
 
@@ -109,3 +111,16 @@ def test_the_postgres_profile_serves_the_url_the_compose_file_documents():
     documented = f"postgresql://{user}:{password}@postgres/{db}"
     assert documented in (ROOT / "docker-compose.yml").read_text()
     assert env("status")["HOOKRUN_DATABASE_URL"].startswith("${HOOKRUN_DATABASE_URL:-sqlite:")
+
+
+def test_the_observability_profile_receives_the_traces_the_services_are_told_to_export():
+    jaeger = COMPOSE["services"]["jaeger"]
+    assert jaeger["profiles"] == ["observability"]
+    documented = re.search(
+        rf"{tracing.ENDPOINT}=(http://jaeger:\d+)", (ROOT / "docker-compose.yml").read_text()
+    )
+    assert documented is not None
+    assert str(port_of(documented.group(1))) in jaeger["expose"]
+    for service in SERVICES:
+        # off unless the shell sets it: no export errors from a compose without the profile
+        assert env(service)[tracing.ENDPOINT] == f"${{{tracing.ENDPOINT}:-}}"

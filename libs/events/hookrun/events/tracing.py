@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The variable that turns spans on: the OTLP/HTTP endpoint they are exported to.
+ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
 #: version-traceid-parentid-flags, lowercase hex; a later version may append ``-<more>``.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
@@ -223,7 +226,7 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     endpoint_var = (
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
         if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        else "OTEL_EXPORTER_OTLP_ENDPOINT"
+        else ENDPOINT
     )
     endpoint = env.get(endpoint_var, "").strip()
     exporter = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
