@@ -443,3 +443,28 @@ async def test_a_lost_database_connection_only_delays_the_projection(
     wait_for(lambda: info(url, "tok", second.run_id).status_code == 200, timeout_s=60)
     assert info(url, "tok", first.run_id).json()["status"] == "pending"
     wait_for(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200)
+
+
+async def test_a_rebuild_into_a_database_no_instance_has_opened_makes_the_store(
+    kafka_bootstrap, namespace, publish, database_url
+):
+    from hookrun.status.app import open_store
+    from hookrun.status.config import Settings
+    from hookrun.status.rebuild import rebuild
+
+    runs = [launched("tok") for _ in range(6)]
+    await publish([e for run in runs for e in (run, *run_events(run, [OK]))])
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        hookrun_namespace=namespace,
+        hookrun_database_url=database_url,
+        hookrun_rebuild_workers=1,
+    )
+    await rebuild(settings)
+    store = open_store(database_url)
+    await store.open()
+    try:
+        for run in runs:
+            assert (await store.run_info(run.run_id) or {}).get("status") == "completed"
+    finally:
+        await store.close()

@@ -160,6 +160,8 @@ class PostgresStore(SqlStore):
         old = f"{live_schema}_old"
         async with self._writer.transaction():
             await self._writer.execute(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
+            # A database the service never opened has no live schema yet.
+            await self._writer.execute(f'CREATE SCHEMA IF NOT EXISTS "{live_schema}"')
             await self._writer.execute(f'ALTER SCHEMA "{live_schema}" RENAME TO "{old}"')
             await self._writer.execute(f'ALTER SCHEMA "{self.schema}" RENAME TO "{live_schema}"')
             await self._writer.execute(f'DROP SCHEMA "{old}" CASCADE')
