@@ -180,3 +180,24 @@ def test_json_log_lines_about_the_run_carry_its_trace_id(system: System, run_id:
         about = [d for d in lines if d.get("run_id") == run_id]
         assert about, f"{service} logged nothing about {run_id}"
         assert {d.get("trace_id") for d in about} == {TRACE_ID}, about
+
+
+def test_a_launch_with_a_delivery_id_appends_in_a_transaction_inside_its_trace(
+    system: System, otlp: OtlpReceiver
+) -> None:
+    trace_id = os.urandom(16).hex()
+    body = json.dumps({"n": 1}).encode()
+    headers = {
+        **github_headers(body, delivery=f"traces-{trace_id}"),
+        "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
+    }
+    run_id = run_id_of(system.launch("gh-ok", {"n": 1}, headers=headers))
+    sends = wait_for(
+        lambda: [s for s in otlp.of_trace(trace_id) if s.kind == "producer"][:2] or None,
+        30,
+        "the producer spans of a transactional launch",
+    )
+    keys = {s.attributes["messaging.kafka.message.key"] for s in sends}
+    assert run_id in keys  # TriggerLaunched, sent with its dedupe record in one transaction
+    [launch] = [s for s in otlp.of_trace(trace_id) if s.kind == "server"]
+    assert all(s.parent_span_id == launch.span_id for s in sends)

@@ -192,20 +192,10 @@ class Publisher:
         """
         if self._producer is None:
             raise KafkaUnavailable("kafka producer is not connected")
-        topic = topics.named(record.topic, self.namespace)
-        span = tracing.send_span(topic, record.key, record.headers) if tracing.enabled() else None
         try:
-            acked: asyncio.Future[Any] = await self._producer.send(
-                topic, record.value, key=record.key, headers=record.headers
-            )
+            return await send(self._producer, topics.named(record.topic, self.namespace), record)
         except KafkaError as exc:
-            if span is not None:
-                tracing.fail(span, repr(exc))
-                span.end()
             raise KafkaUnavailable(str(exc)) from exc
-        if span is not None:
-            acked.add_done_callback(functools.partial(tracing.sent, span))
-        return acked
 
     def record(self, event: Event) -> Record:
         """Return ``event`` encoded as :meth:`publish` sends it (stamped with this publisher)."""
@@ -246,6 +236,28 @@ class Publisher:
             raise KafkaUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
         if not self._ready.is_set():
             self._ready.set()
+
+
+async def send(producer: AIOKafkaProducer, topic: str, record: Record) -> asyncio.Future[Any]:
+    """Hand ``record`` to ``producer`` for ``topic``; return the future of its acknowledgement.
+
+    With spans on, a producer span covers a record of a trace until its acknowledgement (or
+    the error).
+    """
+    span = tracing.send_span(topic, record.key, record.headers) if tracing.enabled() else None
+    if span is None:
+        acked: asyncio.Future[Any] = await producer.send(
+            topic, record.value, key=record.key, headers=record.headers
+        )
+        return acked
+    try:
+        acked = await producer.send(topic, record.value, key=record.key, headers=record.headers)
+    except BaseException as exc:
+        tracing.fail(span, repr(exc))
+        span.end()
+        raise
+    acked.add_done_callback(functools.partial(tracing.sent, span))
+    return acked
 
 
 def _breaks_the_producer(exc: BaseException) -> bool:

@@ -401,17 +401,25 @@ def _ns(moment: datetime) -> int:
 
 
 def send_span(topic: str, key: bytes | None, headers: Any) -> Span | None:
-    """A producer span of one record to ``topic``, ended by :func:`sent`; None when spans are
-    off. A child of the current span (a launch), else of the record's own trace context."""
+    """A producer span of one record to ``topic``, ended by :func:`sent`.
+
+    A child of the current span (a launch), else of the record's own trace context; None when
+    spans are off or the record belongs to no trace (a trigger log entry, a config version):
+    those would each start a trace of one span.
+    """
     if _tracer is None:
         return None
     from opentelemetry import trace as otel
 
-    current = otel.get_current_span().get_span_context().is_valid
+    parent = None
+    if not otel.get_current_span().get_span_context().is_valid:
+        parent = of_headers(headers)
+        if parent is None:
+            return None
     ce_id = next((value for name, value in headers if name == "ce_id"), None)
     return start_span(
         f"send {topic}",
-        parent=None if current else of_headers(headers),
+        parent=parent,
         kind="producer",
         attributes=messaging_attributes("send", topic, key=key, message_id=ce_id),
     )

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from hookrun.events import topics
 from hookrun.events.clients import producer_settings
 from hookrun.events.codec import Record
-from hookrun.events.kafka import KafkaUnavailable, KeyHashPartitioner
+from hookrun.events.kafka import KafkaUnavailable, KeyHashPartitioner, send
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,7 @@ class TransactionalPublisher:
         for group in groups:
             for record in group.records:
                 acks.append(
-                    await producer.send(
-                        topics.named(record.topic, self.namespace),
-                        record.value,
-                        key=record.key,
-                        headers=record.headers,
-                    )
+                    await send(producer, topics.named(record.topic, self.namespace), record)
                 )
         # Acknowledged first: committing with sends in flight costs a wait in aiokafka.
         # Every outcome is collected, so no failed send is left "never retrieved".
