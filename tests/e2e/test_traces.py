@@ -78,11 +78,26 @@ def spans_by_service(otlp: OtlpReceiver) -> dict[str, list[ExportedSpan]]:
 def test_every_service_has_spans_in_the_senders_trace(
     system: System, run_id: str, otlp: OtlpReceiver
 ) -> None:
-    by_service = wait_for(
-        lambda: (found := spans_by_service(otlp)) and set(SERVICES) <= set(found) and found,
-        30,
-        f"spans of {SERVICES} in trace {TRACE_ID}",
-    )
+    # Each service exports on its own schedule: wait for the last span of each kind.
+    wanted = {
+        ("hookrun-gateway", "server"),
+        ("hookrun-gateway", "producer"),
+        ("hookrun-runner", "consumer"),
+        ("hookrun-runner", "execute ok"),
+        ("hookrun-runner", "run gh-ok"),
+        ("hookrun-status", "consumer"),
+        ("hookrun-notifier", "consumer"),
+        ("hookrun-notifier", "client"),
+    }
+
+    def complete() -> dict[str, list[ExportedSpan]] | None:
+        found = spans_by_service(otlp)
+        seen = {(svc, s.kind) for svc, spans in found.items() for s in spans}
+        seen |= {(svc, s.name) for svc, spans in found.items() for s in spans}
+        return found if wanted <= seen else None
+
+    by_service = wait_for(complete, 30, f"spans of {SERVICES} in trace {TRACE_ID}")
+    assert set(by_service) == set(SERVICES)
     names = {service: {s.name for s in spans} for service, spans in by_service.items()}
     # the gateway's launch span is a child of the sender's span
     [launch] = [s for s in by_service["hookrun-gateway"] if s.kind == "server"]
@@ -176,9 +191,12 @@ async def _events_of(system: System, run_id: str) -> list[dict[str, Any]]:
 def test_json_log_lines_about_the_run_carry_its_trace_id(system: System, run_id: str) -> None:
     for service in ("gateway", "runner", "notifier"):
         proc = next(p for p in system.procs if p.name == service)
-        lines = [json.loads(line) for line in proc.log_path.read_text().splitlines() if line]
-        about = [d for d in lines if d.get("run_id") == run_id]
-        assert about, f"{service} logged nothing about {run_id}"
+
+        def about_the_run() -> list[dict[str, Any]]:
+            lines = proc.log_path.read_text().splitlines()
+            return [d for d in map(json.loads, filter(None, lines)) if d.get("run_id") == run_id]
+
+        about = wait_for(about_the_run, 30, f"{service}'s log lines about {run_id}")
         assert {d.get("trace_id") for d in about} == {TRACE_ID}, about
 
 
