@@ -2,24 +2,13 @@
 
 import pytest
 
-from hookrun.config import ConfigError, InboundRequest, parse_config
+from hookrun.config import ConfigError, InboundRequest
 from hookrun.config.filters import filter_miss
-
-CONFIG = """
-project: {id: p-1, slug: demo, name: Demo}
-organization: {id: o-1, slug: acme, title: Acme}
-environment: {id: e-1, slug: dev, type: DEVELOPMENT}
-steps: [{name: noop, command: ["true"]}]
-triggers:
-  - id: t
-    title: T
-    actions: [{action: run_execution, step: noop}]
-    filter: %s
-"""
+from tests.config.one_trigger import one_trigger
 
 
 def trigger(rules: str):
-    return parse_config(CONFIG % rules, "hookrun.yaml").triggers[0]
+    return one_trigger(f"    filter: {rules}\n")
 
 
 def request(body: bytes = b"{}", **headers: str) -> InboundRequest:

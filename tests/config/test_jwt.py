@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from hookrun.config import ConfigError, InboundRequest, check_conditions, parse_config
+from hookrun.config import ConfigError, InboundRequest, check_conditions
 from hookrun.config.conditions import redact
 from hookrun.config.signing import OutgoingRequest, SigningError, SigningOptions, sign_request
+from tests.config.one_trigger import with_condition
 
 SECRET = "k" * 64
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -35,20 +36,7 @@ def block(text: str, indent: int = 10) -> str:
 
 
 def trigger(condition: str, config_dir=None):
-    text = f"""
-project: {{id: p-1, slug: demo, name: Demo}}
-organization: {{id: o-1, slug: acme, title: Acme}}
-environment: {{id: e-1, slug: dev, type: DEVELOPMENT}}
-steps: [{{name: noop, command: ["true"]}}]
-triggers:
-  - id: t
-    title: T
-    conditions:
-      - {condition}
-    actions: [{{action: run_execution, step: noop}}]
-"""
-    dir_ = None if config_dir is None else str(config_dir)
-    return parse_config(text, "hookrun.yaml", config_dir=dir_).triggers[0]
+    return with_condition(condition, None if config_dir is None else str(config_dir))
 
 
 def token(key, algorithm: str, headers=None, **claims) -> str:

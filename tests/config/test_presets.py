@@ -26,25 +26,15 @@ import hmac
 
 import pytest
 
-from hookrun.config import ConfigError, InboundRequest, check_conditions, parse_config
+from hookrun.config import ConfigError, InboundRequest, check_conditions
 from hookrun.config.conditions import delivery_id, redact
+from tests.config.one_trigger import with_condition
 
 SECRET = "It's a Secret to Everybody"
 
 
 def trigger(preset: str, secret: str = SECRET):
-    text = f"""
-project: {{id: p-1, slug: demo, name: Demo}}
-organization: {{id: o-1, slug: acme, title: Acme}}
-environment: {{id: e-1, slug: dev, type: DEVELOPMENT}}
-steps: [{{name: noop, command: ["true"]}}]
-triggers:
-  - id: t
-    title: T
-    conditions: [{{preset: {preset}, secret: "{secret}"}}]
-    actions: [{{action: run_execution, step: noop}}]
-"""
-    return parse_config(text, "hookrun.yaml").triggers[0]
+    return with_condition(f'{{preset: {preset}, secret: "{secret}"}}')
 
 
 def hmac_hex(body: bytes, secret: str = SECRET) -> str:

@@ -14,8 +14,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hookrun.config import ConfigError, InboundRequest, check_conditions, parse_config
+from hookrun.config import ConfigError, InboundRequest, check_conditions
 from hookrun.config.signing import OutgoingRequest, SigningError, SigningOptions, sign_request
+from tests.config.one_trigger import with_condition
 
 WHSK = (
     "whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4AJ6p9lMicMFs6Kvg=="
@@ -30,18 +31,7 @@ V1 = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
 def trigger(condition: str):
-    text = f"""
-project: {{id: p-1, slug: demo, name: Demo}}
-organization: {{id: o-1, slug: acme, title: Acme}}
-environment: {{id: e-1, slug: dev, type: DEVELOPMENT}}
-steps: [{{name: noop, command: ["true"]}}]
-triggers:
-  - id: t
-    title: T
-    conditions: [{condition}]
-    actions: [{{action: run_execution, step: noop}}]
-"""
-    return parse_config(text, "hookrun.yaml").triggers[0]
+    return with_condition(condition)
 
 
 def request(signature: str, body: bytes = PAYLOAD, msg_id: str = MSG_ID) -> InboundRequest:

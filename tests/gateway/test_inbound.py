@@ -12,14 +12,9 @@ from hookrun.events import TriggerLaunched, TriggerLogged
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.app import build
 from hookrun.gateway.config import Settings
+from tests.config.one_trigger import PREAMBLE
 
-HEAD = """
-project: {id: p-1, slug: demo, name: Demo}
-organization: {id: o-1, slug: acme, title: Acme}
-environment: {id: e-1, slug: dev, type: DEVELOPMENT}
-steps: [{name: noop, command: ["true"]}]
-triggers:
-"""
+HEAD = PREAMBLE
 
 FILTERED = """
   - id: pushes

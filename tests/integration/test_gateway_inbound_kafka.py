@@ -18,16 +18,11 @@ from hookrun.dev.events import read_events
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
 from hookrun.events import decode, topics
+from tests.config.one_trigger import PREAMBLE
 
 pytestmark = pytest.mark.kafka
 
-HEAD = """
-project: {id: p-1, slug: demo, name: Demo}
-organization: {id: o-1, slug: acme, title: Acme}
-environment: {id: e-1, slug: dev, type: DEVELOPMENT}
-steps: [{name: noop, command: ["true"]}]
-triggers:
-"""
+HEAD = PREAMBLE
 
 
 @pytest.fixture

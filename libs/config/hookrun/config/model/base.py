@@ -46,6 +46,16 @@ class Frozen(BaseModel):
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
+def check_regex(pattern: str | None) -> str | None:
+    """``pattern`` unchanged; ValueError saying why when it is not a Python regular expression."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return pattern
+
+
 def require_one_of(model: BaseModel, first: str, second: str) -> None:
     """Raise ValueError unless exactly one of the two optional fields is given."""
     if (getattr(model, first) is None) == (getattr(model, second) is None):
@@ -66,16 +76,21 @@ def _non_empty_secret(secret: SecretStr) -> SecretStr:
 Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
 
 
-def decode_whsec(secret: str) -> bytes:
-    """Key bytes of a `whsec_<base64>` secret; raises ValueError (without the value) if bad."""
-    if not secret.startswith("whsec_"):
-        raise ValueError("must start with 'whsec_'")
-    encoded = secret[len("whsec_") :]
+def _prefixed_base64(value: str, prefix: str) -> bytes:
+    """The bytes of ``<prefix><base64>`` (Standard Webhooks' key forms); ValueError if not one."""
+    if not value.startswith(prefix):
+        raise ValueError(f"must start with {prefix!r}")
+    encoded = value[len(prefix) :]
     try:
         # Senders often drop base64 padding; restore it the way the standardwebhooks library does.
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("must be 'whsec_' followed by base64") from None
+        raise ValueError(f"must be {prefix!r} followed by base64") from None
+
+
+def decode_whsec(secret: str) -> bytes:
+    """Key bytes of a `whsec_<base64>` secret; raises ValueError (without the value) if bad."""
+    key = _prefixed_base64(secret, "whsec_")
     if not key:
         raise ValueError("must be 'whsec_' followed by a non-empty base64 key")
     return key
@@ -87,13 +102,7 @@ def decode_whsk(secret: str) -> Ed25519PrivateKey:
 
     Raises ValueError (without the value) if it is not one.
     """
-    if not secret.startswith("whsk_"):
-        raise ValueError("must start with 'whsk_'")
-    encoded = secret[len("whsk_") :]
-    try:
-        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be 'whsk_' followed by base64") from None
+    raw = _prefixed_base64(secret, "whsk_")
     if len(raw) not in (32, 64):
         raise ValueError("must be 'whsk_' followed by a 32- or 64-byte ed25519 key in base64")
     key = Ed25519PrivateKey.from_private_bytes(raw[:32])
@@ -107,13 +116,7 @@ def decode_whpk(public_key: str) -> Ed25519PublicKey:
 
     Raises ValueError if it is not one.
     """
-    if not public_key.startswith("whpk_"):
-        raise ValueError("must start with 'whpk_'")
-    encoded = public_key[len("whpk_") :]
-    try:
-        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be 'whpk_' followed by base64") from None
+    raw = _prefixed_base64(public_key, "whpk_")
     if len(raw) != 32:
         raise ValueError("must be 'whpk_' followed by a 32-byte ed25519 public key in base64")
     return Ed25519PublicKey.from_public_bytes(raw)

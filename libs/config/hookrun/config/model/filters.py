@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
-from hookrun.config.model.base import Frozen, NonEmptyStr
+from hookrun.config.model.base import Frozen, NonEmptyStr, check_regex
 from hookrun.config.templating import PayloadPathError, lookup_path, parse_path
 
 #: A compiled rule: (request headers, parsed payload) -> whether it matches.
@@ -55,12 +55,7 @@ class FilterRule(Frozen):
     @field_validator("matches")
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return pattern
+        return check_regex(pattern)
 
     @model_validator(mode="after")
     def _one_shape(self) -> FilterRule:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
-from hookrun.config.model.base import IDENTIFIER, Frozen, NonEmptyStr
+from hookrun.config.model.base import IDENTIFIER, Frozen, NonEmptyStr, check_regex
 from hookrun.config.templating import coerce_value, show_value
 
 #: Unicode's control characters (category Cc): C0, DEL and C1. A terminal, a log line or a
@@ -45,12 +45,7 @@ class Parameter(Frozen):
     @classmethod
     def _pattern_compiles(cls, pattern: str | None, info: ValidationInfo) -> str | None:
         _only_for_strings(pattern, info)
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return pattern
+        return check_regex(pattern)
 
     @field_validator("max_length")
     @classmethod
