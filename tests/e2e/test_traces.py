@@ -5,9 +5,11 @@ test runs), every event of the run carries it on Kafka, and so does the completi
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,12 +193,11 @@ async def _events_of(system: System, run_id: str) -> list[dict[str, Any]]:
 def test_json_log_lines_about_the_run_carry_its_trace_id(system: System, run_id: str) -> None:
     for service in ("gateway", "runner", "notifier"):
         proc = next(p for p in system.procs if p.name == service)
-
-        def about_the_run() -> list[dict[str, Any]]:
-            lines = proc.log_path.read_text().splitlines()
-            return [d for d in map(json.loads, filter(None, lines)) if d.get("run_id") == run_id]
-
-        about = wait_for(about_the_run, 30, f"{service}'s log lines about {run_id}")
+        about = wait_for(
+            functools.partial(_lines_about, proc.log_path, run_id),
+            30,
+            f"{service}'s log lines about {run_id}",
+        )
         assert {d.get("trace_id") for d in about} == {TRACE_ID}, about
 
 
@@ -219,3 +220,8 @@ def test_a_launch_with_a_delivery_id_appends_in_a_transaction_inside_its_trace(
     assert run_id in keys  # TriggerLaunched, sent with its dedupe record in one transaction
     [launch] = [s for s in otlp.of_trace(trace_id) if s.kind == "server"]
     assert all(s.parent_span_id == launch.span_id for s in sends)
+
+
+def _lines_about(log: Path, run_id: str) -> list[dict[str, Any]]:
+    lines = log.read_text().splitlines()
+    return [d for d in map(json.loads, filter(None, lines)) if d.get("run_id") == run_id]
