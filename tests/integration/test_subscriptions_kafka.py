@@ -3,11 +3,17 @@ broker, real receivers on 127.0.0.1, the admin API over HTTP."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
+from cryptography.fernet import Fernet
+from standardwebhooks import Webhook
 
+from hookrun.dev.events import read_events
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.dev.receiver import Answer, Receiver
+from hookrun.events import topics
 from hookrun.events.subscriptions import subscription_id
 from tests.integration.notifier_support import (
     HEADER,
@@ -27,6 +33,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 WHSK, WHPK = make_whsk()
+#: Both services seal and unseal the secrets of subscriptions made through the API with it.
+SECRETS_KEY = Fernet.generate_key().decode()
 
 
 def respond(request, count):
@@ -34,6 +42,8 @@ def respond(request, count):
         return Answer(410, body=b"gone")
     if request.path == "/dead":
         return Answer(503, body=b"down")
+    if request.path == "/made":
+        return Answer(200)
     if request.path == "/v1a":
         return Answer(200) if verify_v1a(WHPK, request.body, request.headers) else Answer(401)
     return Answer(200) if request.verified else Answer(401)
@@ -65,8 +75,11 @@ def system(kafka_bootstrap, tmp_path_factory):
         config,
         HOOKRUN_NOTIFIER_RETRY_SCHEDULE_S="0,0.5",
         HOOK_ENV="prod",
+        HOOKRUN_SECRETS_KEY=SECRETS_KEY,
     )
-    status, base = start_status(tmp, kafka_bootstrap, ns, config, TOKEN, HOOK_ENV="prod")
+    status, base = start_status(
+        tmp, kafka_bootstrap, ns, config, TOKEN, HOOK_ENV="prod", HOOKRUN_SECRETS_KEY=SECRETS_KEY
+    )
     yield kafka_bootstrap, ns, receiver, base
     status.stop()
     notifier.stop()
@@ -181,3 +194,61 @@ async def test_exhausted_deliveries_in_a_row_disable_a_subscription_until_enable
     assert enable(base, dead).json()["exhausted_in_row"] == 0
     await publish(bootstrap, ns, [make_run_finished(run_id="r-dead-4", trigger_id="dead")])
     wait_for(lambda: len(receiver.on("/dead")) >= 5, what="the enabled subscription's attempt")
+
+
+async def test_a_subscription_made_rotated_and_removed_through_the_api_without_a_restart(system):
+    bootstrap, ns, receiver, base = system
+    r = httpx.post(
+        f"{base}/api/v1/subscriptions",
+        json={"trigger_id": "ok", "url": receiver.url("/made"), "headers": {"X-Made": "yes"}},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    made = r.json()
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-made-1", trigger_id="ok")])
+    wait_for(lambda: receiver.on("/made"), what="the notifier to follow the new subscription")
+    [first] = receiver.on("/made")
+    assert first.json()["id"] == "r-made-1" and first.headers["x-made"] == "yes"
+    Webhook(made["secret"]).verify(first.body, first.headers)
+    # on the topic the secret is sealed: a reader of the topic without the key cannot sign
+    records = await read_events(
+        bootstrap,
+        topics.named(topics.SUBSCRIPTIONS, ns),
+        timeout_s=5,
+        until=lambda evs: any(e.headers["ce_type"] == "hookrun.subscription.saved" for e in evs),
+    )
+    [saved] = [e.data() for e in records if e.headers["ce_type"] == "hookrun.subscription.saved"]
+    assert saved["secrets"][0]["secret"].startswith("sealed:")
+    assert made["secret"] not in str(saved)
+
+    rotated = httpx.post(
+        f"{base}/api/v1/subscriptions/{made['id']}/rotate-secret", headers=AUTH, timeout=10
+    ).json()
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-made-2", trigger_id="ok")])
+    wait_for(lambda: len(receiver.on("/made")) == 2, what="the delivery after the rotation")
+    second = receiver.on("/made")[1]
+    # both secrets sign during the overlap: a receiver holding either verifies
+    assert len(second.headers["webhook-signature"].split(" ")) == 2
+    Webhook(rotated["secret"]).verify(second.body, second.headers)
+    Webhook(made["secret"]).verify(second.body, second.headers)
+
+    r = httpx.delete(f"{base}/api/v1/subscriptions/{made['id']}", headers=AUTH, timeout=10)
+    assert r.status_code == 204
+    await publish(bootstrap, ns, [make_run_finished(run_id="r-made-3", trigger_id="ok")])
+    wait_for(lambda: any(r.json()["id"] == "r-made-3" for r in receiver.on("/ok")))
+    time.sleep(0.5)
+    assert len(receiver.on("/made")) == 2
+    assert made["id"] not in subscriptions(base)
+
+
+def test_config_file_subscriptions_are_read_only(system):
+    _, _, receiver, base = system
+    ok = subscription_id("ok", receiver.url("/ok"))
+    r = httpx.patch(
+        f"{base}/api/v1/subscriptions/{ok}",
+        json={"statuses": ["FAILURE"]},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 409 and "config file" in r.json()["error"]

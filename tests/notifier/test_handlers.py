@@ -5,16 +5,21 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.fernet import Fernet
 
 from hookrun.config import parse_config
+from hookrun.config.sealing import Sealer
 from hookrun.events.memory import MemoryBroker
 from hookrun.events.notifications import (
     DeliveryAttempted,
     DeliveryExhausted,
     RedeliveryRequested,
+    SubscriptionDeleted,
     SubscriptionDisabled,
     SubscriptionEnabled,
     SubscriptionHealthChanged,
+    SubscriptionSaved,
+    SubscriptionSecret,
 )
 from hookrun.notifier.adapters import FakeSender, SendResult, parse_retry_after
 from hookrun.notifier.app import Notifier
@@ -27,7 +32,7 @@ from hookrun.notifier.handlers import (
     subscriptions_of,
 )
 from tests.notifier.conftest import CONFIG as CONFIG_WITH_NOTIFIER
-from tests.notifier.conftest import NAMESPACE, live_notifier, make_run_finished
+from tests.notifier.conftest import NAMESPACE, WHSEC_A, WHSEC_B, live_notifier, make_run_finished
 
 SVIX = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -407,3 +412,56 @@ class TestSubscriptionHealth:
         assert not deps.states.disabled and not deps.states.health
         [_, started] = await self.attempt(deps, "r-3")
         assert started.failing_since.timestamp() == clock.at
+
+
+class TestSubscriptionsMadeThroughTheApi:
+    def saved(self, secrets, **kw):
+        return SubscriptionSaved(
+            subscription_id="t1:sub_1",
+            trigger_id="t1",
+            url="http://hooks.example.com/made",
+            secrets=secrets,
+            **kw,
+        )
+
+    async def test_a_saved_subscription_gets_the_next_run_and_a_deleted_one_nothing(self, config):
+        key = Fernet.generate_key().decode()
+        deps = deps_for(config, sealer=Sealer(key))
+        deps.states.apply(
+            self.saved([SubscriptionSecret(secret=Sealer(key).seal(WHSEC_A))], statuses=["FAILURE"])
+        )
+        book = Book()
+        await apply(
+            [make_run_finished(run_id="ok"), make_run_finished(ok=False, run_id="bad")], book, deps
+        )
+        made = [d for d in book.pending() if d.subscription.id == "t1:sub_1"]
+        assert [d.run_id for d in made] == ["bad"]
+        assert made[0].subscription.keys.trigger_secret == WHSEC_A  # unsealed with the key
+        deps.states.apply(SubscriptionDeleted(subscription_id="t1:sub_1", trigger_id="t1"))
+        [closed] = await attempt_delivery(made[0], deps)
+        assert closed.outcome == "gone" and closed.error == "subscription is disabled"
+
+    def test_an_expired_secret_no_longer_signs(self, config):
+        clock = Clock(1_800_000_000.0)
+        deps = deps_for(config, now=clock)
+        later = datetime.fromtimestamp(clock.at + 60, UTC)
+        deps.states.apply(
+            self.saved(
+                [
+                    SubscriptionSecret(secret=WHSEC_B),
+                    SubscriptionSecret(secret=WHSEC_A, expires_at=later),
+                ]
+            )
+        )
+        [sub] = [s for s in deps.subscriptions("t1") if s.source == "api"]
+        assert len(sub.keys.hmac) == 2
+        clock.at += 61
+        [sub] = [s for s in deps.subscriptions("t1") if s.source == "api"]
+        assert len(sub.keys.hmac) == 1 and sub.keys.trigger_secret == WHSEC_B
+
+    def test_a_secret_it_cannot_unseal_leaves_it_out(self, config, caplog):
+        sealed = Sealer(Fernet.generate_key().decode()).seal(WHSEC_A)
+        deps = deps_for(config)  # no key here
+        deps.states.apply(self.saved([SubscriptionSecret(secret=sealed)]))
+        assert all(s.source == "config" for s in deps.subscriptions("t1"))
+        assert "HOOKRUN_SECRETS_KEY" in caplog.text and "MfKQ9r8G" not in caplog.text

@@ -6,14 +6,18 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from hookrun.config import parse_config
+from hookrun.config.sealing import Sealer
 from hookrun.events import (
     DeliveryAttempted,
+    SubscriptionDeleted,
     SubscriptionDisabled,
     SubscriptionEnabled,
     SubscriptionHealthChanged,
+    SubscriptionSaved,
 )
 from hookrun.events.subscriptions import subscription_id
 from hookrun.gateway.adapters import FakeEventLog
@@ -209,3 +213,125 @@ class TestEnable:
         r = client.post(f"/api/v1/subscriptions/{B}/enable", headers=AUTH)
         assert r.status_code == 503 and "retry-after" in r.headers
         assert app.state.deps.subscriptions.disabled
+
+
+class TestManagedAtRunTime:
+    def create(self, client, **body):
+        return client.post("/api/v1/subscriptions", json={"trigger_id": "t1", **body}, headers=AUTH)
+
+    def test_a_subscription_made_through_the_api_is_listed_and_its_secret_shown_once(
+        self, client, app
+    ):
+        r = self.create(
+            client,
+            url="https://d.example.com/hook",
+            statuses=["FAILURE"],
+            headers={"X-Env": "${env:HOOK_ENV}"},
+        )
+        assert r.status_code == 201, r.text
+        made = r.json()
+        assert made["id"].startswith("t1:sub_") and made["source"] == "api"
+        assert made["secret"].startswith("whsec_") and made["signatures"] == ["v1"]
+        assert (made["statuses"], made["headers"]) == (["FAILURE"], ["X-Env"])
+        [saved] = app.state.event_log.events
+        assert isinstance(saved, SubscriptionSaved) and saved.key == f"{made['id']}/definition"
+        assert saved.secrets[0].secret == made["secret"]
+        listed = client.get("/api/v1/subscriptions", headers=AUTH).text
+        assert made["id"] in listed and made["secret"] not in listed and "whsec_" not in listed
+
+    def test_a_v1a_subscription_gets_a_whsk_secret_and_the_receivers_whpk_key(self, client):
+        made = self.create(client, url="https://d.example.com/hook", signature="v1a").json()
+        assert made["secret"].startswith("whsk_") and made["public_key"].startswith("whpk_")
+        assert made["signatures"] == ["v1a"]
+
+    @pytest.mark.parametrize(
+        ("body", "error"),
+        [
+            ({"url": "ftp://d.example.com"}, "url: must be an http:// or https:// URL"),
+            ({"url": "https://d.example.com", "statuses": ["DONE"]}, "statuses.0: "),
+            (
+                {"url": "https://d.example.com", "headers": {"webhook-signature": "x"}},
+                "headers: header webhook-signature may not be set",
+            ),
+            ({"url": "https://d.example.com", "signature": "v2"}, "signature: must be"),
+            ({"url": "https://d.example.com", "secret": "whsec_x"}, "secret: not a field"),
+            ({"url": "https://d.example.com", "trigger_id": "nope"}, "trigger_id: no such trigger"),
+        ],
+    )
+    def test_a_bad_definition_is_400_naming_the_field(self, client, app, body, error):
+        r = self.create(client, **body)
+        assert r.status_code == 400 and r.json()["error"].startswith(error), r.text
+        assert app.state.event_log.events == []
+
+    def test_it_can_be_changed_and_removed_but_config_file_ones_cannot(self, client, app):
+        made = self.create(client, url="https://d.example.com/hook").json()
+        sid = made["id"]
+        r = client.patch(
+            f"/api/v1/subscriptions/{sid}", json={"statuses": ["TIMED_OUT"]}, headers=AUTH
+        )
+        assert r.status_code == 200 and r.json()["statuses"] == ["TIMED_OUT"]
+        assert r.json()["url"] == "https://d.example.com/hook" and "secret" not in r.json()
+        changed = app.state.event_log.events[-1]
+        assert changed.secrets[0].secret == made["secret"]  # the secret stays
+        for method in ("patch", "delete"):
+            r = getattr(client, method)(
+                f"/api/v1/subscriptions/{A}",
+                headers=AUTH,
+                **({"json": {"url": "https://x.example.com"}} if method == "patch" else {}),
+            )
+            assert r.status_code == 409 and "config file" in r.json()["error"]
+        assert (
+            client.post(f"/api/v1/subscriptions/{A}/rotate-secret", headers=AUTH).status_code == 409
+        )
+        assert client.delete(f"/api/v1/subscriptions/{sid}", headers=AUTH).status_code == 204
+        assert isinstance(app.state.event_log.events[-1], SubscriptionDeleted)
+        ids = [
+            s["id"]
+            for s in client.get("/api/v1/subscriptions", headers=AUTH).json()["subscriptions"]
+        ]
+        assert ids == [A, B, C]
+        assert client.delete(f"/api/v1/subscriptions/{sid}", headers=AUTH).status_code == 404
+
+    def test_rotating_keeps_the_old_secret_signing_for_24_hours(self, client, app):
+        made = self.create(client, url="https://d.example.com/hook").json()
+        r = client.post(f"/api/v1/subscriptions/{made['id']}/rotate-secret", headers=AUTH)
+        assert r.status_code == 200
+        rotated = r.json()
+        assert rotated["secret"].startswith("whsec_") and rotated["secret"] != made["secret"]
+        assert rotated["previous_secret_expires_at"] == "2026-12-06T12:00:00.000000Z"
+        saved = app.state.event_log.events[-1]
+        assert [(s.secret, s.expires_at) for s in saved.secrets] == [
+            (rotated["secret"], None),
+            (made["secret"], NOW + timedelta(days=1)),
+        ]
+        # a day later, a second rotation drops the expired one
+        app.state.deps.clock = (NOW + timedelta(days=1, seconds=1)).timestamp
+        again = client.post(
+            f"/api/v1/subscriptions/{made['id']}/rotate-secret", headers=AUTH
+        ).json()
+        assert [s.secret for s in app.state.event_log.events[-1].secrets] == [
+            again["secret"],
+            rotated["secret"],
+        ]
+
+
+def test_with_a_secrets_key_the_topic_holds_the_secret_sealed(client, app):
+    key = Fernet.generate_key().decode()
+    app.state.deps.sealer = Sealer(key)
+    made = client.post(
+        "/api/v1/subscriptions",
+        json={"trigger_id": "t1", "url": "https://d.example.com/hook"},
+        headers=AUTH,
+    ).json()
+    [saved] = app.state.event_log.events
+    stored = saved.secrets[0].secret
+    assert stored.startswith("sealed:") and made["secret"] not in stored
+    assert Sealer(key).unseal(stored) == made["secret"]
+    # a change and a rotation keep working on sealed secrets
+    patched = client.patch(
+        f"/api/v1/subscriptions/{made['id']}", json={"statuses": ["FAILURE"]}, headers=AUTH
+    )
+    assert patched.status_code == 200 and patched.json()["signatures"] == ["v1"]
+    rotated = client.post(f"/api/v1/subscriptions/{made['id']}/rotate-secret", headers=AUTH).json()
+    opened = [Sealer(key).unseal(s.secret) for s in app.state.event_log.events[-1].secrets]
+    assert opened == [rotated["secret"], made["secret"]]

@@ -45,8 +45,9 @@ _TOPIC_DOC = {
     topics.TRIGGERS: "Trigger log entries that belong to no run (rejected, duplicate, filtered, rate-limited). Key: trigger id.",
     topics.SCHEDULES: "Each trigger schedule's firings, skips, pauses and resumes, compacted. "
     "Key: trigger id.",
-    topics.SUBSCRIPTIONS: "Subscription state: disabled (410, failing) and enabled again, and "
-    "delivery health, compacted. Key: subscription id (health: `<subscription id>/health`).",
+    topics.SUBSCRIPTIONS: "Subscription state: disabled (410, failing) and enabled again, "
+    "delivery health, and the subscriptions made through the admin API, compacted. Key: "
+    "subscription id (`<subscription id>/health`, `<subscription id>/definition`).",
     topics.INBOUND_DELIVERIES: "Accepted provider delivery ids (redelivery dedupe), compacted. "
     "Key: `<trigger id>/<delivery id>`.",
     topics.PIPELINES: "Pipeline definitions (what copy_pipeline copies), compacted. Key: pipeline id.",

@@ -16,9 +16,12 @@ from hookrun.events.notifications import (
     DeliveryAttempted,
     DeliveryExhausted,
     RedeliveryRequested,
+    SubscriptionDeleted,
     SubscriptionDisabled,
     SubscriptionEnabled,
     SubscriptionHealthChanged,
+    SubscriptionSaved,
+    SubscriptionSecret,
 )
 from hookrun.events.registry import register, registered
 from hookrun.events.runs import (
@@ -79,9 +82,12 @@ __all__ = [
     "SchedulePaused",
     "ScheduleResumed",
     "ScheduleSkipped",
+    "SubscriptionDeleted",
     "SubscriptionDisabled",
     "SubscriptionEnabled",
     "SubscriptionHealthChanged",
+    "SubscriptionSaved",
+    "SubscriptionSecret",
     "TriggerLaunched",
     "TriggerLogged",
     "UnknownEventType",

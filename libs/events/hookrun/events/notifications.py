@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.limits import BoundedText, OptionalBoundedText
@@ -135,3 +137,72 @@ class SubscriptionHealthChanged(Event):
     def key(self) -> str:
         """``<subscription id>/health``."""
         return f"{self.subscription_id}/health"
+
+
+class SubscriptionSecret(BaseModel):
+    """One signing secret of a subscription made through the admin API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: ``whsec_...`` (v1) or ``whsk_...`` (v1a), as given out once at creation or rotation, or
+    #: ``sealed:<Fernet token>`` of it when HOOKRUN_SECRETS_KEY is set (docs/security.md).
+    secret: str
+    #: When a rotated-out secret stops signing; None: it signs until rotated out.
+    expires_at: datetime | None = None
+
+
+@register(
+    "hookrun.subscription.saved",
+    version=1,
+    topic=topics.SUBSCRIPTIONS,
+    producers=("status",),
+    consumers=("notifier", "status"),
+)
+class SubscriptionSaved(Event):
+    """A subscription made (or changed, or its secret rotated) through the admin API: its whole
+    definition, so that compaction may keep only the newest.
+
+    Key: ``<subscription id>/definition``, beside the subscription's state records.
+    """
+
+    key_field = "subscription_id"
+
+    subscription_id: str
+    trigger_id: str
+    url: str
+    secrets: list[SubscriptionSecret]
+    #: ``v1`` (the secrets are ``whsec_``) or ``v1a`` (``whsk_``).
+    signature: Literal["v1", "v1a"] = "v1"
+    statuses: list[str] | None = None
+    #: Values may be ``${env:NAME}``, read from the notifier's environment when it sends.
+    headers: dict[str, str] = {}
+    created_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """``<subscription id>/definition``."""
+        return f"{self.subscription_id}/definition"
+
+
+@register(
+    "hookrun.subscription.deleted",
+    version=1,
+    topic=topics.SUBSCRIPTIONS,
+    producers=("status",),
+    consumers=("notifier", "status"),
+)
+class SubscriptionDeleted(Event):
+    """A subscription made through the admin API was removed; nothing more is delivered to it.
+
+    Key: ``<subscription id>/definition``, so it replaces the subscription's definition.
+    """
+
+    key_field = "subscription_id"
+
+    subscription_id: str
+    trigger_id: str
+
+    @property
+    def key(self) -> str:
+        """``<subscription id>/definition``."""
+        return f"{self.subscription_id}/definition"

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from hookrun.events.base import Event
 from hookrun.events.notifications import (
+    SubscriptionDeleted,
     SubscriptionDisabled,
     SubscriptionEnabled,
     SubscriptionHealthChanged,
+    SubscriptionSaved,
 )
 
 #: The types on hookrun.subscriptions that :class:`SubscriptionStates` folds.
@@ -20,6 +22,8 @@ SUBSCRIPTION_TYPES: tuple[type[Event], ...] = (
     SubscriptionDisabled,
     SubscriptionEnabled,
     SubscriptionHealthChanged,
+    SubscriptionSaved,
+    SubscriptionDeleted,
 )
 
 
@@ -37,12 +41,20 @@ class SubscriptionStates:
     disabled: dict[str, SubscriptionDisabled] = field(default_factory=dict)
     #: Subscription id -> its newest health record, while it is failing.
     health: dict[str, SubscriptionHealthChanged] = field(default_factory=dict)
+    #: Subscription id -> the definition of each subscription made through the admin API.
+    defined: dict[str, SubscriptionSaved] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         """Fold one event of the topic in (idempotent: the newest record of a key wins)."""
         if isinstance(event, SubscriptionDisabled):
             self.disabled[event.subscription_id] = event
         elif isinstance(event, SubscriptionEnabled):
+            self.disabled.pop(event.subscription_id, None)
+            self.health.pop(event.subscription_id, None)
+        elif isinstance(event, SubscriptionSaved):
+            self.defined[event.subscription_id] = event
+        elif isinstance(event, SubscriptionDeleted):
+            self.defined.pop(event.subscription_id, None)
             self.disabled.pop(event.subscription_id, None)
             self.health.pop(event.subscription_id, None)
         elif isinstance(event, SubscriptionHealthChanged):

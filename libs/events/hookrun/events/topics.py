@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 RUNS = "hookrun.runs"
 #: Trigger log entries that belong to no run (rejected, duplicate, filtered and rate-limited launches), keyed by trigger id.
 TRIGGERS = "hookrun.triggers"
-#: Subscription state (disabled, enabled, delivery health), keyed by subscription id; compacted.
+#: Subscription state (disabled, enabled, health) and API-made definitions, keyed by
+#: subscription id; compacted.
 SUBSCRIPTIONS = "hookrun.subscriptions"
 #: Inbound delivery ids already accepted, keyed by ``<trigger id>/<delivery id>``; compacted.
 INBOUND_DELIVERIES = "hookrun.inbound-deliveries"

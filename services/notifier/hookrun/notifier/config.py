@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, PositiveInt, field_validator
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hookrun.config.sealing import Sealer
 from hookrun.events import topics
 from hookrun.events.logs import LogFormat
 
@@ -14,7 +15,8 @@ from hookrun.events.logs import LogFormat
 class Settings(BaseSettings):
     """Environment of the notifier; defaults suit `make run` and `docker compose up`."""
 
-    model_config = SettingsConfigDict(extra="ignore")
+    # A bad secret (HOOKRUN_SECRETS_KEY, ...) is named in the error, never echoed.
+    model_config = SettingsConfigDict(extra="ignore", hide_input_in_errors=True)
 
     hookrun_config: Path = Path("examples/hookrun.yaml")
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -36,6 +38,16 @@ class Settings(BaseSettings):
     )
     #: Address that port listens on (0.0.0.0 for a Prometheus elsewhere).
     hookrun_metrics_host: str = "127.0.0.1"
+    #: Fernet key(s) that unseal the secrets of subscriptions made through the admin API (the
+    #: status service's HOOKRUN_SECRETS_KEY); unset: only unsealed secrets can be used.
+    hookrun_secrets_key: SecretStr | None = None
+
+    @field_validator("hookrun_secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            Sealer(value.get_secret_value())  # raises ValueError naming the variable
+        return value
 
     @field_validator("hookrun_notifier_retry_schedule_s", mode="before")
     @classmethod

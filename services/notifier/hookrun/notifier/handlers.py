@@ -7,6 +7,8 @@ restarted notifier exactly which deliveries still wait and when they are due.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import time
 from collections import OrderedDict
@@ -16,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from hookrun.config import HookrunConfig
-from hookrun.config.model.base import SigningKeys
+from hookrun.config import HookrunConfig, UnresolvedEnvError, resolve_env_refs
+from hookrun.config.model.base import SigningKeys, signing_keys
+from hookrun.config.sealing import Sealer
 from hookrun.events import topics, tracing
 from hookrun.events.base import Event
 from hookrun.events.maps import EventMap
@@ -27,6 +30,7 @@ from hookrun.events.notifications import (
     RedeliveryRequested,
     SubscriptionDisabled,
     SubscriptionHealthChanged,
+    SubscriptionSaved,
 )
 from hookrun.events.runs import (
     ActionCompleted,
@@ -53,6 +57,8 @@ from hookrun.notifier.signing import message_id, signed_headers
 #: RunFinished; an older run's redelivery reads its partition instead.
 REMEMBERED_RUNS = 10_000
 
+log = logging.getLogger("hookrun.notifier")
+
 
 @dataclass(frozen=True)
 class Subscription:
@@ -67,6 +73,8 @@ class Subscription:
     statuses: frozenset[str] | None = None
     #: Extra headers of every delivery (checked: none a signature or hop-by-hop one).
     headers: tuple[tuple[str, str], ...] = ()
+    #: ``config`` (the file's) or ``api`` (made through the admin API, on the topic).
+    source: str = "config"
 
     def wants(self, run: RunFinished) -> bool:
         """Whether a run that ended so is delivered to this subscription."""
@@ -150,24 +158,67 @@ class Deps:
     rand: Callable[[], float] = random.random
     #: The RunFinished at (partition, offset) of the runs topic, None if it is not there.
     load_run: Callable[[int, int], Awaitable[RunFinished | None]] = _no_run
+    #: Opens the secrets of subscriptions made through the admin API (HOOKRUN_SECRETS_KEY).
+    sealer: Sealer = field(default_factory=Sealer)
     _subscriptions: dict[str, tuple[HookrunConfig, list[Subscription]]] = field(
         default_factory=dict, repr=False
     )
 
+    _made: dict[tuple[str, tuple[str, ...]], Subscription] = field(default_factory=dict, repr=False)
+
     def subscriptions(self, trigger_id: str) -> list[Subscription]:
         """:func:`subscriptions_of` the config, remembered per trigger of the config (the config
-        is frozen; a run of a trigger it lacks has none, and is not remembered)."""
+        is frozen; a run of a trigger it lacks has none, and is not remembered), then those
+        made through the admin API for the trigger."""
         cached = self._subscriptions.get(trigger_id)
         if cached is None or cached[0] is not self.config:
             cached = (self.config, subscriptions_of(self.config, trigger_id))
             if self.config.trigger(trigger_id) is None:
                 return cached[1]
             self._subscriptions[trigger_id] = cached
-        return cached[1]
+        if not self.states.defined:
+            return cached[1]
+        made = (self.made(d) for d in self.states.defined.values() if d.trigger_id == trigger_id)
+        return cached[1] + [sub for sub in made if sub is not None]
+
+    def made(self, saved: SubscriptionSaved) -> Subscription | None:
+        """The subscription a SubscriptionSaved defines, signing with its secrets that have not
+        expired; None (logged) when its definition cannot be sent (a header's ``${env:}``
+        unset here)."""
+        now = self.now()
+        secrets = tuple(
+            s.secret
+            for s in saved.secrets
+            if s.expires_at is None or s.expires_at.timestamp() > now
+        )
+        key = (saved.event_id, secrets)
+        sub = self._made.get(key)
+        if sub is None:
+            try:
+                headers = {n: resolve_env_refs(v, os.environ) for n, v in saved.headers.items()}
+                keys = signing_keys([self.sealer.unseal(s) for s in secrets])
+            except (UnresolvedEnvError, ValueError) as exc:
+                log.error("subscription %s cannot be delivered to: %s", saved.subscription_id, exc)
+                return None
+            if len(self._made) > 4096:
+                self._made.clear()
+            sub = self._made[key] = Subscription(
+                saved.subscription_id,
+                saved.trigger_id,
+                saved.url,
+                keys,
+                True,
+                None if saved.statuses is None else frozenset(saved.statuses),
+                tuple(headers.items()),
+                "api",
+            )
+        return sub
 
     def is_disabled(self, sub: Subscription) -> bool:
         if not sub.enabled:
             return True
+        if sub.source == "api" and sub.id not in self.states.defined:
+            return True  # deleted
         return self.states.disabled_under(sub.id, self.config.config_version) is not None
 
 
@@ -413,7 +464,7 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
                 trigger_id=sub.trigger_id,
                 url=sub.url,
                 reason=f"410 Gone on attempt {attempt} of {delivery.message_id}",
-                config_version=deps.config.config_version,
+                config_version=_version_of(sub, deps),
             ),
         ]
     delay = retry_delay(
@@ -428,6 +479,12 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
         DeliveryAttempted(**fields, outcome="failed", next_attempt_at=next_at),
         *_health(sub, deps),
     ]
+
+
+def _version_of(sub: Subscription, deps: Deps) -> str | None:
+    """The config version a disabling holds for: a new config version enables a config-file
+    subscription again; one made through the API stays disabled until the API enables it."""
+    return deps.config.config_version if sub.source == "config" else None
 
 
 def _health(
@@ -470,7 +527,7 @@ def _health(
         trigger_id=sub.trigger_id,
         url=sub.url,
         reason=why,
-        config_version=deps.config.config_version,
+        config_version=_version_of(sub, deps),
         cause="failing",
     )
     return [*events, disabled]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hookrun.config.sealing import Sealer
 from hookrun.events import limits, topics
 from hookrun.events.logs import LogFormat
 
@@ -28,7 +29,8 @@ def shown_url(url: str) -> str:
 class Settings(BaseSettings):
     """Environment of the status service; defaults suit `make run` and `docker compose up`."""
 
-    model_config = SettingsConfigDict(extra="ignore")
+    # A bad secret (HOOKRUN_SECRETS_KEY, ...) is named in the error, never echoed.
+    model_config = SettingsConfigDict(extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     hookrun_config: Path = Path("examples/hookrun.yaml")
@@ -41,6 +43,17 @@ class Settings(BaseSettings):
     hookrun_status_port: PositiveInt = 8001
     #: Bearer token of the admin API; unset disables it (503 "admin API disabled").
     hookrun_admin_token: SecretStr | None = None
+    #: Fernet key(s) sealing the secrets of subscriptions made through the API on Kafka
+    #: (comma-separated, the first seals); unset: they are stored as given (docs/security.md).
+    hookrun_secrets_key: SecretStr | None = None
+
+    @field_validator("hookrun_secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            Sealer(value.get_secret_value())  # raises ValueError naming the variable
+        return value
+
     #: Key that signs the dashboard's session cookies; unset: a random key per process, so
     #: sessions end when it restarts and do not carry over to another instance.
     hookrun_ui_session_key: SecretStr | None = None

@@ -13,6 +13,7 @@ import orjson
 
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import check_conditions, recorded_launch
+from hookrun.config.sealing import Sealer
 from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics, tracing
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
@@ -61,6 +62,8 @@ class Deps:
     new_run_id: Callable[[], str] = new_id
     #: What hookrun.subscriptions says (app.py follows the topic into it).
     subscriptions: SubscriptionStates = field(default_factory=SubscriptionStates)
+    #: Seals the secrets of subscriptions made through the API (HOOKRUN_SECRETS_KEY).
+    sealer: Sealer = field(default_factory=Sealer)
     #: The schedules' states (hookrun.schedules), for the admin API's schedules.
     schedules: ScheduleBook = field(default_factory=FakeScheduleBook)
     triggers: dict[str, Trigger] = field(init=False)

@@ -494,6 +494,107 @@ async def enable_subscription(subscription_id: str, deps: Admin) -> Response:
     return json(await subscriptions.enable(deps, subscription_id))
 
 
+_ITEM_SCHEMA = subscriptions.LIST_SCHEMA["properties"]["subscriptions"]["items"]
+_MADE_ONLY = _errors(
+    {409: "The subscription is in the config file, which is read-only: change the file"}
+)
+_BAD_DEFINITION = _errors(
+    {400: "The body is not a JSON object, or a field is invalid (the error names it)"}
+)
+
+
+@router.post(
+    "/api/v1/subscriptions",
+    status_code=201,
+    summary="Make a subscription of a trigger, live without a restart (its secret shown once)",
+    tags=["admin"],
+    responses={
+        201: {
+            "description": "The subscription as the list shows it, plus `secret` (`whsec_` or"
+            " `whsk_`; shown this once) and, for v1a, the receiver's `public_key` (`whpk_`)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        **_ITEM_SCHEMA,
+                        "required": [*_ITEM_SCHEMA["required"], "secret"],
+                    }
+                }
+            },
+        },
+        **_ADMIN_RESPONSES,
+        **_BAD_DEFINITION,
+        **_errors({413: "Body over HOOKRUN_MAX_BODY_BYTES"}),
+    },
+)
+async def create_subscription(request: Request, deps: Admin) -> Response:
+    body = await _json_body(request)
+    return json(await subscriptions.create(deps, body), 201)
+
+
+@router.patch(
+    "/api/v1/subscriptions/{subscription_id}",
+    summary="Change a subscription made through the API (url, statuses, headers)",
+    tags=["admin"],
+    responses={
+        **_ONE_SUBSCRIPTION,
+        **_MADE_ONLY,
+        **_BAD_DEFINITION,
+        **_errors({413: "Body over HOOKRUN_MAX_BODY_BYTES"}),
+    },
+)
+async def change_subscription(subscription_id: str, request: Request, deps: Admin) -> Response:
+    body = await _json_body(request)
+    return json(await subscriptions.change(deps, subscription_id, body))
+
+
+@router.delete(
+    "/api/v1/subscriptions/{subscription_id}",
+    status_code=204,
+    summary="Remove a subscription made through the API",
+    tags=["admin"],
+    responses={
+        204: {"description": "Removed: nothing more is delivered to it"},
+        **_ADMIN_RESPONSES,
+        **_errors({404: "No such subscription"}),
+        **_MADE_ONLY,
+    },
+)
+async def delete_subscription(subscription_id: str, deps: Admin) -> Response:
+    await subscriptions.delete(deps, subscription_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/api/v1/subscriptions/{subscription_id}/rotate-secret",
+    summary="A new secret; the old one keeps signing beside it for 24 hours",
+    tags=["admin"],
+    responses={
+        200: {
+            "description": "The new secret (shown this once) and when the previous one stops",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["id", "secret", "previous_secret_expires_at"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "secret": {"type": "string"},
+                            "public_key": {"type": "string"},
+                            "previous_secret_expires_at": {"type": "string", "format": "date-time"},
+                        },
+                    }
+                }
+            },
+        },
+        **_ADMIN_RESPONSES,
+        **_errors({404: "No such subscription"}),
+        **_MADE_ONLY,
+    },
+)
+async def rotate_subscription_secret(subscription_id: str, deps: Admin) -> Response:
+    return json(await subscriptions.rotate_secret(deps, subscription_id))
+
+
 async def _json_body(request: Request, payload_depth: int | None = None) -> dict[str, Any]:
     """The body as a JSON object ({} when empty); 400 for anything else.
 

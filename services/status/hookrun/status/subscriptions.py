@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from hookrun.config import Notification
 from hookrun.config.model.base import SigningKeys
-from hookrun.events.notifications import SubscriptionEnabled
+from hookrun.events import Event, new_id
+from hookrun.events.notifications import (
+    SubscriptionDeleted,
+    SubscriptionEnabled,
+    SubscriptionSaved,
+    SubscriptionSecret,
+)
 from hookrun.events.subscriptions import subscription_id
 from hookrun.status.handlers import ApiError, Deps, appended
 from hookrun.status.projection import ts
@@ -154,9 +166,26 @@ def _from_config(deps: Deps) -> list[Listed]:
     ]
 
 
+def _from_api(saved: SubscriptionSaved) -> Listed:
+    return Listed(
+        saved.subscription_id,
+        saved.trigger_id,
+        saved.url,
+        "api",
+        True,
+        saved.statuses,
+        sorted(saved.headers),
+        [saved.signature],
+    )
+
+
 def every_subscription(deps: Deps) -> list[Listed]:
-    """Config-file subscriptions in file order."""
-    return _from_config(deps)
+    """Config-file subscriptions in file order, then those made through the API, oldest first."""
+    made = sorted(
+        deps.subscriptions.defined.values(),
+        key=lambda s: (s.created_at or s.occurred_at, s.subscription_id),
+    )
+    return _from_config(deps) + [_from_api(saved) for saved in made]
 
 
 def find(deps: Deps, sid: str) -> Listed:
@@ -249,3 +278,151 @@ async def enable(deps: Deps, sid: str) -> dict[str, Any]:
     await appended(deps.log.append([event]), deps)
     deps.subscriptions.apply(event)  # read your write; the topic brings it to the others
     return await one(deps, sid)
+
+
+#: How long a rotated-out secret keeps signing beside the new one.
+ROTATION_OVERLAP_S = 86_400
+
+
+def _new_secret(kind: str) -> tuple[str, str | None]:
+    """A fresh secret of ``kind`` (v1: ``whsec_``, v1a: ``whsk_``) and, for v1a, its ``whpk_``
+    public key, the one a receiver verifies with."""
+    if kind == "v1a":
+        key = Ed25519PrivateKey.generate()
+        public = key.public_key().public_bytes_raw()
+        return (
+            "whsk_" + base64.b64encode(key.private_bytes_raw()).decode(),
+            "whpk_" + base64.b64encode(public).decode(),
+        )
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(), None
+
+
+def _checked(trigger_id: str, body: dict[str, Any], secret: str) -> Notification:
+    """The definition as a config-file notification would be checked: 400 naming the field."""
+    fields = {k: body[k] for k in ("url", "statuses", "headers") if k in body}
+    try:
+        return Notification.model_validate({**fields, "secret": secret})
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
+        raise ApiError(400, {"error": "; ".join(problems)}) from None
+
+
+def _only(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, {"error": f"{unknown[0]}: not a field of a subscription"})
+
+
+async def _save(deps: Deps, event: Event) -> None:
+    await appended(deps.log.append([event]), deps)
+    deps.subscriptions.apply(event)  # read your write; the topic brings it to the others
+
+
+def _made(deps: Deps, sid: str) -> SubscriptionSaved:
+    """The definition of a subscription made through the API; 404 unknown, 409 config-file."""
+    saved = deps.subscriptions.defined.get(sid)
+    if saved is None:
+        find(deps, sid)  # 404 when there is no such subscription at all
+        raise ApiError(
+            409,
+            {
+                "error": "the subscription is in the config file, which is read-only here: change the file"
+            },
+        )
+    return saved
+
+
+async def create(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
+    """A subscription of a trigger, live without a restart: SubscriptionSaved on the topic.
+    The answer is the only place its secret is ever shown."""
+    _only(body, {"trigger_id", "url", "statuses", "headers", "signature"})
+    trigger_id = body.get("trigger_id")
+    if not isinstance(trigger_id, str) or trigger_id not in deps.triggers:
+        raise ApiError(400, {"error": "trigger_id: no such trigger"})
+    kind = body.get("signature", "v1")
+    if kind not in ("v1", "v1a"):
+        raise ApiError(400, {"error": "signature: must be 'v1' (whsec_) or 'v1a' (whsk_)"})
+    secret, public_key = _new_secret(kind)
+    checked = _checked(trigger_id, body, secret)
+    sid = f"{trigger_id}:sub_{secrets.token_hex(6)}"
+    saved = SubscriptionSaved(
+        subscription_id=sid,
+        trigger_id=trigger_id,
+        url=checked.url,
+        secrets=[SubscriptionSecret(secret=deps.sealer.seal(secret))],
+        signature=kind,
+        statuses=None if checked.statuses is None else list(checked.statuses),
+        headers=dict(body.get("headers") or {}),
+        created_at=datetime.fromtimestamp(deps.clock(), UTC),
+    )
+    await _save(deps, saved)
+    shown = await one(deps, sid)
+    shown["secret"] = secret
+    if public_key is not None:
+        shown["public_key"] = public_key
+    return shown
+
+
+async def change(deps: Deps, sid: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Change a subscription made through the API (url, statuses, headers); secrets stay."""
+    _only(body, {"url", "statuses", "headers"})
+    saved = _made(deps, sid)
+    merged = {
+        "url": saved.url,
+        "statuses": saved.statuses,
+        "headers": saved.headers,
+        **body,
+    }
+    # The stored secrets may be sealed: a fresh one of the kind stands in for the checks.
+    checked = _checked(saved.trigger_id, merged, _new_secret(saved.signature)[0])
+    changed = SubscriptionSaved(
+        subscription_id=sid,
+        trigger_id=saved.trigger_id,
+        url=checked.url,
+        secrets=saved.secrets,
+        signature=saved.signature,
+        statuses=None if checked.statuses is None else list(checked.statuses),
+        headers=dict(merged["headers"] or {}),
+        created_at=saved.created_at,
+    )
+    await _save(deps, changed)
+    return await one(deps, sid)
+
+
+async def delete(deps: Deps, sid: str) -> None:
+    """Remove a subscription made through the API: SubscriptionDeleted."""
+    saved = _made(deps, sid)
+    await _save(deps, SubscriptionDeleted(subscription_id=sid, trigger_id=saved.trigger_id))
+
+
+async def rotate_secret(deps: Deps, sid: str) -> dict[str, Any]:
+    """A new secret of the same kind; the current one keeps signing beside it for 24 hours
+    (Standard Webhooks' space-separated signatures), and ones already expired are dropped."""
+    saved = _made(deps, sid)
+    now = deps.clock()
+    secret, public_key = _new_secret(saved.signature)
+    expires = datetime.fromtimestamp(now + ROTATION_OVERLAP_S, UTC)
+    kept = [
+        SubscriptionSecret(secret=s.secret, expires_at=s.expires_at or expires)
+        for s in saved.secrets
+        if s.expires_at is None or s.expires_at.timestamp() > now
+    ]
+    rotated = saved.model_copy(
+        update={
+            "secrets": [SubscriptionSecret(secret=secret), *kept],
+            "event_id": new_id(),
+            "occurred_at": datetime.fromtimestamp(now, UTC),
+        }
+    )
+    await _save(deps, rotated)
+    answer: dict[str, Any] = {
+        "id": sid,
+        "secret": secret,
+        "previous_secret_expires_at": ts(expires),
+    }
+    if public_key is not None:
+        answer["public_key"] = public_key
+    return answer
