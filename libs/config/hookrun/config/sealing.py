@@ -6,7 +6,10 @@ a secret is stored as ``sealed:<Fernet token>``; without it, as given (docs/secu
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import AfterValidator, SecretStr
 
 SEALED = "sealed:"
 
@@ -48,3 +51,17 @@ class Sealer:
             return self._fernet.decrypt(stored[len(SEALED) :].encode()).decode()
         except InvalidToken:
             raise ValueError("the secret is sealed with a key HOOKRUN_SECRETS_KEY lacks") from None
+
+
+def _fernet_keys(value: SecretStr) -> SecretStr:
+    Sealer(value.get_secret_value())  # raises ValueError naming the variable
+    return value
+
+
+#: The type of a service's ``hookrun_secrets_key`` setting: checked when the settings are read.
+SecretsKey = Annotated[SecretStr, AfterValidator(_fernet_keys)]
+
+
+def sealer_of(key: SecretStr | None) -> Sealer:
+    """The Sealer of a ``hookrun_secrets_key`` setting (none: secrets stored as given)."""
+    return Sealer(None if key is None else key.get_secret_value())

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.config.sealing import Sealer
+from hookrun.config.sealing import sealer_of
 from hookrun.events import logs, topics, tracing
 from hookrun.events.base import Event
 from hookrun.events.clients import Commit, ConsumerClient, GroupConsumer
@@ -327,11 +327,7 @@ def build(settings: Settings, config: HookrunConfig, *, sender: Sender | None = 
         schedule=settings.hookrun_notifier_retry_schedule_s or policy.retry_schedule_s,
         jitter=policy.jitter,
         sender=sender,
-        sealer=Sealer(
-            None
-            if settings.hookrun_secrets_key is None
-            else settings.hookrun_secrets_key.get_secret_value()
-        ),
+        sealer=sealer_of(settings.hookrun_secrets_key),
     )
     bootstrap, namespace = settings.kafka_bootstrap_servers, settings.hookrun_namespace
     consumer = GroupConsumer(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hookrun.config.sealing import Sealer
+from hookrun.config.sealing import SecretsKey
 from hookrun.events import topics
 from hookrun.events.logs import LogFormat
 
@@ -40,14 +40,7 @@ class Settings(BaseSettings):
     hookrun_metrics_host: str = "127.0.0.1"
     #: Fernet key(s) that unseal the secrets of subscriptions made through the admin API (the
     #: status service's HOOKRUN_SECRETS_KEY); unset: only unsealed secrets can be used.
-    hookrun_secrets_key: SecretStr | None = None
-
-    @field_validator("hookrun_secrets_key")
-    @classmethod
-    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            Sealer(value.get_secret_value())  # raises ValueError naming the variable
-        return value
+    hookrun_secrets_key: SecretsKey | None = None
 
     @field_validator("hookrun_notifier_retry_schedule_s", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
-from hookrun.config.sealing import Sealer
+from hookrun.config.sealing import sealer_of
 from hookrun.events import logs, topics, tracing
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, TopicTable, ensure_topics_forever
@@ -170,11 +170,7 @@ def build(
         max_json_depth=settings.hookrun_max_json_depth,
         subscriptions=followed,
         schedules=schedules or book or FakeScheduleBook(event_log),
-        sealer=Sealer(
-            None
-            if settings.hookrun_secrets_key is None
-            else settings.hookrun_secrets_key.get_secret_value()
-        ),
+        sealer=sealer_of(settings.hookrun_secrets_key),
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
     app.state.projector = projector

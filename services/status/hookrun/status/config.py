@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, field_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hookrun.config.sealing import Sealer
+from hookrun.config.sealing import SecretsKey
 from hookrun.events import limits, topics
 from hookrun.events.logs import LogFormat
 
@@ -45,14 +45,7 @@ class Settings(BaseSettings):
     hookrun_admin_token: SecretStr | None = None
     #: Fernet key(s) sealing the secrets of subscriptions made through the API on Kafka
     #: (comma-separated, the first seals); unset: they are stored as given (docs/security.md).
-    hookrun_secrets_key: SecretStr | None = None
-
-    @field_validator("hookrun_secrets_key")
-    @classmethod
-    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            Sealer(value.get_secret_value())  # raises ValueError naming the variable
-        return value
+    hookrun_secrets_key: SecretsKey | None = None
 
     #: Key that signs the dashboard's session cookies; unset: a random key per process, so
     #: sessions end when it restarts and do not carry over to another instance.
