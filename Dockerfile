@@ -28,6 +28,7 @@ COPY pyproject.toml uv.lock ./
 COPY libs/events/pyproject.toml libs/events/
 COPY libs/config/pyproject.toml libs/config/
 COPY libs/dev/pyproject.toml libs/dev/
+COPY libs/cli/pyproject.toml libs/cli/
 COPY services/gateway/pyproject.toml services/gateway/
 COPY services/runner/pyproject.toml services/runner/
 COPY services/status/pyproject.toml services/status/

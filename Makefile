@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SYNCED := .venv/.hookrun-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help setup kafka-fetch setup-postgres setup-browser setup-sandbox setup-helm run test test-quick bench chaos events docs lint fmt kafka-start kafka-stop kafka-status
+.PHONY: help setup kafka-fetch setup-postgres setup-browser setup-sandbox setup-helm run test test-quick bench chaos docs lint fmt kafka-start kafka-stop kafka-status
 
 help:
 	@echo "make setup        install uv, the workspace (.venv), the Kafka broker jars and bubblewrap"
@@ -21,7 +21,6 @@ help:
 	@echo "make chaos        5,000 signed launches while every service and the broker are killed and restarted"
 	@echo "make chaos BROKERS=3   the same on a three-broker cluster, its run-topic leader killed -9"
 	@echo "make bench        the benchmark: every figure beside its same-run baseline (bench/results/)"
-	@echo "make events RUN_ID=<id>   a run's CloudEvents as stored on Kafka"
 	@echo "make docs         regenerate event schemas, docs/asyncapi.yaml and docs/events.md"
 	@echo "make test         every test, against a real broker (KAFKA_BOOTSTRAP_SERVERS or one started)"
 	@echo "make test-quick   tests that need neither Kafka nor the whole system"
@@ -97,8 +96,8 @@ test: setup setup-postgres setup-browser setup-helm
 test-quick: $(SYNCED)
 	$(PY) -m pytest -m "not kafka and not e2e" $(PYTEST_ARGS)
 
-MYPY_PATH := libs/events:libs/config:libs/dev:services/gateway:services/runner:services/status:services/notifier
-MYPY_PACKAGES := hookrun.config hookrun.dev hookrun.gateway hookrun.runner hookrun.status hookrun.notifier
+MYPY_PATH := libs/events:libs/config:libs/dev:libs/cli:services/gateway:services/runner:services/status:services/notifier
+MYPY_PACKAGES := hookrun.config hookrun.dev hookrun.cli hookrun.gateway hookrun.runner hookrun.status hookrun.notifier
 
 # Runs every check even when an earlier one fails, and fails if any did: mypy errors are shown
 # and counted, never swallowed.
@@ -137,9 +136,6 @@ bench: setup
 # BROKERS=3: a three-broker cluster whose run-topic leader is killed -9.
 chaos: setup
 	$(PY) bench/chaos.py $(if $(BROKERS),--brokers $(BROKERS)) $(CHAOS_ARGS)
-
-events: $(SYNCED)
-	$(PY) -m hookrun.dev.events --run-id "$(RUN_ID)"
 
 docs: $(SYNCED)
 	$(PY) -m hookrun.dev.eventdocs

@@ -47,7 +47,7 @@ LISTENS = {
     "runner": ("hookrun_metrics_port", "hookrun_metrics_host"),
     "notifier": ("hookrun_metrics_port", "hookrun_metrics_host"),
 }
-#: What ``hookrun-topics`` (hookrun.events.topics_cli) reads besides the shared Kafka settings.
+#: What ``hookrun topics`` (hookrun.cli) reads besides the shared Kafka settings.
 TOPICS_CLI = {"KAFKA_BOOTSTRAP_SERVERS", "HOOKRUN_NAMESPACE"}
 
 
@@ -379,14 +379,14 @@ class TestSecurity:
 
 
 class TestTopicsJob:
-    def test_the_job_runs_the_topics_command_of_the_events_package(self, variant):
+    def test_the_job_runs_the_topics_command_of_the_cli(self, variant):
         name, docs = variant
         (job,) = of_kind(docs, "Job")
         command = container(job)["command"]
         assert command == values_of(name)["kafka"]["topicsJob"]["command"]
-        pyproject = tomllib.loads((ROOT / "libs/events/pyproject.toml").read_text())
+        pyproject = tomllib.loads((ROOT / "libs/cli/pyproject.toml").read_text())
         assert command[0] in pyproject["project"]["scripts"]
-        assert command[1:] == ["create"]
+        assert command[1:] == ["topics", "create"]
         hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")
         assert hooks == ["post-install", "pre-upgrade"]
 

@@ -320,7 +320,7 @@ async def run_rebuild(env: dict[str, str]) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "hookrun.status",
+        "hookrun.cli",
         "rebuild",
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,

@@ -1,16 +1,9 @@
-"""Shows hookrun events from Kafka: ``python -m hookrun.dev.events --run-id ID``.
-
-Prints each matching record as a structured CloudEvent (the headers folded into JSON), with
-TriggerLaunched's base64 body also shown decoded, so a person can read what happened.
-"""
+"""Reads hookrun's records straight from Kafka, for tests and tools (``hookrun events`` reads a
+run's events through the admin API)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,40 +86,3 @@ async def read_events(
             await asyncio.sleep(0.1)
     finally:
         await consumer.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run-id", help="show only this run's events (the Kafka key)")
-    parser.add_argument("--topic", default=topics.RUNS)
-    parser.add_argument("--key", help="any message key (e.g. a trigger id on hookrun.triggers)")
-    parser.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    )
-    args = parser.parse_args(argv)
-    events = asyncio.run(
-        read_events(args.bootstrap, args.topic, key=args.run_id or args.key, timeout_s=0)
-    )
-    for ev in events:
-        doc = ev.cloudevent()
-        body = (
-            doc["data"].get("request", {}).get("body_b64")
-            if isinstance(doc["data"], dict)
-            else None
-        )
-        if body is not None:
-            doc["data"]["request"]["body (decoded)"] = base64.b64decode(body).decode(
-                "utf-8", "replace"
-            )
-        print(f"# {ev.topic}[{ev.partition}]@{ev.offset} key={ev.key}")
-        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-    if not events:
-        print("no events found", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

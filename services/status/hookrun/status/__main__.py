@@ -1,4 +1,4 @@
-"""Run the status service: python -m hookrun.status [serve|rebuild]."""
+"""Run the status service: python -m hookrun.status [serve]."""
 
 from hookrun.status.app import main
 

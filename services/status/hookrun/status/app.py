@@ -7,7 +7,6 @@ import contextlib
 import logging
 import secrets
 import sys
-import time
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -35,7 +34,6 @@ from hookrun.status.adapters import (
 from hookrun.status.config import Settings, shown_url, sqlite_path
 from hookrun.status.postgres import PostgresStore
 from hookrun.status.projector import Progress, Projector
-from hookrun.status.rebuild import rebuild
 from hookrun.status.sqlite import SqliteStore
 from hookrun.status.store import SqlStore
 
@@ -203,21 +201,15 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m hookrun.status`` serves; ``python -m hookrun.status rebuild`` rebuilds."""
+    """``python -m hookrun.status`` serves (``hookrun rebuild`` rebuilds its store)."""
     args = sys.argv[1:] if argv is None else argv
     settings = Settings()
     logs.configure("status", settings.log_level, settings.log_format)
     tracing.start("status")
-    if args[:1] == ["rebuild"]:
-        started = time.monotonic()
-        count = asyncio.run(rebuild(settings))
-        print(
-            f"hookrun status: rebuilt {shown_url(settings.hookrun_database_url)} from {count} records "
-            f"in {time.monotonic() - started:.1f}s"
-        )
-        return
     if args and args[0] != "serve":
-        print("usage: python -m hookrun.status [serve|rebuild]", file=sys.stderr)
+        print(
+            "usage: python -m hookrun.status [serve]  (rebuild: hookrun rebuild)", file=sys.stderr
+        )
         raise SystemExit(2)
     try:
         config = load_config(settings.hookrun_config)

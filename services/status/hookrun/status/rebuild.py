@@ -8,7 +8,7 @@ import gc
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -20,14 +20,18 @@ from hookrun.status.projector import Projector
 from hookrun.status.sqlite import SqliteStore, remove_database
 from hookrun.status.store import SqlStore
 
+#: ``progress(done, total)``: records replayed so far out of those the rebuild replays.
+ProgressCallback = Callable[[int, int], None]
 
-async def rebuild(settings: Settings) -> int:
+
+async def rebuild(settings: Settings, progress: ProgressCallback | None = None) -> int:
     """Replay the topics from offset 0 into a fresh store, then swap it in; return the records.
 
     The partitions are shared out between ``hookrun_rebuild_workers`` processes (default: one
     per CPU). Each projects its share into its own scratch SQLite file (PostgreSQL: into the
     one fresh schema); the files are then merged into the first. A run's events, and so every
     row they make, sit in one partition, so the shares never touch the same row.
+    ``progress`` is called a few times a second while the shares are projected.
     """
     names = [
         topics.named(topics.RUNS, settings.hookrun_namespace),
@@ -55,16 +59,22 @@ async def rebuild(settings: Settings) -> int:
         stores = [
             PostgresStore(settings.hookrun_database_url, schema=schema, readers=1) for _ in shares
         ]
+    # Records projected per share, written by each share's process (shared memory: forked).
+    done = multiprocessing.get_context("fork").Array("q", len(shares), lock=False)
     # The other shares' processes are forked before this one opens its store or starts its
     # consumer: they inherit no connection of the rebuild.
     children = [
-        _fork_share(store, settings, share, spare)
-        for store, share in zip(stores[1:], shares[1:], strict=True)
+        _fork_share(store, settings, share, spare, done, i)
+        for i, (store, share) in enumerate(zip(stores[1:], shares[1:], strict=True), 1)
     ]
     fresh = stores[0]
+    total = sum(ends.values())
+    reporter = None
+    if progress is not None:
+        reporter = asyncio.create_task(_report(progress, done, total))
     try:
         await fresh.open()
-        await _project_share(fresh, settings, shares[0], spare)
+        await _project_share(fresh, settings, shares[0], spare, done, 0)
         failed = [c.pid for c in await asyncio.gather(*map(_joined, children)) if c.exitcode]
         if failed:
             raise RuntimeError(f"rebuild worker(s) {failed} failed; the live store is unchanged")
@@ -73,6 +83,11 @@ async def rebuild(settings: Settings) -> int:
             child.kill()
         await fresh.close()
         raise
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+    if progress is not None:
+        progress(total, total)
     if isinstance(fresh, SqliteStore):
         assert path is not None
         fresh.merge_rebuilt(files[1:])
@@ -109,12 +124,24 @@ def _shares(ends: dict[TopicPartition, int], workers: int) -> list[dict[TopicPar
     return [share for share, n in zip(shares, load, strict=True) if n] or [shares[0]]
 
 
+async def _report(progress: ProgressCallback, done: Sequence[int], total: int) -> None:
+    while True:
+        progress(sum(done), total)
+        await asyncio.sleep(0.25)
+
+
 async def _project_share(
-    store: SqlStore, settings: Settings, share: dict[TopicPartition, int], spare: bool
+    store: SqlStore,
+    settings: Settings,
+    share: dict[TopicPartition, int],
+    spare: bool,
+    done: MutableSequence[int],
+    slot: int,
 ) -> None:
     """Project the partitions of ``share`` into ``store`` (open) up to their log ends.
 
-    ``spare``: there are more cores than rebuilding processes (fold in a thread).
+    ``spare``: there are more cores than rebuilding processes (fold in a thread). The records
+    projected so far are kept in ``done[slot]``.
     """
     projector = Projector(
         store,
@@ -126,16 +153,22 @@ async def _project_share(
         fold_in_thread=spare,
     )
 
-    def done() -> bool:
+    def finished() -> bool:
         at = projector.positions
+        done[slot] = sum(min(at.get((tp.topic, tp.partition), 0), end) for tp, end in share.items())
         return all(at.get((tp.topic, tp.partition), 0) >= end for tp, end in share.items())
 
     with _no_cyclic_collections(), _short_switch_interval():
-        await projector.run(until=done, read_to=share)
+        await projector.run(until=finished, read_to=share)
 
 
 def _fork_share(
-    store: SqlStore, settings: Settings, share: dict[TopicPartition, int], spare: bool
+    store: SqlStore,
+    settings: Settings,
+    share: dict[TopicPartition, int],
+    spare: bool,
+    done: MutableSequence[int],
+    slot: int,
 ) -> multiprocessing.process.BaseProcess:
     """A forked process projecting ``share`` into ``store``: imports and settings inherited.
 
@@ -145,7 +178,7 @@ def _fork_share(
     async def project() -> None:
         await store.open()
         try:
-            await _project_share(store, settings, share, spare)
+            await _project_share(store, settings, share, spare, done, slot)
         finally:
             await store.close()
 

@@ -1,0 +1,1 @@
+"""hookrun's command-line tool (`hookrun`): send signed webhooks, follow and steer runs."""
