@@ -148,3 +148,46 @@ def test_every_command_of_the_design_exists_and_takes_json() -> None:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, (command, result.output)
         assert "--json" in result.output, command
+
+
+class TestSendNeedsAPrivateKey:
+    """A condition whose config holds only a public key (Standard Webhooks v1a, whpk_)."""
+
+    @pytest.fixture
+    def setup(self, tmp_path: Path) -> tuple[Path, Path]:
+        import base64
+
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        public = base64.b64encode(key.public_key().public_bytes_raw()).decode()
+        seed = base64.b64encode(key.private_bytes_raw()).decode()
+        config = Path("examples/hookrun.yaml").read_text()
+        config = config.replace(
+            "  - id: nightly-pipeline\n",
+            "  - id: asym\n    title: asym\n    conditions: [{type: standard_webhooks, public_key: whpk_"
+            + public
+            + "}]\n    actions: [{action: run_pipeline, pipeline: Nightly}]\n"
+            "  - id: nightly-pipeline\n",
+        )
+        path = tmp_path / "hookrun.yaml"
+        path.write_text(config)
+        (tmp_path / "key").write_text(f"whsk_{seed}\n")
+        return path, tmp_path / "key"
+
+    def test_without_the_key_send_names_the_option(self, setup: tuple[Path, Path]) -> None:
+        config, _ = setup
+        result = CliRunner().invoke(
+            cli, ["send", "asym", "--config", str(config), "--url", "http://127.0.0.1:9"]
+        )
+        assert result.exit_code == 1
+        assert "cannot sign for trigger 'asym'" in result.output
+        assert "pass it with --private-key FILE" in result.output
+
+    def test_with_the_key_it_signs_and_sends(self, setup: tuple[Path, Path]) -> None:
+        config, key = setup
+        args = ["send", "asym", "--config", str(config), "--private-key", str(key)]
+        result = CliRunner().invoke(cli, [*args, "--url", "http://127.0.0.1:9"])
+        # signed: it got as far as the (absent) gateway
+        assert result.exit_code == 1
+        assert "cannot reach hookrun at http://127.0.0.1:9" in result.output

@@ -189,7 +189,10 @@ def send(
             found, OutgoingRequest(body, headers), SigningOptions(now=time.time(), private_key=key)
         )
     except SigningError as exc:
-        raise CliError(f"cannot sign for trigger {trigger!r}: {exc}") from None
+        hint = ""
+        if key is None and "private key" in str(exc):
+            hint = "; pass it with --private-key FILE"
+        raise CliError(f"cannot sign for trigger {trigger!r}: {exc}{hint}") from None
     api = opts.api()
     try:
         response = api.send(
