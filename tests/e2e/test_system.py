@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook
 
 from hookrun.dev.pytest_kafka import new_namespace
 from tests.e2e.support import WHSEC, System, github_headers, run_id_of, wait_for
@@ -221,3 +222,27 @@ def test_the_admin_api_lists_the_run_with_its_deliveries(
     [execution] = detail["executions"]
     assert execution["exit_code"] == 0
     assert execution["status"] == "SUCCESS"
+
+
+def test_a_subscription_made_through_the_gateway_gets_the_next_failed_run(system: System) -> None:
+    url = system.receiver.url("/hooks/made-at-run-time")
+    r = system.admin(
+        "POST",
+        "/subscriptions",
+        json={"trigger_id": "sw-fail", "url": url, "statuses": ["FAILURE"]},
+    )
+    assert r.status_code == 201, r.text
+    made = r.json()
+    listed = system.admin("GET", "/subscriptions").json()["subscriptions"]
+    assert [s["source"] for s in listed if s["id"] == made["id"]] == ["api"]
+    assert made["secret"] not in str(listed)
+
+    run_id = run_id_of(system.launch("sw-fail", {"x": 1}))
+
+    def arrived() -> Any:
+        return [r for r in system.notifications(run_id) if r.path == "/hooks/made-at-run-time"]
+
+    [request] = wait_for(arrived, 60, f"the new subscription's notification\n{system.logs()}")
+    Webhook(made["secret"]).verify(request.body, request.headers)
+    assert request.json()["status"] == "FAILURE"
+    assert system.admin("DELETE", f"/subscriptions/{made['id']}").status_code == 204
