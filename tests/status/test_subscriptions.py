@@ -273,6 +273,10 @@ class TestManagedAtRunTime:
         assert r.json()["url"] == "https://d.example.com/hook" and "secret" not in r.json()
         changed = app.state.event_log.events[-1]
         assert changed.secrets[0].secret == made["secret"]  # the secret stays
+        r = client.patch(
+            f"/api/v1/subscriptions/{sid}", json={"statuses": None, "headers": None}, headers=AUTH
+        )
+        assert (r.status_code, r.json()["statuses"], r.json()["headers"]) == (200, None, [])
         for method in ("patch", "delete"):
             r = getattr(client, method)(
                 f"/api/v1/subscriptions/{A}",

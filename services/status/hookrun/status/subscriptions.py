@@ -300,6 +300,8 @@ def _new_secret(kind: str) -> tuple[str, str | None]:
 def _checked(trigger_id: str, body: dict[str, Any], secret: str) -> Notification:
     """The definition as a config-file notification would be checked: 400 naming the field."""
     fields = {k: body[k] for k in ("url", "statuses", "headers") if k in body}
+    if fields.get("headers") is None:
+        fields.pop("headers", None)  # null: no extra headers
     try:
         return Notification.model_validate({**fields, "secret": secret})
     except ValidationError as exc:
