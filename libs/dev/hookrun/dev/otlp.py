@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from hookrun.dev.receiver import BackgroundServer
+
 #: OTLP's span kinds by number (opentelemetry.proto.trace.v1.Span.SpanKind).
 KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
@@ -67,28 +69,18 @@ def decode_spans(body: bytes) -> list[ExportedSpan]:
     return out
 
 
-class OtlpReceiver:
+class OtlpReceiver(BackgroundServer):
     """Receives OTLP/HTTP trace exports on 127.0.0.1 in a background thread."""
 
     def __init__(self) -> None:
         self.spans: list[ExportedSpan] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
         """The base URL for ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the exporter adds /v1/traces)."""
         return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> OtlpReceiver:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def of_trace(self, trace_id: str) -> list[ExportedSpan]:
         """The spans received so far of the trace ``trace_id`` (32 hex digits)."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 DEFAULT_WHSEC = "whsec_m387VIn70zBpHcnprjSLBgLoXDRUXlfM"
 
@@ -55,7 +55,23 @@ def _default(request: Received, count: int) -> Answer:
     return Answer(200) if request.verified else Answer(401, body=b"bad signature")
 
 
-class Receiver:
+class BackgroundServer:
+    """An HTTP server that serves from a daemon thread between :meth:`start` and :meth:`stop`."""
+
+    _server: ThreadingHTTPServer
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Receiver(BackgroundServer):
     """A threaded HTTP server on 127.0.0.1 that records requests and answers via ``respond``.
 
     ``respond(request, n)`` gets the request and how many requests came to that path before it.
@@ -114,7 +130,6 @@ class Receiver:
         self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread: threading.Thread | None = None
 
     def url(self, path: str = "/hooks") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -132,15 +147,6 @@ class Receiver:
     def on(self, path: str) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if r.path == path]
-
-    def start(self) -> Receiver:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _print(request: Received) -> None:
