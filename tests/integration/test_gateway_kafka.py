@@ -41,7 +41,13 @@ def signed(body: bytes, delivery: str | None = None) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_gateway(kafka_bootstrap, tmp_path):
+def namespace() -> str:
+    """The test's own topics: never those of a `make run` on the same broker."""
+    return new_namespace()
+
+
+@pytest.fixture
+def start_gateway(kafka_bootstrap, tmp_path, namespace):
     config = tmp_path / "hookrun.yaml"
     config.write_text(CONFIG)
     started: list[ServiceProcess] = []
@@ -58,6 +64,7 @@ def start_gateway(kafka_bootstrap, tmp_path):
                 "HOOKRUN_CONFIG": str(config),
                 "HOOKRUN_PORT": str(port),
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "HOOKRUN_NAMESPACE": namespace,
                 **env,
             },
             tmp_path,
@@ -78,13 +85,17 @@ def run_id_of(response: httpx.Response) -> str:
     return response.text.removeprefix("Created run ")
 
 
-async def test_an_accepted_launch_is_a_cloudevent_on_hookrun_runs(start_gateway, kafka_bootstrap):
+async def test_an_accepted_launch_is_a_cloudevent_on_hookrun_runs(
+    start_gateway, kafka_bootstrap, namespace
+):
     _, url = start_gateway()
     body = b'{"batch_size": 8}'
     run_id = run_id_of(httpx.post(f"{url}/api/v0/launch/gh/", content=body, headers=signed(body)))
 
     # 202 came after acks=all, so the event is already readable
-    [raw] = await read_events(kafka_bootstrap, topics.RUNS, key=run_id, timeout_s=0)
+    [raw] = await read_events(
+        kafka_bootstrap, topics.named(topics.RUNS, namespace), key=run_id, timeout_s=0
+    )
     assert raw.headers["ce_specversion"] == "1.0"
     assert raw.headers["ce_type"] == "hookrun.trigger.launched"
     assert raw.headers["ce_source"].startswith("hookrun/gateway/")
@@ -97,7 +108,7 @@ async def test_an_accepted_launch_is_a_cloudevent_on_hookrun_runs(start_gateway,
 
 
 async def test_a_redelivery_after_a_gateway_restart_gets_the_original_run(
-    start_gateway, kafka_bootstrap
+    start_gateway, kafka_bootstrap, namespace
 ):
     proc, url = start_gateway()
     body = b'{"n": 1}'
@@ -112,11 +123,13 @@ async def test_a_redelivery_after_a_gateway_restart_gets_the_original_run(
         httpx.post(f"{url}/api/v0/launch/gh/", content=body, headers=signed(body, delivery))
     )
     assert again == first
-    launched = await read_events(kafka_bootstrap, topics.RUNS, key=first, timeout_s=0)
+    launched = await read_events(
+        kafka_bootstrap, topics.named(topics.RUNS, namespace), key=first, timeout_s=0
+    )
     assert [e.headers["ce_type"] for e in launched] == ["hookrun.trigger.launched"]
     logged = await read_events(
         kafka_bootstrap,
-        topics.TRIGGERS,
+        topics.named(topics.TRIGGERS, namespace),
         key="gh",
         until=lambda found: any(delivery in e.value.decode() for e in found),
     )
@@ -139,7 +152,9 @@ async def test_a_second_gateway_instance_knows_the_first_ones_deliveries(start_g
     assert again == first
 
 
-async def test_rejected_launches_are_in_the_trigger_log_on_kafka(start_gateway, kafka_bootstrap):
+async def test_rejected_launches_are_in_the_trigger_log_on_kafka(
+    start_gateway, kafka_bootstrap, namespace
+):
     _, url = start_gateway()
     marker = str(uuid.uuid4())
     body = marker.encode()
@@ -149,7 +164,7 @@ async def test_rejected_launches_are_in_the_trigger_log_on_kafka(start_gateway, 
     assert r.status_code == 400
     logged = await read_events(
         kafka_bootstrap,
-        topics.TRIGGERS,
+        topics.named(topics.TRIGGERS, namespace),
         key="gh",
         until=lambda f: any(len(marker) == e.data()["content_length"] for e in f),
     )
@@ -178,11 +193,10 @@ def test_a_stopped_broker_gets_503_with_retry_after_and_recovery_gets_202(
 
 
 async def test_a_topic_table_asked_to_catch_up_while_still_connecting_waits_instead_of_failing(
-    kafka_bootstrap,
+    kafka_bootstrap, namespace
 ):
     from hookrun.events.kafka import TopicTable, ensure_topics
 
-    namespace = new_namespace()
     await ensure_topics(kafka_bootstrap, namespace=namespace)
     table = TopicTable(
         kafka_bootstrap, "test", topics.named(topics.INBOUND_DELIVERIES, namespace), lambda e: None
