@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -64,7 +65,7 @@ async def rebuild(settings: Settings, progress: ProgressCallback | None = None) 
     # The other shares' processes are forked before this one opens its store or starts its
     # consumer: they inherit no connection of the rebuild.
     children = [
-        _fork_share(store, settings, share, spare, done, i)
+        _fork_share(store, settings, _Share(share, done, i), spare)
         for i, (store, share) in enumerate(zip(stores[1:], shares[1:], strict=True), 1)
     ]
     fresh = stores[0]
@@ -74,7 +75,7 @@ async def rebuild(settings: Settings, progress: ProgressCallback | None = None) 
         reporter = asyncio.create_task(_report(progress, done, total))
     try:
         await fresh.open()
-        await _project_share(fresh, settings, shares[0], spare, done, 0)
+        await _project_share(fresh, settings, _Share(shares[0], done, 0), spare)
         failed = [c.pid for c in await asyncio.gather(*map(_joined, children)) if c.exitcode]
         if failed:
             raise RuntimeError(f"rebuild worker(s) {failed} failed; the live store is unchanged")
@@ -130,18 +131,20 @@ async def _report(progress: ProgressCallback, done: Sequence[int], total: int) -
         await asyncio.sleep(0.25)
 
 
-async def _project_share(
-    store: SqlStore,
-    settings: Settings,
-    share: dict[TopicPartition, int],
-    spare: bool,
-    done: MutableSequence[int],
-    slot: int,
-) -> None:
+@dataclass(frozen=True)
+class _Share:
+    """Partitions one process projects (with their log ends), and where it counts its progress."""
+
+    ends: dict[TopicPartition, int]
+    #: Records projected so far, one slot per share, in memory the forked processes share.
+    done: MutableSequence[int]
+    slot: int
+
+
+async def _project_share(store: SqlStore, settings: Settings, share: _Share, spare: bool) -> None:
     """Project the partitions of ``share`` into ``store`` (open) up to their log ends.
 
-    ``spare``: there are more cores than rebuilding processes (fold in a thread). The records
-    projected so far are kept in ``done[slot]``.
+    ``spare``: there are more cores than rebuilding processes (fold in a thread).
     """
     projector = Projector(
         store,
@@ -149,26 +152,24 @@ async def _project_share(
         namespace=settings.hookrun_namespace,
         batch_records=5000,
         trusted=True,
-        partitions=share,
+        partitions=share.ends,
         fold_in_thread=spare,
     )
 
     def finished() -> bool:
         at = projector.positions
-        done[slot] = sum(min(at.get((tp.topic, tp.partition), 0), end) for tp, end in share.items())
-        return all(at.get((tp.topic, tp.partition), 0) >= end for tp, end in share.items())
+        reached = {
+            tp: min(at.get((tp.topic, tp.partition), 0), end) for tp, end in share.ends.items()
+        }
+        share.done[share.slot] = sum(reached.values())
+        return all(reached[tp] >= end for tp, end in share.ends.items())
 
     with _no_cyclic_collections(), _short_switch_interval():
-        await projector.run(until=finished, read_to=share)
+        await projector.run(until=finished, read_to=share.ends)
 
 
 def _fork_share(
-    store: SqlStore,
-    settings: Settings,
-    share: dict[TopicPartition, int],
-    spare: bool,
-    done: MutableSequence[int],
-    slot: int,
+    store: SqlStore, settings: Settings, share: _Share, spare: bool
 ) -> multiprocessing.process.BaseProcess:
     """A forked process projecting ``share`` into ``store``: imports and settings inherited.
 
@@ -178,7 +179,7 @@ def _fork_share(
     async def project() -> None:
         await store.open()
         try:
-            await _project_share(store, settings, share, spare, done, slot)
+            await _project_share(store, settings, share, spare)
         finally:
             await store.close()
 
