@@ -1,5 +1,6 @@
 """Filters, rate limits, JWT and provider presets through a real gateway process and broker."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,7 +18,9 @@ from jwt.algorithms import ECAlgorithm
 from hookrun.dev.events import read_events
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
+from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import decode, topics
+from hookrun.events.kafka import ensure_topics
 from tests.config.one_trigger import PREAMBLE
 
 pytestmark = pytest.mark.kafka
@@ -25,8 +28,16 @@ pytestmark = pytest.mark.kafka
 HEAD = PREAMBLE
 
 
+@pytest.fixture(scope="module")
+def namespace(kafka_bootstrap) -> str:
+    """This module's own topics: no other service on the broker reads these launches."""
+    name = new_namespace()
+    asyncio.run(ensure_topics(kafka_bootstrap, namespace=name))
+    return name
+
+
 @pytest.fixture
-def gateway(kafka_bootstrap, tmp_path):
+def gateway(kafka_bootstrap, namespace, tmp_path):
     """Start a gateway with the given triggers (YAML list items); returns its base URL."""
     started: list[ServiceProcess] = []
 
@@ -41,6 +52,7 @@ def gateway(kafka_bootstrap, tmp_path):
                 "HOOKRUN_CONFIG": str(config),
                 "HOOKRUN_PORT": str(port),
                 "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "HOOKRUN_NAMESPACE": namespace,
                 **env,
             },
             tmp_path,
@@ -56,16 +68,21 @@ def gateway(kafka_bootstrap, tmp_path):
         proc.stop()
 
 
-async def launched(bootstrap: str, run_id: str):
+async def launched(bootstrap: str, namespace: str, run_id: str):
     """The run's TriggerLaunched, read back from hookrun.runs (202 came after acks=all)."""
-    [raw] = await read_events(bootstrap, topics.RUNS, key=run_id, timeout_s=0)
+    [raw] = await read_events(
+        bootstrap, topics.named(topics.RUNS, namespace), key=run_id, timeout_s=0
+    )
     return decode(raw.value, [(k, v.encode()) for k, v in raw.headers.items()])
 
 
-async def trigger_log(bootstrap: str, trigger_id: str, count: int) -> list[dict]:
+async def trigger_log(bootstrap: str, namespace: str, trigger_id: str, count: int) -> list[dict]:
     """The first ``count`` TriggerLogged entries of ``trigger_id`` on hookrun.triggers."""
     found = await read_events(
-        bootstrap, topics.TRIGGERS, key=trigger_id, until=lambda f: len(f) >= count
+        bootstrap,
+        topics.named(topics.TRIGGERS, namespace),
+        key=trigger_id,
+        until=lambda f: len(f) >= count,
     )
     return [e.data() for e in found]
 
@@ -74,7 +91,9 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def test_a_filtered_launch_starts_nothing_and_is_logged_as_filtered(gateway, kafka_bootstrap):
+async def test_a_filtered_launch_starts_nothing_and_is_logged_as_filtered(
+    gateway, kafka_bootstrap, namespace
+):
     trigger = unique("pushes")
     url = gateway(f"""
   - id: {trigger}
@@ -90,23 +109,23 @@ async def test_a_filtered_launch_starts_nothing_and_is_logged_as_filtered(gatewa
     push = {"X-Token": "tok", "X-GitHub-Event": "push"}
     accepted = httpx.post(launch, content=b'{"ref": "refs/heads/main"}', headers=push)
     assert accepted.status_code == 202
-    event = await launched(kafka_bootstrap, accepted.json()["run_id"])
+    event = await launched(kafka_bootstrap, namespace, accepted.json()["run_id"])
     assert event.trigger_id == trigger
 
     left_out = httpx.post(launch, content=b'{"ref": "refs/heads/dev"}', headers=push)
     assert left_out.status_code == 200
     assert left_out.json() == {"ok": True, "filtered": True}
-    [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
+    [entry] = await trigger_log(kafka_bootstrap, namespace, trigger, 1)
     assert entry["outcome"] == "filtered"
     assert entry["status_code"] == 200
     assert entry["reason"] == "filter[1] did not match: payload.ref in ['refs/heads/main']"
     # the accepted launch is the only run of the trigger
-    runs = await read_events(kafka_bootstrap, topics.RUNS, timeout_s=0)
+    runs = await read_events(kafka_bootstrap, topics.named(topics.RUNS, namespace), timeout_s=0)
     assert sum(trigger.encode() in r.value for r in runs) == 1
 
 
 async def test_past_the_rate_limit_429_with_retry_after_and_a_rate_limited_entry(
-    gateway, kafka_bootstrap
+    gateway, kafka_bootstrap, namespace
 ):
     trigger = unique("limited")
     url = gateway(f"""
@@ -120,16 +139,18 @@ async def test_past_the_rate_limit_429_with_retry_after_and_a_rate_limited_entry
     first, second, third = (httpx.post(launch, content=b"{}") for _ in range(3))
     for accepted in (first, second):
         assert accepted.status_code == 202
-        assert (await launched(kafka_bootstrap, accepted.json()["run_id"])).trigger_id == trigger
+        assert (
+            await launched(kafka_bootstrap, namespace, accepted.json()["run_id"])
+        ).trigger_id == trigger
     assert third.status_code == 429
     assert 3590 <= int(third.headers["retry-after"]) <= 3600
-    [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
+    [entry] = await trigger_log(kafka_bootstrap, namespace, trigger, 1)
     assert entry["outcome"] == "rate_limited"
     assert entry["status_code"] == 429
 
 
 async def test_a_jwt_senders_subject_and_claims_travel_on_trigger_launched(
-    gateway, kafka_bootstrap, tmp_path
+    gateway, kafka_bootstrap, namespace, tmp_path
 ):
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"kid": "k1"}
@@ -155,7 +176,7 @@ async def test_a_jwt_senders_subject_and_claims_travel_on_trigger_launched(
     launch = f"{url}/api/v0/launch/{trigger}/"
     r = httpx.post(launch, content=b"{}", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 202, r.text
-    event = await launched(kafka_bootstrap, r.json()["run_id"])
+    event = await launched(kafka_bootstrap, namespace, r.json()["run_id"])
     assert event.account == "svc-deploy"
     assert event.account_metadata == {k: v for k, v in claims.items() if k != "sub"}
     assert event.request.headers["authorization"] == "[redacted]"
@@ -165,12 +186,12 @@ async def test_a_jwt_senders_subject_and_claims_travel_on_trigger_launched(
     )
     r = httpx.post(launch, content=b"{}", headers={"Authorization": f"Bearer {wrong_audience}"})
     assert r.status_code == 400
-    [entry] = await trigger_log(kafka_bootstrap, trigger, 1)
+    [entry] = await trigger_log(kafka_bootstrap, namespace, trigger, 1)
     assert entry["reason"] == "conditions[0] (jwt): invalid token: Audience doesn't match"
 
 
 async def test_a_v1a_signed_launch_is_accepted_with_its_webhook_id_as_delivery_id(
-    gateway, kafka_bootstrap
+    gateway, kafka_bootstrap, namespace
 ):
     key = Ed25519PrivateKey.generate()
     whpk = "whpk_" + base64.b64encode(key.public_key().public_bytes_raw()).decode()
@@ -194,7 +215,7 @@ async def test_a_v1a_signed_launch_is_accepted_with_its_webhook_id_as_delivery_i
     launch = f"{url}/api/v0/launch/{trigger}/"
     r = httpx.post(launch, content=body, headers=headers)
     assert r.status_code == 202, r.text
-    event = await launched(kafka_bootstrap, r.json()["run_id"])
+    event = await launched(kafka_bootstrap, namespace, r.json()["run_id"])
     assert event.delivery_id == msg_id
     assert event.request.headers["webhook-signature"] == "[redacted]"
     # the same delivery again is the same run; a changed body is refused
@@ -202,7 +223,9 @@ async def test_a_v1a_signed_launch_is_accepted_with_its_webhook_id_as_delivery_i
     assert httpx.post(launch, content=body + b" ", headers=headers).status_code == 400
 
 
-async def test_provider_presets_launch_with_the_providers_delivery_id(gateway, kafka_bootstrap):
+async def test_provider_presets_launch_with_the_providers_delivery_id(
+    gateway, kafka_bootstrap, namespace
+):
     gitlab, shopify = unique("gitlab"), unique("shopify")
     url = gateway(f"""
   - id: {gitlab}
@@ -221,7 +244,7 @@ async def test_provider_presets_launch_with_the_providers_delivery_id(gateway, k
     headers = {"X-Gitlab-Token": "gl-token", "X-Gitlab-Event-UUID": event_uuid}
     first = httpx.post(f"{url}/api/v0/launch/{gitlab}/", content=body, headers=headers)
     assert first.status_code == 202, first.text
-    event = await launched(kafka_bootstrap, first.json()["run_id"])
+    event = await launched(kafka_bootstrap, namespace, first.json()["run_id"])
     assert event.delivery_id == event_uuid
     assert event.request.headers["x-gitlab-token"] == "[redacted]"
     again = httpx.post(f"{url}/api/v0/launch/{gitlab}/", content=body, headers=headers)
@@ -236,7 +259,9 @@ async def test_provider_presets_launch_with_the_providers_delivery_id(gateway, k
     }
     r = httpx.post(f"{url}/api/v0/launch/{shopify}/", content=order, headers=signed)
     assert r.status_code == 202, r.text
-    assert (await launched(kafka_bootstrap, r.json()["run_id"])).delivery_id == webhook_id
+    assert (
+        await launched(kafka_bootstrap, namespace, r.json()["run_id"])
+    ).delivery_id == webhook_id
     forged = signed | {"X-Shopify-Hmac-Sha256": base64.b64encode(b"x" * 32).decode()}
     assert (
         httpx.post(f"{url}/api/v0/launch/{shopify}/", content=order, headers=forged).status_code
