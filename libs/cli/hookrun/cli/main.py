@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -22,8 +22,9 @@ from rich.text import Text
 from hookrun.cli import output
 from hookrun.cli.api import Api, CliError
 from hookrun.cli.inputs import UsageError, parse_header, parse_since, read_data
-from hookrun.config import ConfigError, HookrunConfig, Trigger, load_config
-from hookrun.config.signing import OutgoingRequest, SigningError, SigningOptions, sign_request
+
+if TYPE_CHECKING:
+    from hookrun.config import HookrunConfig, Trigger
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CONFIG = "examples/hookrun.yaml"
@@ -117,6 +118,10 @@ def cli() -> None:
 
 
 def _load(path: str) -> HookrunConfig:
+    # The config's models are imported by the commands that read a config only: they are most
+    # of the command's start-up time, and `runs`, `events` ... never need them.
+    from hookrun.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -173,6 +178,8 @@ def send(
 
     Exit status 0 when the gateway answers 2xx.
     """
+    from hookrun.config.signing import OutgoingRequest, SigningError, SigningOptions, sign_request
+
     config = _load(opts.config)
     found = _trigger(config, trigger, opts.config)
     body = read_data(data) if data is not None else _example_payload(found)
@@ -499,6 +506,8 @@ def config_group() -> None:
 @options(config=True)
 def check_config(opts: Options, file: str | None) -> None:
     """Validate FILE (default: HOOKRUN_CONFIG) as the services do at start-up."""
+    from hookrun.config import ConfigError, load_config
+
     path = file or opts.config
     try:
         config = load_config(path)
