@@ -64,7 +64,7 @@ async def test_a_run_log_kept_seven_days_is_reported_by_the_check_and_at_start(
     assert f"unsafe topic: {runs}: retention.ms is 604800000, want -1" in caplog.text
 
     checked = subprocess.run(
-        [sys.executable, "-m", "hookrun.events.topics_cli", "check", "--namespace", ns],
+        [sys.executable, "-m", "hookrun.cli", "topics", "check", "--namespace", ns],
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
         capture_output=True,
         text=True,
