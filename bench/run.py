@@ -24,7 +24,7 @@ from bench.warmup import warm_broker  # noqa: E402
 from hookrun.dev import kafka  # noqa: E402
 from hookrun.events.kafka import delete_topics, topic_names  # noqa: E402
 
-MODULES = ["gateway", "runner", "status", "notifier", "system"]
+MODULES = ["gateway", "runner", "status", "notifier", "system", "history"]
 
 
 def _fmt(value: object) -> str:
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", action="append", choices=MODULES, help="run only these modules")
     parser.add_argument(
+        "--runs",
+        type=int,
+        help="runs of history the history module writes (default: bench_history.DEFAULT_RUNS)",
+    )
+    parser.add_argument(
         "--no-broker-warm-up",
         action="store_true",
         help="skip warming the broker's JVM first (bench/warmup.py); for a broker known warm",
@@ -114,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running bench_{name} ...", file=sys.stderr, flush=True)
             before = asyncio.run(topic_names(bootstrap))
             try:
-                rows += asyncio.run(module.run(bootstrap, args.seconds))
+                sized = {"runs": args.runs} if name == "history" and args.runs else {}
+                rows += asyncio.run(module.run(bootstrap, args.seconds, **sized))
             except Exception:
                 traceback.print_exc()
                 failed.append(name)

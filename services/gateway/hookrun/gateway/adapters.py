@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
@@ -225,6 +226,11 @@ class KafkaDeliveryIndex:
         self._runs[key] = (run_id, at)
         if len(self._runs) % 10_000 == 0:
             self._forget_expired()
+
+    def entries(self) -> Mapping[str, tuple[str, float]]:
+        """The index as it stands, read-only: ``<trigger id>/<delivery id>`` -> (run id,
+        accepted at); what the gateway holds in memory for redelivery dedupe."""
+        return MappingProxyType(self._runs)
 
     async def find(self, trigger_id: str, delivery_id: str) -> str | None:
         key = f"{trigger_id}/{delivery_id}"
