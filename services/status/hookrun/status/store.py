@@ -32,6 +32,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS runs_by_time ON runs (received_at, run_id)",
     "CREATE INDEX IF NOT EXISTS runs_by_trigger ON runs (trigger_id, received_at, run_id)",
     "CREATE INDEX IF NOT EXISTS runs_by_replay_of ON runs (replay_of)",
+    # The run list filtered by status, newest first, reads only the rows it returns, however
+    # few runs have that status (docs/decisions/0053).
+    "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (run_status, received_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_info_status ON runs (info_status, received_at, run_id)",
     """CREATE TABLE IF NOT EXISTS actions (
         run_id TEXT NOT NULL, action_index INTEGER NOT NULL, action TEXT NOT NULL,
         status TEXT NOT NULL, result TEXT, error TEXT, completed_at TEXT,
@@ -54,6 +58,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS skipped_nodes (
         pipeline_id TEXT NOT NULL, node TEXT NOT NULL, run_id TEXT NOT NULL, reason TEXT,
         PRIMARY KEY (pipeline_id, node))""",
+    "CREATE INDEX IF NOT EXISTS skipped_nodes_by_run ON skipped_nodes (run_id)",
     """CREATE TABLE IF NOT EXISTS deliveries (
         run_id TEXT NOT NULL, message_id TEXT NOT NULL, subscription_id TEXT NOT NULL,
         url TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL, last_status_code INTEGER,
@@ -294,9 +299,10 @@ class SqlStore:
                 where.append(column)
                 params.append(value)
         if f.after is not None:
-            # Newest first; the row-value comparison spelled out works in both databases.
-            where.append("(received_at < ? OR (received_at = ? AND run_id < ?))")
-            params.extend([f.after[0], f.after[0], f.after[1]])
+            # Newest first. A row value, which both databases bound the index scan with; spelled
+            # out as an OR, PostgreSQL read every newer row to skip it (docs/decisions/0053).
+            where.append("(received_at, run_id) < (?, ?)")
+            params.extend(f.after)
         sql = "SELECT * FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -486,8 +492,8 @@ class SqlStore:
         sql = "SELECT * FROM trigger_log WHERE trigger_id = ?"
         params: list[Any] = [trigger_id]
         if after is not None:
-            sql += " AND (at < ? OR (at = ? AND entry_id < ?))"
-            params.extend([after[0], after[0], after[1]])
+            sql += " AND (at, entry_id) < (?, ?)"
+            params.extend(after)
         sql += " ORDER BY at DESC, entry_id DESC LIMIT ?"
         params.append(limit + 1)
         rows = await self._rows(sql, params)
