@@ -38,6 +38,7 @@ from hookrun.events import (
     LaunchRequest,
     PipelineCreated,
     PipelineFinished,
+    PipelineNodeSkipped,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -179,38 +180,98 @@ def run_records(
         )
     ]
     started, done = at + 20 * ms, at + rng.randint(800, 5000) * ms
+    executions = 1
     if i % PIPELINE_EVERY == 0:
+        # Two nodes, b after a: b runs when a succeeded and is skipped otherwise.
         pipeline_id = new_id()
         created = PipelineCreated(
             run_id=run_id,
             pipeline_id=pipeline_id,
             pipeline_name="Nightly",
             action_index=0,
-            nodes={"a": "noop"},
-            parameters={"a": {}},
+            nodes={"a": "noop", "b": "noop"},
+            edges=[("a", "b")],
+            parameters={"a": {}, "b": {}},
             trigger_id=trigger_id,
             payload_inputs={"a": ["payload"]},
             occurred_at=at + 10 * ms,
         )
         others.append(PipelineDefined.of(created))
         events.append(created)
-        node = {"pipeline_id": pipeline_id, "node": "a"}
-        result = {"action": "run_pipeline", "pipeline_name": "Nightly", "pipeline_id": pipeline_id}
+        events += _execution(run_id, i, outcome, started, done, pipeline_id=pipeline_id, node="a")
+        if outcome is RunStatus.SUCCESS:
+            executions = 2
+            started, done = done + 10 * ms, done + rng.randint(800, 5000) * ms
+            events += _execution(
+                run_id, i, outcome, started, done, pipeline_id=pipeline_id, node="b"
+            )
+        else:
+            events.append(
+                PipelineNodeSkipped(
+                    run_id=run_id,
+                    pipeline_id=pipeline_id,
+                    node="b",
+                    reason="a depends on it and did not succeed",
+                    occurred_at=done,
+                )
+            )
+        events.append(
+            PipelineFinished(
+                run_id=run_id, pipeline_id=pipeline_id, status=outcome, occurred_at=done
+            )
+        )
+        action = "run_pipeline"
+        result = {"action": action, "pipeline_name": "Nightly", "pipeline_id": pipeline_id}
     else:
-        node = {}
-        result = {"action": "run_execution", "execution_step": "noop"}
-    execution_id = new_id()
-    if not node:
-        result["execution_id"] = execution_id
-    exit_code = {RunStatus.SUCCESS: 0, RunStatus.FAILURE: 1, RunStatus.TIMED_OUT: None}[outcome]
+        events += _execution(run_id, i, outcome, started, done)
+        execution_id = events[-1].execution_id  # type: ignore[attr-defined]
+        action = "run_execution"
+        result = {"action": action, "execution_step": "noop", "execution_id": execution_id}
     events += [
+        ActionCompleted(
+            run_id=run_id,
+            action_index=0,
+            action=action,
+            status=outcome,
+            result=result,
+            occurred_at=done + ms,
+        ),
+        RunFinished(
+            run_id=run_id,
+            trigger_id=trigger_id,
+            config_version=CONFIG_VERSION,
+            status=outcome,
+            started_at=at,
+            completed_at=done + 2 * ms,
+            duration_ms=(done + 2 * ms - at) // ms,
+            execution_count=executions,
+            invocation=Invocation(id=run_id, payload=orjson.loads(body), timestamp=at),
+            occurred_at=done + 2 * ms,
+        ),
+    ]
+    events += _deliveries(run_id, done + 50 * ms, rng)
+    return launch, events, others
+
+
+def _execution(
+    run_id: str,
+    i: int,
+    outcome: RunStatus,
+    started: datetime,
+    done: datetime,
+    **node: str,
+) -> list[Event]:
+    """One execution of step noop from creation to its end (``node``: its pipeline and node)."""
+    execution_id = new_id()
+    ok = outcome is RunStatus.SUCCESS
+    return [
         ExecutionCreated(
             run_id=run_id,
             execution_id=execution_id,
             action_index=0,
             step="noop",
             params={"batch_size": 32},
-            occurred_at=at + 12 * ms,
+            occurred_at=started - timedelta(milliseconds=8),
             **node,
         ),
         ExecutionStarted(
@@ -225,49 +286,17 @@ def run_records(
             run_id=run_id,
             execution_id=execution_id,
             status=outcome,
-            exit_code=exit_code,
+            exit_code={RunStatus.SUCCESS: 0, RunStatus.FAILURE: 1}.get(outcome),
             started_at=started,
             completed_at=done,
-            duration_ms=(done - started) // ms,
-            output={"rows": 1000 + i % 97} if outcome is RunStatus.SUCCESS else None,
+            duration_ms=(done - started) // timedelta(milliseconds=1),
+            output={"rows": 1000 + i % 97} if ok else None,
             stdout_tail=f"extracting batch {i}\nwrote 1000 rows\n",
-            stderr_tail=""
-            if outcome is RunStatus.SUCCESS
-            else "Traceback ...\nValueError: bad row\n",
-            error=None if outcome is RunStatus.SUCCESS else f"{outcome.value.lower()}",
+            stderr_tail="" if ok else "Traceback ...\nValueError: bad row\n",
+            error=None if ok else outcome.value.lower(),
             occurred_at=done,
         ),
     ]
-    if node:
-        events.append(
-            PipelineFinished(
-                run_id=run_id, pipeline_id=node["pipeline_id"], status=outcome, occurred_at=done
-            )
-        )
-    events += [
-        ActionCompleted(
-            run_id=run_id,
-            action_index=0,
-            action="run_pipeline" if node else "run_execution",
-            status=outcome,
-            result=result,
-            occurred_at=done + ms,
-        ),
-        RunFinished(
-            run_id=run_id,
-            trigger_id=trigger_id,
-            config_version=CONFIG_VERSION,
-            status=outcome,
-            started_at=at,
-            completed_at=done + 2 * ms,
-            duration_ms=(done + 2 * ms - at) // ms,
-            execution_count=1,
-            invocation=Invocation(id=run_id, payload=orjson.loads(body), timestamp=at),
-            occurred_at=done + 2 * ms,
-        ),
-    ]
-    events += _deliveries(run_id, done + 50 * ms, rng)
-    return launch, events, others
 
 
 def _deliveries(run_id: str, at: datetime, rng: random.Random) -> list[Event]:
