@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 
 from bench.history import History, write_history
-from bench.procstat import rss_mb
+from bench.procstat import cpu_s, rss_mb
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.postgres import new_database, pg_bin, server
 from hookrun.dev.procs import ServiceProcess
@@ -174,8 +174,9 @@ def _service(name: str, ns: Namespace, bootstrap: str, root: Path) -> tuple[Serv
 
 async def _start_up(
     name: str, ns: Namespace, bootstrap: str, root: Path
-) -> tuple[float, float, float]:
-    """Seconds from start to /readyz 200, RSS (MB) then, and RSS SETTLE_S later."""
+) -> tuple[float, float, float, float]:
+    """Seconds from start to /readyz 200, RSS (MB) then, RSS SETTLE_S later, and the CPU
+    seconds the process had used when ready (which the machine's load does not stretch)."""
     proc, url = _service(name, ns, bootstrap, root)
     started = time.perf_counter()
     proc.start(wait_s=0)
@@ -193,9 +194,9 @@ async def _start_up(
                     pass
                 await asyncio.sleep(0.02)
         ready = time.perf_counter() - started
-        rss = rss_mb(proc.pid)
+        rss, cpu = rss_mb(proc.pid), sum(cpu_s(proc.pid))
         await asyncio.sleep(SETTLE_S)
-        return ready, rss, rss_mb(proc.pid)
+        return ready, rss, rss_mb(proc.pid), cpu
     finally:
         proc.stop()
 
@@ -318,14 +319,16 @@ async def _measure(bootstrap: str, runs: int, root: Path) -> list[dict[str, obje
     # The services' start-up, on the history and on the empty system, in turn.
     for name in ("gateway", "runner", "notifier", "status"):
         order = (empty, big, big, empty)
-        got: dict[str, list[tuple[float, float, float]]] = {"history": [], "empty": []}
+        got: dict[str, list[tuple[float, float, float, float]]] = {"history": [], "empty": []}
         for ns in order:
             got[ns.label].append(await _start_up(name, ns, bootstrap, root))
             _say(f"{name} on {ns.label}: ready in {got[ns.label][-1][0]:.2f} s")
-        ready = min(r for r, _, _ in got["history"])
-        ready0 = min(r for r, _, _ in got["empty"])
-        rss = max(max(a, b) for _, a, b in got["history"])
-        rss0 = max(max(a, b) for _, a, b in got["empty"])
+        ready = min(r[0] for r in got["history"])
+        ready0 = min(r[0] for r in got["empty"])
+        rss = max(max(r[1], r[2]) for r in got["history"])
+        rss0 = max(max(r[1], r[2]) for r in got["empty"])
+        cpu = min(r[3] for r in got["history"])
+        cpu0 = min(r[3] for r in got["empty"])
         rows += [
             _row(
                 f"history: {name} start to /readyz ({n})",
@@ -337,6 +340,7 @@ async def _measure(bootstrap: str, runs: int, root: Path) -> list[dict[str, obje
                 ready <= READY_GOAL_S,
                 rounds=got,
             ),
+            _row(f"history: {name} CPU until ready ({n})", cpu, "s", base, cpu0),
             _row(
                 f"history: {name} RSS once ready ({n})",
                 rss,
