@@ -40,9 +40,10 @@ from hookrun.dev.procs import ServiceProcess
 from hookrun.events import topics
 from hookrun.events.kafka import ensure_topics
 from hookrun.gateway.adapters import KafkaDeliveryIndex
-from hookrun.status.app import open_store, rebuild
+from hookrun.status.app import open_store
 from hookrun.status.config import Settings
 from hookrun.status.projection import ts
+from hookrun.status.rebuild import rebuild
 from hookrun.status.store import RunFilter, SqlStore
 from tests.status.factories import CONFIG
 

@@ -21,8 +21,8 @@ from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
 from hookrun.events import RunStatus, encode, topics
 from hookrun.events.kafka import consumer_settings, ensure_topics, partitions_of, producer_settings
-from hookrun.status.app import rebuild
 from hookrun.status.config import Settings
+from hookrun.status.rebuild import rebuild
 from tests.status.factories import CONFIG, launched, run_events
 
 CONCURRENCY = 32
