@@ -491,6 +491,10 @@ def read_only_root(writable: dict[str, Path], read_only: dict[str, Path]) -> lis
         args.extend(["--bind", str(host), path])
     for path, host in read_only.items():
         args.extend(["--ro-bind", str(host), path])
+    # The image's code stands in for by this checkout, which a volume may hide: a clone
+    # under /tmp (as CI makes one) lies under the pod's /tmp emptyDir.
+    if any(str(ROOT).startswith(target.rstrip("/") + "/") for target in targets):
+        args.extend(["--ro-bind", str(ROOT), str(ROOT)])
     return [*args, "--remount-ro", "/"]
 
 
