@@ -152,6 +152,9 @@ class TestRuns:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # as from a terminal: a suite started in the background (`cmd &`) ignores SIGINT,
+            # and its children would inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             assert watch.stdout is not None
@@ -167,7 +170,7 @@ class TestRuns:
             assert {c["trigger_id"] for c in seen} == {"gh-ok"}
         finally:
             watch.send_signal(signal.SIGINT)
-            code = watch.wait(timeout=30)  # 10 s was not enough with the whole suite beside it
+            code = watch.wait(timeout=30)
         assert code == 0, watch.stderr.read() if watch.stderr else ""
 
     def test_cancel_stops_a_running_run(self, system: System) -> None:
