@@ -218,3 +218,9 @@ def test_the_server_freezes_its_start_up_heap_and_tests_do_not(monkeypatch):
             pass
     assert frozen == [True]
     assert gc.isenabled()
+
+
+def test_a_fake_event_log_without_a_fake_delivery_index_is_refused():
+    # Half fakes would dedupe against a broker at the default address, wherever one runs.
+    with pytest.raises(TypeError, match="both event_log and deliveries"):
+        build(Settings(), parse_config(CONFIG, "t.yaml"), event_log=FakeEventLog())

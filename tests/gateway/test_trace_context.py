@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 
 from hookrun.config import parse_config
 from hookrun.events import TriggerLaunched, tracing
-from hookrun.gateway.adapters import FakeEventLog
+from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.app import build
 from hookrun.gateway.config import Settings
 from tests.gateway.test_launch import BODY, CONFIG, github_sig
@@ -20,7 +20,9 @@ def log() -> FakeEventLog:
 
 @pytest.fixture
 def client(log: FakeEventLog):
-    app = build(Settings(), parse_config(CONFIG, "test.yaml"), event_log=log)
+    app = build(
+        Settings(), parse_config(CONFIG, "test.yaml"), event_log=log, deliveries=FakeDeliveryIndex()
+    )
     with TestClient(app) as c:
         yield c
 

@@ -43,6 +43,12 @@ def app(config, store, feed):
     return application
 
 
+def test_a_fake_event_log_without_fake_log_ends_is_refused(config, store):
+    # Half fakes would read log ends from a broker at the default address, wherever one runs.
+    with pytest.raises(TypeError, match="both event_log and ends"):
+        build(Settings(), config, store=store, event_log=FakeEventLog())
+
+
 @pytest.fixture
 def client(app):
     # the store fixture is opened already; the lifespan opening it again would leak a connection

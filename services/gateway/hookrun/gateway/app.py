@@ -69,6 +69,10 @@ def build(
     # trigger's static secret (?token=...): the gateway logs no URL of its own either.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if (event_log is None) != (deliveries is None):
+        # Half fakes would reach for a broker at the default address: a unit test that passes
+        # only when a dev broker happens to run there.
+        raise TypeError("pass both event_log and deliveries, or neither")
     publisher: Publisher | None = None
     together: TransactionalPublisher | None = None
     if event_log is None:

@@ -66,6 +66,9 @@ def build(
     schedules: ScheduleBook | None = None,
 ) -> FastAPI:
     """Return the status app; Kafka adapters and the projection unless fakes are passed in."""
+    if (event_log is None) != (ends is None):
+        # Half fakes would reach for a broker at the default address (see the gateway's build).
+        raise TypeError("pass both event_log and ends, or neither")
     store = store or open_store(
         settings.hookrun_database_url, apply_delay_s=settings.hookrun_status_apply_delay_ms / 1000
     )
