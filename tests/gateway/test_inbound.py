@@ -163,6 +163,28 @@ class TestRateLimit:
         codes = [self.launch(client).status_code for _ in range(3)]
         assert codes == [202, 202, 429]
 
+    def test_a_redelivery_takes_no_token_and_gets_its_run_past_the_limit(self, make_client, log):
+        client = make_client(LIMITED, monotonic=Clock())
+        first, second = (
+            client.post(
+                "/api/v0/launch/limited/",
+                content=b"{}",
+                headers={"X-Token": "tok", "X-GitHub-Delivery": delivery},
+            )
+            for delivery in ("d-1", "d-2")
+        )
+        assert (first.status_code, second.status_code) == (202, 202)
+        for _ in range(3):  # the sender retries d-1, unsure it arrived: its run, no token
+            again = client.post(
+                "/api/v0/launch/limited/",
+                content=b"{}",
+                headers={"X-Token": "tok", "X-GitHub-Delivery": "d-1"},
+            )
+            assert again.status_code == 202
+            assert again.text == first.text
+        assert self.launch(client).status_code == 429  # a new launch finds the bucket empty
+        assert len(launched(log)) == 2
+
     def test_a_failed_condition_takes_no_token(self, make_client, log):
         client = make_client(LIMITED, monotonic=Clock())
         for _ in range(5):

@@ -110,14 +110,12 @@ async def launch(
         miss = filter_miss(trigger, request)
         if miss is not None:
             return _filtered(trigger, request, deps, miss)
-    if trigger.rate_limit is not None:
-        wait_s = deps.buckets[trigger.id].take(deps.monotonic())
-        if wait_s:
-            return _rate_limited(trigger, request, deps, wait_s)
-
     delivery = delivery_id(trigger, request)
     if delivery is not None:
         return await _launch_delivery(trigger, request, deps, delivery, verdict, is_test)
+    limited = _over_rate_limit(trigger, request, deps)
+    if limited is not None:
+        return limited
     run_id = deps.new_run_id()
     launched = recorded_launch(
         trigger,
@@ -169,6 +167,12 @@ async def _launch_delivery(
         if original is not None:
             answered = original
             return _duplicate(trigger, request, deps, delivery, original)
+        # Only a delivery that would start a run takes a token: a sender retrying one it was
+        # not sure about gets its run id back, even past the limit. (A copy that waited on a
+        # rate-limited first one answers 503, retry later, as after a failed first.)
+        limited = _over_rate_limit(trigger, request, deps)
+        if limited is not None:
+            return limited
         run_id = deps.new_run_id()
         launched = recorded_launch(
             trigger,
@@ -212,6 +216,14 @@ def _filtered(trigger: Trigger, request: InboundRequest, deps: Deps, reason: str
     deps.trigger_log.offer(_logged(trigger.id, request, "filtered", reason, 200))
     deps.launches.refused(trigger.id, "filtered", reason, None)
     return Reply(200, FILTERED_BODY)
+
+
+def _over_rate_limit(trigger: Trigger, request: InboundRequest, deps: Deps) -> Reply | None:
+    """Take a token of the trigger's rate limit, or return the 429 when none is left."""
+    if trigger.rate_limit is None:
+        return None
+    wait_s = deps.buckets[trigger.id].take(deps.monotonic())
+    return _rate_limited(trigger, request, deps, wait_s) if wait_s else None
 
 
 def _rate_limited(trigger: Trigger, request: InboundRequest, deps: Deps, wait_s: float) -> Reply:
