@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from rich.console import Console
 
 from hookrun.cli import output
@@ -191,3 +192,51 @@ class TestSendNeedsAPrivateKey:
         # signed: it got as far as the (absent) gateway
         assert result.exit_code == 1
         assert "cannot reach hookrun at http://127.0.0.1:9" in result.output
+
+
+class TestSendHeaders:
+    """``--header`` goes out as given, also where the signer would set that header."""
+
+    @pytest.fixture
+    def seen(self) -> Iterator[tuple[str, dict[str, str]]]:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        headers: dict[str, str] = {}
+
+        class Gateway(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                headers.update({k.lower(): v for k, v in self.headers.items()})
+                self.rfile.read(int(self.headers["content-length"]))
+                self.send_response(400)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}", headers
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    def send(self, url: str, *headers: str) -> Result:
+        args = ["send", "feature-extraction", "--config", "examples/hookrun.yaml", "--url", url]
+        return CliRunner().invoke(cli, [*args, *(f"-H{h}" for h in headers)])
+
+    def test_a_given_signature_header_replaces_the_signers(self, seen) -> None:
+        url, headers = seen
+        self.send(url, "x-hub-signature-256: sha256=00", "X-Extra: 1")
+        assert headers["x-hub-signature-256"] == "sha256=00"
+        assert headers["x-extra"] == "1"
+
+    def test_without_one_the_signer_signs(self, seen) -> None:
+        url, headers = seen
+        self.send(url)
+        assert headers["x-hub-signature-256"].startswith("sha256=")
+        assert headers["x-hub-signature-256"] != "sha256=00"

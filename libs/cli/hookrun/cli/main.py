@@ -164,7 +164,14 @@ def _run_id_in(body: Any, text: str) -> str | None:
     help="The body: JSON, or @FILE (@- for stdin)  [default: the first of the trigger's"
     " payload_schema examples, else {}]",
 )
-@click.option("--header", "-H", multiple=True, metavar="'K: V'", help="An extra header (repeat).")
+@click.option(
+    "--header",
+    "-H",
+    multiple=True,
+    metavar="'K: V'",
+    help="An extra header (repeat); it wins over one the signer would add (to send a wrong"
+    " signature, say).",
+)
 @click.option(
     "--private-key",
     type=click.Path(exists=True, dir_okay=False),
@@ -183,8 +190,11 @@ def send(
     config = _load(opts.config)
     found = _trigger(config, trigger, opts.config)
     body = read_data(data) if data is not None else _example_payload(found)
-    headers = dict(parse_header(h) for h in header)
-    if not any(name.lower() == "content-type" for name in headers):
+    # Lower-case names: header names are case-insensitive, and the signers keep a given
+    # webhook-id (setdefault) only when they see it under its lower-case name.
+    given = {name.lower(): value for name, value in map(parse_header, header)}
+    headers = dict(given)
+    if "content-type" not in headers:
         try:
             orjson.loads(body)
             headers["Content-Type"] = "application/json"
@@ -200,6 +210,10 @@ def send(
         if key is None and "private key" in str(exc):
             hint = "; pass it with --private-key FILE"
         raise CliError(f"cannot sign for trigger {trigger!r}: {exc}{hint}") from None
+    signed.headers = {
+        **{k: v for k, v in signed.headers.items() if k.lower() not in given},
+        **given,
+    }
     api = opts.api()
     try:
         response = api.send(
