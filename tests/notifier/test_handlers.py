@@ -416,13 +416,8 @@ class TestSubscriptionHealth:
 
 class TestSubscriptionsMadeThroughTheApi:
     def saved(self, secrets, **kw):
-        return SubscriptionSaved(
-            subscription_id="t1:sub_1",
-            trigger_id="t1",
-            url="http://hooks.example.com/made",
-            secrets=secrets,
-            **kw,
-        )
+        kw = {"url": "http://hooks.example.com/made", **kw}
+        return SubscriptionSaved(subscription_id="t1:sub_1", trigger_id="t1", secrets=secrets, **kw)
 
     async def test_a_saved_subscription_gets_the_next_run_and_a_deleted_one_nothing(self, config):
         key = Fernet.generate_key().decode()
@@ -440,6 +435,27 @@ class TestSubscriptionsMadeThroughTheApi:
         deps.states.apply(SubscriptionDeleted(subscription_id="t1:sub_1", trigger_id="t1"))
         [closed] = await attempt_delivery(made[0], deps)
         assert closed.outcome == "gone" and closed.error == "subscription is disabled"
+
+    async def test_a_retry_goes_to_the_subscription_as_changed_since(self, config):
+        deps = deps_for(config, respond=lambda url, body, headers: SendResult(500, 1, "no"))
+        deps.states.apply(self.saved([SubscriptionSecret(secret=WHSEC_A)]))
+        book = await planned(config, deps)
+        [delivery] = [d for d in book.pending() if d.subscription.id == "t1:sub_1"]
+        await attempt_delivery(delivery, deps)
+        deps.states.apply(
+            self.saved(
+                [SubscriptionSecret(secret=WHSEC_B)],
+                url="http://hooks.example.com/moved",
+                headers={"X-Env": "prod"},
+            )
+        )
+        retried, *_ = await attempt_delivery(delivery, deps)
+        assert retried.url == "http://hooks.example.com/moved"
+        [first, second] = [s for s in deps.sender.sent if s[0] == "t1:sub_1"]
+        assert first[1] == "http://hooks.example.com/made"
+        assert second[1] == "http://hooks.example.com/moved"
+        assert second[3]["X-Env"] == "prod" and "X-Env" not in first[3]
+        assert second[3]["webhook-signature"] != first[3]["webhook-signature"]  # WHSEC_B signs
 
     def test_an_expired_secret_no_longer_signs(self, config):
         clock = Clock(1_800_000_000.0)

@@ -214,6 +214,17 @@ class Deps:
             )
         return sub
 
+    def current(self, sub: Subscription) -> Subscription:
+        """``sub`` as it stands now. One made through the admin API may have been changed (its
+        URL, headers, statuses, secrets) or its old secret may have expired since a delivery
+        to it was planned; a config subscription is fixed for the process."""
+        if sub.source != "api":
+            return sub
+        saved = self.states.defined.get(sub.id)
+        if saved is None:
+            return sub  # deleted: is_disabled says so
+        return self.made(saved) or sub
+
     def is_disabled(self, sub: Subscription) -> bool:
         if not sub.enabled:
             return True
@@ -409,8 +420,11 @@ def _wanted(sub: Subscription, run: RunFinished | None, record: Delivered | None
 
 
 async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
-    """Make one HTTP attempt and return the events that record it (and what it led to)."""
-    sub = delivery.subscription
+    """Make one HTTP attempt and return the events that record it (and what it led to).
+
+    A retry goes to the subscription as it is now, not as it was at the first attempt.
+    """
+    sub = delivery.subscription = deps.current(delivery.subscription)
     attempt = delivery.attempts + 1
     base: dict[str, Any] = {
         "run_id": delivery.run_id,
