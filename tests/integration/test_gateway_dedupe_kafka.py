@@ -6,11 +6,12 @@ import hashlib
 import hmac
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from standardwebhooks import Webhook
@@ -19,8 +20,9 @@ from hookrun.dev.events import read_events
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
-from hookrun.events import topics
-from hookrun.events.kafka import ensure_topics
+from hookrun.events import InboundDeliveryRecorded, encode, topics
+from hookrun.events.kafka import KeyHashPartitioner, Publisher, ensure_topics, producer_settings
+from hookrun.gateway.adapters import KafkaDeliveryIndex
 
 pytestmark = pytest.mark.kafka
 
@@ -188,3 +190,60 @@ async def test_a_failure_between_the_launch_and_its_dedupe_record_lets_no_retry_
     records = await read_events(kafka_bootstrap, deliveries, timeout_s=0)
     mapped = [orjson.loads(r.value) for r in records if delivery in r.value.decode()]
     assert {m["run_id"] for m in mapped} == {run_id}
+
+
+def delivered(delivery: str, at: datetime) -> InboundDeliveryRecorded:
+    return InboundDeliveryRecorded(
+        trigger_id="gh", delivery_id=delivery, run_id=str(uuid.uuid4()), occurred_at=at
+    )
+
+
+async def test_a_starting_index_reads_only_the_windows_deliveries_and_finds_one_just_accepted(
+    kafka_bootstrap,
+):
+    ns = new_namespace()
+    await ensure_topics(kafka_bootstrap, namespace=ns)
+    topic = topics.named(topics.INBOUND_DELIVERIES, ns)
+    now = datetime.now(UTC)
+    # Past the 6 h window yet inside the topic's 7 h retention: still there to be read.
+    old = [delivered(f"old-{n}", now - timedelta(hours=6, minutes=30)) for n in range(200)]
+    recent = [delivered(f"recent-{n}", now - timedelta(hours=1)) for n in range(3)]
+    producer = AIOKafkaProducer(**producer_settings(kafka_bootstrap, "test"))
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        acks = []
+        for event in (*old, *recent):
+            record = encode(event)
+            # stamped as the gateway that accepted it then would have
+            stamp = int(event.occurred_at.timestamp() * 1000)
+            acks.append(
+                await producer.send(
+                    topic, record.value, key=record.key, headers=record.headers, timestamp_ms=stamp
+                )
+            )
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    # Another gateway's deliveries, accepted just before a lookup: at least one on each
+    # partition, those that held no recent record (where the index started at the end) too.
+    hashed = KeyHashPartitioner()
+    just: list[InboundDeliveryRecorded] = []
+    while {hashed(encode(e).key, partitions, partitions) for e in just} != set(partitions):
+        just.append(delivered(f"just-{len(just)}", now))
+
+    index = KafkaDeliveryIndex(kafka_bootstrap, window_s=topics.DEDUPE_WINDOW_S, namespace=ns)
+    other = Publisher(kafka_bootstrap, "test", namespace=ns)
+    await other.start(wait=True)
+    await index.start()
+    try:
+        assert await index.find("gh", "recent-0") == recent[0].run_id
+        assert await index.find("gh", "old-0") is None
+        assert set(index.entries()) == {f"gh/recent-{n}" for n in range(3)}
+        assert index.records_read == len(recent)  # the old ones were not even decoded
+        for event in just:
+            await other.publish([event])
+            assert await index.find("gh", event.delivery_id) == event.run_id
+    finally:
+        await index.stop()
+        await other.stop()

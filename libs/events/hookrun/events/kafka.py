@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -328,11 +329,15 @@ async def decode_or_dead_letter(
 
 
 class TopicTable:
-    """Follows every partition of a (compacted) topic from the beginning, without a consumer group.
+    """Follows every partition of a (compacted) topic from the beginning (or from a time, see
+    ``newer_than_s``), without a consumer group.
 
     Each decoded event is passed to ``apply``. :meth:`catch_up` waits until everything that was
     on the topic when it was called has been applied: read-your-writes across instances.
     """
+
+    #: Records read and decoded so far (what the start-up replay cost).
+    records: int
 
     def __init__(
         self,
@@ -343,14 +348,22 @@ class TopicTable:
         *,
         catch_up_timeout_s: float = 5.0,
         fetch_max_wait_ms: int | None = None,
+        newer_than_s: float | None = None,
     ) -> None:
         """``fetch_max_wait_ms`` overrides how long an idle fetch waits at the broker.
 
         A fetch is answered as soon as records arrive, so a longer wait does not delay
         :meth:`catch_up`; it only makes an idle table cheaper for the broker, which answers
         an idle fetch every 20 ms by default.
+
+        ``newer_than_s``: start each partition at its first record whose Kafka timestamp is at
+        most that many seconds old when the table connects (at its end if none is), not at
+        its beginning; for a table that keeps only recent events, whose older records it
+        would read only to drop.
         """
         self.topic = topic
+        self.records = 0
+        self._newer_than_s = newer_than_s
         self._settings = consumer_settings(bootstrap, service, group=None)
         if fetch_max_wait_ms is not None:
             self._settings["fetch_max_wait_ms"] = fetch_max_wait_ms
@@ -389,7 +402,10 @@ class TopicTable:
                 if not self._partitions:
                     raise KafkaError(f"topic {self.topic} does not exist yet")
                 consumer.assign(self._partitions)
-                await consumer.seek_to_beginning(*self._partitions)
+                if self._newer_than_s is None:
+                    await consumer.seek_to_beginning(*self._partitions)
+                else:
+                    await self._seek_to_time(consumer, self._newer_than_s)
                 if self._ends is None:
                     self._ends = AIOKafkaConsumer(**self._settings)
                     await self._ends.start()
@@ -401,12 +417,23 @@ class TopicTable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def _seek_to_time(self, consumer: AIOKafkaConsumer, newer_than_s: float) -> None:
+        # The ends are asked first: a record appended after that is read whatever its time, so
+        # a partition found without a recent record skips nothing written meanwhile.
+        ends = await consumer.end_offsets(self._partitions)
+        since_ms = int((time.time() - newer_than_s) * 1000)
+        found = await consumer.offsets_for_times({tp: since_ms for tp in self._partitions})
+        for tp in self._partitions:
+            first = found.get(tp)
+            consumer.seek(tp, ends[tp] if first is None else first.offset)
+
     async def _follow(self) -> None:
         self._consumer = await self._connect()
         self._connected.set()
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
             for records in batches.values():
+                self.records += len(records)
                 for record in records:
                     try:
                         event = decode(record.value, record.headers)

@@ -179,9 +179,10 @@ EVENTS = EventMap(
 class KafkaDeliveryIndex:
     """DeliveryIndex on the compacted ``hookrun.inbound-deliveries`` topic.
 
-    Every gateway instance reads the whole topic (no consumer group) into memory, so a restarted
-    gateway and every other instance know the delivery ids accepted before. ``find`` first
-    catches up to the topic's log end, so a delivery that any instance acknowledged is found.
+    Every gateway instance reads the topic's last window (no consumer group) into memory, so a
+    restarted gateway and every other instance know the delivery ids accepted before. ``find``
+    first catches up to the topic's log end, so a delivery that any instance acknowledged is
+    found.
     """
 
     def __init__(
@@ -203,6 +204,10 @@ class KafkaDeliveryIndex:
             # An idle long poll: records still arrive at once, and the broker is not asked
             # 50 times a second (decision 0008).
             fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
+            # A record's Kafka timestamp is taken when it is sent (or appended), never before
+            # its event's occurred_at: the records older than the window hold no delivery the
+            # index would keep, so they are not read (decision 0057).
+            newer_than_s=window_s,
         )
 
     async def start(self) -> None:
@@ -226,6 +231,11 @@ class KafkaDeliveryIndex:
         self._runs[key] = (run_id, at)
         if len(self._runs) % 10_000 == 0:
             self._forget_expired()
+
+    @property
+    def records_read(self) -> int:
+        """Records of the topic read so far (at start: the window's, not the topic's)."""
+        return self._table.records
 
     def entries(self) -> Mapping[str, tuple[str, float]]:
         """The index as it stands, read-only: ``<trigger id>/<delivery id>`` -> (run id,
