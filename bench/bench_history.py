@@ -202,9 +202,9 @@ async def _start_up(
         proc.stop()
 
 
-async def _dedupe_index(bootstrap: str, ns: Namespace) -> tuple[int, int, float]:
-    """Entries and bytes the gateway's dedupe index holds on ``ns``, and the seconds its first
-    lookup takes after start (it replays the dedupe topic)."""
+async def _dedupe_index(bootstrap: str, ns: Namespace) -> tuple[int, int, float, int]:
+    """Entries and bytes the gateway's dedupe index holds on ``ns``, the seconds its first
+    lookup takes after start (it replays the dedupe topic's window), and the records read."""
     index = KafkaDeliveryIndex(
         bootstrap, window_s=topics.DEDUPE_WINDOW_S, namespace=ns.name, catch_up_timeout_s=120
     )
@@ -218,7 +218,7 @@ async def _dedupe_index(bootstrap: str, ns: Namespace) -> tuple[int, int, float]
         for key, (run_id, at) in held.items():
             size += sys.getsizeof(key) + sys.getsizeof((run_id, at))
             size += sys.getsizeof(run_id) + sys.getsizeof(at)
-        return len(held), size, seconds
+        return len(held), size, seconds, index.records_read
     finally:
         await index.stop()
 
@@ -353,8 +353,8 @@ async def _measure(bootstrap: str, runs: int, root: Path) -> list[dict[str, obje
             ),
         ]
 
-    entries, size, replay = await _dedupe_index(bootstrap, big)
-    entries0, size0, replay0 = await _dedupe_index(bootstrap, empty)
+    entries, size, replay, read = await _dedupe_index(bootstrap, big)
+    entries0, size0, replay0, _ = await _dedupe_index(bootstrap, empty)
     rows += [
         _row(
             f"history: gateway dedupe index held ({n}, 6 h window)",
@@ -367,7 +367,8 @@ async def _measure(bootstrap: str, runs: int, root: Path) -> list[dict[str, obje
             <= big.history.dedupe_records * (topics.DEDUPE_WINDOW_S / 86400 / 30) * 1.5 + 10_000,
             entries=entries,
             baseline_entries=entries0,
-            records_on_topic=big.history.dedupe_records,
+            records_written=big.history.dedupe_records,
+            records_read=read,
         ),
         _row(
             f"history: gateway dedupe topic replay, first lookup ({n})",

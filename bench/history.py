@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import multiprocessing
 import os
 import random
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -68,6 +70,10 @@ DUPLICATE_EVERY = 50
 PARALLEL_FROM = 20_000
 #: Batches in flight before the writer waits for their acknowledgements.
 IN_FLIGHT = 64
+#: The newest part of a history written by several processes is written after the rest, by
+#: one: their records would otherwise interleave times hours apart in each partition, where a
+#: served system's log is in time order (a seek by time, as the gateway's, relies on that).
+ORDERED_TAIL = timedelta(hours=12)
 
 
 @dataclass
@@ -366,35 +372,48 @@ async def write_history(
     commit the runner's, the notifier's and the status service's groups at the log end; return
     what was written.
 
-    ``workers`` processes (default: one per CPU from PARALLEL_FROM runs) each write every ``workers``-th run; each run's
-    records come from one of them, in order.
+    ``workers`` processes (default: one per CPU from PARALLEL_FROM runs) each write every
+    ``workers``-th run but the newest ORDERED_TAIL's, written after them by this process; each
+    run's records come from one of them, in order.
     """
     if workers is None:
         workers = (os.cpu_count() or 1) if runs >= PARALLEL_FROM else 1
     times = list(launch_times(runs, days))
-    if workers == 1:
-        parts = [await _write(bootstrap, namespace, times, 0, 1, seed)]
-    else:
+    parts: list[History] = []
+    cut = 0
+    if workers > 1:
+        cut = bisect.bisect_left(times, times[-1] - ORDERED_TAIL)
         loop = asyncio.get_running_loop()
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
             parts = await asyncio.gather(
                 *(
                     loop.run_in_executor(
-                        pool, _write_share, bootstrap, namespace, times, w, workers, seed + w
+                        pool,
+                        _write_share,
+                        bootstrap,
+                        namespace,
+                        times,
+                        w,
+                        workers,
+                        seed + w,
+                        0,
+                        cut,
                     )
                     for w in range(workers)
                 )
             )
+    tail_seed = seed if workers == 1 else seed + workers
+    tail = await _write(bootstrap, namespace, times, 0, 1, tail_seed, cut)
     history = History(runs=runs)
-    for part in parts:
+    for part in (*parts, tail):
         history.run_events += part.run_events
         history.trigger_log += part.trigger_log
         history.dedupe_records += part.dedupe_records
         history.pipelines += part.pipelines
-        history.sample += part.sample
         history.deliveries.update(part.deliveries)
-    history.sample.sort(key=part_order(parts))
+    history.sample = sorted((r for part in parts for r in part.sample), key=part_order(parts))
+    history.sample += tail.sample
     await commit_at_end(bootstrap, namespace)
     return history
 
@@ -406,16 +425,23 @@ def part_order(parts: list[History]) -> Callable[[str], int]:
     return lambda run_id: order[run_id] * len(parts) + index[run_id]
 
 
-def _write_share(
-    bootstrap: str, namespace: str, times: list[datetime], share: int, shares: int, seed: int
-) -> History:
-    return asyncio.run(_write(bootstrap, namespace, times, share, shares, seed))
+def _write_share(*args: Any) -> History:
+    """:func:`_write` in a process of the pool."""
+    return asyncio.run(_write(*args))
 
 
 async def _write(
-    bootstrap: str, namespace: str, times: list[datetime], share: int, shares: int, seed: int
+    bootstrap: str,
+    namespace: str,
+    times: list[datetime],
+    share: int,
+    shares: int,
+    seed: int,
+    start: int = 0,
+    stop: int | None = None,
 ) -> History:
-    """Write runs ``share``, ``share + shares``, ... in batches of records, one per partition."""
+    """Write runs ``start + share``, ``start + share + shares``, ... before ``stop`` in batches
+    of records, one per partition."""
     rng = random.Random(seed)
     history = History()
     every = max(1, len(times) // 1000)
@@ -431,7 +457,7 @@ async def _write(
         pending.append(await producer.send_batch(batch, topic, partition=partition))
 
     try:
-        for i in range(share, len(times), shares):
+        for i in range(start + share, len(times) if stop is None else stop, shares):
             launch, events, others = run_records(i, times[i], rng)
             if i % every == 0:
                 history.sample.append(launch.run_id)
@@ -446,11 +472,18 @@ async def _write(
                 batch = batches.get((topic, part))
                 if batch is None:
                     batch = batches[(topic, part)] = producer.create_batch()
-                fields = {"key": record.key, "value": record.value, "headers": record.headers}
-                if batch.append(timestamp=None, **fields) is None:  # full: send it, start anew
+                # Stamped with the event's time, as the service that appended it then would
+                # have: the topics' time retention and a seek by time see a month of records.
+                fields = {
+                    "key": record.key,
+                    "value": record.value,
+                    "headers": record.headers,
+                    "timestamp": int(event.occurred_at.timestamp() * 1000),
+                }
+                if batch.append(**fields) is None:  # full: send it, start anew
                     await flush(topic, part)
                     batches[(topic, part)] = batch = producer.create_batch()
-                    batch.append(timestamp=None, **fields)
+                    batch.append(**fields)
             history.run_events += 1 + len(events)
             for event in others:
                 if isinstance(event, InboundDeliveryRecorded):

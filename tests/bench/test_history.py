@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from bench.history import groups_of, write_history
+from bench.history import ORDERED_TAIL, groups_of, write_history
 from hookrun.dev.events import read_events
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import decode, topics
@@ -20,6 +21,13 @@ from hookrun.status.rebuild import rebuild
 pytestmark = pytest.mark.kafka
 
 RUNS = 60
+#: The history's span here: inside the dedupe topic's 7 h retention, which the broker applies
+#: by the records' times (their events'), so that none is deleted while the test reads.
+DAYS = 0.25
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 async def test_written_history_decodes_and_projects_to_the_runs_asked_for(
@@ -27,13 +35,16 @@ async def test_written_history_decodes_and_projects_to_the_runs_asked_for(
 ) -> None:
     ns = new_namespace()
     await ensure_topics(kafka_bootstrap, namespace=ns)
-    history = await write_history(kafka_bootstrap, ns, RUNS, workers=2)
+    history = await write_history(kafka_bootstrap, ns, RUNS, workers=2, days=DAYS)
 
-    # every record on every topic the writer touched is an event the codec decodes
+    # every record on every topic the writer touched is an event the codec decodes, stamped
+    # with the time the event happened
     kinds: Counter[str] = Counter()
     for topic in (topics.RUNS, topics.TRIGGERS, topics.INBOUND_DELIVERIES, topics.PIPELINES):
         for raw in await read_events(kafka_bootstrap, topics.named(topic, ns), timeout_s=0):
-            kinds[type(decode(raw.value, list(raw.headers.items()))).__name__] += 1
+            event = decode(raw.value, list(raw.headers.items()))
+            kinds[type(event).__name__] += 1
+            assert abs(raw.timestamp - ms(event.occurred_at)) <= 1, (raw, event)
     assert kinds["TriggerLaunched"] == kinds["RunFinished"] == RUNS
     assert kinds["InboundDeliveryRecorded"] == history.dedupe_records > 0
     assert kinds["PipelineDefined"] == history.pipelines == kinds["PipelineCreated"] > 0
@@ -77,3 +88,25 @@ async def test_written_history_decodes_and_projects_to_the_runs_asked_for(
                 assert (await consumer.committed(tp)) == ends[tp]
         finally:
             await consumer.stop()
+
+
+async def test_a_month_of_history_keeps_the_times_its_events_happened_in_order(
+    kafka_bootstrap: str,
+) -> None:
+    # The broker takes records a month old as they are (CreateTime, no limit on how old), so
+    # the run topic spans the month, not the minutes it took to write it.
+    ns = new_namespace()
+    await ensure_topics(kafka_bootstrap, namespace=ns)
+    await write_history(kafka_bootstrap, ns, 300, workers=2, days=30)
+    written = await read_events(kafka_bootstrap, topics.named(topics.RUNS, ns), timeout_s=0)
+    now = datetime.now(UTC)
+    oldest, newest = min(r.timestamp for r in written), max(r.timestamp for r in written)
+    assert ms(now - timedelta(days=30, minutes=5)) < oldest < ms(now - timedelta(days=29))
+    assert newest > ms(now - timedelta(hours=3))  # the last of 300 runs: 2.4 h ago
+    # However many processes wrote it, each partition holds its newest hours after the rest.
+    older, newer = ms(now - ORDERED_TAIL - timedelta(minutes=5)), ms(now - ORDERED_TAIL / 2)
+    for partition in {r.partition for r in written}:
+        mine = [r for r in written if r.partition == partition]
+        last_old = max((r.offset for r in mine if r.timestamp < older), default=-1)
+        first_new = min((r.offset for r in mine if r.timestamp > newer), default=1 << 62)
+        assert last_old < first_new

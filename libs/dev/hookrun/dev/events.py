@@ -26,6 +26,8 @@ class RawEvent:
     key: str | None
     headers: dict[str, str]
     value: bytes
+    #: The record's Kafka timestamp (ms since the epoch).
+    timestamp: int
 
     def data(self) -> Any:
         return orjson.loads(self.value)
@@ -79,7 +81,15 @@ async def read_events(
                         if key is None or k == key:
                             headers = {n: v.decode(errors="replace") for n, v in r.headers}
                             found.append(
-                                RawEvent(r.topic, r.partition, r.offset, k, headers, r.value or b"")
+                                RawEvent(
+                                    r.topic,
+                                    r.partition,
+                                    r.offset,
+                                    k,
+                                    headers,
+                                    r.value or b"",
+                                    r.timestamp,
+                                )
                             )
             if until is None or until(found) or time.monotonic() > deadline:
                 return found
