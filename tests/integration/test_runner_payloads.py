@@ -124,3 +124,28 @@ async def test_a_reference_to_no_launch_fails_the_lookup_instead_of_waiting(kafk
             await looked_up(index, "p-2")
     finally:
         await index.stop()
+
+
+async def test_the_index_reads_the_pipelines_topic_from_its_first_catch_up_not_before(
+    kafka_bootstrap,
+):
+    ns = new_namespace()
+    await ensure_topics(kafka_bootstrap, namespace=ns)
+    [ref] = await published(kafka_bootstrap, ns, [launch(b"{}")])
+    other_runner = Publisher(kafka_bootstrap, "test", namespace=ns)
+    await other_runner.start(wait=True)
+    index = KafkaPipelineIndex(kafka_bootstrap, namespace=ns)
+    try:
+        await other_runner.publish([definition(i, ref) for i in range(3)])
+        await asyncio.sleep(0.5)
+        assert len(index) == 0  # nothing read while no run needed a definition
+        await index.catch_up()
+        found = index.lookup("p-2", with_payload=False)
+        assert found is not None and found.payload_from == ref
+        # and followed from then on: read-your-writes across runners
+        await other_runner.publish([definition(3, ref)])
+        await index.catch_up()
+        assert index.lookup("p-3", with_payload=False) is not None
+    finally:
+        await index.stop()
+        await other_runner.stop()

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from hookrun.config import ConfigError, HookrunConfig, load_config
+from hookrun.config import ConfigError, CopyPipelineAction, HookrunConfig, load_config
 from hookrun.events import logs, topics, tracing
 from hookrun.events.clients import GroupConsumer
 from hookrun.events.configs import ConfigRecorded
@@ -45,7 +45,10 @@ async def serve(settings: Settings, config: HookrunConfig, isolation: Isolation)
     publisher = Publisher(bootstrap, "runner", namespace=ns, first=[recorded])
     await publisher.start(wait=True)
     index = KafkaPipelineIndex(bootstrap, namespace=ns)
-    await index.start()
+    if any(isinstance(a, CopyPipelineAction) for t in config.triggers for a in t.actions):
+        # Read ahead, so that the first copy does not wait for it; otherwise the definitions
+        # are read only if a run launched with another config version copies one.
+        await index.start()
     configs = KafkaConfigStore(bootstrap, namespace=ns)
     await configs.start()
     consumer = GroupConsumer(

@@ -100,7 +100,12 @@ class DefinitionStore:
 
 
 class KafkaPipelineIndex:
-    """Follows the compacted pipelines topic; catch_up gives read-your-writes across runners."""
+    """Follows the compacted pipelines topic; catch_up gives read-your-writes across runners.
+
+    The topic holds a definition per pipeline ever made, so it is read only once :meth:`start`
+    or the first :meth:`catch_up` asks for it: a runner whose runs copy no pipeline never reads
+    it (decision 0058).
+    """
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class KafkaPipelineIndex:
         self.reader = reader or LaunchReader(bootstrap, namespace=namespace)
         self.reader.on_read = self._read
         self._wake: Callable[[], Awaitable[None]] | None = None
+        self._following = False
         self._waking: set[asyncio.Task[None]] = set()
         # A fetch is answered as soon as records arrive, so a long wait adds no latency and
         # keeps an idle table from polling the broker (docs/decisions/0008).
@@ -145,7 +151,10 @@ class KafkaPipelineIndex:
             self._store.put(event)
 
     async def start(self) -> None:
-        await self._table.start()
+        """Begin reading the topic in the background, if not begun yet."""
+        if not self._following:
+            self._following = True
+            await self._table.start()
 
     async def stop(self) -> None:
         try:
@@ -156,6 +165,7 @@ class KafkaPipelineIndex:
 
     async def catch_up(self) -> None:
         if not _AFTER_READ.get():
+            await self.start()
             await self._table.catch_up()
 
     def lookup(self, pipeline_id: str, *, with_payload: bool = True) -> PipelineDefined | None:
