@@ -24,6 +24,7 @@ from hookrun.events import topics
 from hookrun.events.base import Event, utcnow
 from hookrun.events.clients import Commit, ConsumerClient
 from hookrun.events.consumer import ConsumeLoop
+from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, MAX_OUTPUT_BYTES
 from hookrun.events.runs import ErrorDetail, ExecutionFinished, RunStatus
 from hookrun.events.service import Partition, PublisherClient, Service
@@ -221,7 +222,12 @@ class Runner(Service[int]):
         """
         runs = await configured(self.versions, due)
         if any(needs_pipeline_lookup(r, config) for r, _, config in runs):
-            await self.index.catch_up()
+            try:
+                await self.index.catch_up()
+            except KafkaUnavailable as exc:
+                # As for an unreadable config version: those runs wait for the next reconcile.
+                log.warning("pipelines unreadable now (%s): runs that copy one wait", exc)
+                runs = [(r, h, c) for r, h, c in runs if not needs_pipeline_lookup(r, c)]
         plans = [
             (run, ctx, self._plan(run, handlers, ctx))
             for run, handlers, ctx in in_contexts(runs, self.context())
