@@ -90,8 +90,9 @@ setup-helm: $(SYNCED)
 
 # pytest's session fixture uses KAFKA_BOOTSTRAP_SERVERS, else a broker container if Docker
 # answers, else the broker on 127.0.0.1:9092, else starts one for the run and stops it at the end.
+# The unit tests run alongside the others (hookrun.dev.suite; HOOKRUN_TEST_SERIAL=1: one run).
 test: setup setup-postgres setup-browser setup-helm
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m hookrun.dev.suite $(PYTEST_ARGS)
 
 test-quick: $(SYNCED)
 	$(PY) -m pytest -m "not kafka and not e2e" $(PYTEST_ARGS)
