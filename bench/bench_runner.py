@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -121,8 +125,18 @@ async def _bare_spawns(n: int) -> tuple[float, float]:
     return rate, statistics.median(times)
 
 
-async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
-    """Measure and return the runner rows."""
+@dataclass
+class RunnerAlone:
+    """A runner on its own namespace, warmed up, with a publisher of launches and a watch."""
+
+    runner: ServiceProcess
+    publisher: Publisher
+    watch: _Watch
+
+
+@contextlib.asynccontextmanager
+async def runner_alone(bootstrap: str) -> AsyncIterator[RunnerAlone]:
+    """Start a runner alone (default settings, a no-op step) and warm it up; stop it after."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, namespace=namespace)
     topic = topics.named(topics.RUNS, namespace)
@@ -147,7 +161,6 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
     )
     publisher = Publisher(bootstrap, "bench", namespace=namespace)
     watch = _Watch(bootstrap, topic)
-    n = max(200, int(seconds * 150))
     try:
         runner.start()
         runner.wait_healthy(60, ready_key="assigned")
@@ -157,30 +170,50 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
         warm = [_launch() for _ in range(20)]
         await publisher.publish(warm)
         await watch.wait("hookrun.run.finished", [e.run_id for e in warm], 60)
-
-        # (2) overhead, one run at a time so no queue inflates it
-        overhead = []
-        for _ in range(30):
-            event = _launch()
-            await publisher.publish([event])
-            await watch.wait("hookrun.execution.started", [event.run_id], 30)
-            started_at = watch.events[("hookrun.execution.started", event.run_id)]
-            overhead.append((started_at - event.occurred_at).total_seconds())
-
-        # (1) throughput: N launches at once, until N RunFinished
-        launches = [_launch() for _ in range(n)]
-        cpu0 = cpu_s(runner.pid)
-        t0 = time.perf_counter()
-        await publisher.publish(launches)
-        await watch.wait("hookrun.run.finished", [e.run_id for e in launches], 120 + n / 20)
-        last = max(watch.arrived[("hookrun.run.finished", e.run_id)] for e in launches)
-        rate = n / (last - t0)
-        cpu1 = cpu_s(runner.pid)
-        own_ms, children_ms = ((b - a) / n * 1000 for a, b in zip(cpu0, cpu1, strict=True))
+        yield RunnerAlone(runner, publisher, watch)
     finally:
         await watch.stop()
         await publisher.stop()
         runner.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def noop_runs(seconds: float) -> int:
+    """How many launches :func:`noop_max` is given for a measurement of about ``seconds``."""
+    return max(200, int(seconds * 150))
+
+
+async def noop_max(alone: RunnerAlone, n: int) -> tuple[float, float, float]:
+    """(no-op runs/s, runner CPU ms per run, its executions' CPU ms per run) for N launches at once.
+
+    The rate counts from the publish until the last run's RunFinished appeared.
+    """
+    launches = [_launch() for _ in range(n)]
+    cpu0 = cpu_s(alone.runner.pid)
+    t0 = time.perf_counter()
+    await alone.publisher.publish(launches)
+    await alone.watch.wait("hookrun.run.finished", [e.run_id for e in launches], 120 + n / 20)
+    last = max(alone.watch.arrived[("hookrun.run.finished", e.run_id)] for e in launches)
+    cpu1 = cpu_s(alone.runner.pid)
+    own_ms, children_ms = ((b - a) / n * 1000 for a, b in zip(cpu0, cpu1, strict=True))
+    return n / (last - t0), own_ms, children_ms
+
+
+async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
+    """Measure and return the runner rows."""
+    n = noop_runs(seconds)
+    async with runner_alone(bootstrap) as alone:
+        # (2) overhead, one run at a time so no queue inflates it
+        overhead = []
+        for _ in range(30):
+            event = _launch()
+            await alone.publisher.publish([event])
+            await alone.watch.wait("hookrun.execution.started", [event.run_id], 30)
+            started_at = alone.watch.events[("hookrun.execution.started", event.run_id)]
+            overhead.append((started_at - event.occurred_at).total_seconds())
+
+        # (1) throughput: N launches at once, until N RunFinished
+        rate, own_ms, children_ms = await noop_max(alone, n)
 
     bare_rate, bare_spawn = await _bare_spawns(n)
     return [
