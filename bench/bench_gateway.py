@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from bench import namespaces
 from bench.loadgen import Result, build_request, open_loop, versus
 from bench.noop_app import noop_process
 from hookrun.dev.kafka_net import free_port
@@ -80,7 +81,7 @@ async def _raw_produce_rate(bootstrap: str, namespace: str, seconds: float) -> f
 
 async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
     """Measure and return the gateway rows."""
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    namespace = namespaces.new()
     await ensure_topics(bootstrap, namespace=namespace)
     tmp = Path(tempfile.mkdtemp(prefix="hookrun-bench-"))
     config = tmp / "bench.yaml"

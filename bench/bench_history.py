@@ -21,7 +21,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
+from bench import namespaces
 from bench.history import History, write_history
 from bench.procstat import cpu_s, rss_mb
 from hookrun.dev.kafka_net import free_port
@@ -84,7 +84,7 @@ class Namespace:
     def __init__(self, label: str, runs: int, root: Path) -> None:
         self.label = label
         self.runs = runs
-        self.name = f"bench-{uuid.uuid4().hex[:8]}"
+        self.name = namespaces.new()
         self.db = root / f"{self.name}.db"
         self.history = History()
         self.pg_url = ""

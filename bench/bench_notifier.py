@@ -9,12 +9,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import cast
 
 import httpx
 
+from bench import namespaces
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
 from hookrun.events.kafka import Publisher, ensure_topics
@@ -166,7 +166,7 @@ async def _through_notifier(
     # the path
     from bench.procstat import cpu_s
 
-    ns = f"bench-{uuid.uuid4().hex[:8]}"
+    ns = namespaces.new()
     await ensure_topics(bootstrap, namespace=ns)
     subs = "".join(
         f'      - {{url: "http://127.0.0.1:{port}{p}", secret: "{WHSEC}"}}\n' for p in paths

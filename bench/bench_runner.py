@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from bench import namespaces
 from bench.procstat import cpu_s
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.procs import ServiceProcess
@@ -137,7 +138,7 @@ class RunnerAlone:
 @contextlib.asynccontextmanager
 async def runner_alone(bootstrap: str) -> AsyncIterator[RunnerAlone]:
     """Start a runner alone (default settings, a no-op step) and warm it up; stop it after."""
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    namespace = namespaces.new()
     await ensure_topics(bootstrap, namespace=namespace)
     topic = topics.named(topics.RUNS, namespace)
     tmp = Path(tempfile.mkdtemp(prefix="hookrun-bench-runner-"))

@@ -6,7 +6,6 @@ import asyncio
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 # Standalone runs (`python bench/bench_status.py`) need the repo root for `bench.` and `tests.`.
@@ -15,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench import namespaces
 from bench.loadgen import build_request, versus
 from bench.noop_app import noop_process
 from hookrun.dev.kafka_net import free_port
@@ -107,7 +107,7 @@ async def _rebuild_versus_raw(
 
 async def run(bootstrap: str, seconds: float) -> list[dict[str, object]]:
     """Measure and return the status rows."""
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    namespace = namespaces.new()
     await ensure_topics(bootstrap, namespace=namespace)
     tmp = Path(tempfile.mkdtemp(prefix="hookrun-bench-status-"))
     runs = int(max(2000, 1500 * seconds))

@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench import namespaces
 from bench.bench_runner import noop_max, noop_runs, runner_alone
 from bench.loadgen import Result, build_request, closed_loop, open_loop
 from bench.noop_app import noop_process
@@ -356,7 +356,7 @@ async def run(bootstrap: str, seconds: float) -> list[dict[str, Any]]:
         config=_config,
         receiver=receiver,
         env={"LOG_LEVEL": "WARNING"},
-        namespace=f"bench-{uuid.uuid4().hex[:8]}",
+        namespace=namespaces.new(),
     )
     noop, noop_port = noop_process(root)
     runs_topic = topics.named(topics.RUNS, system.namespace)

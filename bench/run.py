@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
 
 from aiokafka.errors import KafkaError  # noqa: E402
 
+from bench import namespaces  # noqa: E402
 from bench.warmup import warm_broker  # noqa: E402
 from hookrun.dev import kafka  # noqa: E402
 from hookrun.events.kafka import delete_topics, topic_names  # noqa: E402
@@ -69,12 +70,12 @@ def table(rows: list[dict[str, object]]) -> str:
 
 
 async def _drop_new_bench_topics(bootstrap: str, before: set[str]) -> None:
-    """Delete the topics a benchmark module created (its ``bench-*`` namespace).
+    """Delete the topics a benchmark module of this process created (bench/namespaces.py).
 
     Left behind, they pile up on a reused dev broker (8,000 partitions after a day of runs): its
     heap, GC pauses and every metadata request grow, and so every later benchmark slows.
     """
-    new = sorted(t for t in await topic_names(bootstrap) - before if t.startswith("bench-"))
+    new = sorted(t for t in await topic_names(bootstrap) - before if namespaces.ours(t))
     try:
         await delete_topics(bootstrap, new)
     except KafkaError as exc:

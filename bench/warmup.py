@@ -23,6 +23,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench import namespaces
 from hookrun.events import LaunchRequest, TriggerLaunched, encode, topics
 from hookrun.events.kafka import consumer_settings, ensure_topics, producer_settings
 
@@ -36,7 +37,7 @@ PRODUCERS = 3
 
 async def warm_broker(bootstrap: str) -> str:
     """Produce and fetch like the services do, for a while; return what was done."""
-    namespace = f"bench-warm-{uuid.uuid4().hex[:8]}"
+    namespace = namespaces.new("warm-")
     await ensure_topics(bootstrap, namespace=namespace)
     topic = topics.named(topics.RUNS, namespace)
     record = encode(
