@@ -1,5 +1,6 @@
 """The SSRF guard: address forms that must be refused, and the address connected to."""
 
+import asyncio
 import ipaddress
 
 import pytest
@@ -95,9 +96,14 @@ def test_teredo_and_nat64_embedded_addresses_are_checked():
     "url",
     [
         "http://127.0.0.1:9/x",
+        "http://127.1:9/x",
         "http://2130706433:9/x",
         "http://0177.0.0.1:9/x",
+        "http://0x7f000001:9/x",
+        "https://0x7f000001:9/x",
+        "http://[::1]:9/x",
         "http://[::ffff:127.0.0.1]:9/x",
+        "http://1.2.3.4.5:9/x",  # looks like an address, is none: never looked up as a name
         "http://localhost:9/x",
         "http://169.254.169.254/latest/meta-data/",
     ],
@@ -124,13 +130,43 @@ async def test_a_name_that_does_not_resolve_is_a_failed_attempt_that_is_retried(
 
 
 async def test_the_sender_connects_to_the_vetted_address_not_a_second_lookup():
-    answers = iter([["127.0.0.1"], ["10.9.9.9"]])  # a rebinding resolver
+    answers = iter([["127.0.0.1"]])  # a rebinding name: any later lookup finds nothing
+    lookups = 0
 
     async def rebinding(host, port):
-        return next(answers)
+        nonlocal lookups
+        lookups += 1
+        try:
+            return next(answers)
+        except StopIteration:
+            raise OSError("no such name") from None
 
-    # the guard resolves once; with private allowed it connects to that one address
-    addresses = await vet("rebind.example", 80, rebinding, allow_private=True)
-    assert addresses == ["127.0.0.1"]
-    with pytest.raises(TargetRefused):
-        await vet("rebind.example", 80, rebinding, allow_private=False)
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = HttpSender(timeout_s=2, allow_private=True, concurrency=1, resolver=rebinding)
+    try:
+        # connected on the address the guard approved: the system cannot resolve this name
+        result = await sender.send("s", f"http://rebind.example:{port}/hook", b"{}", {})
+    finally:
+        await sender.close()
+        server.close()
+    assert result.status_code == 204, result
+    assert lookups == 1
+
+
+async def test_the_sender_refuses_a_name_that_resolves_to_a_private_address():
+    async def private(host, port):
+        return ["10.9.9.9"]
+
+    sender = HttpSender(timeout_s=2, allow_private=False, concurrency=1, resolver=private)
+    try:
+        result = await sender.send("s", "http://rebind.example/hook", b"{}", {})
+    finally:
+        await sender.close()
+    assert result.refused and "10.9.9.9" in (result.error or ""), result

@@ -1,22 +1,40 @@
-"""The notifier's I/O: the HTTP sender (one guarded pool per subscription) and its Fake twin."""
+"""The notifier's I/O: the HTTP sender (an aiohttp session per subscription) and its Fake twin."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Protocol
 
-import httpx
+import aiohttp
+import certifi
+from aiohttp.helpers import is_ip_address
+from yarl import URL
 
-from hookrun.notifier.pool import HttpError, Pool, Target, request_bytes
-from hookrun.notifier.ssrf import Resolver, TargetRefused, system_resolver
+from hookrun.notifier.ssrf import (
+    Resolver,
+    TargetRefused,
+    TargetUnresolved,
+    VettedResolver,
+    system_resolver,
+    vet,
+)
 
 EXCERPT_CHARS = 500
+#: Longest body read; a longer one is cut there and its connection closed, not drained.
+MAX_BODY_BYTES = 1024 * 1024
+#: Body bytes kept for the response excerpt (500 characters of UTF-8 fit in 2,000 bytes).
+KEPT_BODY_BYTES = 2048
+
+#: What may not be sent in a header: a line break or NUL (it could split the request), non-ASCII.
+_UNSENDABLE = re.compile(r"[\r\n\0]|[^\x00-\x7f]")
 
 
 @dataclass(frozen=True)
@@ -67,12 +85,14 @@ DEFAULT_HEADERS = {
 
 
 class HttpSender:
-    """Sender with the SSRF guard; each subscription gets its own connection pool.
+    """Sender with the SSRF guard; each subscription gets its own aiohttp session.
 
-    Separate pools mean a subscriber that hangs holds only its own connections, never the
-    slots another subscription needs. Redirects are never followed (a redirect could point
-    anywhere, past the guard's intent). The client is :mod:`hookrun.notifier.pool`: httpx's
-    layers cost several times the rest of an attempt (docs/notifier.md, Performance).
+    Separate sessions (each with its own connector) mean a subscriber that hangs holds only its
+    own connections, never the slots another subscription needs: at most ``concurrency``
+    connections per subscription, kept alive ``keepalive_expiry_s``. Names resolve only
+    through :class:`VettedResolver`; a host aiohttp takes for an address (it never resolves
+    those) is vetted here, once per URL. Redirects are never followed (a redirect could point
+    anywhere, past the guard's intent), cookies never kept, answers never decompressed.
     """
 
     def __init__(
@@ -83,49 +103,74 @@ class HttpSender:
         concurrency: int,
         resolver: Resolver = system_resolver,
         keepalive_expiry_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._timeout_s = timeout_s
         self._allow_private = allow_private
         self._concurrency = concurrency
-        self._resolver = resolver
+        self._resolver = VettedResolver(resolver, allow_private=allow_private)
         self._keepalive_expiry_s = keepalive_expiry_s
-        self._pools: dict[str, Pool] = {}
-        self._targets: dict[str, Target | httpx.InvalidURL] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        #: url -> (the URL to request, the ssl argument for it), or why it may not be sent.
+        self._targets: dict[str, tuple[URL, ssl.SSLContext | bool] | str] = {}
+        self._ssl = ssl_context
 
     def _ssl_context(self) -> ssl.SSLContext:
         # Made on the first https target only (loading the CA bundle costs CPU that a notifier
-        # with http targets only never needs), and shared by every subscription. Verification
-        # and CAs as httpx's defaults.
+        # with http targets only never needs), and shared by every subscription: certifi's CAs,
+        # hostname and chain verified.
         if self._ssl is None:
-            self._ssl = httpx.create_ssl_context(trust_env=False)
+            self._ssl = ssl.create_default_context(cafile=certifi.where())
         return self._ssl
 
-    def _pool(self, subscription_id: str) -> Pool:
-        pool = self._pools.get(subscription_id)
-        if pool is None:
-            pool = self._pools[subscription_id] = Pool(
-                max_connections=self._concurrency,
-                keepalive_expiry=self._keepalive_expiry_s,
+    def _session(self, subscription_id: str) -> aiohttp.ClientSession:
+        session = self._sessions.get(subscription_id)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._concurrency,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_expiry_s,
                 resolver=self._resolver,
-                allow_private=self._allow_private,
-                ssl_context=self._ssl_context,
             )
-        return pool
+            session = self._sessions[subscription_id] = aiohttp.ClientSession(
+                connector=connector,
+                # One bound for the whole attempt is ours (asyncio.timeout in send).
+                timeout=aiohttp.ClientTimeout(total=None),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept-Encoding",),
+                auto_decompress=False,
+                trust_env=False,
+            )
+        return session
 
-    def _target(self, url: str) -> Target:
+    async def _target(self, url: str) -> tuple[URL, ssl.SSLContext | bool] | str:
         target = self._targets.get(url)
         if target is None:
-            try:
-                target = Target.parse(url)
-            except httpx.InvalidURL as exc:
-                target = exc
+            target = await self._parse(url)
             if len(self._targets) > 10_000:
                 self._targets.clear()
             self._targets[url] = target
-        if isinstance(target, httpx.InvalidURL):
-            raise target
         return target
+
+    async def _parse(self, url: str) -> tuple[URL, ssl.SSLContext | bool] | str:
+        try:
+            parsed = URL(url)
+            host, port = parsed.raw_host, parsed.port
+        except (ValueError, TypeError):
+            return "invalid URL"  # the URL itself is not repeated: it can hold a secret
+        if parsed.scheme not in ("http", "https") or not host or port is None:
+            return "invalid URL: not an http:// or https:// URL with a host"
+        if is_ip_address(host):
+            # aiohttp connects to what it takes for an address without its resolver: vetted
+            # here. Only canonical forms pass (aiohttp refuses 127.1, 2130706433 ... too).
+            try:
+                await vet(host, port, _no_lookup, allow_private=self._allow_private)
+            except TargetRefused as exc:
+                return str(exc)
+            except TargetUnresolved:
+                return f"invalid URL: {host!r} is not a canonical address"
+        # Credentials in the URL are not sent (as before aiohttp); headers carry any auth.
+        return parsed.with_user(None), self._ssl_context() if parsed.scheme == "https" else True
 
     async def send(
         self, subscription_id: str, url: str, body: bytes, headers: Mapping[str, str]
@@ -135,31 +180,76 @@ class HttpSender:
         def elapsed() -> int:
             return int((time.perf_counter() - started) * 1000)
 
+        target = await self._target(url)
+        if isinstance(target, str):
+            # Never sent anywhere: final, not retried.
+            return SendResult(None, elapsed(), error=target, refused=True)
+        if _UNSENDABLE.search("".join(chain.from_iterable(headers.items()))):
+            # (a value from an ${env:} reference is not checked before; aiohttp would raise)
+            name = next(n for n, v in headers.items() if _UNSENDABLE.search(n + v))
+            return SendResult(None, elapsed(), error=f"ProtocolError: invalid header {name!r}")
+        target_url, ssl_arg = target
         try:
-            target = self._target(url)
-            request = request_bytes(target, {**DEFAULT_HEADERS, **headers}, body)
             # One bound for the whole attempt: connecting, writing, and a trickling answer.
             async with asyncio.timeout(self._timeout_s):
-                response = await self._pool(subscription_id).request(target, request)
+                async with self._session(subscription_id).post(
+                    target_url,
+                    data=body,
+                    headers={**DEFAULT_HEADERS, **headers},
+                    allow_redirects=False,
+                    ssl=ssl_arg,
+                ) as response:
+                    excerpt = await _read_excerpt(response)
         except TargetRefused as exc:
             return SendResult(None, elapsed(), error=str(exc), refused=True)
-        except httpx.InvalidURL as exc:
-            # e.g. octal IPv4 forms httpx will not parse: never sent anywhere, so refused.
-            return SendResult(None, elapsed(), error=f"invalid URL: {exc}", refused=True)
         except TimeoutError:
             return SendResult(None, elapsed(), error=f"timed out after {self._timeout_s}s")
-        except (HttpError, OSError) as exc:
-            return SendResult(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS])
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, TargetUnresolved):
+                error = f"TargetUnresolved: {exc.os_error}"
+            else:
+                error = f"ConnectError: {exc}"
+            return SendResult(None, elapsed(), error=error[:EXCERPT_CHARS])
+        except aiohttp.InvalidURL:
+            # Its str() is the URL, which may hold the subscriber's secret.
+            return SendResult(None, elapsed(), error="invalid URL", refused=True)
+        except aiohttp.ClientResponseError as exc:
+            # Its str() holds the URL, which may hold the subscriber's secret: the message only.
+            error = f"ProtocolError: {exc.message}"
+            return SendResult(None, elapsed(), error=error[:EXCERPT_CHARS])
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return SendResult(None, elapsed(), error=error[:EXCERPT_CHARS])
         return SendResult(
             response.status,
             elapsed(),
-            excerpt=response.text[:EXCERPT_CHARS],
+            excerpt=excerpt,
             retry_after_s=parse_retry_after(response.headers.get("retry-after")),
         )
 
     async def close(self) -> None:
-        for pool in self._pools.values():
-            await pool.aclose()
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+
+async def _no_lookup(host: str, port: int) -> list[str]:
+    raise OSError("not an address")
+
+
+async def _read_excerpt(response: aiohttp.ClientResponse) -> str:
+    """Read the body, keeping its first :data:`KEPT_BODY_BYTES`; past :data:`MAX_BODY_BYTES`
+    it is cut there and the connection closed (a body read to its end leaves it reusable)."""
+    kept = bytearray()
+    read = 0
+    while chunk := await response.content.readany():
+        if len(kept) < KEPT_BODY_BYTES:
+            kept += chunk[: KEPT_BODY_BYTES - len(kept)]
+        read += len(chunk)
+        if read > MAX_BODY_BYTES:
+            response.close()
+            break
+    return kept.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
 
 
 class FakeSender:

@@ -371,7 +371,6 @@ def main() -> None:
     settings = Settings()
     logs.configure("notifier", settings.log_level, settings.log_format)
     tracing.start("notifier")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(settings.hookrun_config)
     except ConfigError as exc:

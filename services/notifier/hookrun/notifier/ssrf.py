@@ -1,6 +1,8 @@
 """SSRF guard: resolve a target once and refuse non-public addresses.
 
-:class:`hookrun.notifier.pool.Pool` connects only to the addresses :func:`vet` returns.
+The notifier's HTTP client (aiohttp) connects only to the addresses :func:`vet` returns: names
+are resolved through :class:`VettedResolver`, and :class:`hookrun.notifier.adapters.HttpSender`
+vets the hosts aiohttp takes for addresses (and never resolves) before it sends.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
+
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: host, port -> the addresses it resolves to (strings); a fake one in unit tests.
@@ -112,3 +116,37 @@ async def vet(host: str, port: int, resolver: Resolver, *, allow_private: bool) 
         shown = ", ".join(addresses) or "nothing"
         raise TargetRefused(f"{host} resolves to non-public address(es) ({shown}): refused")
     return allowed
+
+
+class VettedResolver(AbstractResolver):
+    """aiohttp's resolver for the notifier: a name resolves to the addresses :func:`vet` allowed.
+
+    aiohttp connects to the numeric address of a result as it is, and takes TLS SNI, the
+    certificate check and ``Host`` from the URL, so a name is looked up once per connection
+    made and never a second time: DNS rebinding has no window. :class:`TargetRefused` passes
+    through aiohttp as it is; :class:`TargetUnresolved` comes back as the ``os_error`` of
+    aiohttp's ``ClientConnectorError``.
+    """
+
+    def __init__(self, resolver: Resolver, *, allow_private: bool) -> None:
+        self._resolver = resolver
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = await vet(host, port, self._resolver, allow_private=self._allow_private)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        pass
