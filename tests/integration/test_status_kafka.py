@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import sqlite3
 import time
 import uuid
@@ -21,6 +22,7 @@ from hookrun.dev.procs import ServiceProcess
 from hookrun.dev.pytest_kafka import new_namespace
 from hookrun.events import Event, RunStatus, topics
 from hookrun.events.kafka import Publisher, ensure_topics
+from hookrun.status.store import SECONDARY_INDEXES
 from tests.integration.status_pg import new_database, postgres_server  # noqa: F401
 from tests.status.factories import CONFIG, launched, rejected, run_events
 
@@ -362,6 +364,21 @@ async def test_rebuild_answers_every_query_exactly_as_the_live_store(
         await run_rebuild(env)  # PostgreSQL: swapped under the running instance
     after = await snapshot(url, run_ids)
     assert after == before
+    if backend == "postgres":
+        # built before the swap, not kept through the batches: the live schema has them all
+        assert await _pg_indexes(database_url) >= {
+            m[1] for ddl in SECONDARY_INDEXES if (m := re.search(r"EXISTS (\w+) ON", ddl))
+        }
+
+
+async def _pg_indexes(url: str) -> set[str]:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'hookrun_status'"
+        )
+        return {row[0] for row in await cur.fetchall()}
 
 
 async def test_two_instances_serve_every_run(start_status, publish, backend):

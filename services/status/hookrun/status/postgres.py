@@ -23,7 +23,9 @@ class PostgresStore(SqlStore):
     """PostgreSQL via psycopg 3 (async): one writer connection and a few reader connections.
 
     Tables live in their own schema so that a rebuild can fill a fresh schema and swap it in
-    with two renames in one transaction while instances keep serving.
+    with two renames in one transaction while instances keep serving. ``scratch=True`` is for
+    that fresh schema: its ``SECONDARY_INDEXES`` are created by ``swap_into``, in one pass
+    each, instead of kept sorted through every batch.
     """
 
     def __init__(
@@ -33,11 +35,13 @@ class PostgresStore(SqlStore):
         schema: str = "hookrun_status",
         readers: int = 4,
         apply_delay_s: float = 0.0,
+        scratch: bool = False,
     ) -> None:
         self.url = url
         self.schema = schema
         self._n_readers = readers
         self._apply_delay_s = apply_delay_s
+        self._scratch = scratch
         self._writer: Any = None
         self._readers: asyncio.Queue[Any] = asyncio.Queue()
         self._all: list[Any] = []
@@ -75,8 +79,9 @@ class PostgresStore(SqlStore):
                 await self._writer.execute(
                     f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {declaration}"
                 )
-            for ddl in SECONDARY_INDEXES:
-                await self._writer.execute(ddl)
+            if not self._scratch:
+                for ddl in SECONDARY_INDEXES:
+                    await self._writer.execute(ddl)
         for _ in range(self._n_readers):
             conn = await self._connect(autocommit=True)
             self._all.append(conn)
@@ -158,6 +163,10 @@ class PostgresStore(SqlStore):
     async def swap_into(self, live_schema: str) -> None:
         """Make this (rebuilt) schema the live one, atomically for readers."""
         old = f"{live_schema}_old"
+        if self._scratch:
+            async with self._writer.transaction():
+                for ddl in SECONDARY_INDEXES:
+                    await self._writer.execute(ddl)
         async with self._writer.transaction():
             await self._writer.execute(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
             # A database the service never opened has no live schema yet.

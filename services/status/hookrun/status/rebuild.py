@@ -58,7 +58,8 @@ async def rebuild(settings: Settings, progress: ProgressCallback | None = None) 
         ) as conn:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         stores = [
-            PostgresStore(settings.hookrun_database_url, schema=schema, readers=1) for _ in shares
+            PostgresStore(settings.hookrun_database_url, schema=schema, readers=1, scratch=True)
+            for _ in shares
         ]
     # Records projected per share, written by each share's process (shared memory: forked).
     done = multiprocessing.get_context("fork").Array("q", len(shares), lock=False)
