@@ -119,7 +119,7 @@ def run_records(
             trigger_id = name
             break
         roll -= share
-    run_id = new_id()
+    run_id = new_id(at)  # ids carry their time, as the gateway makes them
     delivery_id = {"gh": f"{new_id()}", "sw": f"msg_{i:012d}"}.get(trigger_id)
     body = _body(i, rng)
     launch = TriggerLaunched(
@@ -189,7 +189,7 @@ def run_records(
     executions = 1
     if i % PIPELINE_EVERY == 0:
         # Two nodes, b after a: b runs when a succeeded and is skipped otherwise.
-        pipeline_id = new_id()
+        pipeline_id = new_id(started)
         created = PipelineCreated(
             run_id=run_id,
             pipeline_id=pipeline_id,
@@ -268,7 +268,7 @@ def _execution(
     **node: str,
 ) -> list[Event]:
     """One execution of step noop from creation to its end (``node``: its pipeline and node)."""
-    execution_id = new_id()
+    execution_id = new_id(started)
     ok = outcome is RunStatus.SUCCESS
     return [
         ExecutionCreated(

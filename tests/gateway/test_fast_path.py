@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -120,14 +121,18 @@ def test_a_launch_under_a_root_path_is_served_by_the_fastapi_route():
     assert len([e for e in log.events if isinstance(e, TriggerLaunched)]) == 1
 
 
-def test_new_id_is_a_canonical_random_uuid4():
-    ids = {new_id() for _ in range(1000)}
-    assert len(ids) == 1000
-    for text in list(ids)[:50]:
+def test_new_id_is_a_canonical_uuid7_that_sorts_by_time():
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for text in ids[:50]:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
+    at = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+    earlier, later = new_id(at), new_id(at + timedelta(milliseconds=1))
+    assert earlier < later < ids[0]
+    assert int(earlier.replace("-", "")[:12], 16) == int(at.timestamp() * 1000)
 
 
 class FakePublisher:
