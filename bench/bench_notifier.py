@@ -244,7 +244,11 @@ async def _through_notifier(
 async def run(bootstrap: str, seconds: float) -> list[dict]:
     """Return the bench rows; ``seconds`` scales how much work each measurement does."""
     port = free_port()
-    sink = subprocess.Popen([sys.executable, __file__, "--sink", str(port)])
+    # As a module from the checkout, so that it imports the bench package as run.py does.
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_notifier", "--sink", str(port)],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         for _ in range(100):
             try:
