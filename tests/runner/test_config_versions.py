@@ -139,10 +139,10 @@ class TestConfigVersions:
         assert store.reads == 4 and len(versions) == 2
 
 
-def launched(version: str, run_id: str = "run-1") -> TriggerLaunched:
+def launched(version: str, run_id: str = "run-1", trigger_id: str = "say") -> TriggerLaunched:
     return TriggerLaunched(
         run_id=run_id,
-        trigger_id="say",
+        trigger_id=trigger_id,
         config_version=version,
         request=LaunchRequest(method="POST", path="/", body_b64=base64.b64encode(b"{}").decode()),
     )

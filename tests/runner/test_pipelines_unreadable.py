@@ -3,23 +3,20 @@ its other runs go on (the Runner on the in-memory broker)."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from hookrun.config import parse_config
-from hookrun.events import decode, topics
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.memory import MemoryBroker
-from hookrun.events.runs import LaunchRequest, RunFinished, TriggerLaunched
 from hookrun.runner.consumer import Runner
 from hookrun.runner.executor import FakeExecutor
 from hookrun.runner.pipelines import FakePipelineIndex
 from tests.events.tally import steps_until
+from tests.runner.test_config_versions import HEAD, NS, finished, launched
 
-CONFIG = """
-project: {id: p-1, slug: demo, name: Demo}
-organization: {id: o-1, slug: acme, title: Acme}
-environment: {id: e-1, slug: dev, type: DEVELOPMENT}
+CONFIG = (
+    HEAD
+    + """
 steps:
   - {name: say, command: ["true"]}
 triggers:
@@ -28,7 +25,7 @@ triggers:
     title: copy
     actions: [{action: copy_pipeline, source_pipeline_id: "nope", from_any_trigger: true}]
 """
-NS = "t-pipelines-unreadable"
+)
 
 
 class Unreadable(FakePipelineIndex):
@@ -39,23 +36,6 @@ class Unreadable(FakePipelineIndex):
     async def catch_up(self) -> None:
         if self.down:
             raise KafkaUnavailable("hookrun.pipelines: could not catch up: TimeoutError()")
-
-
-def launched(trigger_id: str, version: str) -> TriggerLaunched:
-    return TriggerLaunched(
-        run_id=f"run-{trigger_id}",
-        trigger_id=trigger_id,
-        config_version=version,
-        request=LaunchRequest(method="POST", path="/", body_b64=base64.b64encode(b"{}").decode()),
-    )
-
-
-def finished(broker: MemoryBroker, run_id: str) -> RunFinished | None:
-    for record in broker.records(topics.named(topics.RUNS, NS), 0):
-        event = decode(record.value, record.headers)
-        if isinstance(event, RunFinished) and event.run_id == run_id:
-            return event
-    return None
 
 
 async def test_a_copy_waits_for_the_pipelines_topic_and_other_runs_go_on(tmp_path: Path) -> None:
@@ -78,7 +58,7 @@ async def test_a_copy_waits_for_the_pipelines_topic_and_other_runs_go_on(tmp_pat
     await runner.loop.start()
     try:
         await steps_until(runner.loop, lambda: runner.loop.ready)
-        launches = [launched(t, config.config_version) for t in ("copy", "say")]
+        launches = [launched(config.config_version, f"run-{t}", t) for t in ("copy", "say")]
         await broker.publisher(NS, "gateway").publish(launches)
         await steps_until(runner.loop, lambda: bool(executor.submitted))
         assert [s.step for s in executor.submitted.values()] == ["say"]
