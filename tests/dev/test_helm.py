@@ -26,7 +26,7 @@ from hookrun.dev.helm import helm_binary
 from hookrun.dev.kafka_net import free_port
 from hookrun.dev.kafka_secure import USERNAME
 from hookrun.dev.procs import ServiceProcess
-from hookrun.dev.pytest_kafka import new_namespace
+from hookrun.dev.pytest_kafka import missing_part, new_namespace
 from tests.dev.test_compose import COMPOSE, ROOT, SERVICES, SHARED, read_by
 
 CHART = ROOT / "deploy/helm/hookrun"
@@ -55,10 +55,7 @@ TOPICS_CLI = {"KAFKA_BOOTSTRAP_SERVERS", "HOOKRUN_NAMESPACE"}
 def helm() -> Path:
     binary = helm_binary()
     if not binary.exists():
-        reason = f"helm is not built at {binary}: run `make setup-helm` (needs Go)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_part(f"helm is not built at {binary}: run `make setup-helm` (needs Go)")
     return binary
 
 
@@ -502,10 +499,7 @@ def read_only_root(writable: dict[str, Path], read_only: dict[str, Path]) -> lis
 def bwrap() -> str:
     found = shutil.which("bwrap")
     if found is None:
-        reason = "bwrap is not on PATH: `make setup` installs Debian's bubblewrap"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_part("bwrap is not on PATH: `make setup` installs Debian's bubblewrap")
     return found
 
 

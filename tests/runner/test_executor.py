@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hookrun.dev.pytest_kafka import missing_part
 from hookrun.events.base import Event
 from hookrun.events.runs import ExecutionFinished, ExecutionStarted, RunStatus
 from hookrun.runner.isolation import Isolation, build_isolation
@@ -305,11 +306,12 @@ json.dump({
 """
 
 
+@pytest.mark.parametrize("isolation", ["isolated"], indirect=True)
 async def test_an_isolated_execution_sees_neither_the_runner_nor_other_executions(
     tmp_path: Path, executor_for, isolation: Isolation
 ) -> None:
     if not isolation.sandboxed:
-        pytest.skip("no sandbox here")
+        missing_part("no sandbox here: run as root with bwrap and setpriv (make setup-sandbox)")
     reports = Reports()
     executor = executor_for(tmp_path, reports)
     executor.submit(_spec(1, ["sleep", "1"]))
