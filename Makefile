@@ -95,7 +95,7 @@ test: setup setup-postgres setup-browser setup-helm
 	$(PY) -m hookrun.dev.suite $(PYTEST_ARGS)
 
 test-quick: $(SYNCED)
-	$(PY) -m pytest -m "not kafka and not e2e" $(PYTEST_ARGS)
+	$(PY) -m hookrun.dev.suite --unit $(PYTEST_ARGS)
 
 MYPY_PATH := libs/events:libs/config:libs/dev:libs/cli:services/gateway:services/runner:services/status:services/notifier
 MYPY_PACKAGES := hookrun.config hookrun.dev hookrun.cli hookrun.gateway hookrun.runner hookrun.status hookrun.notifier

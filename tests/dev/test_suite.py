@@ -40,3 +40,9 @@ def test_each_test_runs_once_and_a_failure_in_either_half_fails_the_run(tmp_path
     real, unit = done.stdout.split("---- the unit tests")
     assert "1 failed, 1 passed, 1 deselected" in real
     assert "1 passed, 2 deselected" in unit
+
+
+def test_unit_runs_only_the_unit_half(tmp_path: Path) -> None:
+    done = suite(tmp_path, "--unit", fail=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed, 2 deselected" in done.stdout

@@ -4,7 +4,8 @@ The tests against a real broker, services, PostgreSQL and a browser (``-m "kafka
 spend most of their time waiting for those; the unit and fuzz tests keep a core busy. Side by
 side they fit the suite's budget on a 2-core machine (decision 0061). The unit run's report is
 printed after the other's; the exit status is the worse of the two. With ``-m`` among the
-arguments, or ``HOOKRUN_TEST_SERIAL=1``, it is one plain pytest run.
+arguments, or ``HOOKRUN_TEST_SERIAL=1``, it is one plain pytest run; ``--unit`` runs only the
+unit half (``make test-quick``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ NO_TESTS = 5
 
 def main(argv: list[str]) -> int:
     pytest = [sys.executable, "-m", "pytest"]
+    if "--unit" in argv:
+        rest = [arg for arg in argv if arg != "--unit"]
+        return subprocess.run([*pytest, "-m", UNIT, *rest]).returncode
     if "-m" in argv or os.environ.get("HOOKRUN_TEST_SERIAL") == "1":
         return subprocess.run([*pytest, *argv]).returncode
     with tempfile.TemporaryFile("w+") as unit_report:
