@@ -171,6 +171,7 @@ class Report:
     load_seconds: float = 0.0
     accepted_202: int = 0
     non_202: dict[str, int] = field(default_factory=dict)
+    non_202_sent_s: dict[str, str] = field(default_factory=dict)
     terminal_in_run_info: int = 0
     run_info_statuses: dict[str, int] = field(default_factory=dict)
     notified: int = 0
@@ -245,6 +246,7 @@ class Report:
             ("launches sent", self.launches),
             ("202 (acknowledged runs)", self.accepted_202),
             ("non-202 by code", self.non_202 or "-"),
+            ("non-202 sent between (s into the load)", self.non_202_sent_s or "-"),
             ("runs terminal in run info", self.terminal_in_run_info),
             ("run-info statuses", self.run_info_statuses),
             ("runs notified", self.notified),
@@ -458,6 +460,15 @@ class Load:
     seconds: float = 0.0
     statuses: Counter[str] = field(default_factory=Counter)
     run_ids: list[str] = field(default_factory=list)
+    #: Per non-202 outcome, when (seconds into the load) the first and the last of its launches
+    #: were sent, to set beside the faults' times.
+    windows: dict[str, list[float]] = field(default_factory=dict)
+
+    def count(self, outcome: str, sent_s: float) -> None:
+        self.statuses[outcome] += 1
+        if outcome != "202":
+            window = self.windows.setdefault(outcome, [sent_s, sent_s])
+            window[0], window[1] = min(window[0], sent_s), max(window[1], sent_s)
 
 
 async def send_launches(port: int, count: int, rate: float, *, connections: int = 256) -> Load:
@@ -493,17 +504,17 @@ async def send_launches(port: int, count: int, rate: float, *, connections: int 
                     conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
                 status, answer = await asyncio.wait_for(roundtrip(*conn, request), 30)
             except (OSError, asyncio.IncompleteReadError, ValueError):
-                load.statuses["error"] += 1
+                load.count("error", i / rate)
                 if conn is not None:
                     conn[1].close()
                 return
             except TimeoutError:
-                load.statuses["timeout"] += 1
+                load.count("timeout", i / rate)
                 if conn is not None:
                     conn[1].close()
                 return
             idle.append(conn)
-        load.statuses[str(status)] += 1
+        load.count(str(status), i / rate)
         if status == 202:
             load.run_ids.append(answer.decode().removeprefix("Created run "))
 
@@ -746,6 +757,9 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
         report.load_seconds = load.seconds
         report.accepted_202 = load.statuses.get("202", 0)
         report.non_202 = {k: v for k, v in sorted(load.statuses.items()) if k != "202"}
+        report.non_202_sent_s = {
+            k: f"{first:.1f}-{last:.1f}" for k, (first, last) in sorted(load.windows.items())
+        }
 
         t1 = time.monotonic()
         infos = asyncio.run(
