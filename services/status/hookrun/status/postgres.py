@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from hookrun.status.store import (
@@ -15,6 +15,7 @@ from hookrun.status.store import (
     ApplyResult,
     Gaps,
     Grouped,
+    Query,
     SqlStore,
 )
 
@@ -93,14 +94,28 @@ class PostgresStore(SqlStore):
                 await conn.close()
         self._all.clear()
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[Any]:
+        """A reader connection, alive, for this task alone until the block ends."""
         conn = await self._readers.get()
         try:
             conn = await self._alive(conn, autocommit=True)
-            cur = await conn.execute(self._pg(sql), tuple(params))
-            return list(await cur.fetchall())
+            yield conn
         finally:
             self._readers.put_nowait(conn)
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self._reader() as conn:
+            cur = await conn.execute(self._pg(sql), tuple(params))
+            return list(await cur.fetchall())
+
+    async def _rows_each(self, queries: Sequence[Query]) -> list[list[dict[str, Any]]]:
+        # Pipeline mode: the queries go out together and their results come back together,
+        # one round trip instead of one each (docs/decisions/0065).
+        async with self._reader() as conn:
+            async with conn.pipeline():
+                cursors = [await conn.execute(self._pg(sql), tuple(p)) for sql, p in queries]
+            return [list(await cur.fetchall()) for cur in cursors]
 
     async def _delete(self, sql: str, params: Sequence[Any]) -> int:
         # A connection of its own: the writer's may be inside a projection batch's transaction.

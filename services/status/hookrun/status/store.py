@@ -167,6 +167,20 @@ def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+#: One read: SQL with ``?`` placeholders and its parameters.
+Query = tuple[str, Sequence[Any]]
+#: The reads of a run's detail (``SqlStore.run_detail``), each of the run id.
+RUN_DETAIL = (
+    "SELECT * FROM runs WHERE run_id = ?",
+    "SELECT run_id FROM runs WHERE replay_of = ? ORDER BY received_at, run_id",
+    "SELECT entry FROM results WHERE run_id = ? ORDER BY seq",
+    "SELECT * FROM actions WHERE run_id = ? ORDER BY action_index",
+    "SELECT * FROM executions WHERE run_id = ? ORDER BY created_at, execution_id",
+    "SELECT * FROM pipelines WHERE run_id = ? ORDER BY created_at, pipeline_id",
+    "SELECT pipeline_id, node, reason FROM skipped_nodes WHERE run_id = ? ORDER BY pipeline_id, node",
+    "SELECT * FROM deliveries WHERE run_id = ? ORDER BY message_id, subscription_id",
+    "SELECT * FROM attempts WHERE run_id = ? ORDER BY message_id, subscription_id, attempt",
+)
 #: ``grouped(batch)`` when the caller made it already.
 Grouped = list[Statement] | None
 #: Offsets at which a gap is accepted, by (topic, partition): see ``SqlStore._plan``.
@@ -188,6 +202,11 @@ class SqlStore:
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    async def _rows_each(self, queries: Sequence[Query]) -> list[list[dict[str, Any]]]:
+        """The rows of each query, in order: the reads of one page, sent at once where the
+        database is across a network."""
+        return [await self._rows(sql, params) for sql, params in queries]
 
     async def _delete(self, sql: str, params: Sequence[Any]) -> int:
         """Run one DELETE in a transaction of its own; return how many rows it deleted."""
@@ -316,21 +335,22 @@ class SqlStore:
         return {"runs": [_run(r) for r in page], "next_cursor": cursor}
 
     async def run_detail(self, run_id: str) -> dict[str, Any] | None:
-        rows = await self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        (
+            rows,
+            replays,
+            results,
+            actions,
+            executions,
+            pipelines,
+            skipped,
+            deliveries,
+            attempts,
+        ) = await self._rows_each([(sql, (run_id,)) for sql in RUN_DETAIL])
         if not rows:
             return None
         out = _run(rows[0])
-        replays = await self._rows(
-            "SELECT run_id FROM runs WHERE replay_of = ? ORDER BY received_at, run_id", (run_id,)
-        )
         out["replays"] = [r["run_id"] for r in replays]
-        results = await self._rows(
-            "SELECT entry FROM results WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
         out["result"] = [orjson.loads(r["entry"]) for r in results]
-        actions = await self._rows(
-            "SELECT * FROM actions WHERE run_id = ? ORDER BY action_index", (run_id,)
-        )
         out["actions"] = [
             {
                 "action_index": a["action_index"],
@@ -342,10 +362,6 @@ class SqlStore:
             }
             for a in actions
         ]
-        executions = await self._rows(
-            "SELECT * FROM executions WHERE run_id = ? ORDER BY created_at, execution_id",
-            (run_id,),
-        )
         out["executions"] = [
             {
                 "execution_id": x["execution_id"],
@@ -368,14 +384,6 @@ class SqlStore:
             }
             for x in executions
         ]
-        pipelines = await self._rows(
-            "SELECT * FROM pipelines WHERE run_id = ? ORDER BY created_at, pipeline_id", (run_id,)
-        )
-        skipped = await self._rows(
-            "SELECT pipeline_id, node, reason FROM skipped_nodes WHERE run_id = ?"
-            " ORDER BY pipeline_id, node",
-            (run_id,),
-        )
         out["pipelines"] = [
             {
                 "pipeline_id": p["pipeline_id"],
@@ -393,14 +401,6 @@ class SqlStore:
             }
             for p in pipelines
         ]
-        deliveries = await self._rows(
-            "SELECT * FROM deliveries WHERE run_id = ? ORDER BY message_id, subscription_id",
-            (run_id,),
-        )
-        attempts = await self._rows(
-            "SELECT * FROM attempts WHERE run_id = ? ORDER BY message_id, subscription_id, attempt",
-            (run_id,),
-        )
         out["deliveries"] = [
             {
                 "message_id": d["message_id"],
