@@ -6,12 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography.fernet import Fernet
+from prometheus_client import REGISTRY
 
 from hookrun.config import parse_config
 from hookrun.config.sealing import Sealer
 from hookrun.events.memory import MemoryBroker
 from hookrun.events.notifications import (
     DeliveryAttempted,
+    DeliveryCanceled,
     DeliveryExhausted,
     RedeliveryRequested,
     SubscriptionDeleted,
@@ -434,7 +436,9 @@ class TestSubscriptionsMadeThroughTheApi:
         assert made[0].subscription.keys.trigger_secret == WHSEC_A  # unsealed with the key
         deps.states.apply(SubscriptionDeleted(subscription_id="t1:sub_1", trigger_id="t1"))
         [closed] = await attempt_delivery(made[0], deps)
-        assert closed.outcome == "gone" and closed.error == "subscription is disabled"
+        assert isinstance(closed, DeliveryCanceled) and closed.cause == "deleted"
+        assert closed.reason == "the subscription was deleted" and closed.attempts == 0
+        assert deps.sender.sent == []
 
     async def test_a_retry_goes_to_the_subscription_as_changed_since(self, config):
         deps = deps_for(config, respond=lambda url, body, headers: SendResult(500, 1, "no"))
@@ -456,6 +460,110 @@ class TestSubscriptionsMadeThroughTheApi:
         assert second[1] == "http://hooks.example.com/moved"
         assert second[3]["X-Env"] == "prod" and "X-Env" not in first[3]
         assert second[3]["webhook-signature"] != first[3]["webhook-signature"]  # WHSEC_B signs
+
+    async def test_a_retry_the_changed_statuses_leave_out_is_canceled_not_sent(self, config):
+        deps = deps_for(config, respond=lambda url, body, headers: SendResult(500, 1, "no"))
+        deps.states.apply(self.saved([SubscriptionSecret(secret=WHSEC_A)]))
+        book = await planned(config, deps)  # a SUCCESS run
+        [delivery] = [d for d in book.pending() if d.subscription.id == "t1:sub_1"]
+        await apply(await attempt_delivery(delivery, deps), book, deps)
+        assert not delivery.done and delivery.attempts == 1
+        # PATCH statuses: only failures from now on
+        deps.states.apply(
+            self.saved([SubscriptionSecret(secret=WHSEC_A)], statuses=["FAILURE", "TIMED_OUT"])
+        )
+        [canceled] = await attempt_delivery(delivery, deps)
+        assert isinstance(canceled, DeliveryCanceled)
+        assert (canceled.cause, canceled.attempts, canceled.url) == (
+            "filtered",
+            1,
+            "http://hooks.example.com/made",
+        )
+        assert canceled.reason == (
+            "the subscription's statuses (FAILURE, TIMED_OUT) no longer include SUCCESS"
+        )
+        assert [s[0] for s in deps.sender.sent].count("t1:sub_1") == 1  # no second request
+        await apply([canceled], book, deps)
+        assert delivery.done and delivery not in book.pending()
+
+    @pytest.mark.parametrize(
+        ("change", "cause"),
+        [
+            (SubscriptionDeleted(subscription_id="t1:sub_1", trigger_id="t1"), "deleted"),
+            ({"statuses": ["FAILURE"]}, "filtered"),
+        ],
+    )
+    async def test_a_retry_replayed_after_its_subscription_changed_is_canceled(
+        self, config, change, cause
+    ):
+        # the notifier was down (or the partition elsewhere) while the subscription changed
+        deps = deps_for(config)
+        deps.states.apply(
+            change
+            if isinstance(change, SubscriptionDeleted)
+            else self.saved([SubscriptionSecret(secret=WHSEC_A)], **change)
+        )
+        due = datetime.fromtimestamp(time.time() + 3600, UTC)
+        failed = DeliveryAttempted(
+            run_id="run-1",
+            message_id="msg_run-1_sub",
+            subscription_id="t1:sub_1",
+            url="http://hooks.example.com/made",
+            attempt=1,
+            outcome="failed",
+            status_code=500,
+            next_attempt_at=due,
+        )
+        book = Book()
+        await apply([make_run_finished()], book, deps, offset=7)
+        await apply([failed], book, deps, offset=8)
+        [delivery] = [d for d in book.pending() if d.subscription.id == "t1:sub_1"]
+        assert delivery.attempts == 1 and book.low_watermark(100) == 7
+        [canceled] = await attempt_delivery(delivery, deps)
+        assert isinstance(canceled, DeliveryCanceled) and canceled.cause == cause
+        assert deps.sender.sent == []
+
+    async def test_a_redelivery_asked_by_name_goes_despite_the_statuses(self, config):
+        deps = deps_for(config, respond=lambda url, body, headers: SendResult(200, 1))
+        deps.states.apply(self.saved([SubscriptionSecret(secret=WHSEC_A)], statuses=["FAILURE"]))
+        book = await planned(config, deps)  # a SUCCESS run: not delivered to it
+        assert all(d.subscription.id != "t1:sub_1" for d in book.deliveries.values())
+        await apply([RedeliveryRequested(run_id="run-1", subscription_id="t1:sub_1")], book, deps)
+        [delivery] = [d for d in book.pending() if d.subscription.id == "t1:sub_1"]
+        [sent, *_] = await attempt_delivery(delivery, deps)
+        assert isinstance(sent, DeliveryAttempted) and sent.outcome == "succeeded"
+
+    async def test_waiting_retries_are_canceled_when_the_change_arrives(self, config):
+        from hookrun.notifier import metrics
+
+        # every attempt fails, and the retry waits an hour
+        deps = deps_for(config, lambda u, b, h: SendResult(500, 1), schedule=(0.0, 3600.0))
+        deps.states.apply(self.saved([SubscriptionSecret(secret=WHSEC_A)]))
+        notifier, tp, _ = await live_notifier(deps, _Publisher())
+        metrics.watch(lambda: [d for b in notifier.books.values() for d in b.deliveries.values()])
+        retries = lambda: REGISTRY.get_sample_value("hookrun_delivery_retries_pending")  # noqa: E731
+        await notifier.loop.dispatch(tp, make_run_finished(), 0)
+        async with asyncio.timeout(2):
+            while retries() < 3:  # the two config subscriptions and the one made through the API
+                await asyncio.sleep(0.01)
+        # PATCH statuses through the admin API; then a 410 disables /a
+        notifier.disabled(self.saved([SubscriptionSecret(secret=WHSEC_A)], statuses=["FAILURE"]))
+        [a] = [s for s in deps.subscriptions("t1") if s.url.endswith("/a")]
+        gone = SubscriptionDisabled(subscription_id=a.id, trigger_id="t1", url=a.url, reason="410")
+        notifier.disabled(gone)
+        async with asyncio.timeout(2):
+            while retries() > 1:  # canceled now, not in an hour
+                await asyncio.sleep(0.01)
+        canceled = {
+            e.subscription_id: e.cause
+            for e in notifier.publisher.events
+            if isinstance(e, DeliveryCanceled)
+        }
+        assert canceled == {"t1:sub_1": "filtered", a.id: "disabled"}
+        assert len(deps.sender.sent) == 3  # the first attempts only
+        for lane in notifier.lanes.values():
+            for worker in lane.workers:
+                worker.cancel()
 
     def test_an_expired_secret_no_longer_signs(self, config):
         clock = Clock(1_800_000_000.0)

@@ -9,6 +9,7 @@ from typing import Any
 from hookrun.events import (
     ActionCompleted,
     DeliveryAttempted,
+    DeliveryCanceled,
     DeliveryExhausted,
     Event,
     ExecutionCreated,
@@ -202,6 +203,25 @@ def run_events(
             )
         )
     return events
+
+
+def canceled(
+    run_id: str,
+    n: int = 1,
+    attempts: int = 0,
+    reason: str = "the subscription was deleted",
+    cause: str = "deleted",
+) -> DeliveryCanceled:
+    """The DeliveryCanceled of delivery ``msg-<n>`` to subscription ``sub-<n>``."""
+    return DeliveryCanceled(
+        run_id=run_id,
+        message_id=f"msg-{n}",
+        subscription_id=f"sub-{n}",
+        url="https://hooks.example.com/runs",
+        attempts=attempts,
+        cause=cause,
+        reason=reason,
+    )
 
 
 def rejected(

@@ -14,7 +14,7 @@ from hookrun.status import dag, stream
 from hookrun.status.dashboard import COOKIE, CSP, Sessions
 from hookrun.status.handlers import Deps
 from hookrun.status.store import RunFilter
-from tests.status.factories import launched, run_events
+from tests.status.factories import canceled, launched, run_events
 from tests.status.test_routes import TOKEN, app, client  # noqa: F401 (fixtures)
 
 
@@ -164,6 +164,18 @@ class TestPages:
         assert '<svg class="dag"' in r.text and 'data-node="a"' in r.text
         assert "hookrun.trigger.launched" in r.text  # the timeline
         assert 'id="replay-payload"' in r.text and "&#34;n&#34;: 1" in r.text
+
+    async def test_a_canceled_delivery_shows_why(
+        self,
+        client,  # noqa: F811
+        app,  # noqa: F811
+    ):
+        run = launched("tok")
+        await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS]), canceled(run.run_id)])
+        sign_in(client)
+        page = client.get(f"/ui/runs/{run.run_id}").text
+        assert 'class="badge s-canceled">canceled<' in page
+        assert "the subscription was deleted" in page
 
     async def test_triggers_show_rejections_and_subscriptions_their_success_rate(
         self,

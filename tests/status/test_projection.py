@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 
 from hookrun.events import (
+    DeliveryAttempted,
     ExecutionCreated,
     ExecutionFinished,
     PipelineCreated,
@@ -15,7 +18,7 @@ from hookrun.events import (
 )
 from hookrun.status.projection import Position, fold
 from hookrun.status.store import Applied, RunFilter
-from tests.status.factories import launched, rejected, run_events
+from tests.status.factories import canceled, launched, rejected, run_events
 
 OK, FAIL = RunStatus.SUCCESS, RunStatus.FAILURE
 
@@ -165,6 +168,28 @@ class TestAdminViews:
         assert delivery["state"] == "exhausted"
         assert [a["attempt"] for a in delivery["attempts"]] == [1, 2, 3]
         assert [a["status"] for a in detail["actions"]] == ["SUCCESS", "FAILURE"]
+
+    async def test_a_canceled_delivery_ends_canceled_with_its_reason(self, store, feed):
+        run = launched()
+        retried = DeliveryAttempted(
+            run_id=run.run_id,
+            message_id="msg-1",
+            subscription_id="sub-1",
+            url="https://hooks.example.com/runs",
+            attempt=1,
+            outcome="failed",
+            status_code=500,
+            next_attempt_at=datetime(2026, 12, 6, 12, 0, tzinfo=UTC),
+        )
+        why = "the subscription's statuses (FAILURE) no longer include SUCCESS"
+        filtered = canceled(run.run_id, 1, attempts=1, reason=why, cause="filtered")
+        deleted = canceled(run.run_id, 2)  # before its first attempt
+        await feed([run, *run_events(run, [OK]), retried, filtered, deleted])
+        one, two = (await store.run_detail(run.run_id))["deliveries"]
+        assert (one["state"], one["attempt_count"], one["next_attempt_at"]) == ("canceled", 1, None)
+        assert one["last_error"] == why and [a["outcome"] for a in one["attempts"]] == ["failed"]
+        assert (two["state"], two["attempt_count"], two["attempts"]) == ("canceled", 0, [])
+        assert two["last_error"] == "the subscription was deleted"
 
     async def test_a_late_second_report_of_an_execution_changes_nothing(self, store, feed):
         # a runner that lost its lease reports after the new owner aborted the execution

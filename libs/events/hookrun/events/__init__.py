@@ -14,6 +14,7 @@ from hookrun.events.codec import (
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.notifications import (
     DeliveryAttempted,
+    DeliveryCanceled,
     DeliveryExhausted,
     RedeliveryRequested,
     SubscriptionDeleted,
@@ -56,6 +57,7 @@ __all__ = [
     "ActionCompleted",
     "ConfigRecorded",
     "DeliveryAttempted",
+    "DeliveryCanceled",
     "DeliveryExhausted",
     "ErrorDetail",
     "Event",

@@ -56,6 +56,29 @@ class DeliveryExhausted(Event):
 
 
 @register(
+    "hookrun.delivery.canceled",
+    version=1,
+    topic=topics.RUNS,
+    producers=("notifier",),
+    consumers=("notifier", "status"),
+)
+class DeliveryCanceled(Event):
+    """A delivery is given up without another attempt: the subscription was changed so that its
+    ``statuses`` no longer include the run's status (``filtered``), deleted (``deleted``) or
+    disabled (``disabled``) while the delivery waited. No request was made for this event."""
+
+    run_id: str
+    message_id: str
+    subscription_id: str
+    #: The subscription's URL when the delivery was given up (for a delivery never attempted).
+    url: str
+    #: Attempts made before it was canceled (0: none).
+    attempts: int
+    cause: Literal["filtered", "deleted", "disabled"]
+    reason: BoundedText
+
+
+@register(
     "hookrun.delivery.redelivery_requested",
     version=1,
     topic=topics.RUNS,

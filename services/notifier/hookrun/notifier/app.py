@@ -25,14 +25,25 @@ from hookrun.events.clients import Commit, ConsumerClient, GroupConsumer
 from hookrun.events.codec import InvalidEvent, UnknownEventType, decode
 from hookrun.events.consumer import ConsumeLoop
 from hookrun.events.health import serve_health
-from hookrun.events.kafka import Publisher, TopicTable, consumer_settings, ensure_topics_forever
-from hookrun.events.notifications import RedeliveryRequested
+from hookrun.events.kafka import (
+    KafkaUnavailable,
+    Publisher,
+    TopicTable,
+    consumer_settings,
+    ensure_topics_forever,
+)
+from hookrun.events.notifications import (
+    RedeliveryRequested,
+    SubscriptionDeleted,
+    SubscriptionDisabled,
+    SubscriptionSaved,
+)
 from hookrun.events.runs import RunFinished
 from hookrun.events.service import Handler, Partition, PublisherClient, Service
 from hookrun.notifier import metrics
 from hookrun.notifier.adapters import HttpSender, Sender
 from hookrun.notifier.config import Settings
-from hookrun.notifier.handlers import EVENTS, HANDLERS, Book, Delivery, Deps
+from hookrun.notifier.handlers import EVENTS, HANDLERS, Book, Delivery, Deps, why_canceled
 from hookrun.notifier.lanes import Lane, Recorder
 
 log = logging.getLogger("hookrun.notifier")
@@ -110,8 +121,23 @@ class Notifier(Service[Book]):
         )
 
     def disabled(self, event: Event) -> None:
-        """Follow hookrun.subscriptions: note each subscription disabled (and under which config)."""
+        """Follow hookrun.subscriptions: note each subscription disabled (and under which config),
+        made, changed or deleted; retries waiting for one that changed are looked at again."""
         self.deps.states.apply(event)
+        if isinstance(event, SubscriptionSaved | SubscriptionDeleted | SubscriptionDisabled):
+            self._reschedule(event.subscription_id)
+
+    def _reschedule(self, subscription_id: str) -> None:
+        """Schedule the waiting retries to ``subscription_id`` again: one it will no longer get
+        (:func:`why_canceled`) is canceled now rather than when it is due, hours later."""
+        now = self.deps.now()
+        for part in self.loop.parts.values():
+            if not part.live:
+                continue  # went_live schedules them
+            for delivery in part.state.deliveries.values():
+                waiting = delivery.timer is not None and delivery.next_at > now  # not queued
+                if waiting and delivery.subscription.id == subscription_id:
+                    self.schedule(delivery)
 
     @property
     def books(self) -> dict[TopicPartition, Book]:
@@ -137,11 +163,23 @@ class Notifier(Service[Book]):
         await self.publisher.start(wait=True)
         await self.subscriptions_table.start()
         try:
+            await self._read_the_subscriptions(stopping)
             await self.loop.run(stopping)
         finally:
             await self.subscriptions_table.stop()
             await self.deps.sender.close()
             await self.publisher.stop()
+
+    async def _read_the_subscriptions(self, stopping: asyncio.Event) -> None:
+        """Wait until hookrun.subscriptions is read: the replay plans deliveries by the
+        subscriptions it knows and cancels retries to those it does not, so it must know every
+        one made through the admin API first."""
+        while not stopping.is_set():
+            try:
+                await self.subscriptions_table.catch_up()
+                return
+            except KafkaUnavailable as exc:
+                log.warning("waiting for hookrun.subscriptions: %s", exc)
 
     # -- the loop's hooks -----------------------------------------------------------------
 
@@ -203,6 +241,8 @@ class Notifier(Service[Book]):
             delivery.timer = None
         lane = self.lane(delivery.subscription.id)
         delay = delivery.next_at - self.deps.now()
+        if delay > 0 and why_canceled(delivery, self.deps) is not None:
+            delay = 0  # to be canceled: recorded now, not when the retry would have been due
         if delay <= 0:
             lane.queue.put_nowait(delivery)
         else:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hookrun.config import HookrunConfig, UnresolvedEnvError, resolve_env_refs
@@ -26,6 +26,7 @@ from hookrun.events.base import Event
 from hookrun.events.maps import EventMap
 from hookrun.events.notifications import (
     DeliveryAttempted,
+    DeliveryCanceled,
     DeliveryExhausted,
     RedeliveryRequested,
     SubscriptionDisabled,
@@ -121,6 +122,9 @@ class Delivery:
     in_flight: bool = False
     revoked: bool = False
     timer: Any = None
+    #: False for a redelivery asked for this subscription by name: it goes despite the
+    #: subscription's ``statuses``.
+    filter_applies: bool = True
     #: The hookrun.runs partition the delivery belongs to.
     partition: int = -1
 
@@ -226,6 +230,8 @@ class Deps:
         return self.made(saved) or sub
 
     def is_disabled(self, sub: Subscription) -> bool:
+        """Whether nothing is delivered to ``sub``: disabled in the config or on
+        hookrun.subscriptions (under this config version), or deleted through the admin API."""
         if not sub.enabled:
             return True
         if sub.source == "api" and sub.id not in self.states.defined:
@@ -261,6 +267,16 @@ class Book:
     def low_watermark(self, next_offset: int) -> int:
         """The offset to resume from so that every unfinished delivery is rebuilt."""
         return min((d.offset for d in self.pending()), default=next_offset)
+
+    def run_of(self, run_id: str) -> tuple[RunFinished | None, int, str] | None:
+        """A run of this Book: its RunFinished (None when only its Delivered is kept: read it
+        again from its offset when needed), that offset and its trigger id; None if unknown."""
+        held, record = self.runs.get(run_id), self.delivered.get(run_id)
+        if held is not None:
+            return held[0], held[1], held[0].trigger_id
+        if record is not None:
+            return None, record.offset, record.trigger_id
+        return None
 
     def remember(self, run: RunFinished, offset: int) -> None:
         """Hold ``run`` until its deliveries are done (the first offset seen stays)."""
@@ -359,6 +375,8 @@ async def record_attempt(event: Event, offset: int, book: Book, deps: Deps) -> l
     """DeliveryAttempted: advance the delivery (idempotent: older attempts change nothing)."""
     assert isinstance(event, DeliveryAttempted)
     delivery = book.deliveries.get((event.run_id, event.subscription_id))
+    if delivery is None:
+        delivery = _unplanned(event, book, deps)
     if delivery is None or event.attempt <= delivery.attempts:
         return []
     delivery.attempts = event.attempt
@@ -371,9 +389,28 @@ async def record_attempt(event: Event, offset: int, book: Book, deps: Deps) -> l
     return []
 
 
-async def record_exhausted(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
-    """DeliveryExhausted: the delivery is over."""
-    assert isinstance(event, DeliveryExhausted)
+def _unplanned(event: DeliveryAttempted, book: Book, deps: Deps) -> Delivery | None:
+    """The delivery of a retry that the replayed RunFinished did not plan, because its
+    subscription was changed to leave the run out, disabled or deleted since: kept, so that it
+    ends canceled (:func:`why_canceled`) rather than waiting for ever in the record. None when
+    no retry follows the attempt or the run is not in the Book."""
+    known = book.run_of(event.run_id)
+    if event.next_attempt_at is None or known is None:
+        return None
+    run, run_offset, trigger_id = known
+    sub = next((s for s in deps.subscriptions(trigger_id) if s.id == event.subscription_id), None)
+    if sub is None:
+        # Known only by the id and URL the attempt names: deleted (or not defined yet, in
+        # which case Deps.current finds it by the time the retry is due).
+        sub = Subscription(
+            event.subscription_id, trigger_id, event.url, signing_keys([]), False, source="api"
+        )
+    return _deliver_to(book, event.run_id, run, run_offset, sub, 0.0)
+
+
+async def record_closed(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
+    """DeliveryExhausted, DeliveryCanceled: the delivery is over."""
+    assert isinstance(event, DeliveryExhausted | DeliveryCanceled)
     delivery = book.deliveries.get((event.run_id, event.subscription_id))
     if delivery is not None:
         delivery.done = True
@@ -384,15 +421,12 @@ async def record_exhausted(event: Event, offset: int, book: Book, deps: Deps) ->
 async def plan_redelivery(event: Event, offset: int, book: Book, deps: Deps) -> list[Event]:
     """RedeliveryRequested: start the schedule again for one or every subscription of the run."""
     assert isinstance(event, RedeliveryRequested)
-    held, record = book.runs.get(event.run_id), book.delivered.get(event.run_id)
-    if held is not None:
-        run, run_offset, trigger_id = held[0], held[1], held[0].trigger_id
-    elif record is not None:
-        # Its RunFinished is read again when the first attempt is due.
-        run, run_offset, trigger_id = None, record.offset, record.trigger_id
-    else:
+    known = book.run_of(event.run_id)
+    if known is None:
         book.unknown.append((event, offset))
         return []
+    run, run_offset, trigger_id = known
+    record = book.delivered.get(event.run_id)
     at = event.occurred_at.timestamp()
     for sub in deps.subscriptions(trigger_id):
         if event.subscription_id not in (None, sub.id) or deps.is_disabled(sub):
@@ -401,6 +435,7 @@ async def plan_redelivery(event: Event, offset: int, book: Book, deps: Deps) -> 
             continue
         made = record.attempts.get(sub.id, 0) if record is not None else 0
         delivery = _deliver_to(book, event.run_id, run, run_offset, sub, at, made)
+        delivery.filter_applies = event.subscription_id is None
         if delivery.done or delivery.attempts:
             # Restart the round: the schedule counts from here, the webhook-id stays.
             delivery.round_start = delivery.attempts
@@ -419,8 +454,47 @@ def _wanted(sub: Subscription, run: RunFinished | None, record: Delivered | None
     return sub.statuses is None or (record is not None and sub.id in record.attempts)
 
 
+CancelCause = Literal["filtered", "deleted", "disabled"]
+
+
+def why_canceled(delivery: Delivery, deps: Deps) -> tuple[CancelCause, str] | None:
+    """Why the delivery's next attempt is not to be made, as (cause, reason); None: make it.
+
+    As in Svix and Hookdeck, a subscription's state and filter hold when an attempt is due, not
+    only when the run finished: one deleted, disabled, or changed so that its ``statuses`` leave
+    the run out since the delivery was planned gets no more attempts. The filter is checked
+    once the run is known (a redelivery of an old run reads it first).
+    """
+    sub = deps.current(delivery.subscription)
+    if sub.source == "api" and sub.id not in deps.states.defined:
+        return "deleted", "the subscription was deleted"
+    if deps.is_disabled(sub):
+        held = deps.states.disabled_under(sub.id, deps.config.config_version)
+        return "disabled", "the subscription is disabled" + (f": {held.reason}" if held else "")
+    run = delivery.run
+    if run is not None and delivery.filter_applies and not sub.wants(run):
+        listed = ", ".join(sorted(sub.statuses or ()))
+        return "filtered", f"the subscription's statuses ({listed}) no longer include {run.status}"
+    return None
+
+
+def _canceled(delivery: Delivery, why: tuple[CancelCause, str]) -> DeliveryCanceled:
+    run, sub = delivery.run, delivery.subscription
+    return DeliveryCanceled(
+        **tracing.fields(run.trace if run is not None else None),
+        run_id=delivery.run_id,
+        message_id=delivery.message_id,
+        subscription_id=sub.id,
+        url=sub.url,
+        attempts=delivery.attempts,
+        cause=why[0],
+        reason=why[1],
+    )
+
+
 async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
-    """Make one HTTP attempt and return the events that record it (and what it led to).
+    """Make one HTTP attempt and return the events that record it (and what it led to), or
+    the DeliveryCanceled that gives the delivery up without one (:func:`why_canceled`).
 
     A retry goes to the subscription as it is now, not as it was at the first attempt.
     """
@@ -435,9 +509,8 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
     }
     if delivery.run is not None:
         base.update(tracing.fields(delivery.run.trace))
-    if deps.is_disabled(sub):
-        # Disabled while this delivery waited: close it so a replay does not retry it.
-        return [DeliveryAttempted(**base, outcome="gone", error="subscription is disabled")]
+    if (why := why_canceled(delivery, deps)) is not None:
+        return [_canceled(delivery, why)]
     run = delivery.run
     if run is None:
         run = await deps.load_run(delivery.partition, delivery.offset)
@@ -448,6 +521,8 @@ async def attempt_delivery(delivery: Delivery, deps: Deps) -> list[Event]:
             )
         delivery.run = run  # held until the delivery is done
         base.update(tracing.fields(run.trace))
+        if (why := why_canceled(delivery, deps)) is not None:
+            return [_canceled(delivery, why)]
     try:
         body = notification_body(run, deps.config)
     except (TypeError, ValueError) as exc:  # orjson: nested too deep, or not serialisable
@@ -604,7 +679,8 @@ Handler = Callable[[Event, int, Book, Deps], Awaitable[list[Event]]]
 HANDLERS: dict[type[Event], list[Handler]] = {
     RunFinished: [plan_deliveries],
     DeliveryAttempted: [record_attempt],
-    DeliveryExhausted: [record_exhausted],
+    DeliveryExhausted: [record_closed],
+    DeliveryCanceled: [record_closed],
     RedeliveryRequested: [plan_redelivery],
 }
 

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from hookrun.events.base import Event
-from hookrun.events.notifications import DeliveryAttempted, DeliveryExhausted
+from hookrun.events.notifications import DeliveryAttempted, DeliveryCanceled, DeliveryExhausted
 from hookrun.notifier import handlers, metrics
 from hookrun.notifier.handlers import Delivery
 
@@ -49,6 +49,7 @@ def _log_outcome(delivery: Delivery, events: list[Event]) -> None:
     the URL, which may hold the subscriber's secret (Slack's, for one)."""
     attempted = next((e for e in events if isinstance(e, DeliveryAttempted)), None)
     if attempted is None:
+        _log_canceled(delivery, events)
         return
     succeeded = attempted.outcome == "succeeded"
     level = logging.INFO if succeeded else logging.WARNING
@@ -71,6 +72,28 @@ def _log_outcome(delivery: Delivery, events: list[Event]) -> None:
             "trigger_id": sub.trigger_id,
             "subscription_id": sub.id,
             "trace_id": attempted.trace.trace_id if attempted.trace is not None else None,
+        },
+    )
+
+
+def _log_canceled(delivery: Delivery, events: list[Event]) -> None:
+    """A delivery given up without an attempt, at INFO: a change someone made caused it."""
+    canceled = next((e for e in events if isinstance(e, DeliveryCanceled)), None)
+    if canceled is None:
+        return
+    sub = delivery.subscription
+    log.info(
+        "delivery %s of run %s to %s: canceled after %d attempt(s): %s",
+        delivery.message_id,
+        delivery.run_id,
+        sub.id,
+        canceled.attempts,
+        canceled.reason,
+        extra={
+            "run_id": delivery.run_id,
+            "trigger_id": sub.trigger_id,
+            "subscription_id": sub.id,
+            "trace_id": canceled.trace.trace_id if canceled.trace is not None else None,
         },
     )
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client import Counter, Gauge, Histogram
 
 from hookrun.events.base import Event
-from hookrun.events.notifications import DeliveryAttempted, DeliveryExhausted
+from hookrun.events.notifications import DeliveryAttempted, DeliveryCanceled, DeliveryExhausted
 from hookrun.notifier.handlers import Delivery
 
 #: Seconds an HTTP attempt takes; the notifier's timeout is 10 s by default.
@@ -26,6 +26,12 @@ DELIVERIES = Counter(
 )
 EXHAUSTED = Counter(
     "hookrun_deliveries_exhausted", "Deliveries given up after their last attempt failed"
+)
+CANCELED = Counter(
+    "hookrun_deliveries_canceled",
+    "Deliveries given up without another attempt, by cause (filtered: the subscription's"
+    " statuses no longer include the run's; deleted; disabled)",
+    ["cause"],
 )
 ATTEMPT_SECONDS = Histogram(
     "hookrun_delivery_attempt_seconds",
@@ -49,7 +55,8 @@ def status_class(code: int | None) -> str:
 
 
 def attempted(delivery: Delivery, events: Sequence[Event]) -> None:
-    """Count what an attempt came to (its DeliveryAttempted, and a DeliveryExhausted)."""
+    """Count what an attempt came to (its DeliveryAttempted, and a DeliveryExhausted), or the
+    DeliveryCanceled made instead."""
     for event in events:
         if isinstance(event, DeliveryAttempted):
             DELIVERIES.labels(event.outcome, status_class(event.status_code)).inc()
@@ -60,6 +67,8 @@ def attempted(delivery: Delivery, events: Sequence[Event]) -> None:
                 LATENCY_SECONDS.observe(max(0.0, time.time() - ended))
         elif isinstance(event, DeliveryExhausted):
             EXHAUSTED.inc()
+        elif isinstance(event, DeliveryCanceled):
+            CANCELED.labels(event.cause).inc()
 
 
 def watch(deliveries: Callable[[], list[Delivery]]) -> None:

@@ -8,7 +8,12 @@ from hookrun.events import topics
 from hookrun.events.base import Event
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.maps import EventMap
-from hookrun.events.notifications import DeliveryAttempted, DeliveryExhausted, RedeliveryRequested
+from hookrun.events.notifications import (
+    DeliveryAttempted,
+    DeliveryCanceled,
+    DeliveryExhausted,
+    RedeliveryRequested,
+)
 from hookrun.events.runs import (
     ActionCompleted,
     ExecutionCreated,
@@ -69,5 +74,5 @@ EVENTS = EventMap(
         ConfigRecorded: "KafkaConfigStore",
         **dict.fromkeys(SCHEDULE_TYPES, "Scheduler.apply"),
     },
-    frozenset({DeliveryAttempted, DeliveryExhausted, RedeliveryRequested}),
+    frozenset({DeliveryAttempted, DeliveryCanceled, DeliveryExhausted, RedeliveryRequested}),
 )

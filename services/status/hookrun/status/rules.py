@@ -19,6 +19,7 @@ import orjson
 from hookrun.events import (
     ActionCompleted,
     DeliveryAttempted,
+    DeliveryCanceled,
     DeliveryExhausted,
     Event,
     ExecutionCreated,
@@ -57,6 +58,7 @@ from hookrun.status.statements import (
     UPDATE_RUN_STARTED,
     UPSERT_ACTION,
     UPSERT_DELIVERY,
+    UPSERT_DELIVERY_CANCELED,
     Op,
 )
 from hookrun.status.store import Applied
@@ -407,6 +409,19 @@ def _exhaust_delivery(d: Data, part: int, off: int, event_id: str, occurred: str
     return [Op(UPDATE_DELIVERY_EXHAUSTED, params)]
 
 
+def _cancel_delivery(d: Data, part: int, off: int, event_id: str, occurred: str) -> list[Op]:
+    # An upsert: a delivery canceled before its first attempt has no row yet.
+    params = (
+        d["run_id"],
+        string(d["message_id"]),
+        string(d["subscription_id"]),
+        string(d["url"]),
+        integer(d["attempts"]),
+        bounded(d["reason"]),
+    )
+    return [Op(UPSERT_DELIVERY_CANCELED, params)]
+
+
 def _request_redelivery(d: Data, part: int, off: int, event_id: str, occurred: str) -> list[Op]:
     return [Op(UPDATE_RUN_REDELIVERY_REQUESTED, (occurred, d["run_id"]))]
 
@@ -428,6 +443,7 @@ HANDLERS: dict[type[Event], Rule] = {
     RunFinished: _finish_run,
     DeliveryAttempted: _record_attempt,
     DeliveryExhausted: _exhaust_delivery,
+    DeliveryCanceled: _cancel_delivery,
     RedeliveryRequested: _request_redelivery,
 }
 

@@ -136,6 +136,12 @@ UPDATE_DELIVERY_EXHAUSTED = (
     "UPDATE deliveries SET state = 'exhausted', next_attempt_at = NULL, last_error = ?"
     " WHERE run_id = ? AND message_id = ? AND subscription_id = ?"
 )
+UPSERT_DELIVERY_CANCELED = (
+    "INSERT INTO deliveries (run_id, message_id, subscription_id, url, state, attempts,"
+    " last_error) VALUES (?, ?, ?, ?, 'canceled', ?, ?)"
+    " ON CONFLICT (run_id, message_id, subscription_id) DO UPDATE SET state = 'canceled',"
+    " next_attempt_at = NULL, last_error = excluded.last_error"
+)
 #: Inserts that only add rows (ON CONFLICT DO NOTHING) to tables no other statement of the
 #: projection reads or changes: within a transaction they can run in any order, after the rest.
 APPEND_ONLY = frozenset({INSERT_EVENT, INSERT_LOG, INSERT_RESULT, INSERT_ATTEMPT, INSERT_SKIPPED})
