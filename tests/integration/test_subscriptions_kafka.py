@@ -25,6 +25,7 @@ from tests.integration.notifier_support import (
     wait_for,
 )
 from tests.notifier.conftest import make_run_finished, make_whsk, verify_v1a
+from tests.status.factories import launched
 
 pytestmark = pytest.mark.kafka
 
@@ -44,6 +45,8 @@ def respond(request, count):
         return Answer(503, body=b"down")
     if request.path == "/made":
         return Answer(200)
+    if request.path == "/later":  # retry in an hour
+        return Answer(503, headers={"Retry-After": "3600"}, body=b"later")
     if request.path == "/v1a":
         return Answer(200) if verify_v1a(WHPK, request.body, request.headers) else Answer(401)
     return Answer(200) if request.verified else Answer(401)
@@ -240,6 +243,42 @@ async def test_a_subscription_made_rotated_and_removed_through_the_api_without_a
     time.sleep(0.5)
     assert len(receiver.on("/made")) == 2
     assert made["id"] not in subscriptions(base)
+
+
+async def test_a_waiting_retry_the_patched_statuses_leave_out_is_canceled(system):
+    bootstrap, ns, receiver, base = system
+    r = httpx.post(
+        f"{base}/api/v1/subscriptions",
+        json={"trigger_id": "ok", "url": receiver.url("/later")},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    await publish(
+        bootstrap,
+        ns,
+        [launched("ok", "r-later-1"), make_run_finished(run_id="r-later-1", trigger_id="ok")],
+    )
+    wait_for(lambda: receiver.on("/later"), what="the first attempt (its retry waits an hour)")
+    r = httpx.patch(
+        f"{base}/api/v1/subscriptions/{sid}",
+        json={"statuses": ["FAILURE"]},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+    def delivery() -> dict | None:
+        run = httpx.get(f"{base}/api/v1/runs/r-later-1", headers=AUTH, timeout=10).json()
+        return next((d for d in run.get("deliveries", []) if d["subscription_id"] == sid), None)
+
+    wait_for(lambda: (delivery() or {}).get("state") == "canceled", what="the retry to be canceled")
+    canceled = delivery()
+    assert canceled["attempt_count"] == 1 and canceled["next_attempt_at"] is None
+    assert "no longer include SUCCESS" in canceled["last_error"]
+    assert len(receiver.on("/later")) == 1
+    httpx.delete(f"{base}/api/v1/subscriptions/{sid}", headers=AUTH, timeout=10)
 
 
 def test_config_file_subscriptions_are_read_only(system):
