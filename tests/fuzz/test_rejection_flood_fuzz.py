@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hookrun.config import InboundRequest, parse_config
+from hookrun.config.addresses import source_address
 from hookrun.events import InboundDeliveryRecorded, TriggerLaunched, TriggerLogged
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.handlers import Deps, launch
-from hookrun.gateway.sampling import source_address
 from tests.fuzz.strategies import CONFIG, Launch, fuzz, launches
 
 FLOOD_EXAMPLES = 200

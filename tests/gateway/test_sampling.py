@@ -9,10 +9,11 @@ import hmac
 import pytest
 
 from hookrun.config import InboundRequest, parse_config
+from hookrun.config.addresses import source_address
 from hookrun.events import TriggerLaunched, TriggerLogged
 from hookrun.gateway.adapters import FakeDeliveryIndex, FakeEventLog
 from hookrun.gateway.handlers import Deps, launch
-from hookrun.gateway.sampling import TriggerLogSampler, source_address
+from hookrun.gateway.sampling import TriggerLogSampler
 
 CONFIG = """
 project: {id: p-1, slug: demo, name: Demo}

@@ -12,10 +12,10 @@ ids of unknown triggers are the sender's to choose, so they all count as one. Pa
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
+from hookrun.config.addresses import source_address
 from hookrun.events import TriggerLogged
 
 #: Rejections logged one by one per source and window (HOOKRUN_REJECTION_LOG_LIMIT).
@@ -34,21 +34,6 @@ class _Tally:
     logged: int = 0
     counted: int = 0
     last: TriggerLogged | None = None
-
-
-def source_address(remote_addr: str | None) -> str:
-    """The address part of a source: the IP, an IPv6 one as its /64 network."""
-    if remote_addr is None:
-        return "unknown address"
-    try:
-        address = ipaddress.ip_address(remote_addr)
-    except ValueError:
-        return remote_addr[:100]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 class TriggerLogSampler:
