@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from hookrun.config import ConfigError, HookrunConfig, load_config
 from hookrun.config.sealing import sealer_of
@@ -21,7 +22,7 @@ from hookrun.events import logs, topics, tracing
 from hookrun.events.configs import ConfigRecorded
 from hookrun.events.kafka import Publisher, TopicTable, ensure_topics_forever
 from hookrun.events.subscriptions import SubscriptionStates
-from hookrun.status import dashboard, handlers, metrics, retention, routes
+from hookrun.status import dashboard, guard, handlers, metrics, retention, routes
 from hookrun.status.adapters import (
     EventLog,
     FakeScheduleBook,
@@ -39,6 +40,9 @@ from hookrun.status.store import SqlStore
 
 log = logging.getLogger(__name__)
 
+#: Shortest admin token that passes without a WARNING at start: 24 random characters are out of
+#: reach of the guesses the throttle lets through from any number of addresses.
+MIN_TOKEN_CHARS = 24
 #: How long the subscriptions table's fetch waits at the broker when there is nothing new
 #: (answered at once when records arrive; a long wait only makes the idle table cheap).
 IDLE_TABLE_FETCH_WAIT_MS = 500
@@ -174,6 +178,9 @@ def build(
         sealer=sealer_of(settings.hookrun_secrets_key),
     )
     app.state.max_body_bytes = settings.hookrun_max_body_bytes
+    app.state.auth_throttle = guard.AuthThrottle(
+        settings.hookrun_admin_max_failures, settings.hookrun_admin_failure_window_s
+    )
     app.state.projector = projector
     app.state.templates = dashboard.environment()
     app.state.sessions = None
@@ -200,7 +207,23 @@ def build(
     app.include_router(routes.router)
     app.include_router(dashboard.ui)
     app.mount("/ui/static", StaticFiles(directory=dashboard.STATIC), name="ui-static")
+    # The client address of every route (IP allow-lists, the admin throttle) is the peer's, or
+    # the X-Forwarded-For of a trusted proxy: here rather than in uvicorn, so tests see it too.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     return app
+
+
+def warn_of_a_short_token(settings: Settings) -> None:
+    """Log a WARNING when HOOKRUN_ADMIN_TOKEN is shorter than ``MIN_TOKEN_CHARS``."""
+    token = settings.hookrun_admin_token
+    if token is not None and len(token.get_secret_value()) < MIN_TOKEN_CHARS:
+        log.warning(
+            "HOOKRUN_ADMIN_TOKEN has %d characters: use %d or more random ones"
+            " (e.g. `openssl rand -hex 24`); wrong tokens are throttled per address, not"
+            " across addresses",
+            len(token.get_secret_value()),
+            MIN_TOKEN_CHARS,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"hookrun status: invalid config\n{exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    warn_of_a_short_token(settings)
     app = build(settings, config)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -232,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             # uvicorn's own lines go through the handler logs.configure set, in LOG_FORMAT.
             log_config=None,
             timeout_graceful_shutdown=10,
+            proxy_headers=False,  # build() applies FORWARDED_ALLOW_IPS itself
         )
     )
     # Open live feeds would otherwise hold a shutdown for the whole graceful timeout.

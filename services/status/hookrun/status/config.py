@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hookrun.config.sealing import SecretsKey
 from hookrun.events import limits, topics
 from hookrun.events.logs import LogFormat
+from hookrun.status import guard
 
 
 def shown_url(url: str) -> str:
@@ -24,6 +26,20 @@ def shown_url(url: str) -> str:
         scheme, userinfo = "", head
     user = userinfo.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{host}"
+
+
+def _trusted_proxies(value: str) -> str:
+    """``*`` or IPs and CIDRs, comma-separated; a typo would silently trust no proxy."""
+    for item in (part.strip() for part in value.split(",")):
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address, a CIDR or *") from None
+    return value
+
+
+TrustedProxies = Annotated[str, AfterValidator(_trusted_proxies)]
 
 
 class Settings(BaseSettings):
@@ -43,6 +59,14 @@ class Settings(BaseSettings):
     hookrun_status_port: PositiveInt = 8001
     #: Bearer token of the admin API; unset disables it (503 "admin API disabled").
     hookrun_admin_token: SecretStr | None = None
+    #: Wrong admin tokens (API or dashboard sign-in) one client address may send per window;
+    #: past it its attempts get 429 with Retry-After until the window ends (guard.py).
+    hookrun_admin_max_failures: PositiveInt = guard.MAX_FAILURES
+    #: That window's length in seconds, from the address's first wrong token.
+    hookrun_admin_failure_window_s: PositiveFloat = guard.WINDOW_S
+    #: Peers whose X-Forwarded-For names the client (comma-separated IPs or CIDRs, or ``*``):
+    #: the gateway, which sets it. uvicorn's variable of the same name, applied by the app.
+    forwarded_allow_ips: TrustedProxies = "127.0.0.1,::1"
     #: Fernet key(s) sealing the secrets of subscriptions made through the API on Kafka
     #: (comma-separated, the first seals); unset: they are stored as given (docs/security.md).
     hookrun_secrets_key: SecretsKey | None = None

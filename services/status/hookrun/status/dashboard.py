@@ -25,6 +25,7 @@ import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader
+from starlette.types import Receive, Scope, Send
 
 from hookrun.events import LaunchRequest, RunStatus
 from hookrun.status import dag, handlers, routes, subscriptions
@@ -187,9 +188,21 @@ async def login(request: Request) -> Response:
     sessions = _sessions(request)
     if sessions is None:
         return _page(request, "login.html", {"disabled": True}, 503)
+    address = routes.client_address(request)
+    wait = routes.throttle(request).retry_after(address, "signin")
+    if wait is not None:
+        error = (
+            f"Too many wrong tokens from your address ({address}). The token was not checked:"
+            f" try again in {wait} seconds."
+        )
+        refused = _page(request, "login.html", {"error": error}, 429)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     given = (await _form(request)).get("token", "")
     token = _deps(request).admin_token or ""
     if not hmac.compare_digest(given.encode(), token.encode()):
+        if given:  # as on the API, only a token given is a guess
+            routes.throttle(request).failed(address, "signin")
         error = "That is not the admin token (HOOKRUN_ADMIN_TOKEN). Nothing was signed in."
         return _page(request, "login.html", {"error": error}, 401)
     cookie, _ = sessions.issue()
@@ -418,7 +431,7 @@ async def admin_api(
     path: str,
     x_csrf_token: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The admin API for the signed-in browser: its answer, with the admin token added.
+    """The admin API for the signed-in browser: its answer, as for the admin token.
 
     Answered in-process by the same routes that answer ``/api/v1/...`` with the bearer token, so
     the dashboard's buttons (cancel, replay, redeliver) follow that API's contract.
@@ -431,10 +444,17 @@ async def admin_api(
     if request.method != "GET":
         _check_csrf(session, x_csrf_token)
     body = await routes.body_of(request)
-    headers = {"Authorization": f"Bearer {_deps(request).admin_token}"}
+    headers: dict[str, str] = {}
     if "content-type" in request.headers:
         headers["Content-Type"] = request.headers["content-type"]
-    transport = httpx.ASGITransport(app=request.app)
+    app = request.app
+
+    async def as_signed_in(scope: Scope, receive: Receive, send: Send) -> None:
+        # The session stands for the token: a throttled address (a shared NAT, the loopback
+        # this call comes from) must not refuse a signed-in person's buttons.
+        await app({**scope, routes.SIGNED_IN: True}, receive, send)
+
+    transport = httpx.ASGITransport(app=as_signed_in)
     async with httpx.AsyncClient(transport=transport, base_url="http://status") as client:
         upstream = await client.request(
             request.method,

@@ -1,4 +1,5 @@
-"""The status service's Prometheus metrics: how far the projection is behind the log.
+"""The status service's Prometheus metrics: how far the projection is behind the log, and
+wrong admin tokens.
 
 The consume loop's own metrics (records fetched, consumer lag) are in
 :mod:`hookrun.events.metrics`; the projection's lag here counts from what is stored, which is
@@ -31,6 +32,15 @@ DELAY_SECONDS = Histogram(
     "From the append of a batch's newest record to the batch stored (one per batch)",
     buckets=DELAY_BUCKETS,
 )
+ADMIN_AUTH_FAILURES = Counter(
+    "hookrun_admin_auth_failures",
+    "Wrong admin tokens (throttled=false) and attempts refused with 429 without a comparison"
+    " (throttled=true), by where: the admin API's bearer token or the dashboard's sign-in",
+    ["kind", "throttled"],
+)
+for _kind in ("api", "signin"):  # every series from the start, so rate() sees the first one
+    for _throttled in ("false", "true"):
+        ADMIN_AUTH_FAILURES.labels(kind=_kind, throttled=_throttled)
 
 
 class _ProjectionLag(Collector):

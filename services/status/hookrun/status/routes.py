@@ -11,14 +11,19 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hookrun.config import InboundRequest
+from hookrun.config.addresses import source_address
 from hookrun.config.bodies import BodyTooLarge, read_body
 from hookrun.events import RunStatus
 from hookrun.events.limits import json_too_deep
 from hookrun.status import handlers, schedules, stream, subscriptions
+from hookrun.status.guard import AuthThrottle
 from hookrun.status.handlers import ApiError
 from hookrun.status.store import INFO_STATUSES, RunFilter, decode_cursor
 
 router = APIRouter()
+#: ASGI scope key the dashboard sets on its in-process admin calls for a signed-in session;
+#: a client cannot set a scope key, only headers.
+SIGNED_IN = "hookrun.signed_in"
 _bearer = HTTPBearer(auto_error=False, description="HOOKRUN_ADMIN_TOKEN")
 
 
@@ -56,17 +61,40 @@ def deps_of(request: Request) -> handlers.Deps:
     return deps
 
 
+def client_address(request: Request) -> str:
+    """The client's address as limits count it (an IPv6 one by its /64): the peer's, or the
+    X-Forwarded-For of a peer in FORWARDED_ALLOW_IPS (the app's ProxyHeadersMiddleware)."""
+    return source_address(request.client.host if request.client else None)
+
+
+def throttle(request: Request) -> AuthThrottle:
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    return throttle
+
+
 async def admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> handlers.Deps:
-    """The admin API's guard: 503 while HOOKRUN_ADMIN_TOKEN is unset, 401 without it."""
+    """The admin API's guard: 503 while HOOKRUN_ADMIN_TOKEN is unset, 401 without it, 429 to an
+    address past its wrong tokens (compared with nothing then)."""
     deps = deps_of(request)
     if deps.admin_token is None:
         raise ApiError(503, {"error": "admin API disabled"})
-    if credentials is None or not hmac.compare_digest(
-        credentials.credentials.encode(), deps.admin_token.encode()
-    ):
+    if request.scope.get(SIGNED_IN):
+        return deps  # the dashboard's own call for a signed-in session: nothing was guessed
+    address = client_address(request)
+    wait = throttle(request).retry_after(address, "api")
+    if wait is not None:
+        raise ApiError(
+            429,
+            {"error": f"too many wrong admin tokens from {address}; retry after {wait} s"},
+            {"Retry-After": str(wait)},
+        )
+    if credentials is None:
+        raise ApiError(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(credentials.credentials.encode(), deps.admin_token.encode()):
+        throttle(request).failed(address, "api")
         raise ApiError(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
     return deps
 
@@ -96,6 +124,8 @@ def _errors(whys: dict[int, str]) -> Responses:
 _ADMIN_RESPONSES = _errors(
     {
         401: "No or a wrong bearer token (HOOKRUN_ADMIN_TOKEN)",
+        429: "Too many wrong tokens from this client address within HOOKRUN_ADMIN_FAILURE_WINDOW_S"
+        " (Retry-After); the token was not compared",
         503: "Admin API disabled (no HOOKRUN_ADMIN_TOKEN), or the run store is catching up"
         " or Kafka did not acknowledge (Retry-After)",
     }
