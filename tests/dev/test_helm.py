@@ -429,6 +429,10 @@ class TestBadValues:
                 "runner.env.HOOKRUN_RUNNER_HEALTH_PORT: it would move /metrics",
             ),
             (["--set", "otel.LOG_LEVEL=x"], "LOG_LEVEL"),
+            (
+                ["--set", "status.service.type=LoadBalancer"],
+                'status.forwardedAllowIps: "*" would let anyone',
+            ),
         ],
     )
     def test_values_that_cannot_work_fail_the_render_naming_the_field(self, helm, args, message):

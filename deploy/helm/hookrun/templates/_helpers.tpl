@@ -102,6 +102,7 @@ and OpenTelemetry. */}}
 {{- else if eq $component "status" }}
 - {name: HOOKRUN_STATUS_HOST, value: 0.0.0.0}
 - {name: HOOKRUN_STATUS_PORT, value: {{ $port | quote }}}
+- {name: FORWARDED_ALLOW_IPS, value: {{ $v.forwardedAllowIps | quote }}}
 {{- if eq $v.database "postgresql" }}
 - name: HOOKRUN_DATABASE_URL
   valueFrom: {secretKeyRef: {name: {{ $secret }}, key: database-url}}
@@ -172,6 +173,9 @@ enumerations are in values.schema.json. */}}
 {{- end }}
 {{- if and $own .Values.kafka.tls.clientCertificate (not (and $s.kafkaCert $s.kafkaKey)) }}
 {{- fail "secrets.kafkaCert and secrets.kafkaKey: required with kafka.tls.clientCertificate=true (PEM text)" }}
+{{- end }}
+{{- if and (ne .Values.status.service.type "ClusterIP") (eq .Values.status.forwardedAllowIps "*") }}
+{{- fail (printf "status.forwardedAllowIps: \"*\" would let anyone reaching the %s Service choose the address it is counted as; list the pod CIDR" .Values.status.service.type) }}
 {{- end }}
 {{- if eq .Values.status.database "postgresql" }}
 {{- if and $own (not $s.databaseUrl) }}
