@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
@@ -15,6 +16,7 @@ from hookrun.status.adapters import FakeLogEnds
 from hookrun.status.app import build, warn_of_a_short_token
 from hookrun.status.config import Settings
 from hookrun.status.guard import AuthThrottle
+from tests.gateway.test_forward import gateway_for
 from tests.status.test_routes import TOKEN, app  # noqa: F401 (fixture)
 
 ATTACKER = "203.0.113.9"
@@ -243,3 +245,17 @@ def test_a_short_admin_token_is_warned_of_at_start(caplog, token, warned):
     messages = [r.getMessage() for r in caplog.records]
     assert any("HOOKRUN_ADMIN_TOKEN has 15 characters" in m for m in messages) == warned
     assert not any(token in m for m in messages)
+
+
+def test_through_the_gateway_a_forged_x_forwarded_for_buys_no_fresh_address(app, clock):  # noqa: F811
+    # The gateway reaches status from loopback, as under `make run`, and replaces the header.
+    gateway = gateway_for(httpx.ASGITransport(app=app))
+    with TestClient(gateway, client=(ATTACKER, 50000)) as attacker:
+        for i in range(10):
+            forged = {**WRONG, "X-Forwarded-For": f"192.0.2.{i}"}
+            assert attacker.get("/api/v1/runs", headers=forged).status_code == 401
+        r = attacker.get("/api/v1/runs", headers={**RIGHT, "X-Forwarded-For": OPERATOR})
+        assert (r.status_code, r.headers["retry-after"]) == (429, "60")
+        assert ATTACKER in r.json()["error"]
+    with TestClient(gateway, client=(OPERATOR, 50000)) as operator:
+        assert operator.get("/api/v1/runs", headers=RIGHT).status_code == 200

@@ -49,8 +49,7 @@ class AuthThrottle:
         max_addresses: int = MAX_ADDRESSES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_failures < 1 or window_s <= 0 or max_addresses < 1:
-            raise ValueError("max_failures and max_addresses must be at least 1, window_s above 0")
+        # Settings admits only positive numbers (PositiveInt, PositiveFloat).
         self.max_failures = max_failures
         self.window_s = window_s
         self.max_addresses = max_addresses

@@ -68,8 +68,9 @@ def client_address(request: Request) -> str:
 
 
 def throttle(request: Request) -> AuthThrottle:
-    throttle: AuthThrottle = request.app.state.auth_throttle
-    return throttle
+    """The app's count of wrong admin tokens per client address."""
+    counted: AuthThrottle = request.app.state.auth_throttle
+    return counted
 
 
 async def admin(
