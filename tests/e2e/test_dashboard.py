@@ -313,3 +313,20 @@ def test_the_admin_feed_streams_runs_as_json_through_the_gateway(system: System)
             event[key] = value
         run = json.loads(event["data"])
         assert run["trigger_id"] == "gh-ok" and event["id"]
+
+
+def test_a_guesser_is_throttled_by_its_own_address_not_the_operators(system: System) -> None:
+    # Two clients on loopback: the guesser from 127.0.0.2, the operator from 127.0.0.1.
+    guesser = httpx.Client(
+        base_url=system.base, timeout=30, transport=httpx.HTTPTransport(local_address="127.0.0.2")
+    )
+    with guesser:
+        for i in range(10):
+            # a forged X-Forwarded-For is replaced by the gateway, so it buys no fresh address
+            forged = {"Authorization": "Bearer guess", "X-Forwarded-For": f"192.0.2.{i}"}
+            assert guesser.get("/api/v1/runs", headers=forged).status_code == 401
+        refused = guesser.post("/ui/login", data={"token": ADMIN_TOKEN})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "127.0.0.2" in refused.text
+    right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert system.http.get("/api/v1/runs", headers=right).status_code == 200
