@@ -260,12 +260,16 @@ class System:
 
     def start(self) -> System:
         self.receiver.start()
-        # Started side by side: each waits for its own health endpoint.
-        with ThreadPoolExecutor(len(self.procs)) as pool:
-            for future in [pool.submit(p.start, wait_s=120) for p in self.procs]:
-                future.result()
-        # A runner that holds its partitions runs a launch at once, not after a rebalance.
-        self.procs[1].wait_healthy(120, ready_key="assigned")
+        try:
+            # Started side by side: each waits for its own health endpoint.
+            with ThreadPoolExecutor(len(self.procs)) as pool:
+                for future in [pool.submit(p.start, wait_s=120) for p in self.procs]:
+                    future.result()
+            # A runner that holds its partitions runs a launch at once, not after a rebalance.
+            self.procs[1].wait_healthy(120, ready_key="assigned")
+        except BaseException:
+            self.stop()  # the services that did start must not outlive the failed test
+            raise
         return self
 
     def stop(self) -> None:
