@@ -246,7 +246,7 @@ class Report:
             ("launches sent", self.launches),
             ("202 (acknowledged runs)", self.accepted_202),
             ("non-202 by code", self.non_202 or "-"),
-            ("non-202 sent between (s into the load)", self.non_202_sent_s or "-"),
+            ("non-202 sent at (s into the load: how many)", self.non_202_sent_s or "-"),
             ("runs terminal in run info", self.terminal_in_run_info),
             ("run-info statuses", self.run_info_statuses),
             ("runs notified", self.notified),
@@ -460,15 +460,25 @@ class Load:
     seconds: float = 0.0
     statuses: Counter[str] = field(default_factory=Counter)
     run_ids: list[str] = field(default_factory=list)
-    #: Per non-202 outcome, when (seconds into the load) the first and the last of its launches
-    #: were sent, to set beside the faults' times.
-    windows: dict[str, list[float]] = field(default_factory=dict)
+    #: Per non-202 outcome, how many of its launches were sent in each second of the load, to
+    #: set beside the faults' times.
+    seconds_sent: dict[str, Counter[int]] = field(default_factory=dict)
 
     def count(self, outcome: str, sent_s: float) -> None:
         self.statuses[outcome] += 1
         if outcome != "202":
-            window = self.windows.setdefault(outcome, [sent_s, sent_s])
-            window[0], window[1] = min(window[0], sent_s), max(window[1], sent_s)
+            self.seconds_sent.setdefault(outcome, Counter())[int(sent_s)] += 1
+
+    def spans(self, outcome: str) -> str:
+        """When the launches of ``outcome`` were sent: runs of consecutive seconds and how
+        many in each run, as ``"15-21 s: 250, 84 s: 11"``."""
+        found: list[list[int]] = []  # [first second, last second, launches]
+        for second, n in sorted(self.seconds_sent.get(outcome, Counter()).items()):
+            if found and second == found[-1][1] + 1:
+                found[-1][1:] = [second, found[-1][2] + n]
+            else:
+                found.append([second, second, n])
+        return ", ".join(f"{a}{'' if a == b else f'-{b}'} s: {n}" for a, b, n in found)
 
 
 async def send_launches(port: int, count: int, rate: float, *, connections: int = 256) -> Load:
@@ -757,9 +767,7 @@ def run(plan: Plan, root: Path, log: Callable[[str], None] = print) -> Report:
         report.load_seconds = load.seconds
         report.accepted_202 = load.statuses.get("202", 0)
         report.non_202 = {k: v for k, v in sorted(load.statuses.items()) if k != "202"}
-        report.non_202_sent_s = {
-            k: f"{first:.1f}-{last:.1f}" for k, (first, last) in sorted(load.windows.items())
-        }
+        report.non_202_sent_s = {k: load.spans(k) for k in sorted(load.seconds_sent)}
 
         t1 = time.monotonic()
         infos = asyncio.run(
