@@ -158,6 +158,9 @@ def test_a_wrong_token_is_refused_with_a_message_and_the_right_one_signs_in(
     [cookie] = browser.get_cookies()
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
     assert cookie["path"] == "/ui"
+    # a visitor without the cookie is still sent to the sign-in through the gateway
+    stranger = httpx.get(f"{system.base}/ui/runs", follow_redirects=False, timeout=10)
+    assert (stranger.status_code, stranger.headers["location"]) == (303, "/ui/login")
 
 
 def test_a_launched_run_appears_and_finishes_without_a_reload(

@@ -211,6 +211,33 @@ def test_dashboard_answers_keep_every_cookie_and_the_gateway_names_the_scheme(se
     assert seen[0].headers.get_list("x-forwarded-proto") == ["http"]
 
 
+def test_one_browsers_session_cookie_is_never_sent_for_another(seen):
+    """The gateway relays Set-Cookie to the browser that signed in and keeps none itself:
+    a cookie kept by its client would sign in everyone who comes after."""
+
+    def status(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/ui/login":
+            return httpx.Response(
+                303,
+                headers=[
+                    ("location", "/ui/runs"),
+                    ("set-cookie", "hookrun_session=admins; HttpOnly; Path=/ui"),
+                ],
+            )
+        return httpx.Response(200, text="ok")
+
+    app = gateway_for(httpx.MockTransport(status))
+    with TestClient(app) as admin, TestClient(app) as stranger:
+        signed_in = admin.post("/ui/login", content=b"token=t", follow_redirects=False)
+        assert signed_in.headers["set-cookie"].startswith("hookrun_session=admins")
+        stranger.get("/ui/runs")
+        stranger.get("/ui/runs/stream")
+        admin.get("/ui/runs")  # the admin's browser sends its own cookie back
+    _login, *others = seen
+    assert [r.headers.get("cookie") for r in others] == [None, None, "hookrun_session=admins"]
+
+
 def test_a_live_feed_is_relayed_as_an_event_stream_of_no_fixed_length():
     chunks = [b"retry: 2000\n\n", b'event: run\ndata: {"run_id": "r-1"}\n\n']
 

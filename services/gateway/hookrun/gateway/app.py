@@ -8,6 +8,7 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 import uvicorn
@@ -48,6 +49,15 @@ class GatewayApp(FastAPI):
 async def _start_after(publisher: Publisher, together: TransactionalPublisher) -> None:
     await publisher.start(wait=True)
     await together.start()
+
+
+def _no_cookies() -> CookieJar:
+    """A jar that keeps nothing, for the clients that forward to the status service.
+
+    They serve every browser at once: a dashboard session cookie kept from one browser's
+    sign-in would be sent with everyone's requests. Set-Cookie is relayed to the browser only.
+    """
+    return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
 
 
 def build(
@@ -126,7 +136,10 @@ def build(
         if isinstance(index, KafkaDeliveryIndex):
             await index.start()
         app.state.status_client = httpx.AsyncClient(
-            base_url=settings.hookrun_status_url, timeout=30, transport=status_transport
+            base_url=settings.hookrun_status_url,
+            timeout=30,
+            transport=status_transport,
+            cookies=_no_cookies(),
         )
         # Live feeds hold their connection open: a pool of their own, so that open dashboards
         # never take the connections run info and the admin API are forwarded on.
@@ -135,6 +148,7 @@ def build(
             timeout=30,
             limits=httpx.Limits(max_connections=routes.MAX_FEEDS),
             transport=status_transport,
+            cookies=_no_cookies(),
         )
         if freeze_heap:
             gc.collect()
