@@ -205,6 +205,25 @@ def test_a_dag_is_laid_out_in_columns_by_dependency():
     assert len(drawing.arrows) == 3
 
 
+def test_a_dag_box_is_wide_enough_for_its_text_and_cuts_what_is_too_long():
+    # the example config's pipeline: "SUCCESS · Batch feature extraction" fits in its box
+    drawing = dag.layout(
+        {"extract": "Batch feature extraction", "train": "Train model"},
+        [["extract", "train"]],
+        {"extract": "SUCCESS", "train": "SUCCESS"},
+    )
+    extract, train = drawing.boxes
+    assert extract.state_text == "SUCCESS \u00b7 Batch feature extraction"
+    room = drawing.node_width - 2 * dag.PAD_X
+    assert len(extract.state_text) * dag.CHAR_W <= room
+    assert train.x >= extract.x + drawing.node_width + dag.GAP_X  # the columns do not overlap
+    assert drawing.width >= train.x + drawing.node_width
+    # a step name longer than the widest box is cut, never drawn past the box
+    [long] = dag.layout({"n": "x" * 200}, [], {}).boxes
+    assert long.state_text.endswith("\u2026") and long.state_text.startswith("pending \u00b7 xx")
+    assert len(long.state_text) * dag.CHAR_W <= dag.NODE_W_MAX - 2 * dag.PAD_X
+
+
 class TestRunFeed:
     async def test_a_stored_change_comes_out_as_a_run_event_that_passes_the_filter(
         self,

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NODE_W, NODE_H = 170, 44
+NODE_H = 44
 GAP_X, GAP_Y, MARGIN = 60, 18, 8
+#: Boxes are as wide as their longest text needs, within these bounds; longer text is cut with
+#: an ellipsis (the node's <title> holds all of it).
+NODE_W_MIN, NODE_W_MAX = 170, 330
+#: Padding left and right of a box's text.
+PAD_X = 10
+#: The widest average advance of the node text (12 px system-ui, capitals such as TIMED_OUT
+#: included): the width is worked out here, as the page measures nothing.
+CHAR_W = 7
 
 
 @dataclass(frozen=True)
@@ -15,6 +23,9 @@ class Box:
     state: str
     x: int
     y: int
+    #: The two lines drawn in the box, cut to its width.
+    name_text: str
+    state_text: str
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,15 @@ class Arrow:
 class Drawing:
     width: int
     height: int
+    node_width: int
     boxes: list[Box]
     arrows: list[Arrow]
+
+
+def _fitted(text: str, width: int) -> str:
+    """``text`` cut with an ellipsis to what ``width`` pixels of box hold."""
+    room = (width - 2 * PAD_X) // CHAR_W
+    return text if len(text) <= room else text[: room - 1] + "…"
 
 
 def layout(
@@ -55,15 +73,21 @@ def layout(
     columns: dict[int, list[str]] = {}
     for name in nodes:  # definition order within a column
         columns.setdefault(depth[name], []).append(name)
+    state = {n: states.get(n, "pending") for n in nodes}
+    texts = {n: (n, f"{state[n]} \u00b7 {nodes[n]}") for n in nodes}
+    longest = max((len(t) for pair in texts.values() for t in pair), default=0)
+    node_w = min(max(NODE_W_MIN, longest * CHAR_W + 2 * PAD_X), NODE_W_MAX)
     at: dict[str, tuple[int, int]] = {}
     for col, names in columns.items():
         for row, name in enumerate(names):
-            at[name] = (MARGIN + col * (NODE_W + GAP_X), MARGIN + row * (NODE_H + GAP_Y))
-    boxes = [Box(n, nodes[n], states.get(n, "pending"), *at[n]) for n in nodes]
+            at[name] = (MARGIN + col * (node_w + GAP_X), MARGIN + row * (NODE_H + GAP_Y))
+    boxes = [
+        Box(n, nodes[n], state[n], *at[n], *(_fitted(t, node_w) for t in texts[n])) for n in nodes
+    ]
     arrows = [
-        Arrow(at[a][0] + NODE_W, at[a][1] + NODE_H // 2, at[b][0] - 4, at[b][1] + NODE_H // 2)
+        Arrow(at[a][0] + node_w, at[a][1] + NODE_H // 2, at[b][0] - 4, at[b][1] + NODE_H // 2)
         for a, b in pairs
     ]
-    width = MARGIN * 2 + (max(columns, default=0) + 1) * (NODE_W + GAP_X) - GAP_X
+    width = MARGIN * 2 + (max(columns, default=0) + 1) * (node_w + GAP_X) - GAP_X
     height = MARGIN * 2 + max((len(v) for v in columns.values()), default=1) * (NODE_H + GAP_Y)
-    return Drawing(width, height - GAP_Y, boxes, arrows)
+    return Drawing(width, height - GAP_Y, node_w, boxes, arrows)
