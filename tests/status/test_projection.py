@@ -230,6 +230,18 @@ class TestAdminViews:
             ("rejected", "conditions[0] (static_secret): mismatch"),
         ]
 
+    async def test_a_replay_and_a_test_launch_are_logged_as_skipping_the_conditions(
+        self, store, feed
+    ):
+        original = launched()
+        replay = launched(replay_of=original.run_id)
+        await feed([original, replay, launched(is_test=True)])
+        log = await store.trigger_log("tok", None, 10)
+        reasons = {e["run_id"]: e["reason"] for e in log["entries"]}
+        assert reasons[original.run_id] == "all conditions passed"
+        assert reasons[replay.run_id] == f"replay of {original.run_id} (conditions skipped)"
+        assert "test launch (conditions skipped)" in reasons.values()
+
 
 class TestBatchedStatements:
     """A batch is applied as grouped executemany calls; the rows must be as if one by one."""

@@ -152,6 +152,7 @@ def _open_run(d: Data, part: int, off: int, event_id: str, occurred: str) -> lis
     run_id, trigger_id = d["run_id"], string(d["trigger_id"])
     delivery_id = opt_string(d.get("delivery_id"))
     is_test = boolean(d.get("is_test", False))
+    replay_of = opt_string(d.get("replay_of"))
     request = json_object(d["request"])
     body_b64 = string(request.get("body_b64", ""))
     return [
@@ -166,7 +167,7 @@ def _open_run(d: Data, part: int, off: int, event_id: str, occurred: str) -> lis
                 delivery_id,
                 opt_string(d.get("account")),
                 part,
-                opt_string(d.get("replay_of")),
+                replay_of,
             ),
         ),
         Op(
@@ -176,7 +177,7 @@ def _open_run(d: Data, part: int, off: int, event_id: str, occurred: str) -> lis
                 trigger_id,
                 occurred,
                 "accepted",
-                "test launch (conditions skipped)" if is_test else "all conditions passed",
+                _accepted_reason(is_test, replay_of),
                 202,
                 string(request["method"]),
                 opt_string(request.get("remote_addr")),
@@ -188,6 +189,16 @@ def _open_run(d: Data, part: int, off: int, event_id: str, occurred: str) -> lis
             ),
         ),
     ]
+
+
+def _accepted_reason(is_test: bool, replay_of: str | None) -> str:
+    """Why a launch was accepted, as the trigger log shows it: a test launch and a replay come
+    from the admin API, which checks none of the trigger's conditions."""
+    if is_test:
+        return "test launch (conditions skipped)"
+    if replay_of:
+        return f"replay of {replay_of} (conditions skipped)"
+    return "all conditions passed"
 
 
 def _start_run(d: Data, part: int, off: int, event_id: str, occurred: str) -> list[Op]:
