@@ -1,6 +1,7 @@
 """The local Kafka broker really stores and serves messages, and survives a restart."""
 
 import asyncio
+import logging
 import uuid
 
 import pytest
@@ -9,6 +10,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from hookrun.dev.kafka import LocalKafka
 from hookrun.dev.pytest_kafka import NewTopic, delete_namespaces, new_namespace
+from hookrun.events import topics
 from hookrun.events.kafka import delete_topics, ensure_topics, topic_names
 from hookrun.events.topics import TopicSpec
 
@@ -131,3 +133,29 @@ async def test_a_killed_broker_recovers_its_data(spare_kafka: LocalKafka) -> Non
     spare_kafka.start()
 
     assert await read_all(bootstrap, topic, expected=1) == [(b"acked", b"before the crash")]
+
+
+async def test_make_run_readies_a_new_broker_for_consumer_groups(
+    spare_kafka: LocalKafka, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first consumer group on a new broker met COORDINATOR_NOT_AVAILABLE, then
+    NOT_COORDINATOR, while __consumer_offsets was made and loaded; make run's terminal showed
+    each refusal as an ERROR or a warning."""
+    from hookrun.dev.run import prepare_broker
+
+    namespace = new_namespace("coord")
+    await prepare_broker(spare_kafka.bootstrap, namespace)
+    caplog.set_level(logging.INFO, logger="aiokafka")
+    consumer = AIOKafkaConsumer(
+        topics.named(topics.RUNS, namespace),
+        bootstrap_servers=spare_kafka.bootstrap,
+        group_id="runner",
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+    finally:
+        await consumer.stop()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -25,7 +25,7 @@ from typing import TextIO
 from hookrun.config import ConfigError, load_config
 from hookrun.dev import kafka
 from hookrun.dev.procs import ServiceProcess
-from hookrun.events.kafka import ensure_topics
+from hookrun.events.kafka import ensure_topics, wait_for_group_coordination
 
 DEMO_BODY = '{"batch_size": 16, "records": [{"id": 1}, {"id": 2}, {"id": 3}]}'
 
@@ -216,9 +216,17 @@ def main() -> int:
     return 0
 
 
+async def prepare_broker(bootstrap: str, namespace: str) -> None:
+    """hookrun's topics, and group coordination ready before any consumer joins: on a new
+    broker the first consumers would print the coordinator's refusals into make run's terminal
+    as ERRORs and warnings while ``__consumer_offsets`` is made and loaded."""
+    await ensure_topics(bootstrap, namespace=namespace)
+    await wait_for_group_coordination(bootstrap)
+
+
 def _serve(config_path: Path, state: Path, logs: Path, bootstrap: str) -> None:
     """Start the services on ``bootstrap`` and supervise them until SIGINT/SIGTERM."""
-    asyncio.run(ensure_topics(bootstrap, namespace=os.environ.get("HOOKRUN_NAMESPACE", "hookrun")))
+    asyncio.run(prepare_broker(bootstrap, os.environ.get("HOOKRUN_NAMESPACE", "hookrun")))
 
     port = os.environ.get("HOOKRUN_PORT", "8000")
     env = {

@@ -12,11 +12,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
     KafkaError,
+    NotCoordinatorForGroupError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
     for_code,
 )
+from aiokafka.protocol.commit import OffsetFetchRequest
 
 from hookrun.events import topics
 from hookrun.events.clients import admin_settings, partitions_of_topics
@@ -116,6 +120,71 @@ async def ensure_topics_forever(
             log.warning("could not create topics yet (%r); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+#: Kafka's topic of group offsets and state; a partition's leader coordinates its groups.
+_OFFSETS_TOPIC = "__consumer_offsets"
+#: What a broker answers while a group's coordinator is not ready (yet).
+_COORDINATOR_NOT_READY = (
+    GroupCoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorForGroupError,
+)
+
+
+async def wait_for_group_coordination(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Return once every partition of ``__consumer_offsets`` has a coordinator that loaded it.
+
+    A new broker makes that topic on the first FindCoordinator request, then elects and loads
+    each partition's coordinator; a consumer that joins its group meanwhile logs every refusal
+    (COORDINATOR_NOT_AVAILABLE as an ERROR, NOT_COORDINATOR as "Marking the coordinator dead").
+    One group per partition is described, so no group of any name meets a coordinator that is
+    not ready. Raises TimeoutError after ``timeout_s`` and KafkaError for any other refusal.
+    """
+    async with _admin(bootstrap, timeout_s) as admin:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                if await _groups_coordinated(admin):
+                    return
+            except _COORDINATOR_NOT_READY:
+                pass
+            if loop.time() >= deadline:
+                raise TimeoutError(f"group coordination not ready after {timeout_s} s")
+            await asyncio.sleep(0.1)
+
+
+async def _groups_coordinated(admin: AIOKafkaAdminClient) -> bool:
+    await admin.find_coordinator("hookrun")  # makes __consumer_offsets on a new broker
+    [offsets] = await admin.describe_topics([_OFFSETS_TOPIC])
+    count = len(offsets["partitions"]) if offsets["error_code"] == 0 else 0
+    if not count:
+        return False
+    for group in _group_per_partition(count):
+        node = await admin.find_coordinator(group)
+        # OffsetFetch of every offset of the group is what a joining consumer asks first. Sent
+        # as is: list_consumer_group_offsets drops this answer's top-level error (v2+), and
+        # describe_consumer_groups cannot decode Kafka 3.9's answer.
+        answer = await admin._send_request(OffsetFetchRequest(group, None), node)
+        if answer.error_code:
+            raise for_code(answer.error_code)()
+    return True
+
+
+def _group_per_partition(count: int) -> list[str]:
+    """A group id for each of ``count`` partitions of __consumer_offsets, by Kafka's rule:
+    abs(Java String.hashCode(group id)) % count (abs as Kafka's Utils.abs: the sign bit off)."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < count:
+        name = f"hookrun-probe-{n}"
+        h = 0
+        for char in name:
+            h = (31 * h + ord(char)) & 0xFFFFFFFF
+        found.setdefault((h & 0x7FFFFFFF) % count, name)
+        n += 1
+    return list(found.values())
 
 
 #: ``config_source`` of a config set on the topic itself (DescribeConfigs v1+).

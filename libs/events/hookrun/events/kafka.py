@@ -28,6 +28,7 @@ from hookrun.events.admin import (
     ensure_topics_forever,
     partitions_of,
     topic_names,
+    wait_for_group_coordination,
 )
 from hookrun.events.base import Event
 from hookrun.events.clients import (
@@ -60,6 +61,7 @@ __all__ = [
     "producer_settings",
     "security_settings",
     "topic_names",
+    "wait_for_group_coordination",
 ]
 
 log = logging.getLogger(__name__)
