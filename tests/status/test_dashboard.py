@@ -177,6 +177,21 @@ class TestPages:
         assert 'class="badge s-canceled">canceled<' in page
         assert "the subscription was deleted" in page
 
+    async def test_a_finished_run_without_deliveries_does_not_promise_one(
+        self,
+        client,  # noqa: F811
+        app,  # noqa: F811
+    ):
+        running, done = launched("tok"), launched("tok")
+        unfinished = run_events(running, [RunStatus.SUCCESS], finish=False)
+        await app.state.feed([running, *unfinished, done, *run_events(done, [RunStatus.SUCCESS])])
+        sign_in(client)
+        waiting = client.get(f"/ui/runs/{running.run_id}").text
+        assert "a notification is sent once the run finishes" in waiting
+        finished = client.get(f"/ui/runs/{done.run_id}").text
+        assert "a notification is sent once the run finishes" not in finished
+        assert "no subscription of this trigger wants this run's notification" in finished
+
     async def test_triggers_show_rejections_and_subscriptions_their_success_rate(
         self,
         client,  # noqa: F811
