@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import re
 
 import orjson
@@ -260,6 +261,32 @@ class TestRunFeed:
         topic = topics.named(topics.RUNS, deps.namespace)
         assert stream.parse_position(event_id.decode()) == await deps.store.offsets(topic)
         await feed.aclose()
+
+    async def test_a_pages_feed_sends_what_changed_while_the_page_loaded(
+        self,
+        client,  # noqa: F811
+        app,  # noqa: F811
+    ):
+        run, later = launched("tok"), launched("tok")
+        await app.state.feed([run])
+        sign_in(client)
+        paths = (f"/ui/runs/{run.run_id}", "/ui/runs", f"/ui/runs/{later.run_id}")
+        feeds = {}
+        for path in paths:
+            page = client.get(path)
+            feeds[path] = html.unescape(re.search(r'data-stream="([^"]+)"', page.text)[1])
+        assert page.status_code == 404 and "reloads when the run appears" in page.text
+        # stored after the pages were read, before their scripts connect to the feed
+        await app.state.feed([*run_events(run, [RunStatus.SUCCESS]), later])
+        for path, feed in feeds.items():
+            once = iter([False])
+            app.state.closing = lambda once=once: next(once, True)  # one round, then the end
+            sent = re.findall(r"event: run\ndata: (.+)\n", client.get(feed).text)
+            shown = {r["run_id"]: r["status"] for r in map(orjson.loads, sent)}
+            if path == "/ui/runs":
+                assert shown == {run.run_id: "SUCCESS", later.run_id: None}, path
+            else:
+                assert shown == {path.rsplit("/", 1)[1]: "SUCCESS" if run.run_id in path else None}
 
     async def test_a_feed_ends_when_the_server_shuts_down(self, app):  # noqa: F811
         feed = stream.run_events(app.state.deps, lambda run: True, closing=lambda: True)

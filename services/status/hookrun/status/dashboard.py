@@ -27,8 +27,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader
 from starlette.types import Receive, Scope, Send
 
-from hookrun.events import LaunchRequest, RunStatus
-from hookrun.status import dag, handlers, routes, subscriptions
+from hookrun.events import LaunchRequest, RunStatus, topics
+from hookrun.status import dag, handlers, routes, stream, subscriptions
 from hookrun.status.handlers import ApiError
 from hookrun.status.projection import ts
 from hookrun.status.store import INFO_STATUSES
@@ -236,6 +236,12 @@ def _query(**params: str | None) -> str:
     return urlencode({k: v for k, v in params.items() if v})
 
 
+async def _position(deps: handlers.Deps) -> str:
+    """Where the live feed of a page starts: the store's position before the page reads it, so
+    that a change stored while the page loads and its script connects is still sent."""
+    return stream.position(await deps.store.offsets(topics.named(topics.RUNS, deps.namespace)))
+
+
 @ui.get("/runs")
 async def runs_page(
     request: Request,
@@ -249,6 +255,7 @@ async def runs_page(
     if session is None:
         return _to("/ui/login")
     deps = _deps(request)
+    after = await _position(deps)
     filters = {"trigger_id": trigger_id, "status": status, "since": since, "until": until}
     error: str | None = None
     page: dict[str, Any] = {"runs": [], "next_cursor": None}
@@ -272,7 +279,7 @@ async def runs_page(
             "first_page": "/ui/runs?" + _query(**filters) if cursor else None,
             # New runs are shown live on the first page only; later pages are history.
             "live": not cursor and error is None,
-            "stream": "/ui/runs/stream?" + _query(**filters),
+            "stream": "/ui/runs/stream?" + _query(**filters, after=after),
             "triggers": sorted(deps.triggers),
             "statuses": [*RunStatus.__members__, *sorted(INFO_STATUSES)],
         },
@@ -288,11 +295,14 @@ async def runs_stream(
     since: str | None = None,
     until: str | None = None,
     run_id: str | None = None,
+    after: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
+    """The live feed from ``after`` (the page's position), or from where a reconnecting
+    EventSource says it got to (Last-Event-ID)."""
     _signed_in(request)
     f = routes.run_filter(trigger_id, status, since, until)
-    return routes.run_stream(request, _deps(request), f, run_id, last_event_id)
+    return routes.run_stream(request, _deps(request), f, run_id, last_event_id or after)
 
 
 def _original_payload(events: list[dict[str, Any]]) -> str:
@@ -340,10 +350,15 @@ async def run_page(request: Request, run_id: str) -> Response:
     if session is None:
         return _to("/ui/login")
     deps = _deps(request)
+    live = "/ui/runs/stream?" + _query(run_id=run_id, after=await _position(deps))
     try:
         run = await handlers.known_run(run_id, deps)
     except ApiError as exc:
+        # A run opened as soon as it was launched may not be stored yet: the page reloads
+        # when it is.
         context = {"error": exc.body["error"], "run_id": run_id}
+        if exc.status == 404:
+            context["stream"] = live
         return _page(request, "missing.html", context, exc.status, session)
     events = await deps.store.run_events(run_id)
     context = {
@@ -351,7 +366,7 @@ async def run_page(request: Request, run_id: str) -> Response:
         "pipelines": _drawings(run),
         "timeline": _timeline(events),
         "payload": _original_payload(events),
-        "stream": "/ui/runs/stream?" + _query(run_id=run_id),
+        "stream": live,
     }
     return _page(request, "run.html", context, session=session)
 

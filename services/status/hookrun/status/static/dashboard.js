@@ -129,6 +129,17 @@
     source.addEventListener("run", refresh);
   }
 
+  // A run not stored yet (opened as soon as it was launched): reload once it is.
+  function awaitRun() {
+    const awaited = document.getElementById("awaited");
+    if (!awaited) return;
+    const source = new EventSource(awaited.dataset.stream);
+    source.addEventListener("run", () => {
+      source.close();
+      location.reload();
+    });
+  }
+
   async function act(button) {
     const runId = button.closest("[data-run-id]").dataset.runId;
     const action = button.dataset.action;
@@ -172,5 +183,6 @@
   document.addEventListener("DOMContentLoaded", () => {
     watchRuns();
     watchRun();
+    awaitRun();
   });
 })();
