@@ -309,10 +309,11 @@ def show_run(opts: Options, run_id: str) -> None:
         output.print_run(_stdout(), run)
 
 
-def _changes(api: Api, trigger: str | None) -> Iterator[dict[str, Any]]:
-    """Runs as they change, from the status service's live feed; reconnects where it left."""
+def _changes(api: Api, trigger: str | None, after: str | None) -> Iterator[dict[str, Any]]:
+    """Runs as they change, from the status service's live feed, after the position ``after``
+    (None: from now); reconnects where it left."""
     params = {"trigger_id": trigger} if trigger else {}
-    last_id: str | None = None
+    last_id = after
     while True:
         for event in api.stream("/runs/stream", params, last_id):
             last_id = event.id or last_id
@@ -350,14 +351,18 @@ def watch_runs(opts: Options, trigger: str | None, limit: int) -> None:
         console.file.flush()
 
     try:
-        # The feed starts now: the recent runs first, then every change.
+        # The recent runs first, then every change from where that list was read: one stored
+        # in between is shown too.
+        after: str | None = None
         if limit:
             params: dict[str, str | int] = {"limit": limit}
             if trigger:
                 params["trigger_id"] = trigger
-            for run in reversed(api.admin("GET", "/runs", params=params)["runs"]):
+            page = api.admin("GET", "/runs", params=params)
+            after = page.get("position")
+            for run in reversed(page["runs"]):
                 show(run)
-        for run in _changes(api, trigger):
+        for run in _changes(api, trigger, after):
             show(run)
     except KeyboardInterrupt:
         pass

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader
 from starlette.types import Receive, Scope, Send
 
-from hookrun.events import LaunchRequest, RunStatus, topics
+from hookrun.events import LaunchRequest, RunStatus
 from hookrun.status import dag, handlers, routes, stream, subscriptions
 from hookrun.status.handlers import ApiError
 from hookrun.status.projection import ts
@@ -236,12 +236,6 @@ def _query(**params: str | None) -> str:
     return urlencode({k: v for k, v in params.items() if v})
 
 
-async def _position(deps: handlers.Deps) -> str:
-    """Where the live feed of a page starts: the store's position before the page reads it, so
-    that a change stored while the page loads and its script connects is still sent."""
-    return stream.position(await deps.store.offsets(topics.named(topics.RUNS, deps.namespace)))
-
-
 @ui.get("/runs")
 async def runs_page(
     request: Request,
@@ -255,7 +249,7 @@ async def runs_page(
     if session is None:
         return _to("/ui/login")
     deps = _deps(request)
-    after = await _position(deps)
+    after = await stream.position_now(deps)
     filters = {"trigger_id": trigger_id, "status": status, "since": since, "until": until}
     error: str | None = None
     page: dict[str, Any] = {"runs": [], "next_cursor": None}
@@ -350,7 +344,7 @@ async def run_page(request: Request, run_id: str) -> Response:
     if session is None:
         return _to("/ui/login")
     deps = _deps(request)
-    live = "/ui/runs/stream?" + _query(run_id=run_id, after=await _position(deps))
+    live = "/ui/runs/stream?" + _query(run_id=run_id, after=await stream.position_now(deps))
     try:
         run = await handlers.known_run(run_id, deps)
     except ApiError as exc:

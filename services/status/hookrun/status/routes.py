@@ -195,7 +195,14 @@ async def serve_run_info(request: Request) -> Response:
     "/api/v1/runs",
     summary="List runs, newest first",
     tags=["admin"],
-    responses=_CURSOR_RESPONSES,
+    responses={
+        200: {
+            "description": "`runs`, `next_cursor`, and `position`: the live feed's position"
+            " before the page was read, to start GET /api/v1/runs/stream from as its"
+            " Last-Event-ID (docs/status.md)"
+        },
+        **_CURSOR_RESPONSES,
+    },
 )
 async def list_runs(
     deps: Admin,
@@ -211,9 +218,10 @@ async def list_runs(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    return json(
-        await deps.store.list_runs(run_filter(trigger_id, status, since, until, cursor, limit))
-    )
+    f = run_filter(trigger_id, status, since, until, cursor, limit)
+    # Read before the page: a feed started from it also sends what changed while it was read.
+    at = await stream.position_now(deps)
+    return json({**await deps.store.list_runs(f), "position": at})
 
 
 def run_filter(

@@ -33,6 +33,12 @@ def position(offsets: dict[int, int]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({str(p): o for p, o in offsets.items()})).decode()
 
 
+async def position_now(deps: Deps) -> str:
+    """The feed's position now. Read before a page of runs, it starts a feed where that page was
+    read, so a change stored in between is sent rather than missed."""
+    return position(await deps.store.offsets(topics.named(topics.RUNS, deps.namespace)))
+
+
 def parse_position(text: str) -> dict[int, int]:
     """The offsets of an event id from :func:`position`; ApiError 400 on anything else."""
     try:
