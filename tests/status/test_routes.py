@@ -17,6 +17,9 @@ from hookrun.events import (
     RedeliveryRequested,
     RunCancelRequested,
     RunStatus,
+    SubscriptionDisabled,
+    SubscriptionEnabled,
+    SubscriptionSaved,
     TriggerLaunched,
     topics,
 )
@@ -63,6 +66,19 @@ import contextlib  # noqa: E402
 @contextlib.asynccontextmanager
 async def _no_lifespan(app):
     yield
+
+
+def subscribe(app, trigger_id: str = "tok", **definition) -> None:
+    """Give the trigger a subscription (``<trigger>:s``), as hookrun.subscriptions would."""
+    app.state.deps.subscriptions.apply(
+        SubscriptionSaved(
+            subscription_id=f"{trigger_id}:s",
+            trigger_id=trigger_id,
+            url="https://hooks.example.com/runs",
+            secrets=[],
+            **definition,
+        )
+    )
 
 
 def gh_sig(body: bytes) -> dict[str, str]:
@@ -259,6 +275,7 @@ class TestAdmin:
         assert client.get("/api/v1/runs/nope", headers=self.auth()).status_code == 404
 
     async def test_cancel_and_redeliver_append_events(self, client, app):
+        subscribe(app)
         running, done = launched("tok"), launched("tok")
         await app.state.feed([running, done, *run_events(done, [RunStatus.SUCCESS])])
         assert (
@@ -282,6 +299,7 @@ class TestAdmin:
         assert isinstance(redeliver, RedeliveryRequested) and redeliver.run_id == done.run_id
 
     async def test_cancel_and_redeliver_carry_the_runs_trace_context(self, client, app):
+        subscribe(app)
         trace = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01", "tracestate": "vendor=1"}
         running, done = launched("tok", **trace), launched("tok", **trace)
         await app.state.feed([running, done, *run_events(done, [RunStatus.SUCCESS])])
@@ -290,6 +308,45 @@ class TestAdmin:
         [cancel, redeliver] = app.state.event_log.events
         for event in (cancel, redeliver):
             assert (event.traceparent, event.tracestate) == (trace["traceparent"], "vendor=1")
+
+    async def test_a_redelivery_that_would_send_nothing_is_409_saying_why(self, client, app):
+        done = launched("tok")
+        await app.state.feed([done, *run_events(done, [RunStatus.SUCCESS])])
+
+        def redeliver(**body):
+            r = client.post(f"/api/v1/runs/{done.run_id}/redeliver", json=body, headers=self.auth())
+            return r.status_code, r.json()
+
+        def refused(why):
+            return 409, {"error": f"nothing to redeliver: {why}"}
+
+        assert redeliver() == refused("trigger tok has no subscription")
+        subscribe(app, statuses=["FAILURE"])
+        assert redeliver() == refused(
+            "no enabled subscription of trigger tok has SUCCESS in its statuses"
+        )
+        assert redeliver(subscription_id="tok:nope") == refused(
+            "tok:nope is not a subscription of trigger tok"
+        )
+        app.state.deps.subscriptions.apply(
+            SubscriptionDisabled(
+                subscription_id="tok:s",
+                trigger_id="tok",
+                url="https://hooks.example.com/runs",
+                reason="410 Gone on attempt 1 of msg-1",
+                config_version=app.state.deps.config.config_version,
+            )
+        )
+        assert redeliver() == refused("every subscription of trigger tok is disabled")
+        assert redeliver(subscription_id="tok:s") == refused(
+            "subscription tok:s is disabled: 410 Gone on attempt 1 of msg-1"
+        )
+        assert app.state.event_log.events == []
+        # named, an enabled one gets the run whatever its statuses, as the notifier sends it
+        app.state.deps.subscriptions.apply(
+            SubscriptionEnabled(subscription_id="tok:s", trigger_id="tok")
+        )
+        assert redeliver(subscription_id="tok:s")[0] == 202
 
     def test_test_launch_skips_conditions_and_sets_is_test(self, client, app):
         r = client.post("/api/v1/triggers/gh/test-launch", content=b'{"n": 2}', headers=self.auth())

@@ -14,7 +14,7 @@ import orjson
 from hookrun.config import HookrunConfig, InboundRequest, Trigger
 from hookrun.config.conditions import check_conditions, recorded_launch
 from hookrun.config.sealing import Sealer
-from hookrun.events import RedeliveryRequested, RunCancelRequested, new_id, topics, tracing
+from hookrun.events import RunCancelRequested, new_id, topics, tracing
 from hookrun.events.kafka import KafkaUnavailable
 from hookrun.events.limits import MAX_JSON_DEPTH, json_too_deep
 from hookrun.events.runs import LaunchRequest
@@ -211,21 +211,6 @@ async def cancel(run_id: str, reason: str, deps: Deps) -> dict[str, Any]:
     )
     await appended(deps.log.append([cancel]), deps)
     return {"run_id": run_id, "cancel_requested": True}
-
-
-async def redeliver(run_id: str, subscription_id: str | None, deps: Deps) -> dict[str, Any]:
-    """Append RedeliveryRequested for a finished run (its notification exists only then)."""
-    run = await known_run(run_id, deps)
-    if run["status"] is None:
-        raise ApiError(409, {"error": "run has not finished; there is nothing to redeliver"})
-    again = RedeliveryRequested(
-        run_id=run_id,
-        subscription_id=subscription_id,
-        requested_by="admin",
-        **tracing.fields(await deps.store.run_trace(run_id)),
-    )
-    await appended(deps.log.append([again]), deps)
-    return {"run_id": run_id, "redelivery_requested": True, "subscription_id": subscription_id}
 
 
 async def launch_test_run(

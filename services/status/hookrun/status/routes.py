@@ -350,12 +350,21 @@ async def cancel_run(run_id: str, request: Request, deps: Admin) -> Response:
     status_code=202,
     summary="Send the run's notification again",
     tags=["admin"],
-    responses=_RUN_REQUEST_RESPONSES,
+    responses={
+        **_RUN_REQUEST_RESPONSES,
+        **_errors(
+            {
+                409: "The run has not finished, or nothing would be sent: its trigger has no"
+                " subscription, none enabled, none whose statuses take the run's, or"
+                " `subscription_id` is not an enabled one of the trigger's (`error` says which)"
+            }
+        ),
+    },
 )
 async def redeliver(run_id: str, request: Request, deps: Admin) -> Response:
     body = await _json_body(request)
     sub = body.get("subscription_id")
-    return json(await handlers.redeliver(run_id, None if sub is None else str(sub), deps), 202)
+    return json(await subscriptions.redeliver(run_id, None if sub is None else str(sub), deps), 202)
 
 
 @router.post(

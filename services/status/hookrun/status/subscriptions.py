@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from hookrun.config import Notification
 from hookrun.config.model.base import SigningKeys
-from hookrun.events import Event, new_id
+from hookrun.events import Event, RedeliveryRequested, new_id, tracing
 from hookrun.events.notifications import (
     SubscriptionDeleted,
     SubscriptionEnabled,
@@ -21,7 +21,7 @@ from hookrun.events.notifications import (
     SubscriptionSecret,
 )
 from hookrun.events.subscriptions import subscription_id
-from hookrun.status.handlers import ApiError, Deps, appended
+from hookrun.status.handlers import ApiError, Deps, appended, known_run
 from hookrun.status.projection import ts
 
 _TIME = {"type": "string", "format": "date-time"}
@@ -196,6 +196,17 @@ def find(deps: Deps, sid: str) -> Listed:
     raise ApiError(404, {"error": "subscription not found"})
 
 
+def disabled(listed: Listed, deps: Deps) -> dict[str, Any] | None:
+    """Why nothing is delivered to the subscription (``cause``, ``reason``, ``at``); None while
+    it is enabled."""
+    if not listed.enabled:
+        return {"cause": "config", "reason": "enabled: false in the config file"}
+    held = deps.subscriptions.disabled_under(listed.id, deps.config.config_version)
+    if held is None:
+        return None
+    return {"cause": held.cause, "reason": held.reason, "at": ts(held.occurred_at)}
+
+
 def describe(
     listed: Listed, deps: Deps, stats: dict[str, Any] | None, window_s: int
 ) -> dict[str, Any]:
@@ -211,17 +222,9 @@ def describe(
         "headers": listed.header_names,
         "signatures": listed.signatures,
     }
-    disabled = deps.subscriptions.disabled_under(listed.id, deps.config.config_version)
-    if not listed.enabled:
-        item["state"] = "disabled"
-        item["disabled"] = {"cause": "config", "reason": "enabled: false in the config file"}
-    elif disabled is not None:
-        item["state"] = "disabled"
-        item["disabled"] = {
-            "cause": disabled.cause,
-            "reason": disabled.reason,
-            "at": ts(disabled.occurred_at),
-        }
+    held = disabled(listed, deps)
+    if held is not None:
+        item["state"], item["disabled"] = "disabled", held
     health = deps.subscriptions.health.get(listed.id)
     item["failing_since"] = None if health is None else ts(health.failing_since)
     item["exhausted_in_row"] = 0 if health is None else health.exhausted_in_row
@@ -278,6 +281,47 @@ async def enable(deps: Deps, sid: str) -> dict[str, Any]:
     await appended(deps.log.append([event]), deps)
     deps.subscriptions.apply(event)  # read your write; the topic brings it to the others
     return await one(deps, sid)
+
+
+def _nothing_to_send(run: dict[str, Any], sid: str | None, deps: Deps) -> str | None:
+    """Why a redelivery of ``run`` (to ``sid``, or to every subscription) would send nothing, as
+    the notifier decides it; None when it would send something."""
+    trigger_id, status = run["trigger_id"], run["status"]
+    subs = [s for s in every_subscription(deps) if s.trigger_id == trigger_id]
+    if sid is not None:
+        named = next((s for s in subs if s.id == sid), None)
+        if named is None:
+            return f"{sid} is not a subscription of trigger {trigger_id}"
+        held = disabled(named, deps)
+        return None if held is None else f"subscription {sid} is disabled: {held['reason']}"
+    if not subs:
+        return f"trigger {trigger_id} has no subscription"
+    enabled = [s for s in subs if disabled(s, deps) is None]
+    if not enabled:
+        return f"every subscription of trigger {trigger_id} is disabled"
+    # Named ones get the run whatever their statuses; all of them only where these include it.
+    if not any(s.statuses is None or status in s.statuses for s in enabled):
+        return f"no enabled subscription of trigger {trigger_id} has {status} in its statuses"
+    return None
+
+
+async def redeliver(run_id: str, sid: str | None, deps: Deps) -> dict[str, Any]:
+    """Append RedeliveryRequested for a finished run (its notification exists only then) that
+    would be sent to a subscription; 409 saying why nothing would be sent otherwise."""
+    run = await known_run(run_id, deps)
+    if run["status"] is None:
+        raise ApiError(409, {"error": "run has not finished; there is nothing to redeliver"})
+    why = _nothing_to_send(run, sid, deps)
+    if why is not None:
+        raise ApiError(409, {"error": f"nothing to redeliver: {why}"})
+    again = RedeliveryRequested(
+        run_id=run_id,
+        subscription_id=sid,
+        requested_by="admin",
+        **tracing.fields(await deps.store.run_trace(run_id)),
+    )
+    await appended(deps.log.append([again]), deps)
+    return {"run_id": run_id, "redelivery_requested": True, "subscription_id": sid}
 
 
 #: How long a rotated-out secret keeps signing beside the new one.

@@ -1,9 +1,10 @@
-"""`hookrun runs watch` against the status service's admin API, in process."""
+"""`hookrun` commands against the status service's admin API, in process."""
 
 from __future__ import annotations
 
 import orjson
-from click.testing import CliRunner
+import pytest
+from click.testing import CliRunner, Result
 
 from hookrun.cli import main
 from hookrun.cli.api import Api
@@ -12,16 +13,30 @@ from tests.status.conftest import config, feed, store  # noqa: F401 (fixtures)
 from tests.status.factories import launched, run_events
 from tests.status.test_routes import TOKEN, app, client  # noqa: F401 (fixtures)
 
+URL = "http://testserver"
+
+
+@pytest.fixture
+def api(client, monkeypatch) -> Api:  # noqa: F811
+    """The CLI's Api, talking to the status app of the ``client`` fixture."""
+    api = Api(URL, TOKEN)
+    api.http = client
+    monkeypatch.setattr(main.Options, "api", lambda opts: api)
+    return api
+
+
+def hookrun(*args: str) -> Result:
+    return CliRunner().invoke(main.cli, [*args, "--url", URL, "--token", TOKEN])
+
 
 async def test_watch_shows_what_changed_between_its_list_and_its_feed(
+    api,
     client,  # noqa: F811
     app,  # noqa: F811
     monkeypatch,
 ):
     run, later = launched("tok"), launched("tok")
     await app.state.feed([run])
-    api = Api("http://testserver", TOKEN)
-    api.http = client
     listed = Api.stream
     calls = []
 
@@ -36,9 +51,19 @@ async def test_watch_shows_what_changed_between_its_list_and_its_feed(
         yield from listed(self, path, params, last_id)
 
     monkeypatch.setattr(Api, "stream", stream)
-    monkeypatch.setattr(main.Options, "api", lambda opts: api)
-    done = CliRunner().invoke(main.cli, ["runs", "watch", "--json", "--token", TOKEN])
+    done = hookrun("runs", "watch", "--json")
     assert done.exit_code == 0, done.output
     shown = [(r["run_id"], r["status"]) for r in map(orjson.loads, done.output.splitlines())]
     assert shown[0] == (run.run_id, None)  # the list
     assert set(shown[1:]) == {(run.run_id, "SUCCESS"), (later.run_id, None)}  # the feed
+
+
+async def test_redeliver_says_why_nothing_would_be_sent(api, app):  # noqa: F811
+    run = launched("tok")
+    await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS])])
+    done = hookrun("runs", "redeliver", run.run_id)
+    assert done.exit_code == 1
+    assert done.output == (
+        f"hookrun: {URL} answered 409: nothing to redeliver: trigger tok has no subscription\n"
+    )
+    assert app.state.event_log.events == []
