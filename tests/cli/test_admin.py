@@ -10,7 +10,7 @@ from hookrun.cli import main
 from hookrun.cli.api import Api
 from hookrun.events import RunStatus
 from tests.status.conftest import config, feed, store  # noqa: F401 (fixtures)
-from tests.status.factories import launched, run_events
+from tests.status.factories import canceled, launched, run_events
 from tests.status.test_routes import TOKEN, app, client  # noqa: F401 (fixtures)
 
 URL = "http://testserver"
@@ -67,3 +67,21 @@ async def test_redeliver_says_why_nothing_would_be_sent(api, app):  # noqa: F811
         f"hookrun: {URL} answered 409: nothing to redeliver: trigger tok has no subscription\n"
     )
     assert app.state.event_log.events == []
+
+
+async def test_show_gives_each_deliverys_state_and_why(api, app):  # noqa: F811
+    run = launched("tok")
+    ended = canceled(
+        run.run_id, n=2, reason="the subscription is disabled: 410 Gone", cause="disabled"
+    )
+    await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS], deliveries=2), ended])
+    done = hookrun("runs", "show", run.run_id)
+    assert done.exit_code == 0, done.output
+    rows = {
+        line.split()[0]: line.rstrip()
+        for line in done.output.splitlines()
+        if line.lstrip().startswith("sub-")
+    }
+    assert " exhausted " in rows["sub-1"] and rows["sub-1"].endswith(" 500")
+    assert " canceled " in rows["sub-2"]
+    assert rows["sub-2"].endswith(" the subscription is disabled: 410 Gone")

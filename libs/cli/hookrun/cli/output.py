@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-#: Run statuses (and run-info statuses while a run has none) -> rich style.
+#: Run statuses (and run-info statuses while a run has none), launch outcomes and delivery
+#: states -> rich style.
 STATUS_STYLES = {
     "SUCCESS": "green",
     "FAILURE": "red",
@@ -22,6 +23,14 @@ STATUS_STYLES = {
     "INVALID_PAYLOAD": "red",
     "CANCELED": "yellow",
     "pending": "cyan",
+    # a delivery's state
+    "succeeded": "green",
+    "failed": "red",
+    "refused": "red",
+    "gone": "red",
+    "exhausted": "red",
+    "canceled": "yellow",
+    "retrying": "cyan",
     "accepted": "green",
     "rejected": "red",
     "duplicate": "yellow",
@@ -105,6 +114,19 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> Table:
     )
 
 
+def delivery_reason(delivery: dict[str, Any]) -> str:
+    """Why a delivery is in its state: the reason it ended canceled or exhausted, when a retry
+    is due, or the last attempt's error; empty for one that succeeded."""
+    state, attempts = delivery["state"], delivery.get("attempts") or []
+    last = (attempts[-1].get("error") if attempts else None) or ""
+    if state in ("canceled", "exhausted"):
+        return str(delivery.get("last_error") or last)
+    if state == "retrying" and delivery.get("next_attempt_at"):
+        due = f"next attempt at {short_time(delivery['next_attempt_at'])}"
+        return f"{due}; last: {last}" if last else due
+    return "" if state == "succeeded" else last
+
+
 def print_run(console: Console, run: dict[str, Any]) -> None:
     """A run's detail: its fields, then executions, pipelines and deliveries as tables."""
     fields = [
@@ -167,15 +189,24 @@ def print_run(console: Console, run: dict[str, Any]) -> None:
         console.print()
         console.print(
             table(
-                ["SUBSCRIPTION", "URL", "STATE", "ATTEMPTS", "LAST STATUS", "LAST ATTEMPT"],
+                [
+                    "SUBSCRIPTION",
+                    "URL",
+                    "STATE",
+                    "ATTEMPTS",
+                    "LAST STATUS",
+                    "LAST ATTEMPT",
+                    "REASON",
+                ],
                 [
                     [
                         d["subscription_id"],
                         d["url"] or "-",
-                        d["state"],
+                        status_text(d["state"]),
                         d["attempt_count"],
                         d["last_status_code"] or "-",
                         Text(short_time(d["last_attempt_at"]), no_wrap=True),
+                        delivery_reason(d),
                     ]
                     for d in run["deliveries"]
                 ],
