@@ -6,6 +6,7 @@ import asyncio
 import base64
 import html
 import re
+from pathlib import Path
 
 import orjson
 import pytest
@@ -238,6 +239,49 @@ def test_a_dag_box_is_wide_enough_for_its_text_and_cuts_what_is_too_long():
     [long] = dag.layout({"n": "x" * 200}, [], {}).boxes
     assert long.state_text.endswith("\u2026") and long.state_text.startswith("pending \u00b7 xx")
     assert len(long.state_text) * dag.CHAR_W <= dag.NODE_W_MAX - 2 * dag.PAD_X
+
+
+def _stylesheet() -> list[tuple[list[str], dict[str, str]]]:
+    """dashboard.css as (selectors, declarations) per rule, in order."""
+    css = (Path(dag.__file__).parent / "static" / "dashboard.css").read_text()
+    rules = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", re.sub(r"/\*.*?\*/", "", css)):
+        pairs = (d.split(":", 1) for d in body.split(";") if ":" in d)
+        rules.append(
+            ([x.strip() for x in selectors.split(",")], {k.strip(): v.strip() for k, v in pairs})
+        )
+    return rules
+
+
+def _colours(state: str) -> tuple[str, str]:
+    """The background of a badge and the fill of a DAG node in ``state``, as the stylesheet
+    cascades them: in document order among equally specific selectors, ``svg.dag .s-x rect``
+    over ``svg.dag rect``, custom properties inherited from the node to its rect."""
+    rules, cls = _stylesheet(), f".s-{state.lower()}"
+
+    def merged(*wanted: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for selectors, decls in rules:
+            if any(w in selectors for w in wanted):
+                out.update(decls)
+        return out
+
+    tone = merged(cls)
+
+    def value(text: str) -> str:
+        var = re.fullmatch(r"var\((--[\w-]+)(?:,\s*(.+))?\)", text)
+        return text if var is None else tone.get(var[1], var[2])
+
+    badge = merged(".badge", cls)
+    node = {**merged("svg.dag rect"), **merged(f"svg.dag {cls} rect")}
+    return value(badge["background"]), value(node["fill"])
+
+
+@pytest.mark.parametrize("state", [*RunStatus, "CREATED", "RUNNING", "skipped"])
+def test_a_dag_node_has_its_states_badge_colour(state):
+    badge, node = _colours(state)
+    assert badge != "#e2e8f0", f"{state} has no badge colour"
+    assert node == badge, f"a {state} node is not coloured as its badge"
 
 
 class TestRunFeed:
