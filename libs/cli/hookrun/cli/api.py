@@ -98,7 +98,7 @@ class Api:
     ) -> dict[str, Any]:
         """The JSON answer of an admin call; CliError for every error answer.
 
-        ``what`` names the object of ``path`` (``run 5c1d...``) for the 404 message.
+        ``what`` names the object of ``path`` (``run 01a24add...``) for the 404 message.
         """
         response = self.send(method, f"/api/v1{path}", headers=self._headers(), **kwargs)
         self._raise_for(response, what)
