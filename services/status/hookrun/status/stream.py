@@ -29,8 +29,10 @@ RETRY_MS = 2000
 
 
 def position(offsets: dict[int, int]) -> str:
-    """An event id: the next offset of each partition of the runs topic."""
-    return base64.urlsafe_b64encode(orjson.dumps({str(p): o for p, o in offsets.items()})).decode()
+    """An event id: the next offset of each partition of the runs topic. The same offsets give
+    the same text, however the store ordered them (a rebuilt store answers as the live one)."""
+    doc = {str(p): o for p, o in sorted(offsets.items())}
+    return base64.urlsafe_b64encode(orjson.dumps(doc)).decode()
 
 
 async def position_now(deps: Deps) -> str:
