@@ -73,6 +73,25 @@ def test_a_closed_guard_kills_what_is_still_registered_and_exits() -> None:
     assert proc.wait(timeout=5) == -signal.SIGKILL
 
 
+def test_a_process_without_an_environment_holds_the_guard_up_a_second_at_most() -> None:
+    # One caught inside its exec reads empty for a moment and is read again; one that really
+    # has no environment must not keep the guard from exiting.
+    from hookrun.runner.guard import Guard
+
+    bare = subprocess.Popen(["sleep", "60"], env={}, start_new_session=True)
+    try:
+        guard = Guard()
+        time.sleep(0.5)  # the guard's Python is up
+        started = time.monotonic()
+        guard.close(timeout_s=10)
+        assert guard._proc.returncode == 0  # exited by itself, not killed by close()
+        assert time.monotonic() - started < 5
+        assert bare.poll() is None  # not this runner's
+    finally:
+        bare.kill()
+        bare.wait()
+
+
 # The same with the execution in a sandbox (as root here: as nobody, inside bwrap): the guard
 # kills bwrap's group, and bwrap's --die-with-parent takes the sandbox's processes with it.
 SANDBOXED_RUNNER = r"""

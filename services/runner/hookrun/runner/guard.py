@@ -11,6 +11,9 @@ The guard is one small process per runner, in its own session, started once. The
 holds. When the runner dies (kill -9 included) the kernel closes the pipe: the guard reads end
 of file, SIGKILLs every group still registered, then every process whose environment carries
 this runner's marker (an execution spawned in the instant before it was registered), and exits.
+A process caught inside its exec has no environment to read for a moment (Popen returns once
+the exec has begun, before the kernel sets the new environment up), so those are read again,
+for up to a second.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ MARKER_VAR = "HOOKRUN_GUARD"
 
 # Run with `python -I -S -c`: no site, no hookrun imports, so it is small and quick to start.
 _SOURCE = r"""
-import os, select, signal, sys
+import os, select, signal, sys, time
 marker = sys.argv[1].encode()
 groups = set()
 # The pipe is drained now and then, not line by line: a blocking read would wake the guard (and
@@ -67,17 +70,29 @@ def kill(pgid):
         pass
 for pgid in groups:
     kill(pgid)
+# Kill the groups of the marked among pids; return those whose environment reads empty but
+# are not zombies: in the middle of an exec, their new environment not yet in place.
+def unmarked(pids):
+    later = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+            if marker in env.split(b"\0"):
+                kill(os.getpgid(pid))
+            elif not env:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                        later.append(pid)
+        except OSError:
+            pass
+    return later
 me = os.getpid()
-for name in os.listdir("/proc"):
-    if not name.isdigit() or int(name) == me:
-        continue
-    try:
-        with open(f"/proc/{name}/environ", "rb") as f:
-            env = f.read().split(b"\0")
-        if marker in env:
-            kill(os.getpgid(int(name)))
-    except OSError:
-        pass
+waiting = unmarked([int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me])
+deadline = time.monotonic() + 1.0
+while waiting and time.monotonic() < deadline:
+    time.sleep(0.01)
+    waiting = unmarked(waiting)
 """
 
 
