@@ -197,7 +197,8 @@ def test_a_launched_run_appears_and_finishes_without_a_reload(
 
     # redeliver: the receiver gets the run's notification a second time
     until(chrome, lambda c: len(system.notifications(run_id)) == 1, "the first notification", 60)
-    chrome.find_element(By.ID, "redeliver").click()
+    # the buttons are in the live part, replaced whenever the run changes
+    until(chrome, lambda c: c.find_element(By.ID, "redeliver").click() or True, "click redeliver")
     until(chrome, lambda c: "Redelivery requested" in (text_of(c, "#flash") or ""), "ok")
     wait_for(lambda: len(system.notifications(run_id)) >= 2, 60, "the redelivered notification")
 
@@ -242,7 +243,7 @@ def test_a_running_run_is_canceled_from_its_page(browser: WebDriver, system: Sys
     chrome.get(f"{system.base}/ui/runs/{run_id}")
     until(chrome, found("#live"), "the run page")
     until(chrome, found(".execution .s-running"), "the execution to be running (live)", 60)
-    chrome.find_element(By.ID, "cancel").click()
+    until(chrome, lambda c: c.find_element(By.ID, "cancel").click() or True, "click cancel")
     until(chrome, lambda c: "Cancel requested" in (text_of(c, "#flash") or ""), "ok")
     until(chrome, lambda c: status_of(c) == "CANCELED", "the run to show CANCELED (live)", 60)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hookrun.events import RunCancelRequested, RunStatus, topics
+from hookrun.events import RunCancelRequested, RunStatus, TriggerLaunched, topics
 from hookrun.status import dag, stream
 from hookrun.status.dashboard import COOKIE, CSP, Sessions
 from hookrun.status.handlers import Deps
 from hookrun.status.store import RunFilter
 from tests.status.factories import canceled, launched, run_events
-from tests.status.test_routes import TOKEN, app, client  # noqa: F401 (fixtures)
+from tests.status.test_routes import TOKEN, app, client, subscribe  # noqa: F401 (fixtures)
 
 
 def sign_in(client) -> str:  # noqa: F811
@@ -27,6 +27,14 @@ def sign_in(client) -> str:  # noqa: F811
     page = client.get("/ui/runs")
     assert page.status_code == 200
     return re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+
+
+async def a_running_and_a_finished_run(app) -> tuple[TriggerLaunched, TriggerLaunched]:  # noqa: F811
+    """Two stored runs of trigger tok (no subscription): one running, one that succeeded."""
+    running, done = launched("tok"), launched("tok")
+    unfinished = run_events(running, [RunStatus.SUCCESS], finish=False)
+    await app.state.feed([running, *unfinished, done, *run_events(done, [RunStatus.SUCCESS])])
+    return running, done
 
 
 class TestSignIn:
@@ -184,15 +192,50 @@ class TestPages:
         client,  # noqa: F811
         app,  # noqa: F811
     ):
-        running, done = launched("tok"), launched("tok")
-        unfinished = run_events(running, [RunStatus.SUCCESS], finish=False)
-        await app.state.feed([running, *unfinished, done, *run_events(done, [RunStatus.SUCCESS])])
+        running, done = await a_running_and_a_finished_run(app)
         sign_in(client)
         waiting = client.get(f"/ui/runs/{running.run_id}").text
         assert "a notification is sent once the run finishes" in waiting
         finished = client.get(f"/ui/runs/{done.run_id}").text
         assert "a notification is sent once the run finishes" not in finished
         assert "no subscription of this trigger wants this run's notification" in finished
+
+    async def test_a_run_page_offers_only_the_actions_the_admin_api_would_take(
+        self,
+        client,  # noqa: F811
+        app,  # noqa: F811
+    ):
+        running, done = await a_running_and_a_finished_run(app)
+        sign_in(client)
+
+        def buttons(run_id: str) -> tuple[dict[str, bool], str | None]:
+            """The run's cancel and redeliver buttons (whether disabled), and the reason shown."""
+            page = client.get(f"/ui/runs/{run_id}").text
+            shown = {
+                name: " disabled" in attributes
+                for attributes in re.findall(r"<button ([^>]*)>", page)
+                for name in re.findall(r'id="(cancel|redeliver)"', attributes)
+            }
+            why = re.search(r'<span class="hint" id="redeliver-refused">([^<]*)</span>', page)
+            return shown, None if why is None else html.unescape(why.group(1))
+
+        # a running run: cancel it, nothing to redeliver yet
+        assert buttons(running.run_id) == (
+            {"cancel": False, "redeliver": True},
+            "run has not finished; there is nothing to redeliver",
+        )
+        # a finished run of a trigger without subscriptions: no cancel, nothing to redeliver
+        assert buttons(done.run_id) == (
+            {"redeliver": True},
+            "nothing to redeliver: trigger tok has no subscription",
+        )
+        subscribe(app, statuses=["FAILURE"])
+        assert buttons(done.run_id)[1] == (
+            "nothing to redeliver: no enabled subscription of trigger tok has SUCCESS in its statuses"
+        )
+        # a subscription that takes the run: the button as the admin API would accept it
+        subscribe(app)
+        assert buttons(done.run_id) == ({"redeliver": False}, None)
 
     async def test_triggers_show_rejections_and_subscriptions_their_success_rate(
         self,

@@ -361,6 +361,9 @@ async def run_page(request: Request, run_id: str) -> Response:
         "timeline": _timeline(events),
         "payload": _original_payload(events),
         "stream": live,
+        # The buttons the admin API would refuse (409) are not offered; the live part of the
+        # page, which holds them, is rendered again as the run moves on.
+        "redeliver_refused": subscriptions.redelivery_refused(run, None, deps),
     }
     return _page(request, "run.html", context, session=session)
 

@@ -305,15 +305,23 @@ def _nothing_to_send(run: dict[str, Any], sid: str | None, deps: Deps) -> str | 
     return None
 
 
-async def redeliver(run_id: str, sid: str | None, deps: Deps) -> dict[str, Any]:
-    """Append RedeliveryRequested for a finished run (its notification exists only then) that
-    would be sent to a subscription; 409 saying why nothing would be sent otherwise."""
-    run = await known_run(run_id, deps)
+def redelivery_refused(run: dict[str, Any], sid: str | None, deps: Deps) -> str | None:
+    """The error a redelivery of ``run`` (to ``sid``, or to every subscription) is refused with;
+    None when it would send something. The dashboard asks it to decide whether to offer one."""
     if run["status"] is None:
-        raise ApiError(409, {"error": "run has not finished; there is nothing to redeliver"})
+        # A run's notification exists only once it has finished.
+        return "run has not finished; there is nothing to redeliver"
     why = _nothing_to_send(run, sid, deps)
-    if why is not None:
-        raise ApiError(409, {"error": f"nothing to redeliver: {why}"})
+    return None if why is None else f"nothing to redeliver: {why}"
+
+
+async def redeliver(run_id: str, sid: str | None, deps: Deps) -> dict[str, Any]:
+    """Append RedeliveryRequested for a finished run that would be sent to a subscription;
+    409 saying why nothing would be sent otherwise."""
+    run = await known_run(run_id, deps)
+    refused = redelivery_refused(run, sid, deps)
+    if refused is not None:
+        raise ApiError(409, {"error": refused})
     again = RedeliveryRequested(
         run_id=run_id,
         subscription_id=sid,
