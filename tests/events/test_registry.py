@@ -1,7 +1,11 @@
 """The event registry, the CloudEvents codec, the schemas and the generated docs."""
 
 import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import orjson
@@ -18,8 +22,10 @@ from hookrun.events import (
 )
 from hookrun.events.codec import dataschema
 from hookrun.events.registry import DuplicateEventType, register
+from hookrun.events.schedules import scheduled_run_id
 from hookrun.events.schemas import json_schema
 from hookrun.events.upcasters import UPCASTERS
+from hookrun.notifier.signing import message_id
 
 TYPES = registered()
 EXAMPLES = Path(__file__).parents[2] / "libs" / "events" / "examples"
@@ -42,6 +48,21 @@ def example(type_: str, version: int = 1) -> dict:
     return json.loads((EXAMPLES / type_ / f"v{version}.json").read_text())
 
 
+#: The fields that hold ids the code makes with new_id (UUIDv7).
+NEW_IDS = {"run_id", "execution_id", "pipeline_id", "source_pipeline_id", "failed_execution_id"}
+
+
+def fields(data: Any) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """Every (name, value, the object holding it) in a JSON document, nested ones too."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            yield name, value, data
+            yield from fields(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from fields(item)
+
+
 @pytest.mark.parametrize("type_", TYPES)
 class TestEveryRegisteredType:
     def test_has_a_golden_example_that_decodes(self, type_):
@@ -61,6 +82,20 @@ class TestEveryRegisteredType:
         assert decode(record.value, record.headers) == event
         assert record.key == event.key.encode()
         assert record.topic == cls.topic
+
+    def test_golden_example_ids_have_the_shape_the_code_gives_them(self, type_):
+        # the examples are the docs' (docs/events.md, docs/asyncapi.yaml): a reader copies them
+        data = example(type_, TYPES[type_].version)
+        for name, value, holder in fields(data):
+            if name == "run_id" and type_ == "hookrun.schedule.fired":
+                due = datetime.fromisoformat(holder["due_at"])
+                assert value == scheduled_run_id(holder["trigger_id"], due)
+            elif name in NEW_IDS and isinstance(value, str):
+                made = uuid.UUID(value)
+                assert (made.version, made.variant) == (7, uuid.RFC_4122), (name, value)
+                assert str(made) == value
+            elif name == "message_id":
+                assert value == message_id(holder["run_id"], holder["subscription_id"])
 
     def test_encoded_value_matches_the_json_schema(self, type_):
         cls = TYPES[type_]
