@@ -85,3 +85,17 @@ async def test_show_gives_each_deliverys_state_and_why(api, app):  # noqa: F811
     assert " exhausted " in rows["sub-1"] and rows["sub-1"].endswith(" 500")
     assert " canceled " in rows["sub-2"]
     assert rows["sub-2"].endswith(" the subscription is disabled: 410 Gone")
+
+
+async def test_show_gives_a_runs_times_in_the_order_they_happened(api, app):  # noqa: F811
+    run = launched("tok")
+    await app.state.feed([run, *run_events(run, [RunStatus.SUCCESS])])
+    done = hookrun("runs", "show", run.run_id)
+    assert done.exit_code == 0, done.output
+    times = {}
+    for line in done.output.splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name in ("received", "completed"):
+            times[name] = value.strip()
+    # the test's run as the gateway and runner make one: received, then completed 3.1 s later
+    assert times["received"] < times["completed"], done.output

@@ -27,6 +27,7 @@ from hookrun.events import (
     new_id,
 )
 
+#: A fixed moment, for events whose time does not matter to the test.
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 CONFIG = """
@@ -64,9 +65,13 @@ triggers:
 
 
 def launched(trigger_id: str = "tok", run_id: str | None = None, **kw: Any) -> TriggerLaunched:
+    """A launch received now (or at ``occurred_at``), its run id a UUIDv7 of that time as the
+    gateway makes it."""
     body = kw.pop("body", b'{"n": 1}')
+    at = kw.pop("occurred_at", None) or datetime.now(UTC)
     return TriggerLaunched(
-        run_id=run_id or new_id(),
+        run_id=run_id or new_id(at=at),
+        occurred_at=at,
         trigger_id=trigger_id,
         config_version="v1",
         request=LaunchRequest(
@@ -88,11 +93,19 @@ def run_events(
     pipeline: bool = False,
     deliveries: int = 0,
 ) -> list[Event]:
-    """A run with one run_execution action per outcome (and optionally a pipeline action)."""
+    """A run with one run_execution action per outcome (and optionally a pipeline action),
+    dated from its launch: it starts 100 ms after it was received and ends 3 s later."""
     run_id = launch.run_id
+    t0 = launch.occurred_at + timedelta(milliseconds=100)
     n = len(outcomes) + int(pipeline)
     events: list[Event] = [
-        RunStarted(run_id=run_id, trigger_id=launch.trigger_id, runner_id="r1", action_count=n)
+        RunStarted(
+            run_id=run_id,
+            trigger_id=launch.trigger_id,
+            runner_id="r1",
+            action_count=n,
+            occurred_at=t0,
+        )
     ]
     summaries = []
     for i, status in enumerate(outcomes):
@@ -106,18 +119,20 @@ def run_events(
                 execution_id=ex,
                 runner_id="r1",
                 pid=100 + i,
-                lease_until=T0 + timedelta(minutes=1),
+                lease_until=t0 + timedelta(minutes=1),
+                occurred_at=t0,
             ),
             ExecutionFinished(
                 run_id=run_id,
                 execution_id=ex,
                 status=status,
                 exit_code=0 if status is RunStatus.SUCCESS else 1,
-                started_at=T0,
-                completed_at=T0 + timedelta(seconds=2),
+                started_at=t0,
+                completed_at=t0 + timedelta(seconds=2),
                 duration_ms=2000,
                 stdout_tail=f"out {i}\n",
                 stderr_tail="" if status is RunStatus.SUCCESS else "boom\n",
+                occurred_at=t0 + timedelta(seconds=2),
             ),
             ActionCompleted(
                 run_id=run_id,
@@ -152,7 +167,8 @@ def run_events(
                 execution_id=f"{pid}-a",
                 status=RunStatus.SUCCESS,
                 exit_code=0,
-                completed_at=T0,
+                started_at=t0 + timedelta(seconds=2),
+                completed_at=t0 + timedelta(seconds=2, milliseconds=5),
                 duration_ms=5,
             ),
             PipelineFinished(run_id=run_id, pipeline_id=pid, status=RunStatus.SUCCESS),
@@ -169,11 +185,12 @@ def run_events(
                 trigger_id=launch.trigger_id,
                 config_version="v1",
                 status=RunStatus.SUCCESS if ok else RunStatus.FAILURE,
-                started_at=T0,
-                completed_at=T0 + timedelta(seconds=3),
+                started_at=t0,
+                completed_at=t0 + timedelta(seconds=3),
                 duration_ms=3000,
                 execution_count=len(outcomes),
-                invocation=Invocation(id=run_id, timestamp=T0),
+                invocation=Invocation(id=run_id, timestamp=launch.occurred_at),
+                occurred_at=t0 + timedelta(seconds=3),
             )
         )
     for d in range(deliveries):
@@ -189,7 +206,8 @@ def run_events(
                 status_code=500,
                 duration_ms=12,
                 response_excerpt="oops",
-                next_attempt_at=T0 + timedelta(seconds=5) if d + 1 < deliveries else None,
+                next_attempt_at=t0 + timedelta(seconds=8 + 5 * d) if d + 1 < deliveries else None,
+                occurred_at=t0 + timedelta(seconds=3 + 5 * d),
             )
         )
     if deliveries:
