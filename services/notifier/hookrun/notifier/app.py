@@ -174,12 +174,17 @@ class Notifier(Service[Book]):
         """Wait until hookrun.subscriptions is read: the replay plans deliveries by the
         subscriptions it knows and cancels retries to those it does not, so it must know every
         one made through the admin API first."""
+        delay = 0.2
         while not stopping.is_set():
             try:
                 await self.subscriptions_table.catch_up()
                 return
             except KafkaUnavailable as exc:
-                log.warning("waiting for hookrun.subscriptions: %s", exc)
+                # A refused request fails at once: pause, doubling, as ensure_topics_forever does.
+                log.warning("waiting for hookrun.subscriptions (%s); again in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
 
     # -- the loop's hooks -----------------------------------------------------------------
 
